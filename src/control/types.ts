@@ -1,0 +1,123 @@
+/**
+ * Contracts between the supervisor and its parts. The supervisor (src/control/supervisor.ts)
+ * owns the event bus, the policy store and the control API; every other part (egress proxy,
+ * sandbox driver, privacy router, meters, agent) is a SupervisorService listed in
+ * src/control/services.ts, started in order and stopped in reverse.
+ */
+import type { AuditEvent, EventInput, EventKind } from '../audit/events.js';
+import type { Clock } from '../shared/clock.js';
+import type { HomePaths, SandboxPaths } from '../shared/home.js';
+import type {
+  NetworkDecision,
+  NetworkQuery,
+  PolicyDocument,
+  PolicyRevision,
+  RevisionAuthor,
+} from '../policy/types.js';
+
+export interface EventFilter {
+  kinds?: EventKind[] | undefined;
+  /** Only events with seq > sinceSeq. */
+  sinceSeq?: number | undefined;
+  /** Only events with ts >= sinceTs (ms epoch). */
+  sinceTs?: number | undefined;
+}
+
+export interface EventBus {
+  /** Append to the audit log (chained, batched fsync) and publish to subscribers. Never throws on I/O:
+   *  an audit write failure is reported once on stderr and as an event, the supervisor keeps running. */
+  emit(input: EventInput): AuditEvent;
+  /** Publish to live subscribers only (high-rate samples); not chained, seq is the last audited seq. */
+  publishTransient(input: EventInput): AuditEvent;
+  /** Live subscription; returns an unsubscribe function. */
+  subscribe(listener: (event: AuditEvent) => void, filter?: EventFilter): () => void;
+  /** Backlog: audited events matching the filter, oldest first (from memory, then disk). */
+  backlog(filter?: EventFilter, limit?: number): Promise<AuditEvent[]>;
+  lastSeq(): number;
+}
+
+export interface PolicyStore {
+  current(): PolicyDocument;
+  revision(): PolicyRevision;
+  history(): PolicyRevision[];
+  /** Fast compiled matcher over policy + overlay (+ session rules). */
+  decideNetwork(query: NetworkQuery): NetworkDecision;
+  /** Validate and apply a new base policy (YAML text). Static sections may not change.
+   *  Throws NemoclawError('policy_invalid' | 'policy_static_change'); the running revision stays. */
+  apply(yamlText: string, author: RevisionAuthor, source?: string): Promise<PolicyRevision>;
+  /** Add an "always allow" / "always deny" rule to the operator overlay (persisted; new revision). */
+  addOverlayRule(rule: OverlayRule, author: RevisionAuthor, reason?: string): Promise<PolicyRevision>;
+  /** Session-scoped allow (until the supervisor restarts); no revision, but an event. */
+  addSessionAllow(rule: OverlayRule): void;
+  onChange(listener: (rev: PolicyRevision, doc: PolicyDocument) => void): () => void;
+  /** Canonical YAML of the effective policy. */
+  effectiveYaml(): string;
+}
+
+export interface OverlayRule {
+  action: 'allow' | 'deny';
+  host: string;
+  port: number;
+  /** Binary path the rule is scoped to; undefined = any binary. */
+  binary?: string | undefined;
+}
+
+export interface RouteRequest {
+  method: string;
+  /** Path without query string. */
+  path: string;
+  params: Record<string, string>;
+  query: URLSearchParams;
+  /** Parsed JSON body (undefined when none). */
+  body: unknown;
+  headers: Record<string, string | string[] | undefined>;
+}
+
+export interface RouteResponse {
+  status: number;
+  body?: unknown;
+  headers?: Record<string, string>;
+}
+
+export interface ControlRoute {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  /** `/v1/pending/:id` style; `:name` segments become params. */
+  path: string;
+  handler(req: RouteRequest): Promise<RouteResponse> | RouteResponse;
+}
+
+/** Operators attached right now (TUIs and `logs -f --approver` followers). */
+export interface OperatorPresence {
+  attachedCount(): number;
+  onChange(listener: (count: number) => void): () => void;
+}
+
+export interface SupervisorOptions {
+  /** Test-only: lets the egress proxy dial loopback upstreams. Reported in status and every event. */
+  unsafeAllowLoopbackUpstreams: boolean;
+  /** Extra options parts may read (e.g. blueprint name, workdir). */
+  [key: string]: unknown;
+}
+
+export interface SupervisorContext {
+  name: string;
+  paths: SandboxPaths;
+  home: HomePaths;
+  clock: Clock;
+  events: EventBus;
+  policy: PolicyStore;
+  operators: OperatorPresence;
+  options: SupervisorOptions;
+  /** Look up another started service by name (e.g. the sandbox driver asks for the egress proxy's socket). */
+  service<T extends SupervisorService>(name: string): T | undefined;
+}
+
+export interface SupervisorService {
+  readonly name: string;
+  start(ctx: SupervisorContext): Promise<void>;
+  /** Must not throw; release everything (flush, kill children by pid). */
+  stop(): Promise<void>;
+  /** Merged into GET /v1/status under `services[name]`. */
+  status?(): Record<string, unknown>;
+  routes?(): ControlRoute[];
+}
