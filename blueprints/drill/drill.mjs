@@ -1,0 +1,134 @@
+#!/usr/bin/env node
+// The drill: a scripted agent that walks through everything nemoclaw-tui guards, one step at a
+// time, so every pane of the TUI has something to show without an API key or a model. It runs
+// inside the sandbox on the bound Node (/opt/nemoclaw/node), reaches the network only through
+// HTTP(S)_PROXY (NODE_USE_ENV_PROXY=1) and inference only through http://inference.local.
+//
+// Each step prints one human line and one JSON line ({"drill":…}) so tests and `logs -f` can follow it.
+// Environment (all optional):
+//   NEMOCLAW_INFERENCE_TOKEN  per-sandbox token for inference.local
+//   DRILL_MODEL               model id to ask for (default drill-stub)
+//   DRILL_ALLOWED_URL         a host the policy allows (default https://registry.npmjs.org/-/ping)
+//   DRILL_UNKNOWN_URL         a host no rule mentions (default https://unknown.drill.nemoclaw.invalid/)
+//   DRILL_BURN_MAX            most calls while burning tokens (default 40)
+//   DRILL_BURN_TOKENS         max_tokens per burn call (default 2000)
+//   DRILL_REPEAT_SECONDS      run the walk again after this pause; 0 = once and exit (default 0)
+//   DRILL_STEP_PAUSE_MS       pause between steps so a human can follow (default 0)
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+
+const env = process.env;
+const token = env.NEMOCLAW_INFERENCE_TOKEN ?? '';
+const model = env.DRILL_MODEL || 'drill-stub';
+const allowedUrl = env.DRILL_ALLOWED_URL || 'https://registry.npmjs.org/-/ping';
+const unknownUrl = env.DRILL_UNKNOWN_URL || 'https://unknown.drill.nemoclaw.invalid/';
+const burnMax = Number(env.DRILL_BURN_MAX || 40);
+const burnTokens = Number(env.DRILL_BURN_TOKENS || 2000);
+const repeatSeconds = Number(env.DRILL_REPEAT_SECONDS || 0);
+const stepPauseMs = Number(env.DRILL_STEP_PAUSE_MS || 0);
+const INFERENCE = 'http://inference.local/v1/chat/completions';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function report(round, step, outcome, detail) {
+  const human = `drill[${round}] ${step}: ${outcome}${detail ? ` (${detail})` : ''}`;
+  process.stdout.write(`${human}\n`);
+  process.stdout.write(`${JSON.stringify({ drill: step, round, outcome, detail })}\n`);
+}
+
+async function httpGet(url, timeoutMs) {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    const body = await res.text();
+    return { status: res.status, body: body.slice(0, 200) };
+  } catch (err) {
+    return { error: err.cause?.code || err.cause?.message || err.name || String(err) };
+  }
+}
+
+async function chat(content, maxTokens) {
+  try {
+    const res = await fetch(INFERENCE, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ model, max_tokens: maxTokens, messages: [{ role: 'user', content }] }),
+      signal: AbortSignal.timeout(120_000),
+    });
+    const text = await res.text();
+    let json;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+    return { status: res.status, json, text: text.slice(0, 300) };
+  } catch (err) {
+    return { status: 0, error: err.cause?.code || err.cause?.message || String(err) };
+  }
+}
+
+function tryFs(action) {
+  try {
+    action();
+    return 'allowed';
+  } catch (err) {
+    return err.code || String(err);
+  }
+}
+
+async function walk(round) {
+  const steps = [
+    async () => {
+      const r = await httpGet(allowedUrl, 30_000);
+      report(round, 'allowed-host', r.status ? `HTTP ${r.status}` : `failed: ${r.error}`, allowedUrl);
+    },
+    async () => {
+      // Held for the operator when one is attached, refused (403) otherwise.
+      const r = await httpGet(unknownUrl, 130_000);
+      report(round, 'unknown-host', r.status ? `HTTP ${r.status}` : `failed: ${r.error}`, unknownUrl);
+    },
+    async () => {
+      report(round, 'write-outside-sandbox', tryFs(() => writeFileSync('/etc/drill-was-here', 'x')), '/etc/drill-was-here');
+      report(round, 'write-usr', tryFs(() => mkdirSync('/usr/lib/drill-was-here')), '/usr/lib/drill-was-here');
+    },
+    async () => {
+      report(round, 'read-hidden', tryFs(() => readFileSync('/etc/shadow')), '/etc/shadow');
+      report(round, 'read-hidden', tryFs(() => readFileSync('/root/.ssh/id_rsa')), '/root/.ssh/id_rsa');
+    },
+    async () => {
+      const r = await chat(
+        'Please draft a reply to jane.doe@example.com and call her at +1 415 555 0134 about invoice 4417.',
+        64,
+      );
+      report(round, 'send-pii', r.status ? `HTTP ${r.status}` : `failed: ${r.error}`, r.json?.choices?.[0]?.message?.content?.slice(0, 80));
+    },
+    async () => {
+      const r = await chat('Deploy with this key: AKIAIOSFODNN7EXAMPLE and secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY', 64);
+      report(round, 'send-secret', r.status ? `HTTP ${r.status}` : `failed: ${r.error}`, r.json?.error?.message?.slice(0, 120));
+    },
+    async () => {
+      let calls = 0;
+      let last = 0;
+      while (calls < burnMax) {
+        calls++;
+        const r = await chat(`Burn round ${calls}: write a very long story about sandboxes.`, burnTokens);
+        last = r.status;
+        if (r.status !== 200) break;
+      }
+      const outcome = last === 402 ? 'stopped by the budget (HTTP 402)' : `HTTP ${last} after ${calls} calls`;
+      report(round, 'burn-tokens', outcome, `${calls} calls`);
+    },
+  ];
+  for (const step of steps) {
+    await step();
+    if (stepPauseMs > 0) await sleep(stepPauseMs);
+  }
+}
+
+let round = 1;
+for (;;) {
+  await walk(round);
+  report(round, 'done', 'walk complete', repeatSeconds > 0 ? `next walk in ${repeatSeconds}s` : undefined);
+  if (!(repeatSeconds > 0)) break;
+  await sleep(repeatSeconds * 1000);
+  round++;
+}

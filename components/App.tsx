@@ -1,0 +1,535 @@
+/**
+ * The root of the TUI: header, panes, footer, and ONE key dispatcher that switches on the mode
+ * (normal, filter, confirm, help, detail, policy). Decisions are only ever taken by a plain
+ * letter in normal mode (or `y` in a confirmation); Esc and Alt-modified keys never decide.
+ */
+import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from 'react';
+import { Box, Text, useApp, useInput, useWindowSize, type Key } from 'ink';
+import type { ApprovalDecision, PolicyView, TuiClient } from './client.js';
+import { compactNumber, duration, fit } from './format.js';
+import { computeLayout, isTooSmall, MIN_COLUMNS, MIN_ROWS, PANE_IDS, PANE_TITLES, type PaneId } from './layout.js';
+import { AgentPane } from './panes/AgentPane.js';
+import { FilesystemPane } from './panes/FilesystemPane.js';
+import { InferencePane } from './panes/InferencePane.js';
+import { MetersPane } from './panes/MetersPane.js';
+import { NetworkPane, type NetworkItem } from './panes/NetworkPane.js';
+import type { HeldRow } from './selectors.js';
+import type { TuiState, TuiStore } from './store.js';
+import { THEMES, type Theme } from './theme.js';
+import { useSupervisorFeed } from './useSupervisorFeed.js';
+import { ConfirmView, HelpView, ScrollView, TooSmallView } from './views.js';
+
+export interface AppProps {
+  client: TuiClient;
+  store: TuiStore;
+  ascii: boolean;
+  theme: 'dark' | 'light';
+  /** Shown in the header when attached through `--host`. */
+  host?: string | undefined;
+  /** Wall clock (tests pin it so ages and uptime are stable). */
+  now?: () => number;
+  /** Called once when the operator detaches (q / Ctrl-C). */
+  onDetach?: () => void;
+}
+
+type Confirm =
+  | { kind: 'always'; row: HeldRow }
+  | { kind: 'detach'; held: number }
+  | { kind: 'budget' };
+
+type Mode =
+  | { kind: 'normal' }
+  | { kind: 'filter'; draft: string }
+  | { kind: 'help' }
+  | { kind: 'confirm'; confirm: Confirm }
+  | { kind: 'detail'; title: string; lines: string[]; scroll: number; held: HeldRow | undefined }
+  | { kind: 'policy'; view: PolicyView | undefined; error: string | undefined; scroll: number };
+
+const DECISION_KEYS: Record<string, { decision: ApprovalDecision; label: string }> = {
+  a: { decision: 'once', label: 'approved once' },
+  s: { decision: 'session', label: 'approved for this session' },
+  d: { decision: 'deny', label: 'denied' },
+  D: { decision: 'deny_always', label: 'always denied' },
+};
+
+const PANE_HINTS: Record<PaneId, string> = {
+  network: 'a approve  s session  A always  d deny  D always-deny  ⏎ detail  / filter  p policy  ? help  q detach',
+  filesystem: 'j/k move  g/G newest/oldest  ⏎ detail  / filter  Tab next pane  ? help  q detach',
+  meters: 'b raise budget  p policy  Tab next pane  1-5 panes  ? help  q detach',
+  inference: 'j/k move  ⏎ detail  / filter  b raise budget  Tab next pane  ? help  q detach',
+  agent: 'j/k move  g/G newest/oldest  / filter  Tab next pane  ? help  q detach',
+};
+
+function rowText(...parts: unknown[]): string {
+  return parts.map((p) => (typeof p === 'string' ? p : '')).join(' ').toLowerCase();
+}
+
+function describeRecord(raw: Record<string, unknown>): string[] {
+  const first = ['kind', 'ts', 'seq', 'id', 'level', 'host', 'port', 'binary', 'method', 'path'];
+  const keys = [...first.filter((k) => k in raw), ...Object.keys(raw).filter((k) => !first.includes(k) && k !== 'prev_hash' && k !== 'hash').sort()];
+  const out: string[] = [];
+  for (const k of keys) {
+    const v = raw[k];
+    const text = typeof v === 'string' ? v : JSON.stringify(v, null, 2) ?? String(v);
+    const [head, ...rest] = text.split('\n');
+    out.push(`${k.padEnd(16)} ${head ?? ''}`);
+    for (const line of rest) out.push(`${' '.repeat(17)}${line}`);
+  }
+  return out;
+}
+
+function errorText(err: unknown): string {
+  if (err && typeof err === 'object') {
+    const e = err as { message?: unknown; nextStep?: unknown };
+    const msg = typeof e.message === 'string' ? e.message : String(err);
+    return typeof e.nextStep === 'string' ? `${msg} (${e.nextStep})` : msg;
+  }
+  return String(err);
+}
+
+function matches(filter: string, text: string): boolean {
+  return filter === '' || text.includes(filter.toLowerCase());
+}
+
+function useFilteredLists(state: TuiState, filters: Record<PaneId, string>) {
+  const { network, filesystem, inference, agent } = state;
+  const fNet = filters.network;
+  const networkItems = useMemo<NetworkItem[]>(() => {
+    const held: NetworkItem[] = network.held
+      .filter((r) => matches(fNet, rowText(r.host, r.port, r.binary, r.method, r.path, 'held')))
+      .map((row) => ({ type: 'held', row }));
+    const history: NetworkItem[] = network.history
+      .filter((r) => matches(fNet, rowText(r.host, r.port, r.binary, r.method, r.path, r.verdict, r.rule, r.reason)))
+      .map((row) => ({ type: 'history', row }));
+    return held.concat(history);
+  }, [network, fNet]);
+  const fsRows = useMemo(
+    () => filesystem.filter((r) => matches(filters.filesystem, rowText(r.binary, r.syscall, r.path, r.rule, r.errno))),
+    [filesystem, filters.filesystem],
+  );
+  const infRows = useMemo(
+    () => inference.filter((r) => matches(filters.inference, rowText(r.requested, r.provider, r.model, r.rule, r.status, r.entities))),
+    [inference, filters.inference],
+  );
+  const agentRows = useMemo(() => agent.filter((r) => matches(filters.agent, rowText(r.stream, r.line))), [agent, filters.agent]);
+  return { networkItems, fsRows, infRows, agentRows };
+}
+
+export function App({ client, store, ascii, theme: themeName, host, now: nowFn = Date.now, onDetach }: AppProps) {
+  const { exit } = useApp();
+  const { columns, rows } = useWindowSize();
+  const theme: Theme = THEMES[themeName];
+  const state = useSyncExternalStore(store.subscribe, store.getSnapshot);
+  const [focus, setFocus] = useState<PaneId>('network');
+  const [selected, setSelected] = useState<Record<PaneId, number>>({ network: 0, filesystem: 0, meters: 0, inference: 0, agent: 0 });
+  const [filters, setFilters] = useState<Record<PaneId, string>>({ network: '', filesystem: '', meters: '', inference: '', agent: '' });
+  const [mode, setMode] = useState<Mode>({ kind: 'normal' });
+  const [flash, setFlash] = useState<{ text: string; bad: boolean } | undefined>(undefined);
+  const [now, setNow] = useState(nowFn);
+  const detached = useRef(false);
+
+  const refresh = useSupervisorFeed(client, store);
+
+  // Ages and uptime tick once a second; that is the only timer-driven render.
+  useEffect(() => {
+    const t = setInterval(() => setNow(nowFn()), 1000);
+    return () => clearInterval(t);
+  }, [nowFn]);
+
+  useEffect(() => {
+    if (!flash) return;
+    const t = setTimeout(() => setFlash(undefined), 5000);
+    return () => clearTimeout(t);
+  }, [flash]);
+
+  const lists = useFilteredLists(state, filters);
+  const counts: Record<PaneId, number> = {
+    network: lists.networkItems.length,
+    filesystem: lists.fsRows.length,
+    meters: 0,
+    inference: lists.infRows.length,
+    agent: lists.agentRows.length,
+  };
+  const sel = (id: PaneId) => Math.max(0, Math.min(selected[id], Math.max(0, counts[id] - 1)));
+  const selectedNetwork = lists.networkItems[sel('network')];
+  const selectedHeld = focus === 'network' && selectedNetwork?.type === 'held' ? selectedNetwork.row : undefined;
+
+  const detach = useCallback(() => {
+    if (detached.current) return;
+    detached.current = true;
+    onDetach?.();
+    exit();
+  }, [exit, onDetach]);
+
+  const decide = useCallback(
+    (row: HeldRow, decision: ApprovalDecision, label: string) => {
+      client.decide(row.id, decision).then(
+        () => {
+          store.resolvePending(row.id);
+          setFlash({ text: `${label}: ${row.host}:${row.port}`, bad: false });
+          refresh();
+        },
+        (err: unknown) => setFlash({ text: `could not record "${label}" for ${row.host}:${row.port}: ${errorText(err)}`, bad: true }),
+      );
+    },
+    [client, store, refresh],
+  );
+
+  const raiseBudget = useCallback(() => {
+    client.raiseBudget().then(
+      (what) => {
+        setFlash({ text: what, bad: false });
+        refresh();
+      },
+      (err: unknown) => setFlash({ text: `could not raise the budget: ${errorText(err)}`, bad: true }),
+    );
+  }, [client, refresh]);
+
+  const openPolicy = useCallback(() => {
+    setMode({ kind: 'policy', view: undefined, error: undefined, scroll: 0 });
+    client.policy().then(
+      (view) => setMode((m) => (m.kind === 'policy' ? { ...m, view } : m)),
+      (err: unknown) => setMode((m) => (m.kind === 'policy' ? { ...m, error: errorText(err) } : m)),
+    );
+  }, [client]);
+
+  const openDetail = () => {
+    if (focus === 'network' && selectedNetwork) {
+      const raw = selectedNetwork.row.raw;
+      const held = selectedNetwork.type === 'held' ? selectedNetwork.row : undefined;
+      const title = held ? `Held request ${held.host}:${held.port} (a/s/A/d/D decide, Esc back)` : `Network ${selectedNetwork.row.host}:${selectedNetwork.row.port}`;
+      setMode({ kind: 'detail', title, lines: describeRecord(raw), scroll: 0, held });
+      return;
+    }
+    const pick =
+      focus === 'filesystem' ? lists.fsRows[sel('filesystem')] : focus === 'inference' ? lists.infRows[sel('inference')] : focus === 'agent' ? lists.agentRows[sel('agent')] : undefined;
+    if (pick) setMode({ kind: 'detail', title: `${PANE_TITLES[focus]} detail`, lines: describeRecord(pick.raw), scroll: 0, held: undefined });
+  };
+
+  const moveSelection = (delta: number | 'top' | 'bottom') => {
+    setSelected((s) => {
+      const max = Math.max(0, counts[focus] - 1);
+      const cur = Math.min(s[focus], max);
+      const next = delta === 'top' ? 0 : delta === 'bottom' ? max : Math.max(0, Math.min(max, cur + delta));
+      return { ...s, [focus]: next };
+    });
+  };
+
+  const cycleFocus = (step: number) => {
+    const i = PANE_IDS.indexOf(focus);
+    setFocus(PANE_IDS[(i + step + PANE_IDS.length) % PANE_IDS.length]!);
+  };
+
+  const askDetach = () => {
+    const held = state.network.held.length;
+    if (held > 0) setMode({ kind: 'confirm', confirm: { kind: 'detach', held } });
+    else detach();
+  };
+
+  const onDecisionKey = (input: string, held: HeldRow | undefined): boolean => {
+    if (input === 'A') {
+      if (held) setMode({ kind: 'confirm', confirm: { kind: 'always', row: held } });
+      else setFlash({ text: 'select a held request first (Network pane, top rows)', bad: true });
+      return true;
+    }
+    const d = DECISION_KEYS[input];
+    if (!d) return false;
+    if (held) {
+      decide(held, d.decision, d.label);
+      setMode({ kind: 'normal' });
+    } else {
+      setFlash({ text: 'select a held request first (Network pane, top rows)', bad: true });
+    }
+    return true;
+  };
+
+  type Scrollable = Extract<Mode, { scroll: number }>;
+  const scrollBy = (m: Scrollable, input: string, key: Key, total: number) => {
+    const page = Math.max(1, rows - 4);
+    let scroll = m.scroll;
+    if (input === 'j' || key.downArrow) scroll += 1;
+    else if (input === 'k' || key.upArrow) scroll -= 1;
+    else if (key.pageDown || input === ' ') scroll += page;
+    else if (key.pageUp) scroll -= page;
+    else if (input === 'g') scroll = 0;
+    else if (input === 'G') scroll = total;
+    else return;
+    setMode({ ...m, scroll: Math.max(0, Math.min(scroll, Math.max(0, total - 1))) });
+  };
+
+  useInput((input, key) => {
+    const ctrlC = key.ctrl && input === 'c';
+    switch (mode.kind) {
+      case 'help':
+        if (key.escape || input === '?' || input === 'q') setMode({ kind: 'normal' });
+        else if (ctrlC) askDetach();
+        return;
+      case 'confirm': {
+        const c = mode.confirm;
+        if (key.escape || input === 'n' || input === 'N') {
+          setMode({ kind: 'normal' });
+          return;
+        }
+        // Ctrl-C twice detaches, as a second Ctrl-C does in most programs.
+        const yes = !key.meta && (input === 'y' || input === 'Y' || key.return);
+        if (c.kind === 'detach' && (yes || ctrlC)) {
+          detach();
+          return;
+        }
+        if (!yes) return;
+        setMode({ kind: 'normal' });
+        if (c.kind === 'always') decide(c.row, 'always', 'always allowed');
+        else if (c.kind === 'budget') raiseBudget();
+        return;
+      }
+      case 'filter': {
+        if (key.escape) {
+          setFilters((f) => ({ ...f, [focus]: '' }));
+          setMode({ kind: 'normal' });
+        } else if (key.return) {
+          setMode({ kind: 'normal' });
+        } else if (key.backspace || key.delete) {
+          const draft = mode.draft.slice(0, -1);
+          setMode({ kind: 'filter', draft });
+          setFilters((f) => ({ ...f, [focus]: draft }));
+        } else if (ctrlC) {
+          askDetach();
+        } else if (input && !key.ctrl && !key.meta && !key.tab) {
+          const draft = mode.draft + input;
+          setMode({ kind: 'filter', draft });
+          setFilters((f) => ({ ...f, [focus]: draft }));
+          setSelected((s) => ({ ...s, [focus]: 0 }));
+        }
+        return;
+      }
+      case 'detail':
+        if (key.escape || input === 'q') setMode({ kind: 'normal' });
+        else if (ctrlC) askDetach();
+        else if (!key.meta && mode.held && onDecisionKey(input, mode.held)) return;
+        else scrollBy(mode, input, key, mode.lines.length);
+        return;
+      case 'policy': {
+        if (key.escape || input === 'q' || input === 'p') setMode({ kind: 'normal' });
+        else if (ctrlC) askDetach();
+        else scrollBy(mode, input, key, policyLines(mode.view).length);
+        return;
+      }
+      case 'normal':
+        break;
+    }
+    if (ctrlC || (input === 'q' && !key.meta)) {
+      askDetach();
+      return;
+    }
+    if (isTooSmall(columns, rows)) return;
+    if (key.escape) {
+      if (filters[focus]) setFilters((f) => ({ ...f, [focus]: '' }));
+      return;
+    }
+    // Alt-modified keys arrive as ESC + key; they never act (no decision on Esc or Alt).
+    if (key.meta) return;
+    if (key.tab) {
+      cycleFocus(key.shift ? -1 : 1);
+      return;
+    }
+    if (/^[1-5]$/.test(input)) {
+      setFocus(PANE_IDS[Number(input) - 1]!);
+      return;
+    }
+    if (input === 'j' || key.downArrow) return moveSelection(1);
+    if (input === 'k' || key.upArrow) return moveSelection(-1);
+    if (key.pageDown) return moveSelection(Math.max(1, rows - 6));
+    if (key.pageUp) return moveSelection(-Math.max(1, rows - 6));
+    if (input === 'g' || key.home) return moveSelection('top');
+    if (input === 'G' || key.end) return moveSelection('bottom');
+    if (key.return) return openDetail();
+    if (input === '/') {
+      if (focus !== 'meters') setMode({ kind: 'filter', draft: filters[focus] });
+      return;
+    }
+    if (input === '?') return setMode({ kind: 'help' });
+    if (input === 'p') return openPolicy();
+    if (input === 'b') return setMode({ kind: 'confirm', confirm: { kind: 'budget' } });
+    if (focus === 'network' && onDecisionKey(input, selectedHeld)) return;
+  });
+
+  if (isTooSmall(columns, rows)) {
+    return <TooSmallView columns={columns} rows={rows} minColumns={MIN_COLUMNS} minRows={MIN_ROWS} />;
+  }
+
+  const h = state.header;
+  const banner =
+    h.connection === 'connected'
+      ? undefined
+      : h.connection === 'connecting'
+        ? `connecting to the supervisor${host ? ` on ${host}` : ''}…`
+        : `supervisor connection lost${h.connectionMessage ? `: ${h.connectionMessage}` : ''}; reconnecting (the sandbox keeps running)`;
+  const bodyRows = rows - 2 - (banner ? 1 : 0);
+  const uptime = h.startedAt === undefined ? '-' : duration(now - h.startedAt);
+  const held = state.network.held.length;
+  const sep = ascii ? ' | ' : ' │ ';
+  const header = composeHeader(columns, sep, {
+    brand: ' nemoclaw-tui',
+    name: `${h.name}${host ? `@${host}` : ''}`,
+    state: h.state,
+    policy: `policy r${h.policyRevision}`,
+    uptime: `up ${uptime}`,
+    pending: `${held} pending`,
+    events: `${compactNumber(h.eventCount)} events`,
+    connection: h.connection,
+  });
+
+  const footerText =
+    mode.kind === 'filter'
+      ? ` /${mode.draft}_   type to filter ${PANE_TITLES[focus]}  ⏎ keep  Esc clear`
+      : mode.kind === 'confirm'
+        ? ' y confirm  n / Esc cancel'
+        : mode.kind === 'help'
+          ? ' Esc / ? close help'
+          : mode.kind === 'detail' || mode.kind === 'policy'
+            ? ` j/k scroll  g/G top/bottom  Esc back${mode.kind === 'detail' && mode.held ? '  a/s/A/d/D decide' : ''}`
+            : ' ' + PANE_HINTS[focus];
+
+  let body;
+  if (mode.kind === 'help') body = <HelpView width={columns} height={bodyRows} theme={theme} />;
+  else if (mode.kind === 'confirm') body = <ConfirmView width={columns} height={bodyRows} theme={theme} {...confirmText(mode.confirm, state)} />;
+  else if (mode.kind === 'detail') body = <ScrollView width={columns} height={bodyRows} theme={theme} title={mode.title} lines={mode.lines} scroll={mode.scroll} />;
+  else if (mode.kind === 'policy')
+    body = (
+      <ScrollView
+        width={columns}
+        height={bodyRows}
+        theme={theme}
+        title={mode.view ? `Policy revision r${String(mode.view.revision)} (Esc back)` : mode.error ? 'Policy (could not load)' : 'Policy (loading…)'}
+        lines={mode.error ? [mode.error] : policyLines(mode.view)}
+        scroll={mode.scroll}
+      />
+    );
+  else {
+    const layout = computeLayout(columns, bodyRows);
+    const pane = (id: PaneId, width: number, height: number) => {
+      const common = { width, height, focused: focus === id, theme };
+      switch (id) {
+        case 'network':
+          return <NetworkPane key={id} {...common} items={lists.networkItems} heldCount={held} selected={sel('network')} now={now} filter={filters.network} />;
+        case 'filesystem':
+          return <FilesystemPane key={id} {...common} rows={lists.fsRows} selected={sel('filesystem')} filter={filters.filesystem} />;
+        case 'meters':
+          return <MetersPane key={id} {...common} meters={state.meters} ascii={ascii} />;
+        case 'inference':
+          return <InferencePane key={id} {...common} rows={lists.infRows} selected={sel('inference')} filter={filters.inference} ascii={ascii} />;
+        case 'agent':
+          return <AgentPane key={id} {...common} rows={lists.agentRows} selected={sel('agent')} filter={filters.agent} />;
+      }
+    };
+    body = (
+      <Box flexDirection={layout.kind === 'narrow' ? 'column' : 'row'} width={columns} height={bodyRows}>
+        {layout.groups.map((g, i) => (
+          <Box key={i} flexDirection={layout.kind === 'narrow' ? 'row' : 'column'}>
+            {g.map((p) => pane(p.id, p.width, p.height))}
+          </Box>
+        ))}
+      </Box>
+    );
+  }
+
+  return (
+    <Box flexDirection="column" width={columns} height={rows} overflow="hidden">
+      <Box width={columns} height={1}>
+        <Text bold color={theme.accent}>
+          {header.left}
+        </Text>
+        <Text bold={held > 0} inverse={held > 0} color={held > 0 ? theme.held : theme.dim}>
+          {header.pending}
+        </Text>
+        <Text>{' '.repeat(header.gap)}</Text>
+        <Text color={h.connection === 'connected' ? theme.dim : theme.deny}>{header.right}</Text>
+      </Box>
+      {banner ? (
+        <Text inverse color={h.connection === 'lost' ? theme.deny : theme.warn} wrap="truncate">
+          {fit(' ' + banner, columns)}
+        </Text>
+      ) : null}
+      {body}
+      <Text inverse={Boolean(flash)} color={flash ? (flash.bad ? theme.deny : theme.allow) : theme.dim} wrap="truncate">
+        {fit(flash && mode.kind === 'normal' ? ` ${flash.text}  │${footerText}` : footerText, columns)}
+      </Text>
+    </Box>
+  );
+}
+
+interface HeaderParts {
+  brand: string;
+  name: string;
+  state: string;
+  policy: string;
+  uptime: string;
+  pending: string;
+  events: string;
+  connection: string;
+}
+
+/** Fit the header into one row, dropping the least useful parts first (brand, events, uptime). */
+function composeHeader(columns: number, sep: string, p: HeaderParts): { left: string; pending: string; gap: number; right: string } {
+  const attempts: Array<{ left: string[]; right: string[] }> = [
+    { left: [p.brand, p.name, p.state, p.policy, p.uptime], right: [p.events, p.connection] },
+    { left: [' ' + p.name, p.state, p.policy, p.uptime], right: [p.events, p.connection] },
+    { left: [' ' + p.name, p.state, p.policy, p.uptime], right: [p.connection] },
+    { left: [' ' + p.name, p.state, p.policy], right: [p.connection] },
+  ];
+  for (const a of attempts) {
+    const left = a.left.join(sep);
+    const pending = sep + p.pending + ' ';
+    const right = a.right.join(sep) + ' ';
+    const gap = columns - left.length - pending.length - right.length;
+    if (gap >= 1) return { left, pending, gap, right };
+  }
+  const left = fit(' ' + p.name + sep + p.state, Math.max(0, columns - p.pending.length - 4));
+  return { left, pending: sep + p.pending, gap: 0, right: '' };
+}
+
+function confirmText(c: Confirm, state: TuiState): { title: string; lines: string[] } {
+  if (c.kind === 'always') {
+    const r = c.row;
+    return {
+      title: ` Always allow ${r.host}:${r.port}?`,
+      lines: [
+        ` Scope: host ${r.host}, port ${r.port}${r.binary !== '-' ? `, binary ${r.binary}` : ', any binary'} — exactly this, no wildcard.`,
+        ` Request: ${r.method} ${r.path}`,
+        ' This writes an allow rule to the operator overlay: it survives restarts and is a new policy revision.',
+      ],
+    };
+  }
+  if (c.kind === 'detach') {
+    return {
+      title: ` Detach with ${c.held} held request${c.held === 1 ? '' : 's'}?`,
+      lines: [
+        ' The supervisor and the agent keep running; held requests stay held until someone decides',
+        ' or they time out under the policy (approvals.timeout). Re-attach with `nemoclaw-tui`.',
+      ],
+    };
+  }
+  const w = state.meters.budget?.windows.find((x) => x.tokensCap !== undefined || x.costCap !== undefined);
+  return {
+    title: ' Raise the token budget?',
+    lines: [
+      w
+        ? ` Current ${w.window} window: ${compactNumber(w.tokensUsed)} of ${compactNumber(w.tokensCap)} tokens used.`
+        : ' No budget window with a cap is reported yet.',
+      ' The caps are raised by 50% for the running supervisor (recorded in the audit log).',
+    ],
+  };
+}
+
+function policyLines(view: PolicyView | undefined): string[] {
+  if (!view) return [];
+  const out = ['History (newest first):'];
+  const hist = [...view.history].reverse();
+  for (const r of hist.slice(0, 20)) {
+    out.push(`  r${String(r.number).padEnd(4)} ${(r.time ?? '-').slice(0, 19).padEnd(19)} ${(r.author ?? '-').padEnd(9)} ${r.reason ?? ''}`);
+  }
+  if (hist.length > 20) out.push(`  … ${hist.length - 20} older revisions`);
+  out.push('', 'Effective policy:');
+  for (const l of view.yaml.split('\n')) out.push('  ' + l);
+  return out;
+}

@@ -1,0 +1,68 @@
+import { memo } from 'react';
+import { Text } from 'ink';
+import { clockTime } from '../format.js';
+import type { InferenceRow } from '../selectors.js';
+import type { Theme } from '../theme.js';
+import { flex, renderHeader, renderRow, type Column } from './columns.js';
+import { Line, PaneFrame, scrollOffset } from './PaneFrame.js';
+
+export interface InferencePaneProps {
+  rows: readonly InferenceRow[];
+  width: number;
+  height: number;
+  focused: boolean;
+  selected: number;
+  theme: Theme;
+  filter: string;
+  ascii: boolean;
+}
+
+function columnsFor(width: number, ascii: boolean): Column<InferenceRow>[] {
+  const arrow = ascii ? '->' : '→';
+  const cols: Column<InferenceRow>[] = [
+    { title: 'TIME', width: 8, value: (r) => clockTime(r.ts) },
+    { title: `REQUESTED ${arrow} PROVIDER/MODEL`, width: 0, value: (r) => `${r.requested} ${arrow} ${r.provider}/${r.model}` },
+  ];
+  if (width >= 100) cols.push({ title: 'RULE', width: width >= 115 ? 18 : 12, value: (r) => r.rule });
+  if (width >= 140) cols.push({ title: 'REASON', width: 20, value: (r) => r.reason });
+  cols.push({ title: 'ENTITIES', width: width >= 140 ? 16 : 9, value: (r) => r.entities });
+  cols.push({ title: 'RED', width: 3, align: 'right', value: (r) => r.redactions });
+  cols.push({ title: 'TOKENS', width: 9, align: 'right', value: (r) => r.tokens });
+  cols.push({ title: 'TTFT', width: 6, align: 'right', value: (r) => r.ttft });
+  if (width >= 100) cols.push({ title: 'TOTAL', width: 7, align: 'right', value: (r) => r.total });
+  cols.push({ title: 'STATUS', width: 6, value: (r) => r.status });
+  return flex(cols, width - 2);
+}
+
+function statusColor(theme: Theme, status: string): string | undefined {
+  if (status === 'ok' || status === '200' || status === 'done') return undefined;
+  if (status === 'routed') return theme.dim;
+  return theme.deny;
+}
+
+export const InferencePane = memo(function InferencePane(props: InferencePaneProps) {
+  const { rows, width, height, focused, selected, theme, filter, ascii } = props;
+  const columns = columnsFor(width, ascii);
+  const visible = Math.max(0, height - 2);
+  const offset = scrollOffset(rows.length, selected, visible);
+  const info = `${rows.length} calls${filter ? ` · /${filter}` : ''}`;
+  return (
+    <PaneFrame index={4} title="Inference" info={info} width={width} height={height} focused={focused} theme={theme}>
+      <Text color={theme.dim} wrap="truncate">
+        {'  ' + renderHeader(columns)}
+      </Text>
+      {rows.length === 0 ? <Text color={theme.dim}>  no inference calls yet</Text> : null}
+      {rows.slice(offset, offset + visible).map((row, i) => {
+        const isSelected = focused && offset + i === selected;
+        return (
+          <Line
+            key={`${row.id}:${offset + i}`}
+            text={(isSelected ? '› ' : '  ') + renderRow(columns, row)}
+            selected={isSelected}
+            color={statusColor(theme, row.status)}
+          />
+        );
+      })}
+    </PaneFrame>
+  );
+});

@@ -1,0 +1,381 @@
+/**
+ * Event → row selectors. Every field is read defensively: the event schema is shared, but each
+ * part defines its own per-kind fields, and an older or newer supervisor may send fewer or more.
+ * A missing field renders as `-`; a malformed event never throws.
+ */
+import { MISSING } from './format.js';
+
+/** The subset of an audit event the TUI relies on (`src/audit/events.ts` AuditEvent). */
+export interface TuiEvent {
+  kind: string;
+  ts?: string;
+  seq?: number;
+  id?: string;
+  level?: string;
+  sandbox?: string;
+  [field: string]: unknown;
+}
+
+export function field(ev: Record<string, unknown>, ...names: string[]): unknown {
+  for (const n of names) {
+    const v = ev[n];
+    if (v !== undefined && v !== null && v !== '') return v;
+  }
+  return undefined;
+}
+
+export function str(ev: Record<string, unknown>, ...names: string[]): string {
+  const v = field(ev, ...names);
+  if (v === undefined) return MISSING;
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+  try {
+    return JSON.stringify(v);
+  } catch {
+    return MISSING;
+  }
+}
+
+export function num(ev: Record<string, unknown>, ...names: string[]): number | undefined {
+  const v = field(ev, ...names);
+  if (typeof v === 'number' && Number.isFinite(v)) return v;
+  if (typeof v === 'string' && v.trim() !== '' && Number.isFinite(Number(v))) return Number(v);
+  return undefined;
+}
+
+function tsMs(ts: string | undefined): number | undefined {
+  if (!ts) return undefined;
+  const t = Date.parse(ts);
+  return Number.isNaN(t) ? undefined : t;
+}
+
+// ── Network ─────────────────────────────────────────────────────────────────────────────────────
+
+export interface HeldRow {
+  /** The pending id the approval routes take. */
+  id: string;
+  host: string;
+  port: string;
+  binary: string;
+  method: string;
+  path: string;
+  /** ms epoch when first held (for the age column). */
+  heldAt: number | undefined;
+  hits: number;
+  raw: Record<string, unknown>;
+}
+
+export interface NetRow {
+  key: string;
+  ts: string | undefined;
+  host: string;
+  port: string;
+  binary: string;
+  method: string;
+  path: string;
+  /** allow | deny | approved once | … */
+  verdict: string;
+  rule: string;
+  reason: string;
+  raw: TuiEvent;
+}
+
+export function pendingIdOf(ev: Record<string, unknown>): string | undefined {
+  const v = field(ev, 'pending_id', 'pendingId', 'pending');
+  if (typeof v === 'string' || typeof v === 'number') return String(v);
+  return undefined;
+}
+
+export function heldRowFromEvent(ev: TuiEvent): HeldRow | undefined {
+  const id = pendingIdOf(ev) ?? (typeof ev.id === 'string' ? ev.id : undefined);
+  if (!id) return undefined;
+  return {
+    id,
+    host: str(ev, 'host'),
+    port: str(ev, 'port'),
+    binary: str(ev, 'binary'),
+    method: str(ev, 'method'),
+    path: str(ev, 'path'),
+    heldAt: tsMs(typeof field(ev, 'held_at', 'since') === 'string' ? String(field(ev, 'held_at', 'since')) : ev.ts),
+    hits: num(ev, 'hits') ?? 1,
+    raw: ev,
+  };
+}
+
+/** A pending request as returned by the control API (`GET /v1/pending`). */
+export function heldRowFromPending(p: Record<string, unknown>): HeldRow | undefined {
+  const id = field(p, 'id', 'pending_id');
+  if (typeof id !== 'string' && typeof id !== 'number') return undefined;
+  const since = field(p, 'held_at', 'since', 'created_at', 'ts');
+  return {
+    id: String(id),
+    host: str(p, 'host'),
+    port: str(p, 'port'),
+    binary: str(p, 'binary'),
+    method: str(p, 'method'),
+    path: str(p, 'path'),
+    heldAt: typeof since === 'number' ? since : tsMs(typeof since === 'string' ? since : undefined),
+    hits: num(p, 'hits') ?? 1,
+    raw: p,
+  };
+}
+
+export function netRowFromEvent(ev: TuiEvent): NetRow {
+  let verdict = str(ev, 'decision', 'verdict', 'action');
+  if (verdict === MISSING && ev.kind === 'net.request') verdict = 'allow';
+  return {
+    key: `${ev.kind}:${ev.seq ?? ''}:${ev.id ?? ''}`,
+    ts: ev.ts,
+    host: str(ev, 'host'),
+    port: str(ev, 'port'),
+    binary: str(ev, 'binary'),
+    method: str(ev, 'method'),
+    path: str(ev, 'path'),
+    verdict,
+    rule: str(ev, 'rule'),
+    reason: str(ev, 'reason'),
+    raw: ev,
+  };
+}
+
+// ── Filesystem ──────────────────────────────────────────────────────────────────────────────────
+
+export interface FsRow {
+  key: string;
+  ts: string | undefined;
+  pid: string;
+  binary: string;
+  syscall: string;
+  path: string;
+  errno: string;
+  rule: string;
+  raw: TuiEvent;
+}
+
+export function fsRowFromEvent(ev: TuiEvent): FsRow {
+  return {
+    key: `${ev.seq ?? ''}:${ev.id ?? ''}`,
+    ts: ev.ts,
+    pid: str(ev, 'pid'),
+    binary: str(ev, 'binary', 'comm'),
+    syscall: str(ev, 'syscall'),
+    path: str(ev, 'path'),
+    errno: str(ev, 'errno'),
+    rule: str(ev, 'rule'),
+    raw: ev,
+  };
+}
+
+// ── Inference ───────────────────────────────────────────────────────────────────────────────────
+
+export interface InferenceRow {
+  /** Correlates inference.route with its inference.done. */
+  id: string;
+  ts: string | undefined;
+  requested: string;
+  provider: string;
+  model: string;
+  rule: string;
+  reason: string;
+  /** `email:2 key:1` */
+  entities: string;
+  redactions: string;
+  tokens: string;
+  ttft: string;
+  total: string;
+  status: string;
+  raw: TuiEvent;
+}
+
+function entitiesText(v: unknown): string {
+  if (v === undefined || v === null) return MISSING;
+  if (typeof v === 'number') return String(v);
+  if (Array.isArray(v)) return v.length === 0 ? '0' : v.map(String).join(' ');
+  if (typeof v === 'object') {
+    const parts = Object.entries(v as Record<string, unknown>)
+      .filter(([, n]) => typeof n === 'number' && n > 0)
+      .map(([k, n]) => `${k}:${String(n)}`);
+    return parts.length === 0 ? '0' : parts.join(' ');
+  }
+  return String(v);
+}
+
+function tokensText(ev: Record<string, unknown>): string {
+  const t = field(ev, 'tokens', 'total_tokens');
+  if (typeof t === 'number') return String(t);
+  if (t && typeof t === 'object') {
+    const o = t as Record<string, unknown>;
+    const input = num(o, 'input', 'prompt', 'in');
+    const output = num(o, 'output', 'completion', 'out');
+    const total = num(o, 'total');
+    if (input !== undefined || output !== undefined) return `${input ?? MISSING}/${output ?? MISSING}`;
+    if (total !== undefined) return String(total);
+  }
+  const input = num(ev, 'input_tokens', 'prompt_tokens');
+  const output = num(ev, 'output_tokens', 'completion_tokens');
+  if (input !== undefined || output !== undefined) return `${input ?? MISSING}/${output ?? MISSING}`;
+  return MISSING;
+}
+
+function msText(v: number | undefined): string {
+  return v === undefined ? MISSING : `${Math.round(v)}ms`;
+}
+
+export function inferenceRowFromRoute(ev: TuiEvent): InferenceRow {
+  return {
+    id: str(ev, 'trace_id', 'request_id', 'id'),
+    ts: ev.ts,
+    requested: str(ev, 'requested_model', 'requested'),
+    provider: str(ev, 'provider'),
+    model: str(ev, 'model'),
+    rule: str(ev, 'rule', 'route'),
+    reason: str(ev, 'reason'),
+    entities: entitiesText(field(ev, 'entities')),
+    redactions: str(ev, 'redactions'),
+    tokens: MISSING,
+    ttft: MISSING,
+    total: MISSING,
+    status: 'routed',
+    raw: ev,
+  };
+}
+
+/** Merge an inference.done into the row of its route (or make a row when the route was missed). */
+export function inferenceRowWithDone(prev: InferenceRow | undefined, ev: TuiEvent): InferenceRow {
+  const base = prev ?? inferenceRowFromRoute(ev);
+  return {
+    ...base,
+    provider: base.provider !== MISSING ? base.provider : str(ev, 'provider'),
+    model: base.model !== MISSING ? base.model : str(ev, 'model'),
+    tokens: tokensText(ev),
+    ttft: msText(num(ev, 'ttft_ms', 'ttft')),
+    total: msText(num(ev, 'total_ms', 'duration_ms')),
+    status: str(ev, 'status', 'outcome'),
+    redactions: base.redactions !== MISSING ? base.redactions : str(ev, 'redactions'),
+    raw: { ...base.raw, ...ev, kind: 'inference.done' },
+  };
+}
+
+// ── Agent log ───────────────────────────────────────────────────────────────────────────────────
+
+export interface AgentRow {
+  key: string;
+  ts: string | undefined;
+  stream: string;
+  line: string;
+  level: string;
+  raw: TuiEvent;
+}
+
+export function agentRowFromEvent(ev: TuiEvent): AgentRow {
+  let line: string;
+  let stream = str(ev, 'stream');
+  if (ev.kind === 'agent.log') {
+    line = str(ev, 'line', 'message', 'text');
+  } else if (ev.kind === 'sandbox.lifecycle') {
+    stream = 'sandbox';
+    const detail = field(ev, 'detail', 'message', 'reason', 'exit_code');
+    line = `${str(ev, 'state', 'phase', 'event')}${detail === undefined ? '' : ` (${str(ev, 'detail', 'message', 'reason', 'exit_code')})`}`;
+  } else if (ev.kind === 'budget.exceeded') {
+    stream = 'budget';
+    line = `budget exceeded: ${str(ev, 'window')} ${str(ev, 'reason', 'message')}`;
+  } else if (ev.kind === 'policy.revision') {
+    stream = 'policy';
+    line = `policy revision ${str(ev, 'revision', 'number')} by ${str(ev, 'author')}${field(ev, 'reason') === undefined ? '' : `: ${str(ev, 'reason')}`}`;
+  } else {
+    line = str(ev, 'line', 'message');
+  }
+  return { key: `${ev.seq ?? ''}:${ev.kind}:${ev.id ?? ''}`, ts: ev.ts, stream, line, level: ev.level ?? 'info', raw: ev };
+}
+
+// ── Meters ──────────────────────────────────────────────────────────────────────────────────────
+
+export interface GpuReading {
+  index: number;
+  name: string;
+  /** 0..1 */
+  util: number | undefined;
+  memUsed: number | undefined;
+  memTotal: number | undefined;
+  temp: number | undefined;
+  power: number | undefined;
+}
+
+/** nvidia-smi style readings: utilisation in % (0-100) or a 0..1 fraction; memory in MiB or bytes. */
+export function gpuReadings(ev: TuiEvent): GpuReading[] {
+  const list = field(ev, 'gpus');
+  if (!Array.isArray(list)) return [];
+  const out: GpuReading[] = [];
+  list.forEach((g, i) => {
+    if (!g || typeof g !== 'object') return;
+    const o = g as Record<string, unknown>;
+    const util = num(o, 'util', 'utilization', 'util_pct');
+    out.push({
+      index: num(o, 'index') ?? i,
+      name: str(o, 'name'),
+      util: util === undefined ? undefined : util > 1 ? util / 100 : util,
+      memUsed: num(o, 'mem_used', 'memory_used', 'mem_used_mib'),
+      memTotal: num(o, 'mem_total', 'memory_total', 'mem_total_mib'),
+      temp: num(o, 'temp', 'temperature'),
+      power: num(o, 'power', 'power_w'),
+    });
+  });
+  return out;
+}
+
+export interface ProcReading {
+  /** CPU % of one core (may exceed 100). */
+  cpu: number | undefined;
+  rss: number | undefined;
+  memLimit: number | undefined;
+  pids: number | undefined;
+}
+
+export function procReading(ev: TuiEvent): ProcReading {
+  return {
+    cpu: num(ev, 'cpu', 'cpu_pct', 'cpu_percent'),
+    rss: num(ev, 'rss', 'rss_bytes', 'memory'),
+    memLimit: num(ev, 'mem_limit', 'memory_limit', 'rss_limit'),
+    pids: num(ev, 'pids', 'processes'),
+  };
+}
+
+export interface BudgetWindow {
+  window: string;
+  tokensUsed: number | undefined;
+  tokensCap: number | undefined;
+  costUsed: number | undefined;
+  costCap: number | undefined;
+}
+
+export interface BudgetReading {
+  windows: BudgetWindow[];
+  tokensPerMin: number | undefined;
+}
+
+function budgetWindow(o: Record<string, unknown>, fallbackName: string): BudgetWindow {
+  return {
+    window: str(o, 'window', 'name') === MISSING ? fallbackName : str(o, 'window', 'name'),
+    tokensUsed: num(o, 'tokens_used', 'tokens', 'used_tokens'),
+    tokensCap: num(o, 'tokens_cap', 'tokens_limit', 'max_tokens', 'token_cap'),
+    costUsed: num(o, 'cost_used', 'cost', 'cost_usd'),
+    costCap: num(o, 'cost_cap', 'cost_limit', 'max_cost', 'max_cost_usd'),
+  };
+}
+
+export function budgetReading(ev: Record<string, unknown>): BudgetReading {
+  const windows: BudgetWindow[] = [];
+  const w = field(ev, 'windows');
+  if (Array.isArray(w)) {
+    w.forEach((x, i) => {
+      if (x && typeof x === 'object') windows.push(budgetWindow(x as Record<string, unknown>, `w${i}`));
+    });
+  } else if (w && typeof w === 'object') {
+    for (const [name, x] of Object.entries(w as Record<string, unknown>)) {
+      if (x && typeof x === 'object') windows.push(budgetWindow(x as Record<string, unknown>, name));
+    }
+  } else {
+    windows.push(budgetWindow(ev, 'total'));
+  }
+  return { windows, tokensPerMin: num(ev, 'tokens_per_min', 'tpm') };
+}

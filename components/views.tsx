@@ -1,0 +1,107 @@
+/** Full-body views that replace the panes: help, confirmation, detail, policy, too-small. */
+import { Box, Text } from 'ink';
+import { fit } from './format.js';
+import type { Theme } from './theme.js';
+
+export const HELP_LINES: ReadonlyArray<readonly [string, string]> = [
+  ['Tab / Shift-Tab, 1-5', 'move between panes (1 Network, 2 Filesystem, 3 Meters, 4 Inference, 5 Agent)'],
+  ['j k / ↓ ↑', 'move the selection'],
+  ['g / G', 'newest / oldest row'],
+  ['Enter', 'details of the selected row'],
+  ['Esc', 'back (never decides anything)'],
+  ['/', 'filter the focused list (Enter keeps it, Esc clears it)'],
+  ['a', 'approve the held request once'],
+  ['s', 'approve it for this session (until the supervisor restarts)'],
+  ['A', 'always allow (asks first; writes a rule for that exact host:port)'],
+  ['d', 'deny it'],
+  ['D', 'always deny (writes a deny rule)'],
+  ['b', 'raise the token budget (asks first)'],
+  ['p', 'policy: current revision, history and effective YAML'],
+  ['?', 'this help'],
+  ['q / Ctrl-C', 'detach; the supervisor and the agent keep running (asks first when requests are held)'],
+];
+
+export function HelpView({ width, height, theme }: { width: number; height: number; theme: Theme }) {
+  const keyW = 22;
+  return (
+    <Box flexDirection="column" width={width} height={height} overflow="hidden">
+      <Text bold color={theme.accent}>
+        {fit(' Keys', width)}
+      </Text>
+      {HELP_LINES.slice(0, Math.max(0, height - 3)).map(([k, what]) => (
+        <Text key={k} wrap="truncate">
+          {' ' + fit(k, keyW) + ' ' + what}
+        </Text>
+      ))}
+      <Text color={theme.dim}> Alt-modified keys are ignored. Esc or ? closes this help.</Text>
+    </Box>
+  );
+}
+
+export interface ConfirmViewProps {
+  width: number;
+  height: number;
+  theme: Theme;
+  title: string;
+  lines: string[];
+}
+
+export function ConfirmView({ width, height, theme, title, lines }: ConfirmViewProps) {
+  return (
+    <Box flexDirection="column" width={width} height={height} overflow="hidden" borderStyle="round" borderColor={theme.warn}>
+      <Text bold color={theme.warn} wrap="truncate">
+        {title}
+      </Text>
+      {lines.map((l, i) => (
+        <Text key={i} wrap="truncate">
+          {l}
+        </Text>
+      ))}
+      <Text> </Text>
+      <Text bold wrap="truncate">
+        [y] yes [n] no (Esc cancels)
+      </Text>
+    </Box>
+  );
+}
+
+export interface ScrollViewProps {
+  width: number;
+  height: number;
+  theme: Theme;
+  title: string;
+  lines: readonly string[];
+  scroll: number;
+}
+
+/** A scrollable text view (detail, policy). */
+export function ScrollView({ width, height, theme, title, lines, scroll }: ScrollViewProps) {
+  const visible = Math.max(0, height - 1);
+  const top = Math.max(0, Math.min(scroll, Math.max(0, lines.length - visible)));
+  const more = lines.length > visible ? ` ${top + 1}-${Math.min(lines.length, top + visible)}/${lines.length}` : '';
+  return (
+    <Box flexDirection="column" width={width} height={height} overflow="hidden">
+      <Text inverse bold color={theme.accent} wrap="truncate">
+        {fit(` ${title}${more}`, width)}
+      </Text>
+      {lines.slice(top, top + visible).map((l, i) => (
+        <Text key={top + i} wrap="truncate">
+          {' ' + l}
+        </Text>
+      ))}
+    </Box>
+  );
+}
+
+export function TooSmallView({ columns, rows, minColumns, minRows }: { columns: number; rows: number; minColumns: number; minRows: number }) {
+  return (
+    <Box flexDirection="column" width={columns} height={rows}>
+      <Text bold wrap="wrap">
+        Terminal too small: {columns}x{rows}.
+      </Text>
+      <Text wrap="wrap">
+        nemoclaw-tui needs at least {minColumns}x{minRows}. Resize the window to continue; the agent keeps running. (q detaches)
+      </Text>
+    </Box>
+  );
+}

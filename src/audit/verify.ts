@@ -1,0 +1,223 @@
+import { hash } from 'node:crypto';
+import { open, stat } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { NemoclawError } from '../shared/errors.js';
+import { AUDIT_FILE_RE, GENESIS_HASH, HASH_MEMBER_LEN, TAIL_LEN } from './canonical.js';
+import { listAuditFiles } from './files.js';
+
+export interface VerifyResult {
+  ok: boolean;
+  /** Records whose hash and link were checked and found intact. */
+  records: number;
+  files: string[];
+  /** The first seq at which the chain is broken (the expected seq at that position). */
+  firstBadSeq?: number;
+  reason?: string;
+  file?: string;
+  /** 1-based line in `file`. */
+  line?: number;
+  /** The last file ends in a partial line (a crash before the line was complete); not a failure. */
+  tornTail?: boolean;
+  /** seq and hash of the last intact record. */
+  lastSeq?: number;
+  lastHash?: string;
+}
+
+const READ_CHUNK = 4 * 1024 * 1024;
+const LINE_START = Buffer.from('{"ts":"');
+const SEQ_MARK = Buffer.from('","seq":');
+const PREV_MARK = Buffer.from(',"prev_hash":"');
+const HASH_MARK = Buffer.from('","hash":"');
+const CLOSE_BRACE = 0x7d;
+const COMMA = 0x2c;
+
+interface ChainState {
+  expectSeq: number | undefined;
+  prevHash: string | undefined;
+  records: number;
+}
+
+interface LineFailure {
+  seq: number | undefined;
+  reason: string;
+}
+
+/**
+ * Check one line (bytes [s, e) of `view`, newline excluded) against the chain state. Hashes the
+ * canonical form in place: the `,` that starts the `"hash"` member is briefly replaced by `}` so
+ * the hashed bytes are exactly the record without `hash`, with no copy and no re-serialisation.
+ */
+function checkLine(view: Buffer, s: number, e: number, state: ChainState): LineFailure | undefined {
+  const expected = state.expectSeq;
+  const len = e - s;
+  if (
+    len < LINE_START.length + SEQ_MARK.length + TAIL_LEN ||
+    view.compare(LINE_START, 0, LINE_START.length, s, s + LINE_START.length) !== 0 ||
+    view[e - 1] !== CLOSE_BRACE ||
+    view[e - 2] !== 0x22 ||
+    view.compare(HASH_MARK, 0, HASH_MARK.length, e - 76, e - 66) !== 0 ||
+    view.compare(PREV_MARK, 0, PREV_MARK.length, e - TAIL_LEN, e - TAIL_LEN + PREV_MARK.length) !== 0
+  ) {
+    return { seq: expected, reason: 'malformed record (not a line written by the audit log)' };
+  }
+  // seq follows the ISO timestamp: {"ts":"…","seq":123,
+  const seqMarkAt = view.indexOf(SEQ_MARK, s + LINE_START.length);
+  if (seqMarkAt < 0 || seqMarkAt > s + 64) return { seq: expected, reason: 'malformed record (no seq)' };
+  let seq = 0;
+  let i = seqMarkAt + SEQ_MARK.length;
+  const digitsStart = i;
+  for (; i < e; i++) {
+    const c = view[i]!;
+    if (c < 0x30 || c > 0x39) break;
+    seq = seq * 10 + (c - 0x30);
+  }
+  if (i === digitsStart || view[i] !== COMMA || i - digitsStart > 15) {
+    return { seq: expected, reason: 'malformed record (bad seq)' };
+  }
+  if (expected !== undefined && seq !== expected) {
+    return {
+      seq: expected,
+      reason:
+        seq > expected
+          ? `expected seq ${expected}, found ${seq}: records were removed or reordered`
+          : `expected seq ${expected}, found ${seq}: records were duplicated or reordered`,
+    };
+  }
+  const prevHash = view.toString('latin1', e - 140, e - 76);
+  if (state.prevHash !== undefined && prevHash !== state.prevHash) {
+    return { seq, reason: `prev_hash of seq ${seq} does not match the hash of the record before it` };
+  }
+  const storedHash = view.toString('latin1', e - 66, e - 2);
+  const commaAt = e - HASH_MEMBER_LEN;
+  view[commaAt] = CLOSE_BRACE;
+  const actual = hash('sha256', view.subarray(s, commaAt + 1), 'hex');
+  view[commaAt] = COMMA;
+  if (actual !== storedHash) return { seq, reason: `hash of seq ${seq} does not match its content (record edited)` };
+  state.expectSeq = seq + 1;
+  state.prevHash = storedHash;
+  state.records++;
+  return undefined;
+}
+
+interface FileOutcome {
+  failure?: { seq: number | undefined; reason: string; line: number };
+  torn: boolean;
+}
+
+async function verifyFile(path: string, state: ChainState): Promise<FileOutcome> {
+  const fh = await open(path, 'r');
+  try {
+    let buf = Buffer.allocUnsafe(READ_CHUNK);
+    let filled = 0;
+    let lineNo = 0;
+    let eof = false;
+    while (!eof) {
+      const { bytesRead } = await fh.read(buf, filled, buf.length - filled, null);
+      if (bytesRead === 0) eof = true;
+      filled += bytesRead;
+      const view = buf.subarray(0, filled);
+      let start = 0;
+      for (;;) {
+        const nl = view.indexOf(10, start);
+        if (nl < 0) break;
+        lineNo++;
+        const failure = checkLine(view, start, nl, state);
+        if (failure) return { failure: { ...failure, line: lineNo }, torn: false };
+        start = nl + 1;
+      }
+      const leftover = filled - start;
+      if (eof) return { torn: leftover > 0 };
+      if (start > 0) buf.copy(buf, 0, start, filled);
+      filled = leftover;
+      if (filled === buf.length) {
+        const bigger = Buffer.allocUnsafe(buf.length * 2);
+        buf.copy(bigger, 0, 0, filled);
+        buf = bigger;
+      }
+    }
+    return { torn: false };
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Verify the hash chain of an audit directory (all `audit-NNNNNN.jsonl`, which must be numbered
+ * without gaps from 000001) or of one file (its first record is trusted as the chain start unless
+ * it is seq 1, which must link to the genesis hash).
+ */
+export async function verifyAudit(pathFileOrDir: string): Promise<VerifyResult> {
+  let isDir: boolean;
+  try {
+    isDir = (await stat(pathFileOrDir)).isDirectory();
+  } catch {
+    throw new NemoclawError('not_found', `audit log not found: ${pathFileOrDir}`, {
+      nextStep: 'pass an audit directory ($NEMOCLAW_HOME/sandboxes/<name>/audit) or one audit-NNNNNN.jsonl file',
+      exitCode: 2,
+    });
+  }
+  const state: ChainState = { expectSeq: undefined, prevHash: undefined, records: 0 };
+  let paths: string[];
+  if (isDir) {
+    const files = await listAuditFiles(pathFileOrDir);
+    paths = files.map((f) => f.path);
+    for (let i = 0; i < files.length; i++) {
+      if (files[i]!.index !== i + 1) {
+        return {
+          ok: false,
+          records: 0,
+          files: paths,
+          reason: `audit file ${i + 1} of the chain is missing (found ${basename(files[i]!.path)})`,
+          file: files[i]!.path,
+        };
+      }
+    }
+    state.expectSeq = 1;
+    state.prevHash = GENESIS_HASH;
+  } else {
+    paths = [pathFileOrDir];
+    const m = AUDIT_FILE_RE.exec(basename(pathFileOrDir));
+    if (m && Number(m[1]) === 1) {
+      state.expectSeq = 1;
+      state.prevHash = GENESIS_HASH;
+    }
+  }
+  let tornTail = false;
+  for (let i = 0; i < paths.length; i++) {
+    const file = paths[i]!;
+    const outcome = await verifyFile(file, state);
+    if (outcome.failure) {
+      return {
+        ok: false,
+        records: state.records,
+        files: paths,
+        firstBadSeq: outcome.failure.seq,
+        reason: outcome.failure.reason,
+        file,
+        line: outcome.failure.line,
+        ...lastOf(state),
+      };
+    }
+    if (outcome.torn) {
+      if (i !== paths.length - 1) {
+        return {
+          ok: false,
+          records: state.records,
+          files: paths,
+          firstBadSeq: state.expectSeq,
+          reason: 'partial record in a file that is not the last one',
+          file,
+          ...lastOf(state),
+        };
+      }
+      tornTail = true;
+    }
+  }
+  return { ok: true, records: state.records, files: paths, ...(tornTail ? { tornTail } : {}), ...lastOf(state) };
+}
+
+function lastOf(state: ChainState): { lastSeq?: number; lastHash?: string } {
+  return state.records > 0 && state.expectSeq !== undefined && state.prevHash !== undefined
+    ? { lastSeq: state.expectSeq - 1, lastHash: state.prevHash }
+    : {};
+}

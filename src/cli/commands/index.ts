@@ -1,0 +1,20 @@
+/**
+ * Every CLI command module, registered on the root program in this order. Each part adds its
+ * command module here with one import and one list entry.
+ */
+import type { Command } from 'commander';
+import { auditCommands } from './audit.js';
+import { daemonCommands } from './daemon.js';
+import { logsCommands } from './logs.js';
+import { policyCommands } from './policy.js';
+
+export interface CommandModule {
+  register(program: Command): void;
+  /**
+   * Arguments to run when `nemoclaw-tui` is started with no command (only global options).
+   * The LAST module in the list that sets this wins (the TUI module sets `['tui']`).
+   */
+  defaultArgs?: string[];
+}
+
+export const commandModules: CommandModule[] = [daemonCommands, policyCommands, auditCommands, logsCommands];

@@ -1,0 +1,83 @@
+/** `logs [-f] [-n N] [--since 10m] [--kind K,…] [--output text|jsonl] [--approver]`. */
+import type { Command } from 'commander';
+import { EVENT_KINDS, isEventKind, type EventKind } from '../../audit/events.js';
+import { runLogs } from '../../headless/follow.js';
+import { NemoclawError } from '../../shared/errors.js';
+import { EXIT, action, parseCount, parseSince } from '../util.js';
+import type { CommandModule } from './index.js';
+
+/** `net.decision,policy.revision`, `net` or `net.*` (every net.* kind). */
+export function parseKinds(value: string): EventKind[] {
+  const out = new Set<EventKind>();
+  for (const raw of value.split(',').map((s) => s.trim()).filter((s) => s.length > 0)) {
+    if (isEventKind(raw)) {
+      out.add(raw);
+      continue;
+    }
+    const prefix = raw.endsWith('.*') ? raw.slice(0, -2) : raw;
+    const group = EVENT_KINDS.filter((k) => k.startsWith(`${prefix}.`));
+    if (group.length === 0) {
+      throw new NemoclawError('invalid_input', `unknown event kind "${raw}"`, {
+        exitCode: EXIT.usage,
+        nextStep: `use one or more of: ${EVENT_KINDS.join(', ')} (or a prefix like net.*)`,
+      });
+    }
+    for (const k of group) out.add(k);
+  }
+  return [...out];
+}
+
+interface LogsCliOptions {
+  follow?: boolean;
+  lines?: string;
+  since?: string;
+  kind?: string;
+  output: string;
+  approver?: boolean;
+}
+
+export const logsCommands: CommandModule = {
+  register(program: Command): void {
+    program
+      .command('logs')
+      .description('print the sandbox events; -f follows live (reconnecting when the supervisor restarts)')
+      .option('-f, --follow', 'keep printing events as they happen')
+      .option('-n, --lines <n>', 'only the last N events of the backlog (default with -f: 10)')
+      .option('--since <when>', 'only events since a duration ago (30s, 10m, 1h, 2d) or an ISO time')
+      .option('--kind <kinds>', 'only these kinds, comma-separated (net.decision,policy.revision or net.*)')
+      .option('--output <format>', 'text or jsonl (the exact event schema)', 'text')
+      .option('--approver', 'with -f: count as an attached operator (held requests wait for you)')
+      .action(
+        action(async (ctx, opts: LogsCliOptions) => {
+          if (opts.output !== 'text' && opts.output !== 'jsonl') {
+            throw new NemoclawError('invalid_input', `--output must be text or jsonl, got "${opts.output}"`, { exitCode: EXIT.usage });
+          }
+          const n = opts.lines !== undefined ? parseCount(opts.lines, '-n') : undefined;
+          const sinceTs = opts.since !== undefined ? parseSince(opts.since) : undefined;
+          const kinds = opts.kind !== undefined ? parseKinds(opts.kind) : undefined;
+          const stop = new AbortController();
+          const onSignal = (): void => stop.abort();
+          process.once('SIGINT', onSignal);
+          process.once('SIGTERM', onSignal);
+          try {
+            return await runLogs({
+              client: ctx.client(),
+              stdout: ctx.io.stdout,
+              stderr: ctx.io.stderr,
+              env: ctx.io.env,
+              follow: opts.follow === true,
+              n,
+              sinceTs,
+              kinds,
+              output: opts.output,
+              approver: opts.approver === true,
+              signal: stop.signal,
+            });
+          } finally {
+            process.off('SIGINT', onSignal);
+            process.off('SIGTERM', onSignal);
+          }
+        }),
+      );
+  },
+};

@@ -1,0 +1,183 @@
+/**
+ * Helpers shared by every CLI command module: the per-run context (streams, home, sandbox name),
+ * action wrappers that turn thrown errors into `message` + `next step:` lines and exit codes,
+ * JSON output, and the control client.
+ */
+import type { Command } from 'commander';
+import { ControlClient } from '../control/client.js';
+import { NemoclawError, describeError, isNemoclawError } from '../shared/errors.js';
+import { DEFAULT_SANDBOX_NAME, ensurePrivateDir, resolveHome, sandboxPaths, validateSandboxName, type SandboxPaths } from '../shared/home.js';
+
+/** Exit codes of every command. */
+export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
+
+export interface OutputStream {
+  write(chunk: string): boolean;
+  isTTY?: boolean | undefined;
+  on?(event: 'error', listener: (err: Error) => void): unknown;
+  off?(event: 'error', listener: (err: Error) => void): unknown;
+}
+
+export interface CliIo {
+  stdout: OutputStream;
+  stderr: OutputStream;
+  env: NodeJS.ProcessEnv;
+}
+
+export function processIo(): CliIo {
+  return { stdout: process.stdout, stderr: process.stderr, env: process.env };
+}
+
+interface RunState {
+  io: CliIo;
+  exitCode: number;
+}
+
+const runStates = new WeakMap<Command, RunState>();
+
+function rootOf(cmd: Command): Command {
+  let c = cmd;
+  while (c.parent) c = c.parent;
+  return c;
+}
+
+/** Called once by main() on the root program. */
+export function attachRunState(root: Command, io: CliIo): RunState {
+  const state: RunState = { io, exitCode: EXIT.ok };
+  runStates.set(root, state);
+  return state;
+}
+
+export interface CliContext {
+  io: CliIo;
+  /** $NEMOCLAW_HOME (absolute; created 0700 on first use by commands that write). */
+  home: string;
+  /** The sandbox this command addresses (global `--name`, default `default`). */
+  name: string;
+  paths: SandboxPaths;
+  /** The command being run (for its options). */
+  command: Command;
+  /** Control client of this sandbox's supervisor. */
+  client(opts?: { timeoutMs?: number }): ControlClient;
+  out(line: string): void;
+  err(line: string): void;
+  /** Print a value as pretty JSON on stdout. */
+  json(value: unknown): void;
+}
+
+/** Build the context of the running command; validates the global --name. */
+export function cliContext(cmd: Command): CliContext {
+  const state = runStates.get(rootOf(cmd));
+  const io = state?.io ?? processIo();
+  const opts = cmd.optsWithGlobals() as { name?: string };
+  const name = validateSandboxName(opts.name ?? DEFAULT_SANDBOX_NAME);
+  const home = resolveHome(io.env);
+  const paths = sandboxPaths(name, home);
+  return {
+    io,
+    home,
+    name,
+    paths,
+    command: cmd,
+    client: (o = {}) => ControlClient.forSandbox(name, home, o),
+    out: (line) => void io.stdout.write(`${line}\n`),
+    err: (line) => void io.stderr.write(`${line}\n`),
+    json: (value) => void io.stdout.write(`${JSON.stringify(value, null, 2)}\n`),
+  };
+}
+
+/** Create $NEMOCLAW_HOME (0700) for commands that write state. */
+export function ensureHome(ctx: CliContext): void {
+  ensurePrivateDir(ctx.home);
+}
+
+/**
+ * Print an error for a human: `nemoclaw-tui: message` and `  next step: …`. Returns its exit code
+ * (the error's own, 1 for unexpected errors).
+ */
+export function printError(io: CliIo, err: unknown, extraLines: string[] = []): number {
+  const text = describeError(err);
+  const [first, ...rest] = text.split('\n');
+  io.stderr.write(`nemoclaw-tui: ${first}\n`);
+  for (const l of extraLines) io.stderr.write(`${l}\n`);
+  for (const l of rest) io.stderr.write(`${l}\n`);
+  if (isNemoclawError(err)) return err.exitCode;
+  if (process.env.NEMOCLAW_DEBUG && err instanceof Error && err.stack) io.stderr.write(`${err.stack}\n`);
+  return EXIT.failure;
+}
+
+/** Optional per-command hook that renders an error's details (e.g. policy issues). */
+export type DetailFormatter = (err: NemoclawError) => string[];
+
+/**
+ * Wrap a command handler: it gets the context and commander's arguments (without the Command),
+ * returns an exit code (default 0); thrown errors are printed with their next step.
+ */
+export function action<Args extends unknown[]>(
+  handler: (ctx: CliContext, ...args: Args) => Promise<number | void> | number | void,
+  formatDetails?: DetailFormatter,
+): (...args: unknown[]) => Promise<void> {
+  return async (...args: unknown[]) => {
+    const cmd = args[args.length - 1] as Command;
+    const state = runStates.get(rootOf(cmd));
+    const io = state?.io ?? processIo();
+    let code: number;
+    try {
+      const ctx = cliContext(cmd);
+      code = (await handler(ctx, ...(args.slice(0, -1) as Args))) ?? EXIT.ok;
+    } catch (err) {
+      const extra = isNemoclawError(err) && formatDetails ? formatDetails(err) : [];
+      code = printError(io, err, extra);
+    }
+    if (state) state.exitCode = code;
+  };
+}
+
+/** The existing subcommand group `name` (e.g. `policy`, `audit`), created if missing, so several modules can add to it. */
+export function commandGroup(program: Command, name: string, description: string): Command {
+  const existing = program.commands.find((c) => c.name() === name);
+  if (existing) return existing;
+  return program.command(name).description(description);
+}
+
+/** Parse a positive integer option; throws a usage error naming the option. */
+export function parseCount(value: string, option: string): number {
+  if (!/^\d+$/.test(value)) {
+    throw new NemoclawError('invalid_input', `${option} expects a non-negative whole number, got "${value}"`, { exitCode: EXIT.usage });
+  }
+  return Number(value);
+}
+
+/** `10m`, `1h`, `30s`, `2d`, or an ISO date → ms epoch. */
+export function parseSince(value: string, now: number = Date.now()): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(value.trim());
+  if (m) {
+    const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
+    return now - Number(m[1]) * unit;
+  }
+  if (/^\d{4}-\d{2}-\d{2}/.test(value)) {
+    const t = Date.parse(value);
+    if (!Number.isNaN(t)) return t;
+  }
+  throw new NemoclawError('invalid_input', `--since expects a duration like 30s, 10m, 1h, 2d or an ISO time, got "${value}"`, {
+    exitCode: EXIT.usage,
+  });
+}
+
+/** `--name` flag text for next-step hints (empty for the default sandbox). */
+export function nameFlag(name: string): string {
+  return name === DEFAULT_SANDBOX_NAME ? '' : ` --name ${name}`;
+}
+
+/** "5m 3s" style durations for humans. */
+export function humanDuration(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  const d = Math.floor(s / 86_400);
+  const h = Math.floor((s % 86_400) / 3_600);
+  const m = Math.floor((s % 3_600) / 60);
+  const sec = s % 60;
+  if (d > 0) return `${d}d ${h}h`;
+  if (h > 0) return `${h}h ${m}m`;
+  if (m > 0) return `${m}m ${sec}s`;
+  return `${sec}s`;
+}

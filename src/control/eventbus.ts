@@ -1,0 +1,159 @@
+/**
+ * The supervisor's event bus: every event goes to the audit log first (chained, batched fsync),
+ * then to live subscribers. A ring of recent audited events answers most backlog requests without
+ * touching the disk.
+ */
+import { randomUUID } from 'node:crypto';
+import { OCSF_CLASS, type AuditEvent, type EventInput, type EventKind } from '../audit/events.js';
+import type { Clock } from '../shared/clock.js';
+import { systemClock } from '../shared/clock.js';
+import type { EventBus, EventFilter } from './types.js';
+
+/** What the bus needs from the audit log (src/audit AuditLog satisfies it). */
+export interface AuditSink {
+  append(input: EventInput): AuditEvent;
+  readonly lastSeq: number;
+  /** Audited events from disk, oldest first; with `limit`, the newest `limit` matches. */
+  read(filter?: { sinceSeq?: number; sinceTs?: number; kinds?: EventKind[] }, limit?: number): Promise<AuditEvent[]>;
+}
+
+export interface EventBusOptions {
+  sandbox: string;
+  audit: AuditSink;
+  clock?: Clock;
+  /** How many recent audited events are kept in memory for fast backlog. */
+  ringSize?: number;
+  /** Fields added to every event (e.g. `unsafe: true` when loopback upstreams are allowed). */
+  extraFields?: Record<string, unknown>;
+  /** Called when a subscriber throws; the bus keeps going. */
+  onListenerError?: (err: unknown) => void;
+}
+
+interface Subscription {
+  listener: (event: AuditEvent) => void;
+  filter: EventFilter | undefined;
+}
+
+export function eventMatches(event: AuditEvent, filter: EventFilter | undefined): boolean {
+  if (!filter) return true;
+  if (filter.kinds && filter.kinds.length > 0 && !filter.kinds.includes(event.kind)) return false;
+  if (filter.sinceSeq !== undefined && event.seq <= filter.sinceSeq && event.transient !== true) return false;
+  if (filter.sinceTs !== undefined && Date.parse(event.ts) < filter.sinceTs) return false;
+  return true;
+}
+
+export class SupervisorEventBus implements EventBus {
+  private readonly sandbox: string;
+  private readonly audit: AuditSink;
+  private readonly clock: Clock;
+  private readonly ringSize: number;
+  private readonly extraFields: Record<string, unknown>;
+  private readonly onListenerError: (err: unknown) => void;
+  /** Circular buffer of the most recent audited events, oldest at `ringStart`. */
+  private readonly ring: AuditEvent[] = [];
+  private ringStart = 0;
+  private readonly subscriptions = new Set<Subscription>();
+
+  constructor(opts: EventBusOptions) {
+    this.sandbox = opts.sandbox;
+    this.audit = opts.audit;
+    this.clock = opts.clock ?? systemClock;
+    this.ringSize = Math.max(1, opts.ringSize ?? 10_000);
+    this.extraFields = opts.extraFields ?? {};
+    this.onListenerError = opts.onListenerError ?? (() => {});
+  }
+
+  emit(input: EventInput): AuditEvent {
+    const event = this.audit.append({ ...input, ...this.extraFields });
+    this.remember(event);
+    this.publish(event);
+    return event;
+  }
+
+  publishTransient(input: EventInput): AuditEvent {
+    const { kind, level, id, ...fields } = input;
+    const event: AuditEvent = {
+      ts: new Date(this.clock.now()).toISOString(),
+      seq: this.audit.lastSeq,
+      kind,
+      level: level ?? 'debug',
+      sandbox: this.sandbox,
+      id: id ?? randomUUID(),
+      ocsf_class: OCSF_CLASS[kind],
+      ...fields,
+      ...this.extraFields,
+      transient: true,
+      prev_hash: '',
+      hash: '',
+    };
+    this.publish(event);
+    return event;
+  }
+
+  subscribe(listener: (event: AuditEvent) => void, filter?: EventFilter): () => void {
+    const sub: Subscription = { listener, filter };
+    this.subscriptions.add(sub);
+    return () => {
+      this.subscriptions.delete(sub);
+    };
+  }
+
+  async backlog(filter?: EventFilter, limit?: number): Promise<AuditEvent[]> {
+    const recent = this.recent();
+    const oldestInRing = recent[0]?.seq;
+    const sinceSeq = filter?.sinceSeq ?? 0;
+    // The ring answers when it holds every event after sinceSeq (or, for a tail request, enough of them).
+    let fromRing = oldestInRing !== undefined && oldestInRing <= sinceSeq + 1;
+    if (!fromRing && oldestInRing === undefined) fromRing = this.audit.lastSeq <= sinceSeq;
+    if (!fromRing && limit !== undefined && filter?.sinceTs === undefined) {
+      const matching = recent.filter((e) => eventMatches(e, filter));
+      if (matching.length >= limit) return matching.slice(matching.length - limit);
+    }
+    let events: AuditEvent[];
+    if (fromRing) {
+      events = recent.filter((e) => eventMatches(e, filter));
+    } else {
+      const diskFilter: { sinceSeq?: number; sinceTs?: number; kinds?: EventKind[] } = {};
+      if (filter?.sinceSeq !== undefined) diskFilter.sinceSeq = filter.sinceSeq;
+      if (filter?.sinceTs !== undefined) diskFilter.sinceTs = filter.sinceTs;
+      if (filter?.kinds && filter.kinds.length > 0) diskFilter.kinds = [...filter.kinds];
+      events = (await this.audit.read(diskFilter, limit)).filter((e) => eventMatches(e, filter));
+    }
+    if (limit !== undefined && events.length > limit) events = events.slice(events.length - limit);
+    return events;
+  }
+
+  lastSeq(): number {
+    return this.audit.lastSeq;
+  }
+
+  subscriberCount(): number {
+    return this.subscriptions.size;
+  }
+
+  private remember(event: AuditEvent): void {
+    if (this.ring.length < this.ringSize) {
+      this.ring.push(event);
+    } else {
+      this.ring[this.ringStart] = event;
+      this.ringStart = (this.ringStart + 1) % this.ringSize;
+    }
+  }
+
+  /** Ring contents, oldest first. */
+  private recent(): AuditEvent[] {
+    if (this.ringStart === 0) return this.ring.slice();
+    return [...this.ring.slice(this.ringStart), ...this.ring.slice(0, this.ringStart)];
+  }
+
+  private publish(event: AuditEvent): void {
+    for (const sub of [...this.subscriptions]) {
+      if (!eventMatches(event, sub.filter)) continue;
+      try {
+        sub.listener(event);
+      } catch (err) {
+        this.onListenerError(err);
+      }
+    }
+  }
+}

@@ -1,0 +1,408 @@
+/**
+ * The control API: HTTP/1.1 over a Unix socket (0600, in a 0700 dir), JSON in and out.
+ * `GET /v1/events` streams newline-delimited JSON (backlog, then live); every other route is a
+ * ControlRoute (built-in ones from the supervisor, more contributed by services).
+ */
+import { chmodSync, existsSync, unlinkSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { dirname } from 'node:path';
+import { isEventKind, type AuditEvent, type EventKind } from '../audit/events.js';
+import { ensurePrivateDir } from '../shared/home.js';
+import { NemoclawError, isNemoclawError, type ErrorCode } from '../shared/errors.js';
+import { Router } from './router.js';
+import type { OperatorPresenceTracker } from './presence.js';
+import type { ControlRoute, EventBus, EventFilter } from './types.js';
+
+/** Linux limit for sun_path (108 bytes including the terminating NUL). */
+export const MAX_SOCKET_PATH_BYTES = 107;
+
+export interface ControlServerOptions {
+  socketPath: string;
+  sandbox: string;
+  bus: EventBus;
+  presence: OperatorPresenceTracker;
+  routes: ControlRoute[];
+  /** Interval of heartbeat lines on follow streams (clients treat 3 missed ones as a dead supervisor). */
+  heartbeatMs?: number;
+  /** A follower whose unsent output exceeds this is dropped with a final error line. */
+  maxBufferedBytes?: number;
+  /** Largest accepted request body. */
+  maxBodyBytes?: number;
+  /** Unexpected handler failures (logged by the supervisor; the request gets a 500). */
+  onError?: (err: unknown) => void;
+}
+
+/** Control lines on an event stream never carry `kind`; events always do. */
+export type StreamControlLine =
+  | { type: 'hello'; sandbox: string; last_seq: number; heartbeat_ms: number }
+  | { type: 'backlog_end'; last_seq: number }
+  | { type: 'heartbeat'; ts: string; last_seq: number }
+  | { type: 'error'; error: string; message: string }
+  | { type: 'end'; reason: string };
+
+export const HTTP_STATUS_FOR_CODE: Record<ErrorCode, number> = {
+  invalid_input: 400,
+  policy_invalid: 400,
+  policy_static_change: 409,
+  conflict: 409,
+  already_running: 409,
+  not_found: 404,
+  denied: 403,
+  not_running: 503,
+  prerequisite_missing: 503,
+  io: 500,
+  audit_corrupt: 500,
+  internal: 500,
+};
+
+interface ActiveStream {
+  res: ServerResponse;
+  close(reason: string): void;
+}
+
+export class ControlServer {
+  private readonly opts: Required<Omit<ControlServerOptions, 'onError'>> & Pick<ControlServerOptions, 'onError'>;
+  private readonly router = new Router();
+  private readonly server: Server;
+  private readonly streams = new Set<ActiveStream>();
+  private listening = false;
+
+  constructor(opts: ControlServerOptions) {
+    this.opts = {
+      heartbeatMs: 5_000,
+      maxBufferedBytes: 4 * 1024 * 1024,
+      maxBodyBytes: 4 * 1024 * 1024,
+      ...opts,
+    };
+    for (const r of opts.routes) this.router.add(r);
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((err: unknown) => {
+        this.opts.onError?.(err);
+        if (!res.headersSent) sendError(res, new NemoclawError('internal', 'internal error in the supervisor'));
+        else res.destroy();
+      });
+    });
+    // Follow streams live for hours; only the request head has a deadline.
+    this.server.requestTimeout = 0;
+    this.server.headersTimeout = 10_000;
+    this.server.on('clientError', (_err, socket) => {
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"error":"invalid_input","message":"malformed HTTP request"}');
+      else socket.destroy();
+    });
+  }
+
+  get socketPath(): string {
+    return this.opts.socketPath;
+  }
+
+  routes(): Array<{ method: string; path: string }> {
+    return [{ method: 'GET', path: '/v1/events' }, ...this.router.list()];
+  }
+
+  async listen(): Promise<void> {
+    const socketPath = this.opts.socketPath;
+    if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH_BYTES) {
+      throw new NemoclawError('invalid_input', `control socket path is too long for a Unix socket: ${socketPath}`, {
+        nextStep: 'set NEMOCLAW_HOME to a shorter directory (the socket path must stay under 108 bytes)',
+        exitCode: 2,
+      });
+    }
+    ensurePrivateDir(dirname(socketPath));
+    // The caller (supervisor) holds the pid lock, so a socket file left here is stale.
+    if (existsSync(socketPath)) unlinkSync(socketPath);
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      this.server.once('error', onError);
+      this.server.listen(socketPath, () => {
+        this.server.off('error', onError);
+        resolve();
+      });
+    });
+    chmodSync(socketPath, 0o600);
+    this.listening = true;
+  }
+
+  /** Ends follow streams with a final line, stops accepting, and removes the socket. */
+  async close(reason = 'supervisor stopping'): Promise<void> {
+    for (const s of [...this.streams]) s.close(reason);
+    if (this.listening) {
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => this.server.closeAllConnections(), 2_000);
+        force.unref();
+        this.server.close(() => {
+          clearTimeout(force);
+          resolve();
+        });
+        this.server.closeIdleConnections();
+      });
+      this.listening = false;
+    }
+    try {
+      unlinkSync(this.opts.socketPath);
+    } catch {
+      // Already gone.
+    }
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://nemoclaw');
+    const method = (req.method ?? 'GET').toUpperCase();
+    if (url.pathname === '/v1/events') {
+      if (method !== 'GET') {
+        sendJson(res, 405, { error: 'invalid_input', message: `${method} is not allowed on /v1/events`, allowed: ['GET'] });
+        return;
+      }
+      await this.handleEvents(req, res, url.searchParams);
+      return;
+    }
+    const match = this.router.match(method, url.pathname);
+    if (match.kind === 'not_found') {
+      req.resume();
+      sendJson(res, 404, {
+        error: 'not_found',
+        message: `no such control route: ${method} ${url.pathname}`,
+        next_step: 'see GET /v1/status for the routes this supervisor serves',
+      });
+      return;
+    }
+    if (match.kind === 'method_not_allowed') {
+      req.resume();
+      sendJson(res, 405, {
+        error: 'invalid_input',
+        message: `${method} is not allowed on ${url.pathname}`,
+        allowed: match.allowed,
+      });
+      return;
+    }
+    let body: unknown;
+    try {
+      body = await readJsonBody(req, this.opts.maxBodyBytes);
+    } catch (err) {
+      sendError(res, err);
+      return;
+    }
+    try {
+      const out = await match.route.handler({
+        method,
+        path: url.pathname,
+        params: match.params,
+        query: url.searchParams,
+        body,
+        headers: req.headers,
+      });
+      sendJson(res, out.status, out.body ?? {}, out.headers);
+    } catch (err) {
+      if (!isNemoclawError(err)) this.opts.onError?.(err);
+      sendError(res, err);
+    }
+  }
+
+  private async handleEvents(req: IncomingMessage, res: ServerResponse, q: URLSearchParams): Promise<void> {
+    let parsed: ReturnType<typeof parseEventQuery>;
+    try {
+      parsed = parseEventQuery(q);
+    } catch (err) {
+      sendError(res, err);
+      return;
+    }
+    const { filter, limit, follow, approver } = parsed;
+    const bus = this.opts.bus;
+    // One stream per connection: when it ends (or we drop a slow reader) the connection goes too.
+    res.writeHead(200, { 'Content-Type': 'application/x-ndjson', 'Cache-Control': 'no-store', Connection: 'close' });
+    res.flushHeaders();
+
+    if (!follow) {
+      const events = await bus.backlog(filter, limit);
+      // Write in chunks so a huge backlog respects the socket's pace.
+      for (const e of events) {
+        if (!res.write(JSON.stringify(e) + '\n')) await onceDrainOrClose(res);
+        if (res.destroyed) return;
+      }
+      res.end();
+      return;
+    }
+
+    let closed = false;
+    let backlogDone = false;
+    let lastSent = filter.sinceSeq ?? 0;
+    const pending: AuditEvent[] = [];
+    const detachOperator = approver ? this.opts.presence.attach() : undefined;
+
+    const writeLine = (obj: unknown): void => {
+      if (closed) return;
+      res.write(JSON.stringify(obj) + '\n');
+      const buffered = res.writableLength + (res.socket?.writableLength ?? 0);
+      if (buffered > this.opts.maxBufferedBytes) {
+        stream.close('slow client', {
+          type: 'error',
+          error: 'slow_client',
+          message: `dropped: this client fell more than ${this.opts.maxBufferedBytes} bytes behind; reconnect with since=${lastSent} to resume`,
+        });
+      }
+    };
+    const sendEvent = (e: AuditEvent): void => {
+      if (e.transient !== true) {
+        if (e.seq <= lastSent) return;
+        lastSent = e.seq;
+      }
+      writeLine(e);
+    };
+
+    const unsubscribe = bus.subscribe((e) => {
+      if (closed) return;
+      if (!backlogDone) {
+        // Samples are not worth replaying; audited events are delivered after the backlog.
+        if (e.transient !== true) pending.push(e);
+        return;
+      }
+      sendEvent(e);
+    }, { kinds: filter.kinds });
+
+    const heartbeat = setInterval(() => {
+      writeLine({ type: 'heartbeat', ts: new Date().toISOString(), last_seq: bus.lastSeq() });
+    }, this.opts.heartbeatMs);
+    heartbeat.unref();
+
+    const stream: ActiveStream & { close(reason: string, finalLine?: StreamControlLine): void } = {
+      res,
+      close: (reason: string, finalLine?: StreamControlLine) => {
+        if (closed) return;
+        closed = true;
+        cleanup();
+        const last: StreamControlLine = finalLine ?? { type: 'end', reason };
+        res.end(JSON.stringify(last) + '\n');
+        // A client that never reads would pin the buffer; give it a moment, then cut it off.
+        const kill = setTimeout(() => res.destroy(), 5_000);
+        kill.unref();
+        res.once('finish', () => clearTimeout(kill));
+      },
+    };
+    const cleanup = (): void => {
+      clearInterval(heartbeat);
+      unsubscribe();
+      detachOperator?.();
+      this.streams.delete(stream);
+    };
+    this.streams.add(stream);
+    res.on('close', () => {
+      closed = true;
+      cleanup();
+    });
+    req.on('error', () => undefined);
+
+    writeLine({ type: 'hello', sandbox: this.opts.sandbox, last_seq: bus.lastSeq(), heartbeat_ms: this.opts.heartbeatMs });
+    try {
+      const backlog = await bus.backlog(filter, limit);
+      for (const e of backlog) {
+        if (closed) return;
+        if (eventAfterTs(e, filter)) sendEvent(e);
+      }
+    } catch (err) {
+      this.opts.onError?.(err);
+      stream.close('backlog failed', { type: 'error', error: 'io', message: 'could not read the event backlog from the audit log' });
+      return;
+    }
+    backlogDone = true;
+    for (const e of pending.splice(0)) sendEvent(e);
+    writeLine({ type: 'backlog_end', last_seq: lastSent });
+  }
+}
+
+function eventAfterTs(e: AuditEvent, filter: EventFilter): boolean {
+  return filter.sinceTs === undefined || Date.parse(e.ts) >= filter.sinceTs;
+}
+
+function onceDrainOrClose(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.once('drain', done);
+    res.once('close', done);
+  });
+}
+
+export interface ParsedEventQuery {
+  filter: EventFilter;
+  limit: number | undefined;
+  follow: boolean;
+  approver: boolean;
+}
+
+function bool(v: string | null): boolean {
+  return v === '1' || v === 'true' || v === 'yes';
+}
+
+function nonNegInt(q: URLSearchParams, name: string): number | undefined {
+  const v = q.get(name);
+  if (v === null || v === '') return undefined;
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v))) {
+    throw new NemoclawError('invalid_input', `query parameter ${name} must be a non-negative integer, got "${v}"`, { exitCode: 2 });
+  }
+  return Number(v);
+}
+
+export function parseEventQuery(q: URLSearchParams): ParsedEventQuery {
+  const filter: EventFilter = {};
+  const since = nonNegInt(q, 'since');
+  if (since !== undefined) filter.sinceSeq = since;
+  const sinceTs = nonNegInt(q, 'since_ts');
+  if (sinceTs !== undefined) filter.sinceTs = sinceTs;
+  const kindParam = q.getAll('kind').flatMap((k) => k.split(',')).map((k) => k.trim()).filter((k) => k.length > 0);
+  if (kindParam.length > 0) {
+    const bad = kindParam.filter((k) => !isEventKind(k));
+    if (bad.length > 0) {
+      throw new NemoclawError('invalid_input', `unknown event kind: ${bad.join(', ')}`, {
+        nextStep: 'use kinds from the event schema, e.g. net.decision,policy.revision',
+        exitCode: 2,
+      });
+    }
+    filter.kinds = kindParam as EventKind[];
+  }
+  const n = nonNegInt(q, 'n');
+  return { filter, limit: n, follow: bool(q.get('follow')), approver: bool(q.get('approver')) };
+}
+
+async function readJsonBody(req: IncomingMessage, maxBytes: number): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    const buf = chunk as Buffer;
+    size += buf.length;
+    if (size > maxBytes) {
+      req.resume();
+      throw new NemoclawError('invalid_input', `request body is larger than ${maxBytes} bytes`, { exitCode: 2 });
+    }
+    chunks.push(buf);
+  }
+  if (size === 0) return undefined;
+  const text = Buffer.concat(chunks).toString('utf8');
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new NemoclawError('invalid_input', `request body is not valid JSON: ${(err as Error).message}`, {
+      nextStep: 'send a JSON object with Content-Type: application/json',
+      exitCode: 2,
+    });
+  }
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
+  const text = JSON.stringify(body) + '\n';
+  res.writeHead(status, {
+    'Content-Type': 'application/json',
+    'Content-Length': String(Buffer.byteLength(text)),
+    ...headers,
+  });
+  res.end(text);
+}
+
+export function sendError(res: ServerResponse, err: unknown): void {
+  if (isNemoclawError(err)) {
+    sendJson(res, HTTP_STATUS_FOR_CODE[err.code] ?? 500, err.toJSON());
+    return;
+  }
+  sendJson(res, 500, { error: 'internal', message: err instanceof Error ? err.message : String(err) });
+}

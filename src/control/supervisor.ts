@@ -1,0 +1,340 @@
+/**
+ * One supervisor per sandbox name. Owns the event bus (audit log + subscribers), the policy store,
+ * operator presence and the control API; starts the services of services.ts in order and stops
+ * them in reverse.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { AuditLog } from '../audit/index.js';
+import type { EventInput } from '../audit/events.js';
+import { createPolicyStore, DEFAULT_POLICY_PATH } from '../policy/index.js';
+import type { RevisionAuthor } from '../policy/types.js';
+import { systemClock, type Clock } from '../shared/clock.js';
+import { NemoclawError, describeError } from '../shared/errors.js';
+import { ensureSandboxDirs, homePaths, resolveHome, sandboxPaths, type HomePaths, type SandboxPaths } from '../shared/home.js';
+import type { PolicySetResult, SupervisorStatus } from './client.js';
+import { SupervisorEventBus } from './eventbus.js';
+import { acquirePidLock, releasePidLock } from './pidfile.js';
+import { OperatorPresenceTracker } from './presence.js';
+import { ControlServer } from './server.js';
+import { serviceFactories, type ServiceFactory } from './services.js';
+import type { ControlRoute, PolicyStore, SupervisorContext, SupervisorOptions, SupervisorService } from './types.js';
+import { packageInfo } from './version.js';
+
+export interface SupervisorConfig {
+  name: string;
+  /** $NEMOCLAW_HOME (default: from the environment). */
+  home?: string;
+  /** Base policy file (`up --policy F`). Default: the policy this sandbox last ran with, else the baseline. */
+  policyFile?: string;
+  /** Base policy text (tests); wins over policyFile. */
+  policyText?: string;
+  /** Test-only: lets the egress proxy dial loopback upstreams. Never settable from a policy file. */
+  unsafeAllowLoopbackUpstreams?: boolean;
+  /** Extra options for services. */
+  options?: Record<string, unknown>;
+  /** Services to run (default: serviceFactories from services.ts). */
+  services?: ServiceFactory[];
+  clock?: Clock;
+  heartbeatMs?: number;
+  maxBufferedBytes?: number;
+  ringSize?: number;
+  /** Diagnostic lines (the daemon log); default stderr. */
+  log?: (line: string) => void;
+  /** Take the pid lock for this pid (default: this process). */
+  pid?: number;
+}
+
+const AUTHORS: readonly RevisionAuthor[] = ['cli', 'tui', 'approval', 'startup', 'onboard'];
+
+export class Supervisor {
+  readonly name: string;
+  readonly paths: SandboxPaths;
+  readonly home: HomePaths;
+  readonly events: SupervisorEventBus;
+  readonly policy: PolicyStore;
+  readonly operators: OperatorPresenceTracker;
+  readonly options: SupervisorOptions;
+  private readonly audit: AuditLog;
+  private readonly clock: Clock;
+  private readonly log: (line: string) => void;
+  private readonly pid: number;
+  private readonly startedAt: number;
+  private readonly started: SupervisorService[] = [];
+  private server: ControlServer | undefined;
+  private state: 'running' | 'stopping' = 'running';
+  private stopPromise: Promise<void> | undefined;
+  private resolveStopped!: () => void;
+  /** Resolves once the supervisor has stopped (by `stop()` or `POST /v1/shutdown`). */
+  readonly stopped: Promise<void>;
+
+  private constructor(init: {
+    config: SupervisorConfig;
+    paths: SandboxPaths;
+    home: HomePaths;
+    audit: AuditLog;
+    events: SupervisorEventBus;
+    policy: PolicyStore;
+    operators: OperatorPresenceTracker;
+    options: SupervisorOptions;
+    clock: Clock;
+    log: (line: string) => void;
+    pid: number;
+  }) {
+    this.name = init.config.name;
+    this.paths = init.paths;
+    this.home = init.home;
+    this.audit = init.audit;
+    this.events = init.events;
+    this.policy = init.policy;
+    this.operators = init.operators;
+    this.options = init.options;
+    this.clock = init.clock;
+    this.log = init.log;
+    this.pid = init.pid;
+    this.startedAt = init.clock.now();
+    this.stopped = new Promise((r) => (this.resolveStopped = r));
+  }
+
+  /** Take the pid lock, open the audit log and policy, start services, then serve the control API. */
+  static async start(config: SupervisorConfig): Promise<Supervisor> {
+    const root = resolve(config.home ?? resolveHome());
+    const paths = sandboxPaths(config.name, root);
+    const home = homePaths(root);
+    const clock = config.clock ?? systemClock;
+    const log = config.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+    const pid = config.pid ?? process.pid;
+    const unsafe = config.unsafeAllowLoopbackUpstreams === true;
+    ensureSandboxDirs(paths, root);
+
+    const { text: baseText, source } = resolveBasePolicy(config, paths);
+    acquirePidLock(paths, pid);
+    let audit: AuditLog | undefined;
+    try {
+      let reportedAuditError = false;
+      audit = await AuditLog.open({
+        dir: paths.auditDir,
+        sandbox: config.name,
+        clock,
+        onError: (err) => {
+          // Reported once; the log retries queued records on the next write.
+          if (reportedAuditError) return;
+          reportedAuditError = true;
+          log(`audit log write failed: ${err.message}`);
+        },
+      });
+      const events = new SupervisorEventBus({
+        sandbox: config.name,
+        audit,
+        clock,
+        ringSize: config.ringSize,
+        extraFields: unsafe ? { unsafe: true } : undefined,
+        onListenerError: (err) => log(`event subscriber failed: ${describeError(err)}`),
+      });
+      if (audit.recovery) {
+        const r = audit.recovery;
+        log(`audit log: removed a torn last record (${r.tornBytes} bytes, saved to ${r.savedTo}); chain continues from seq ${r.lastSeq}`);
+        events.emit({ kind: 'sandbox.lifecycle', level: 'warn', action: 'audit.recovered', file: r.file, torn_bytes: r.tornBytes, saved_to: r.savedTo, continued_from_seq: r.lastSeq });
+      }
+      const policy = await createPolicyStore({
+        paths,
+        baseText,
+        source,
+        clock,
+        emit: (input: EventInput) => events.emit(input),
+      });
+      // The store keeps paths.policyFile current, so a later `up` without --policy runs the same base.
+      const options: SupervisorOptions = { ...(config.options ?? {}), unsafeAllowLoopbackUpstreams: unsafe };
+      const sup = new Supervisor({
+        config,
+        paths,
+        home,
+        audit,
+        events,
+        policy,
+        operators: new OperatorPresenceTracker(),
+        options,
+        clock,
+        log,
+        pid,
+      });
+      try {
+        await sup.boot(config);
+      } catch (err) {
+        await sup.stop(`start failed: ${describeError(err)}`);
+        throw err;
+      }
+      return sup;
+    } catch (err) {
+      if (audit) await audit.close().catch(() => undefined);
+      releasePidLock(paths, pid);
+      throw err;
+    }
+  }
+
+  private async boot(config: SupervisorConfig): Promise<void> {
+    const rev = this.policy.revision();
+    this.events.emit({
+      kind: 'sandbox.lifecycle',
+      level: 'notice',
+      action: 'supervisor.start',
+      pid: this.pid,
+      version: packageInfo().version,
+      policy_revision: rev.number,
+      policy_sha256: rev.sha256,
+      unsafe_allow_loopback_upstreams: this.options.unsafeAllowLoopbackUpstreams,
+    });
+    const ctx = this.context();
+    const factories = config.services ?? serviceFactories;
+    for (const factory of factories) {
+      const service = factory(this.options);
+      this.log(`starting service ${service.name}`);
+      await service.start(ctx);
+      this.started.push(service);
+    }
+    const routes: ControlRoute[] = [...this.builtinRoutes()];
+    for (const s of this.started) routes.push(...(s.routes?.() ?? []));
+    const serverOpts: ConstructorParameters<typeof ControlServer>[0] = {
+      socketPath: this.paths.controlSocket,
+      sandbox: this.name,
+      bus: this.events,
+      presence: this.operators,
+      routes,
+      onError: (err) => this.log(`control API: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`),
+    };
+    if (config.heartbeatMs !== undefined) serverOpts.heartbeatMs = config.heartbeatMs;
+    if (config.maxBufferedBytes !== undefined) serverOpts.maxBufferedBytes = config.maxBufferedBytes;
+    this.server = new ControlServer(serverOpts);
+    await this.server.listen();
+    this.log(`supervisor of sandbox "${this.name}" running (pid ${this.pid}, socket ${this.paths.controlSocket})`);
+  }
+
+  context(): SupervisorContext {
+    return {
+      name: this.name,
+      paths: this.paths,
+      home: this.home,
+      clock: this.clock,
+      events: this.events,
+      policy: this.policy,
+      operators: this.operators,
+      options: this.options,
+      service: <T extends SupervisorService>(name: string) => this.started.find((s) => s.name === name) as T | undefined,
+    };
+  }
+
+  status(): SupervisorStatus {
+    const rev = this.policy.revision();
+    const services: Record<string, Record<string, unknown>> = {};
+    for (const s of this.started) {
+      try {
+        services[s.name] = s.status?.() ?? {};
+      } catch (err) {
+        services[s.name] = { error: describeError(err) };
+      }
+    }
+    return {
+      name: this.name,
+      pid: this.pid,
+      version: packageInfo().version,
+      state: this.state,
+      started_at: new Date(this.startedAt).toISOString(),
+      uptime_ms: Math.max(0, this.clock.now() - this.startedAt),
+      socket: this.paths.controlSocket,
+      home: this.home.root,
+      unsafe_allow_loopback_upstreams: this.options.unsafeAllowLoopbackUpstreams,
+      operators: this.operators.attachedCount(),
+      last_seq: this.events.lastSeq(),
+      policy: { revision: rev.number, sha256: rev.sha256, author: rev.author, time: rev.time },
+      audit: { dir: this.paths.auditDir, last_seq: this.audit.lastSeq },
+      services,
+      routes: this.server?.routes() ?? [],
+    };
+  }
+
+  /** Stop services in reverse, end streams, flush and close the audit log, release the pid lock. Idempotent. */
+  stop(reason = 'requested'): Promise<void> {
+    this.stopPromise ??= this.doStop(reason);
+    return this.stopPromise;
+  }
+
+  private async doStop(reason: string): Promise<void> {
+    this.state = 'stopping';
+    for (const s of [...this.started].reverse()) {
+      try {
+        await s.stop();
+      } catch (err) {
+        this.log(`service ${s.name} failed to stop cleanly: ${describeError(err)}`);
+      }
+    }
+    this.started.length = 0;
+    try {
+      this.events.emit({ kind: 'sandbox.lifecycle', level: 'notice', action: 'supervisor.stop', pid: this.pid, reason });
+    } catch (err) {
+      this.log(`could not record the stop event: ${describeError(err)}`);
+    }
+    if (this.server) await this.server.close('supervisor stopping').catch((err: unknown) => this.log(`control API close: ${describeError(err)}`));
+    try {
+      await this.audit.close();
+    } catch (err) {
+      this.log(`audit log flush failed on stop: ${describeError(err)}`);
+    }
+    releasePidLock(this.paths, this.pid);
+    this.log(`supervisor of sandbox "${this.name}" stopped (${reason})`);
+    this.resolveStopped();
+  }
+
+  private builtinRoutes(): ControlRoute[] {
+    return [
+      { method: 'GET', path: '/v1/status', handler: () => ({ status: 200, body: this.status() }) },
+      {
+        method: 'GET',
+        path: '/v1/policy',
+        handler: () => ({ status: 200, body: { yaml: this.policy.effectiveYaml(), revision: this.policy.revision() } }),
+      },
+      {
+        method: 'PUT',
+        path: '/v1/policy',
+        handler: async (req) => {
+          const body = req.body as { yaml?: unknown; author?: unknown; source?: unknown } | undefined;
+          if (!body || typeof body !== 'object' || typeof body.yaml !== 'string') {
+            throw new NemoclawError('invalid_input', 'PUT /v1/policy needs a JSON body {"yaml": "<policy text>", "author": "cli"}', { exitCode: 2 });
+          }
+          const author = body.author === undefined ? 'cli' : body.author;
+          if (typeof author !== 'string' || !(AUTHORS as readonly string[]).includes(author)) {
+            throw new NemoclawError('invalid_input', `author must be one of ${AUTHORS.join(', ')}`, { exitCode: 2 });
+          }
+          const source = typeof body.source === 'string' && body.source.length > 0 ? body.source : '<PUT /v1/policy>';
+          const before = this.policy.revision();
+          const revision = await this.policy.apply(body.yaml, author as RevisionAuthor, source);
+          const result: PolicySetResult = { revision, changed: revision.number !== before.number };
+          return { status: 200, body: result };
+        },
+      },
+      { method: 'GET', path: '/v1/policy/history', handler: () => ({ status: 200, body: { revisions: this.policy.history() } }) },
+      {
+        method: 'POST',
+        path: '/v1/shutdown',
+        handler: () => {
+          // Let the answer reach the client before the server closes.
+          setTimeout(() => void this.stop('shutdown requested over the control API'), 20);
+          return { status: 202, body: { pid: this.pid, stopping: true }, headers: { Connection: 'close' } };
+        },
+      },
+    ];
+  }
+}
+
+function resolveBasePolicy(config: SupervisorConfig, paths: SandboxPaths): { text: string; source: string } {
+  if (config.policyText !== undefined) return { text: config.policyText, source: config.policyFile ?? '<policy>' };
+  const file = config.policyFile ? resolve(config.policyFile) : existsSync(paths.policyFile) ? paths.policyFile : DEFAULT_POLICY_PATH;
+  try {
+    return { text: readFileSync(file, 'utf8'), source: file };
+  } catch (err) {
+    throw new NemoclawError('not_found', `cannot read policy file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, {
+      nextStep: 'pass an existing file with `--policy FILE`',
+      exitCode: 2,
+      cause: err,
+    });
+  }
+}

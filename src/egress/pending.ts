@@ -1,0 +1,210 @@
+/**
+ * The queue of requests held for an operator's decision. Requests for the same (host, port, binary)
+ * while one is held join that entry (one prompt, many waiters). The queue is bounded: when full, the
+ * oldest entry is refused with `queue_full`. An entry that was refused because nobody was attached
+ * stays listed (no waiters) so the operator can still turn it into an always-allow.
+ */
+import type { Clock } from '../shared/clock.js';
+
+export type ApprovalDecision = 'once' | 'session' | 'always' | 'deny' | 'deny_always';
+export const APPROVAL_DECISIONS: readonly ApprovalDecision[] = ['once', 'session', 'always', 'deny', 'deny_always'];
+export type DecidedBy = 'cli' | 'tui' | 'timeout' | 'queue_full' | 'policy';
+
+export interface HoldOutcome {
+  allowed: boolean;
+  /** once|session|always|deny|deny_always, or approval_timeout / queue_full / policy_allow / policy_deny / shutdown. */
+  reason: string;
+  by: DecidedBy;
+  pendingId: string;
+}
+
+export interface PendingView {
+  id: string;
+  host: string;
+  port: number;
+  binary: string | null;
+  /** First request that asked (method + path, or CONNECT). */
+  request: string;
+  /** 'held': requests are waiting; 'unattended': refused while no operator was attached. */
+  state: 'held' | 'unattended';
+  waiters: number;
+  created_at: string;
+  /** ms epoch when held requests time out (held only). */
+  deadline: number | null;
+  age_ms: number;
+}
+
+interface Entry {
+  id: string;
+  key: string;
+  host: string;
+  port: number;
+  binary: string | undefined;
+  request: string;
+  state: 'held' | 'unattended';
+  createdMono: number;
+  createdAt: number;
+  deadline: number | undefined;
+  timer: NodeJS.Timeout | undefined;
+  waiters: Array<(o: HoldOutcome) => void>;
+}
+
+export interface PendingQueueOptions {
+  clock: Clock;
+  /** Called when an entry ends by timeout or overflow (the service emits approval.decision). */
+  onAutoDecision?: (entry: PendingView, reason: 'approval_timeout' | 'queue_full', latencyMs: number) => void;
+  /** Called when a new entry (prompt) appears. */
+  onNewEntry?: (entry: PendingView) => void;
+}
+
+export interface HoldRequest {
+  host: string;
+  port: number;
+  binary: string | undefined;
+  request: string;
+  timeoutMs: number;
+  maxPending: number;
+}
+
+export function pendingKey(host: string, port: number, binary: string | undefined): string {
+  return `${host}:${port}:${binary ?? ''}`;
+}
+
+export class PendingQueue {
+  private readonly entries = new Map<string, Entry>(); // by id, insertion order = age
+  private readonly byKey = new Map<string, Entry>();
+  private seq = 0;
+  private readonly clock: Clock;
+
+  constructor(private readonly opts: PendingQueueOptions) {
+    this.clock = opts.clock;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  heldCount(): number {
+    let n = 0;
+    for (const e of this.entries.values()) if (e.state === 'held') n++;
+    return n;
+  }
+
+  list(): PendingView[] {
+    return [...this.entries.values()].map((e) => this.view(e));
+  }
+
+  get(id: string): PendingView | undefined {
+    const e = this.entries.get(id);
+    return e ? this.view(e) : undefined;
+  }
+
+  /** Hold a request; resolves when decided, timed out or pushed out. `joined` tells whether it joined an existing prompt. */
+  hold(req: HoldRequest): { pendingId: string; joined: boolean; outcome: Promise<HoldOutcome> } {
+    const key = pendingKey(req.host, req.port, req.binary);
+    let entry = this.byKey.get(key);
+    let joined = true;
+    if (entry && entry.state === 'unattended') {
+      // An operator is now attached (or holding is on): turn the record into a live prompt.
+      this.remove(entry);
+      entry = undefined;
+    }
+    if (!entry) {
+      joined = false;
+      entry = this.add(req, 'held');
+      const e = entry;
+      e.deadline = this.clock.now() + req.timeoutMs;
+      e.timer = setTimeout(() => this.autoEnd(e, 'approval_timeout'), req.timeoutMs);
+      e.timer.unref?.();
+    }
+    const e = entry;
+    const outcome = new Promise<HoldOutcome>((resolve) => e.waiters.push(resolve));
+    return { pendingId: e.id, joined, outcome };
+  }
+
+  /** Record a refused-while-unattended request so the operator can allow it later. */
+  recordUnattended(req: Omit<HoldRequest, 'timeoutMs'>): string {
+    const key = pendingKey(req.host, req.port, req.binary);
+    const existing = this.byKey.get(key);
+    if (existing) return existing.id;
+    return this.add({ ...req, timeoutMs: 0 }, 'unattended').id;
+  }
+
+  /** Resolve every waiter of entry `id` and remove it. Returns the view and latency, or undefined. */
+  resolve(id: string, allowed: boolean, reason: string, by: DecidedBy): { entry: PendingView; latencyMs: number } | undefined {
+    const e = this.entries.get(id);
+    if (!e) return undefined;
+    const latencyMs = this.clock.monotonic() - e.createdMono;
+    const view = this.view(e);
+    this.remove(e);
+    for (const w of e.waiters) w({ allowed, reason, by, pendingId: e.id });
+    return { entry: view, latencyMs };
+  }
+
+  /** Entries matching a predicate (used to re-evaluate held entries after a policy change). */
+  find(pred: (v: PendingView) => boolean): PendingView[] {
+    return this.list().filter(pred);
+  }
+
+  /** Refuse everything (supervisor shutdown). */
+  clear(reason: string): void {
+    for (const e of [...this.entries.values()]) {
+      this.remove(e);
+      for (const w of e.waiters) w({ allowed: false, reason, by: 'policy', pendingId: e.id });
+    }
+  }
+
+  private add(req: HoldRequest, state: 'held' | 'unattended'): Entry {
+    const max = Math.max(1, req.maxPending);
+    while (this.entries.size >= max) {
+      const oldest = this.entries.values().next().value as Entry;
+      this.autoEnd(oldest, 'queue_full');
+    }
+    const id = `p-${++this.seq}`;
+    const e: Entry = {
+      id,
+      key: pendingKey(req.host, req.port, req.binary),
+      host: req.host,
+      port: req.port,
+      binary: req.binary,
+      request: req.request,
+      state,
+      createdMono: this.clock.monotonic(),
+      createdAt: this.clock.now(),
+      deadline: undefined,
+      timer: undefined,
+      waiters: [],
+    };
+    this.entries.set(id, e);
+    this.byKey.set(e.key, e);
+    if (state === 'held') this.opts.onNewEntry?.(this.view(e));
+    return e;
+  }
+
+  private autoEnd(e: Entry, reason: 'approval_timeout' | 'queue_full'): void {
+    if (!this.entries.has(e.id)) return;
+    const res = this.resolve(e.id, false, reason, reason === 'approval_timeout' ? 'timeout' : 'queue_full');
+    if (res) this.opts.onAutoDecision?.(res.entry, reason, res.latencyMs);
+  }
+
+  private remove(e: Entry): void {
+    if (e.timer) clearTimeout(e.timer);
+    this.entries.delete(e.id);
+    if (this.byKey.get(e.key) === e) this.byKey.delete(e.key);
+  }
+
+  private view(e: Entry): PendingView {
+    return {
+      id: e.id,
+      host: e.host,
+      port: e.port,
+      binary: e.binary ?? null,
+      request: e.request,
+      state: e.state,
+      waiters: e.waiters.length,
+      created_at: new Date(e.createdAt).toISOString(),
+      deadline: e.deadline ?? null,
+      age_ms: Math.round(this.clock.monotonic() - e.createdMono),
+    };
+  }
+}

@@ -1,0 +1,785 @@
+/**
+ * The egress proxy: every outbound connection of the sandbox arrives here (Unix socket bridged
+ * into the sandbox). Absolute-form `http://` requests and `CONNECT host:port` are parsed strictly
+ * (parser.ts), decided (explicit deny → allow → held for the operator → deny), checked by the SSRF
+ * guard (ssrf.ts) and then forwarded to exactly the address that was checked. Plain HTTP (also
+ * inside a CONNECT tunnel) is checked per request by the L7 rules.
+ */
+import { Agent, request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
+import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
+import { chmod, rm } from 'node:fs/promises';
+import type { EventInput } from '../audit/events.js';
+import type { OverlayRule } from '../control/types.js';
+import type { ApprovalsPolicy, Endpoint, NetworkDecision, NetworkQuery } from '../policy/types.js';
+import type { Clock } from '../shared/clock.js';
+import { NemoclawError } from '../shared/errors.js';
+import { checkL7, endpointHasL7 } from './l7.js';
+import { ChunkedDecoder, parseRequestHead, type Authority, type RequestHead } from './parser.js';
+import { PendingQueue, type ApprovalDecision, type DecidedBy, type HoldOutcome, type PendingView } from './pending.js';
+import { canonicalHost, guardDestination, systemResolver, type Resolver } from './ssrf.js';
+
+export const INFERENCE_HOST = 'inference.local';
+
+export type RefusalCode = 'policy_denied' | 'ssrf_denied' | 'approval_timeout' | 'queue_full';
+
+export interface EgressProxyOptions {
+  decide(query: NetworkQuery): NetworkDecision;
+  approvals(): ApprovalsPolicy;
+  operatorsAttached(): number;
+  emit(event: EventInput): void;
+  clock: Clock;
+  resolver?: Resolver;
+  /** Test-only: lets upstreams on loopback through the SSRF guard. Reported in every event. */
+  unsafeAllowLoopbackUpstreams?: boolean;
+  /** Binary identity of the client connection (best effort; undefined = unknown). */
+  identify?(socket: Socket): Promise<string | undefined>;
+  /** Unix socket of the privacy router, or undefined when it is not running. */
+  inferenceSocket?(): string | undefined;
+  /** Side effects of session / always / deny-always decisions (policy store). */
+  addSessionAllow?(rule: OverlayRule): void;
+  addOverlayRule?(rule: OverlayRule, reason: string): Promise<unknown>;
+  /** Idle time allowed while waiting for a request head (default 30 s). */
+  headTimeoutMs?: number;
+  /** Upstream connect timeout (default 10 s). */
+  connectTimeoutMs?: number;
+}
+
+export interface DecideResult {
+  pending: PendingView;
+  decision: ApprovalDecision;
+  latency_ms: number;
+  waiters: number;
+}
+
+export interface EgressCounters {
+  connections: number;
+  open_connections: number;
+  open_tunnels: number;
+  requests: number;
+  allowed: number;
+  denied: number;
+  held: number;
+  approved: number;
+  ssrf_denied: number;
+  parse_errors: number;
+  revoked: number;
+}
+
+export interface EgressProxy {
+  listen(target: string | { host: string; port: number }): Promise<void>;
+  /** TCP port when listening on TCP. */
+  port(): number | undefined;
+  close(): Promise<void>;
+  pending(): PendingView[];
+  decide(id: string, decision: ApprovalDecision, by: 'cli' | 'tui'): Promise<DecideResult>;
+  /** Re-check open tunnels, keep-alive connections and held requests against the new policy. */
+  policyChanged(revision?: number): void;
+  counters(): EgressCounters;
+}
+
+interface Admission {
+  host: string;
+  port: number;
+  binary: string | undefined;
+  /** 'approval' when an operator let it through (once/session). */
+  source: 'policy' | 'approval';
+  rule: string | undefined;
+  endpoint: Endpoint | undefined;
+  address: string;
+  family: 4 | 6;
+  generation: number;
+}
+
+interface Refusal {
+  code: RefusalCode;
+  detail: string;
+  host: string;
+  port: number;
+  binary: string | undefined;
+  rule: string | undefined;
+}
+
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'expect',
+]);
+
+const NEXT_STEPS: Record<RefusalCode, string[]> = {
+  policy_denied: [
+    'ask the operator to approve the host (`nemoclaw-tui pending`, then `nemoclaw-tui approve ID`)',
+    'or add an endpoint to network_policies and apply it with `nemoclaw-tui policy set FILE`',
+  ],
+  ssrf_denied: [
+    'loopback, link-local and metadata addresses are never reachable from the sandbox',
+    'private addresses need an endpoint naming this exact host or listing the range in allowed_ips',
+  ],
+  approval_timeout: ['nobody decided in time; retry while an operator watches (`nemoclaw-tui` or `nemoclaw-tui logs -f --approver`)'],
+  queue_full: ['too many requests are waiting for approval; decide the pending ones (`nemoclaw-tui pending`)'],
+};
+
+let requestSeq = 0;
+
+export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
+  const clock = opts.clock;
+  const resolver = opts.resolver ?? systemResolver;
+  const unsafe = opts.unsafeAllowLoopbackUpstreams === true;
+  const headTimeoutMs = opts.headTimeoutMs ?? 30_000;
+  const connectTimeoutMs = opts.connectTimeoutMs ?? 10_000;
+  const agent = new Agent({ keepAlive: true, maxFreeSockets: 256, scheduling: 'lifo' });
+  const inferenceAgent = new Agent({ keepAlive: true });
+  const connections = new Set<ClientConnection>();
+  let generation = 0;
+  let server: Server | undefined;
+  let socketPath: string | undefined;
+  const counters: EgressCounters = {
+    connections: 0,
+    open_connections: 0,
+    open_tunnels: 0,
+    requests: 0,
+    allowed: 0,
+    denied: 0,
+    held: 0,
+    approved: 0,
+    ssrf_denied: 0,
+    parse_errors: 0,
+    revoked: 0,
+  };
+
+  const emit = (e: EventInput): void => {
+    try {
+      opts.emit(unsafe ? { ...e, unsafe_allow_loopback_upstreams: true } : e);
+    } catch {
+      // the event bus never throws by contract; a broken test sink must not take the proxy down
+    }
+  };
+
+  const queue = new PendingQueue({
+    clock,
+    onAutoDecision: (entry, reason, latencyMs) => {
+      emit({
+        kind: 'approval.decision',
+        level: 'warn',
+        id: entry.id,
+        pending_id: entry.id,
+        decision: 'deny',
+        reason,
+        by: reason === 'approval_timeout' ? 'timeout' : 'queue_full',
+        latency_ms: Math.round(latencyMs),
+        host: entry.host,
+        port: entry.port,
+        binary: entry.binary,
+        waiters: entry.waiters,
+      });
+    },
+  });
+
+  function refusalBody(r: Refusal): string {
+    return JSON.stringify({
+      error: r.code,
+      detail: r.detail,
+      host: r.host,
+      port: r.port,
+      binary: r.binary ?? null,
+      rule: r.rule ?? null,
+      next_steps: NEXT_STEPS[r.code],
+    });
+  }
+
+  function writeJson(socket: Socket, status: number, statusText: string, body: string, extra: Record<string, string>, keepAlive: boolean): void {
+    if (socket.destroyed || !socket.writable) return;
+    let head = `HTTP/1.1 ${status} ${statusText}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n`;
+    for (const [k, v] of Object.entries(extra)) head += `${k}: ${v}\r\n`;
+    head += keepAlive ? 'Connection: keep-alive\r\n\r\n' : 'Connection: close\r\n\r\n';
+    if (keepAlive) {
+      socket.write(head + body);
+      return;
+    }
+    socket.end(head + body);
+    // A client that never closes its side must not keep the socket forever.
+    setTimeout(() => socket.destroy(), 5_000).unref();
+  }
+
+  function writeRefusal(socket: Socket, r: Refusal): void {
+    writeJson(socket, 403, 'Forbidden', refusalBody(r), { 'X-Nemoclaw-Policy': `${r.code}; host=${r.host}; port=${r.port}${r.rule ? `; rule=${r.rule}` : ''}` }, false);
+  }
+
+  function isRefusal(x: Admission | Refusal | 'inference'): x is Refusal {
+    return typeof x === 'object' && 'code' in x;
+  }
+
+  async function applyDecisionSideEffects(entry: PendingView, decision: ApprovalDecision): Promise<void> {
+    const rule: OverlayRule = { action: decision === 'deny_always' ? 'deny' : 'allow', host: entry.host, port: entry.port };
+    if (decision === 'session') opts.addSessionAllow?.(rule);
+    if (decision === 'always' || decision === 'deny_always') {
+      const verb = decision === 'always' ? 'always allow' : 'always deny';
+      await opts.addOverlayRule?.(rule, `${verb} ${entry.host}:${entry.port} (pending ${entry.id})`);
+    }
+  }
+
+  /**
+   * Decide whether (host, port, binary) may be reached: explicit deny → allow → held → deny,
+   * then the SSRF guard picks the one address that will be dialled.
+   */
+  async function admit(reqId: string, host: string, port: number, binary: string | undefined, summary: string, t0: number): Promise<Admission | Refusal> {
+    const base = { host, port, binary };
+    const decision = opts.decide({ host, port, binary });
+    let source: Admission['source'] = 'policy';
+    let heldMs = 0;
+    let pendingId: string | undefined;
+    const refuse = (code: RefusalCode, detail: string, rule: string | undefined): Refusal => {
+      counters.denied++;
+      if (code === 'ssrf_denied') counters.ssrf_denied++;
+      emit({
+        kind: 'net.decision',
+        level: 'warn',
+        id: reqId,
+        action: 'deny',
+        error: code,
+        reason: detail,
+        host,
+        port,
+        binary: binary ?? null,
+        rule: rule ?? null,
+        pending_id: pendingId ?? null,
+        held_ms: Math.round(heldMs),
+        decision_ms: Math.round((clock.monotonic() - t0) * 1000) / 1000,
+      });
+      return { code, detail, ...base, rule };
+    };
+    if (decision.verdict === 'deny') return refuse('policy_denied', decision.reason, decision.rule);
+    if (decision.verdict === 'unknown') {
+      const approvals = opts.approvals();
+      const attached = opts.operatorsAttached() > 0;
+      if (approvals.mode !== 'ask') return refuse('policy_denied', `${host}:${port} is not in the policy (approvals.mode: deny)`, undefined);
+      if (!attached && approvals.when_unattended !== 'hold') {
+        pendingId = queue.recordUnattended({ host, port, binary, request: summary, maxPending: approvals.max_pending });
+        return refuse(
+          'policy_denied',
+          `${host}:${port} is not in the policy and no operator is attached (approvals.when_unattended: deny); pending ${pendingId} can still be approved with --always`,
+          undefined,
+        );
+      }
+      const timeoutMs = Math.max(1, approvals.timeout) * 1000;
+      const held = queue.hold({ host, port, binary, request: summary, timeoutMs, maxPending: approvals.max_pending });
+      pendingId = held.pendingId;
+      counters.held++;
+      emit({
+        kind: 'net.held',
+        level: 'notice',
+        id: reqId,
+        pending_id: held.pendingId,
+        joined: held.joined,
+        host,
+        port,
+        binary: binary ?? null,
+        request: summary,
+        timeout_s: approvals.timeout,
+        operators: opts.operatorsAttached(),
+      });
+      const holdStart = clock.monotonic();
+      const outcome: HoldOutcome = await held.outcome;
+      heldMs = clock.monotonic() - holdStart;
+      if (!outcome.allowed) {
+        const code: RefusalCode = outcome.reason === 'approval_timeout' ? 'approval_timeout' : outcome.reason === 'queue_full' ? 'queue_full' : 'policy_denied';
+        const detail =
+          code === 'approval_timeout'
+            ? `no operator decided on ${host}:${port} within ${approvals.timeout} s`
+            : code === 'queue_full'
+              ? `the approval queue is full (max_pending ${approvals.max_pending}); this request was the oldest`
+              : `denied by ${outcome.by} (${outcome.reason})`;
+        return refuse(code, detail, undefined);
+      }
+      counters.approved++;
+      source = outcome.reason === 'policy_allow' || outcome.reason === 'always' ? 'policy' : 'approval';
+    }
+    const after = source === 'policy' && decision.verdict === 'unknown' ? opts.decide({ host, port, binary }) : decision;
+    const endpoint = after.endpoint;
+    const exactHost = source === 'approval' || decision.verdict === 'unknown' || (endpoint !== undefined && !endpoint.host.includes('*'));
+    const verdict = await guardDestination(host, resolver, { exactHost, allowedIps: endpoint?.allowed_ips ?? [], unsafeAllowLoopback: unsafe });
+    if (!verdict.ok) return refuse('ssrf_denied', verdict.reason, after.rule);
+    counters.allowed++;
+    emit({
+      kind: 'net.decision',
+      level: 'info',
+      id: reqId,
+      action: 'allow',
+      source,
+      reason: source === 'approval' ? 'approved by operator' : after.reason,
+      host,
+      port,
+      binary: binary ?? null,
+      rule: after.rule ?? null,
+      address: verdict.address,
+      pending_id: pendingId ?? null,
+      held_ms: Math.round(heldMs),
+      decision_ms: Math.round((clock.monotonic() - t0) * 1000) / 1000,
+    });
+    return {
+      host,
+      port,
+      binary,
+      source,
+      rule: after.rule,
+      endpoint,
+      address: verdict.address as string,
+      family: verdict.family as 4 | 6,
+      generation,
+    };
+  }
+
+  class ClientConnection {
+    buf: Buffer = Buffer.alloc(0);
+    busy = false;
+    closed = false;
+    /** Body bytes still owed to the current upstream request (Content-Length framing). */
+    bodySink: ((chunk: Buffer) => void) | undefined;
+    /** Set when plain HTTP is spoken inside a CONNECT tunnel (or to inference.local). */
+    tunnel: { authority: Authority; admission: Admission | 'inference' } | undefined;
+    /** Last admission on this connection (keep-alive reuse and revocation). */
+    admission: Admission | undefined;
+    rawTunnel: Socket | undefined;
+    binary: Promise<string | undefined> | undefined;
+    inflight: ClientRequest | undefined;
+    revoked = false;
+
+    constructor(readonly socket: Socket) {
+      socket.setNoDelay(true);
+      socket.setTimeout(headTimeoutMs);
+      socket.on('timeout', () => {
+        if (!this.busy && !this.rawTunnel) socket.destroy();
+      });
+      socket.on('data', (chunk: Buffer) => this.onData(chunk));
+      socket.on('error', () => this.close());
+      socket.on('close', () => this.close());
+    }
+
+    /** `graceful`: the socket was ended and may still be flushing; let it finish on its own. */
+    close(graceful = false): void {
+      if (this.closed) return;
+      this.closed = true;
+      connections.delete(this);
+      counters.open_connections--;
+      this.inflight?.destroy();
+      this.rawTunnel?.destroy();
+      if (!graceful || !this.socket.writableEnded) this.socket.destroy();
+    }
+
+    onData(chunk: Buffer): void {
+      if (this.bodySink) {
+        this.bodySink(chunk);
+        return;
+      }
+      this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+      if (!this.busy) this.next();
+    }
+
+    identify(): Promise<string | undefined> {
+      this.binary ??= opts.identify ? opts.identify(this.socket).catch(() => undefined) : Promise.resolve(undefined);
+      return this.binary;
+    }
+
+    next(): void {
+      if (this.closed || this.busy || this.buf.length === 0) return;
+      const parsed = parseRequestHead(this.buf, this.tunnel?.authority);
+      if (parsed.kind === 'incomplete') return;
+      if (parsed.kind === 'error') {
+        counters.parse_errors++;
+        const body = JSON.stringify({ error: 'bad_request', detail: parsed.reason, next_steps: ['send a well-formed HTTP/1.1 request (absolute http:// URL or CONNECT host:port)'] });
+        writeJson(this.socket, parsed.status, parsed.status === 431 ? 'Request Header Fields Too Large' : 'Bad Request', body, { 'X-Nemoclaw-Policy': 'bad_request' }, false);
+        return this.close(true);
+      }
+      this.buf = this.buf.subarray(parsed.consumed);
+      this.busy = true;
+      this.socket.setTimeout(0);
+      this.socket.pause();
+      const handler = parsed.head.method === 'CONNECT' ? this.handleConnect(parsed.head) : this.handleHttp(parsed.head);
+      handler.catch((err: unknown) => {
+        const body = JSON.stringify({ error: 'proxy_error', detail: (err as Error).message });
+        writeJson(this.socket, 502, 'Bad Gateway', body, {}, false);
+      });
+    }
+
+    /** Called when a request/response exchange finished and the connection stays open. */
+    done(): void {
+      this.busy = false;
+      this.bodySink = undefined;
+      this.inflight = undefined;
+      if (this.closed) return;
+      if (this.revoked) return this.close();
+      this.socket.setTimeout(headTimeoutMs);
+      this.socket.resume();
+      this.next();
+    }
+
+    async admitFor(head: RequestHead, reqId: string, t0: number): Promise<Admission | Refusal | 'inference'> {
+      if (this.tunnel) return this.tunnel.admission;
+      const host = canonicalHost(head.host);
+      if (host === INFERENCE_HOST && head.port === 80) return 'inference';
+      const binary = await this.identify();
+      const summary = head.method === 'CONNECT' ? `CONNECT ${host}:${head.port}` : `${head.method} ${head.path}`;
+      emit({ kind: 'net.request', level: 'info', id: reqId, method: head.method, host, port: head.port, path: head.method === 'CONNECT' ? null : head.path, binary: binary ?? null });
+      const prev = this.admission;
+      if (prev && prev.host === host && prev.port === head.port && prev.generation === generation && prev.binary === binary) {
+        // Same target on a keep-alive connection under the same policy: reuse the checked address.
+        counters.allowed++;
+        emit({ kind: 'net.decision', level: 'info', id: reqId, action: 'allow', source: prev.source, reason: 'same target on a keep-alive connection', host, port: head.port, binary: binary ?? null, rule: prev.rule ?? null, address: prev.address, reused: true, decision_ms: 0 });
+        return prev;
+      }
+      return admit(reqId, host, head.port, binary, summary, t0);
+    }
+
+    async handleConnect(head: RequestHead): Promise<void> {
+      counters.requests++;
+      const reqId = `r-${++requestSeq}`;
+      const t0 = clock.monotonic();
+      const host = canonicalHost(head.host);
+      const admission = await this.admitFor(head, reqId, t0);
+      if (this.closed) return;
+      if (isRefusal(admission)) return writeRefusal(this.socket, admission);
+      if (admission === 'inference') {
+        this.socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        this.tunnel = { authority: { host, port: head.port }, admission };
+        return this.done();
+      }
+      this.admission = admission;
+      const upstream = netConnect({ host: admission.address, port: admission.port, family: admission.family });
+      upstream.setNoDelay(true);
+      const timer = setTimeout(() => upstream.destroy(new Error(`connect to ${admission.address}:${admission.port} timed out`)), connectTimeoutMs);
+      upstream.once('error', (err) => {
+        clearTimeout(timer);
+        if (!this.rawTunnel) writeJson(this.socket, 502, 'Bad Gateway', JSON.stringify({ error: 'upstream_unreachable', detail: err.message, host, port: head.port }), {}, false);
+        else this.close();
+      });
+      upstream.once('connect', () => {
+        clearTimeout(timer);
+        if (this.closed) return upstream.destroy();
+        this.rawTunnel = upstream;
+        counters.open_tunnels++;
+        upstream.once('close', () => {
+          if (this.rawTunnel !== upstream) return;
+          counters.open_tunnels--;
+          this.rawTunnel = undefined;
+          // A clean upstream end was piped to the client (socket.end()); let that flush.
+          this.close(true);
+        });
+        this.socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        this.classifyTunnel(admission, { host, port: head.port });
+      });
+    }
+
+    /**
+     * After CONNECT: if the client speaks first with something that looks like an HTTP request
+     * (and the endpoint is not raw TCP), inspect it per request (Host check, L7). TLS, or a
+     * server-speaks-first protocol, is piped through untouched.
+     */
+    classifyTunnel(admission: Admission, authority: Authority): void {
+      const upstream = this.rawTunnel as Socket;
+      const pipeRaw = (): void => {
+        this.socket.setTimeout(0);
+        upstream.removeListener('data', onUpstreamFirst);
+        if (this.buf.length > 0) upstream.write(this.buf);
+        this.buf = Buffer.alloc(0);
+        this.bodySink = (chunk) => {
+          if (!upstream.write(chunk)) this.socket.pause();
+        };
+        upstream.on('drain', () => this.socket.resume());
+        upstream.pipe(this.socket);
+        this.socket.on('end', () => upstream.end());
+        this.socket.resume();
+      };
+      const onUpstreamFirst = (chunk: Buffer): void => {
+        upstream.pause();
+        upstream.unshift(chunk);
+        pipeRaw();
+        upstream.resume();
+      };
+      const classify = (): void => {
+        const first = this.buf[0];
+        const looksHttp = first !== undefined && first >= 0x41 && first <= 0x5a && admission.endpoint?.protocol !== 'tcp';
+        if (!looksHttp) return pipeRaw();
+        // Plain HTTP: requests go through the pool to the checked address, each one inspected.
+        upstream.removeListener('data', onUpstreamFirst);
+        this.rawTunnel = undefined;
+        counters.open_tunnels--;
+        upstream.destroy();
+        this.tunnel = { authority, admission };
+        this.bodySink = undefined;
+        this.busy = false;
+        this.next();
+      };
+      upstream.on('data', onUpstreamFirst);
+      if (this.buf.length > 0) return classify();
+      this.bodySink = (chunk) => {
+        this.buf = Buffer.concat([this.buf, chunk]);
+        this.bodySink = undefined;
+        this.socket.pause();
+        classify();
+      };
+      this.socket.resume();
+    }
+
+    async handleHttp(head: RequestHead): Promise<void> {
+      counters.requests++;
+      const reqId = `r-${++requestSeq}`;
+      const t0 = clock.monotonic();
+      const admission = await this.admitFor(head, reqId, t0);
+      if (this.closed) return;
+      if (isRefusal(admission)) return writeRefusal(this.socket, admission);
+      if (admission !== 'inference') {
+        if (!this.tunnel) this.admission = admission;
+        if (this.tunnel) emit({ kind: 'net.request', level: 'info', id: reqId, method: head.method, host: admission.host, port: admission.port, path: head.path, binary: admission.binary ?? null, tunnelled: true });
+        if (endpointHasL7(admission.endpoint)) {
+          const l7 = checkL7(admission.endpoint, head.method, head.path);
+          if (!l7.allowed) {
+            counters.denied++;
+            emit({ kind: 'net.decision', level: 'warn', id: reqId, action: 'deny', error: 'policy_denied', reason: l7.reason, host: admission.host, port: admission.port, method: head.method, path: head.path, binary: admission.binary ?? null, rule: admission.rule ?? null, l7: true });
+            return writeRefusal(this.socket, { code: 'policy_denied', detail: l7.reason, host: admission.host, port: admission.port, binary: admission.binary, rule: admission.rule });
+          }
+        }
+      } else {
+        const sock = opts.inferenceSocket?.();
+        if (!sock) {
+          const body = JSON.stringify({
+            error: 'inference_unavailable',
+            detail: 'the privacy router (service "inference") is not running, so inference.local has nowhere to go',
+            next_steps: ['check `nemoclaw-tui status` for the inference service and the supervisor log'],
+          });
+          return writeJson(this.socket, 503, 'Service Unavailable', body, { 'X-Nemoclaw-Policy': 'inference_unavailable' }, false);
+        }
+      }
+      this.forward(head, admission);
+    }
+
+    forward(head: RequestHead, target: Admission | 'inference'): void {
+      const socket = this.socket;
+      const headers: string[] = [];
+      const connectionNamed = new Set(
+        (head.byName.get('connection') ?? []).join(',').toLowerCase().split(',').map((s) => s.trim()).filter((s) => s.length > 0),
+      );
+      for (const [name, value] of head.headers) {
+        const lower = name.toLowerCase();
+        if (HOP_BY_HOP.has(lower) || connectionNamed.has(lower) || lower === 'host') continue;
+        headers.push(name, value);
+      }
+      const hostHeader = target === 'inference' ? INFERENCE_HOST : head.port === 80 ? formatHost(head.host) : `${formatHost(head.host)}:${head.port}`;
+      headers.unshift('Host', hostHeader);
+      const hasBody = head.chunked || head.contentLength > 0;
+      const req =
+        target === 'inference'
+          ? httpRequest({ socketPath: opts.inferenceSocket?.(), method: head.method, path: head.pathAndQuery, headers, agent: inferenceAgent, setHost: false })
+          : httpRequest({ host: target.address, port: target.port, family: target.family, method: head.method, path: head.pathAndQuery, headers, agent, setHost: false });
+      this.inflight = req;
+      let responded = false;
+      req.on('error', (err) => {
+        if (responded) return this.close();
+        const body = JSON.stringify({ error: 'upstream_error', detail: err.message, host: head.host, port: head.port });
+        writeJson(socket, 502, 'Bad Gateway', body, {}, false);
+      });
+      req.on('response', (res) => {
+        responded = true;
+        this.relayResponse(head, res);
+      });
+      if (head.expectContinue && hasBody) socket.write('HTTP/1.1 100 Continue\r\n\r\n');
+      if (!hasBody) {
+        req.end();
+        return;
+      }
+      const feed = (chunk: Buffer): void => {
+        if (!req.write(chunk)) {
+          socket.pause();
+          req.once('drain', () => socket.resume());
+        }
+      };
+      const finishBody = (leftover: Buffer): void => {
+        this.bodySink = (chunk) => {
+          // Pipelined bytes after the body wait until the response is done.
+          this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+        };
+        this.buf = leftover;
+        req.end();
+      };
+      if (head.chunked) {
+        const decoder = new ChunkedDecoder(feed);
+        const push = (chunk: Buffer): void => {
+          const err = decoder.push(chunk);
+          if (err) {
+            req.destroy();
+            const body = JSON.stringify({ error: 'bad_request', detail: err });
+            writeJson(socket, 400, 'Bad Request', body, {}, false);
+            return;
+          }
+          if (decoder.done) finishBody(decoder.leftover ?? Buffer.alloc(0));
+        };
+        this.bodySink = push;
+        const initial = this.buf;
+        this.buf = Buffer.alloc(0);
+        if (initial.length > 0) push(initial);
+      } else {
+        let remaining = head.contentLength;
+        const push = (chunk: Buffer): void => {
+          const n = Math.min(remaining, chunk.length);
+          if (n > 0) feed(chunk.subarray(0, n));
+          remaining -= n;
+          if (remaining === 0) finishBody(chunk.subarray(n));
+        };
+        this.bodySink = push;
+        const initial = this.buf;
+        this.buf = Buffer.alloc(0);
+        if (initial.length > 0) push(initial);
+      }
+      socket.resume();
+    }
+
+    relayResponse(head: RequestHead, res: IncomingMessage): void {
+      const socket = this.socket;
+      const status = res.statusCode ?? 502;
+      const noBody = head.method === 'HEAD' || status === 204 || status === 304 || (status >= 100 && status < 200);
+      const upstreamLength = res.headers['content-length'];
+      const keepAlive = head.keepAlive && !this.revoked;
+      let framing: 'none' | 'length' | 'chunked' | 'close';
+      if (noBody) framing = 'none';
+      else if (upstreamLength !== undefined && res.headers['transfer-encoding'] === undefined) framing = 'length';
+      else framing = head.version === '1.1' ? 'chunked' : 'close';
+      const clientKeepAlive = keepAlive && framing !== 'close';
+      const connectionNamed = new Set(
+        String(res.headers.connection ?? '').toLowerCase().split(',').map((s) => s.trim()).filter((s) => s.length > 0),
+      );
+      let out = `HTTP/1.1 ${status} ${res.statusMessage ?? ''}\r\n`;
+      const raw = res.rawHeaders;
+      for (let i = 0; i + 1 < raw.length; i += 2) {
+        const lower = (raw[i] as string).toLowerCase();
+        if (HOP_BY_HOP.has(lower) || connectionNamed.has(lower)) continue;
+        if (lower === 'content-length' && framing !== 'length' && framing !== 'none') continue;
+        out += `${raw[i]}: ${raw[i + 1]}\r\n`;
+      }
+      if (framing === 'chunked') out += 'Transfer-Encoding: chunked\r\n';
+      out += clientKeepAlive ? 'Connection: keep-alive\r\n\r\n' : 'Connection: close\r\n\r\n';
+      socket.write(out);
+      const finish = (): void => {
+        if (framing === 'chunked') socket.write('0\r\n\r\n');
+        if (clientKeepAlive) this.done();
+        else {
+          socket.end();
+          this.close(true);
+        }
+      };
+      if (framing === 'none') {
+        res.resume();
+        res.once('end', finish);
+        return;
+      }
+      res.on('data', (chunk: Buffer) => {
+        const ok = framing === 'chunked' ? socket.write(`${chunk.length.toString(16)}\r\n`) && socket.write(chunk) && socket.write('\r\n') : socket.write(chunk);
+        if (!ok) {
+          res.pause();
+          socket.once('drain', () => res.resume());
+        }
+      });
+      res.once('end', finish);
+      res.once('error', () => this.close());
+    }
+  }
+
+  function formatHost(host: string): string {
+    return host.includes(':') ? `[${host}]` : host;
+  }
+
+  function onConnection(socket: Socket): void {
+    counters.connections++;
+    counters.open_connections++;
+    connections.add(new ClientConnection(socket));
+  }
+
+  return {
+    async listen(target) {
+      server = createServer({ noDelay: true }, onConnection);
+      server.maxConnections = 20_000;
+      if (typeof target === 'string') {
+        await rm(target, { force: true });
+        socketPath = target;
+      }
+      await new Promise<void>((resolve, reject) => {
+        const s = server as Server;
+        s.once('error', reject);
+        if (typeof target === 'string') s.listen(target, () => resolve());
+        else s.listen(target.port, target.host, () => resolve());
+      });
+      // The bridge connects as root from the sandbox's network namespace; nobody else needs it.
+      if (socketPath) await chmod(socketPath, 0o600);
+    },
+    port() {
+      const a = server?.address();
+      return a && typeof a === 'object' ? a.port : undefined;
+    },
+    async close() {
+      queue.clear('shutdown');
+      for (const c of [...connections]) c.close();
+      agent.destroy();
+      inferenceAgent.destroy();
+      if (server) await new Promise<void>((resolve) => (server as Server).close(() => resolve()));
+      if (socketPath) await rm(socketPath, { force: true });
+    },
+    pending() {
+      return queue.list();
+    },
+    async decide(id, decision, by) {
+      const entry = queue.get(id);
+      if (!entry) {
+        throw new NemoclawError('not_found', `no pending request "${id}" (already decided, timed out, or never existed)`, {
+          nextStep: 'list the current ones with `nemoclaw-tui pending`',
+        });
+      }
+      await applyDecisionSideEffects(entry, decision);
+      const allowed = decision === 'once' || decision === 'session' || decision === 'always';
+      const res = queue.resolve(id, allowed, decision, by as DecidedBy);
+      const latencyMs = res?.latencyMs ?? 0;
+      emit({
+        kind: 'approval.decision',
+        level: 'notice',
+        id,
+        pending_id: id,
+        decision,
+        by,
+        latency_ms: Math.round(latencyMs),
+        host: entry.host,
+        port: entry.port,
+        binary: entry.binary,
+        waiters: entry.waiters,
+        state: entry.state,
+      });
+      return { pending: entry, decision, latency_ms: Math.round(latencyMs), waiters: entry.waiters };
+    },
+    policyChanged(revision) {
+      generation++;
+      // Held requests the new policy now decides are released right away.
+      for (const p of queue.list()) {
+        if (p.state !== 'held') continue;
+        const d = opts.decide({ host: p.host, port: p.port, binary: p.binary ?? undefined });
+        if (d.verdict === 'allow') queue.resolve(p.id, true, 'policy_allow', 'policy');
+        else if (d.verdict === 'deny') queue.resolve(p.id, false, 'policy_deny', 'policy');
+      }
+      for (const c of connections) {
+        const a = c.tunnel?.admission ?? c.admission;
+        if (!a || a === 'inference') continue;
+        const d = opts.decide({ host: a.host, port: a.port, binary: a.binary });
+        const stillAllowed = d.verdict === 'allow' || (a.source === 'approval' && d.verdict === 'unknown');
+        if (stillAllowed) continue;
+        counters.revoked++;
+        emit({ kind: 'net.decision', level: 'warn', action: 'revoke', reason: `policy revision ${revision ?? '?'} no longer allows ${a.host}:${a.port}`, host: a.host, port: a.port, binary: a.binary ?? null, rule: d.rule ?? null });
+        c.revoked = true;
+        if (c.rawTunnel || !c.busy) c.close();
+      }
+    },
+    counters() {
+      return { ...counters };
+    },
+  };
+}

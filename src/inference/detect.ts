@@ -1,0 +1,435 @@
+/**
+ * Classification of message text: secrets (secretlint's recommended preset plus a few key formats it
+ * misses), PII following Presidio's entity list with checksum validation, and configurable
+ * proprietary markers. Results are cached per text by content hash: OpenClaw resends the same large
+ * system prompt and history every turn, so only the new message costs anything.
+ */
+import { createHash } from 'node:crypto';
+import { isIPv6 } from 'node:net';
+import { lintSource } from '@secretlint/core';
+import { creator as recommendedPreset } from '@secretlint/secretlint-rule-preset-recommend';
+import { countTokens } from 'gpt-tokenizer';
+import type { EntityKind } from './schema.js';
+
+export interface Detection {
+  kind: EntityKind;
+  start: number;
+  end: number;
+  value: string;
+  /** Which detector fired (secretlint rule id, `luhn`, `marker:pattern`…); never the value. */
+  detector: string;
+}
+
+export interface Classification {
+  detections: Detection[];
+  /** gpt-tokenizer (o200k) count of the text. */
+  tokens: number;
+}
+
+export interface MarkerConfig {
+  path_globs: string[];
+  repos: string[];
+  patterns: string[];
+}
+
+export interface ClassifierOptions {
+  markers?: MarkerConfig;
+  disabled?: EntityKind[];
+  /** Max cached texts (LRU). */
+  cacheEntries?: number;
+}
+
+const secretlintConfig = {
+  rules: [{ id: '@secretlint/secretlint-rule-preset-recommend', rule: recommendedPreset }],
+};
+
+/** Key formats the recommended preset does not report (or reports only in some contexts). */
+const EXTRA_SECRET_PATTERNS: Array<[string, RegExp]> = [
+  ['aws-access-key-id', /\b(?:AKIA|ASIA)[0-9A-Z]{16}\b/g],
+  ['anthropic-key', /\bsk-ant-[A-Za-z0-9_-]{20,}/g],
+  ['openai-key', /\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{32,}/g],
+  ['nvidia-key', /\bnvapi-[A-Za-z0-9_-]{32,}/g],
+  ['huggingface-token', /\bhf_[A-Za-z0-9]{30,}\b/g],
+  ['github-token', /\bgh[pousr]_[A-Za-z0-9]{36,}\b/g],
+  ['private-key', /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z0-9 ]*PRIVATE KEY-----/g],
+];
+
+// ---------------------------------------------------------------------------------------------
+// PII detectors. Each returns candidate spans; validators reject the usual false positives.
+
+const FILE_EXTENSION_TLDS = new Set([
+  'png', 'jpg', 'jpeg', 'gif', 'svg', 'webp', 'ico', 'js', 'mjs', 'cjs', 'ts', 'tsx', 'jsx', 'css', 'json',
+  'map', 'md', 'txt', 'py', 'rs', 'go', 'java', 'rb', 'sh', 'yaml', 'yml', 'toml', 'lock', 'zip', 'gz', 'tar',
+]);
+
+function detectEmails(text: string, out: Detection[]): void {
+  const re = /[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}\b/g;
+  for (const m of text.matchAll(re)) {
+    const start = m.index;
+    const end = start + m[0].length;
+    const before = text[start - 1];
+    // `scheme://user:pw@host` is a URL with credentials, not an email; `git@host:org/repo` is an scp address.
+    if (before === ':' || before === '/') continue;
+    const after = text[end];
+    if (after === ':' && /^:[\w.-]+\//.test(text.slice(end, end + 100))) continue;
+    if (m[0].startsWith('.') || m[0].includes('..')) continue;
+    const tld = m[0].slice(m[0].lastIndexOf('.') + 1).toLowerCase();
+    if (FILE_EXTENSION_TLDS.has(tld)) continue;
+    out.push({ kind: 'email', start, end, value: m[0], detector: 'email' });
+  }
+}
+
+function digitsOf(s: string): string {
+  return s.replace(/\D/g, '');
+}
+
+function luhnValid(digits: string): boolean {
+  let sum = 0;
+  let double = false;
+  for (let i = digits.length - 1; i >= 0; i--) {
+    let d = digits.charCodeAt(i) - 48;
+    if (double) {
+      d *= 2;
+      if (d > 9) d -= 9;
+    }
+    sum += d;
+    double = !double;
+  }
+  return sum % 10 === 0;
+}
+
+function detectCreditCards(text: string, out: Detection[]): void {
+  const re = /(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])/g;
+  for (const m of text.matchAll(re)) {
+    const digits = digitsOf(m[0]);
+    if (digits.length < 13 || digits.length > 19) continue;
+    // Issuer prefixes: Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay.
+    if (!/^(?:4|5[1-5]|2[2-7]|3[47]|6011|65|64[4-9]|35|30[0-5]|36|38|62)/.test(digits)) continue;
+    if (/^(\d)\1+$/.test(digits)) continue;
+    // The digits of an IBAN (`DE89 3704 …`) are not a card number.
+    if (/[A-Z]{2}\d{2} ?$/.test(text.slice(Math.max(0, m.index - 5), m.index))) continue;
+    if (!luhnValid(digits)) continue;
+    out.push({ kind: 'credit_card', start: m.index, end: m.index + m[0].length, value: m[0], detector: 'luhn' });
+  }
+}
+
+const IBAN_LENGTHS: Record<string, number> = {
+  AD: 24, AE: 23, AL: 28, AT: 20, AZ: 28, BA: 20, BE: 16, BG: 22, BH: 22, BR: 29, CH: 21, CR: 22, CY: 28,
+  CZ: 24, DE: 22, DK: 18, DO: 28, EE: 20, EG: 29, ES: 24, FI: 18, FO: 18, FR: 27, GB: 22, GE: 22, GI: 23,
+  GL: 18, GR: 27, GT: 28, HR: 21, HU: 28, IE: 22, IL: 23, IS: 26, IT: 27, JO: 30, KW: 30, KZ: 20, LB: 28,
+  LI: 21, LT: 20, LU: 20, LV: 21, MC: 27, MD: 24, ME: 22, MK: 19, MR: 27, MT: 31, MU: 30, NL: 18, NO: 15,
+  PK: 24, PL: 28, PS: 29, PT: 25, QA: 29, RO: 24, RS: 22, SA: 24, SE: 24, SI: 19, SK: 24, SM: 27, TN: 24,
+  TR: 26, UA: 29, VG: 24, XK: 20,
+};
+
+function ibanValid(compact: string): boolean {
+  const expected = IBAN_LENGTHS[compact.slice(0, 2)];
+  if (expected === undefined || compact.length !== expected) return false;
+  const rearranged = compact.slice(4) + compact.slice(0, 4);
+  let remainder = 0;
+  for (const ch of rearranged) {
+    const code = ch.charCodeAt(0);
+    const chunk = code >= 65 ? String(code - 55) : ch;
+    for (const d of chunk) remainder = (remainder * 10 + (d.charCodeAt(0) - 48)) % 97;
+  }
+  return remainder === 1;
+}
+
+function detectIbans(text: string, out: Detection[]): void {
+  const re = /\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b/g;
+  for (const m of text.matchAll(re)) {
+    let candidate = m[0];
+    // A greedy match can swallow a following word; shrink until the checksum holds.
+    while (candidate.length >= 15) {
+      const compact = candidate.replace(/ /g, '');
+      if (ibanValid(compact)) {
+        out.push({ kind: 'iban', start: m.index, end: m.index + candidate.length, value: candidate, detector: 'mod97' });
+        break;
+      }
+      const cut = candidate.lastIndexOf(' ');
+      if (cut < 0) break;
+      candidate = candidate.slice(0, cut);
+    }
+  }
+}
+
+function detectSsns(text: string, out: Detection[]): void {
+  const re = /(?<![\d-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\d-])/g;
+  for (const m of text.matchAll(re)) {
+    const [, area, , group, serial] = m;
+    if (area === '000' || area === '666' || area!.startsWith('9') || group === '00' || serial === '0000') continue;
+    out.push({ kind: 'us_ssn', start: m.index, end: m.index + m[0].length, value: m[0], detector: 'ssn' });
+  }
+}
+
+function detectPhones(text: string, out: Detection[]): void {
+  const patterns: RegExp[] = [
+    // International: +CC followed by grouped digits.
+    /(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\d)/g,
+    // North American: (555) 123-4567, 555-123-4567, 555.123.4567.
+    /(?<![\w.-])\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}(?![\w-])/g,
+  ];
+  for (const re of patterns) {
+    for (const m of text.matchAll(re)) {
+      const digits = digitsOf(m[0]);
+      if (digits.length < 10 || digits.length > 15) continue;
+      // Dates and versions use the same separators: require at least one space/dash/paren grouping
+      // that is not a pure dotted sequence of small numbers.
+      if (/^\d{4}[.-]\d{2}[.-]\d{2}/.test(m[0])) continue;
+      out.push({ kind: 'phone', start: m.index, end: m.index + m[0].length, value: m[0], detector: 'phone' });
+    }
+  }
+}
+
+function detectIps(text: string, out: Detection[]): void {
+  const v4 = /(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.]|\.\d)/g;
+  for (const m of text.matchAll(v4)) {
+    out.push({ kind: 'ip_address', start: m.index, end: m.index + m[0].length, value: m[0], detector: 'ipv4' });
+  }
+  const v6 = /(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])/g;
+  for (const m of text.matchAll(v6)) {
+    const groups = m[0].split(':').filter((g) => g.length > 0);
+    // `std::vec`, `a::b` and clock times are not addresses: need 3+ hex groups and a valid address.
+    if (groups.length < 3 || !isIPv6(m[0])) continue;
+    out.push({ kind: 'ip_address', start: m.index, end: m.index + m[0].length, value: m[0], detector: 'ipv6' });
+  }
+}
+
+function detectMacs(text: string, out: Detection[]): void {
+  const re = /(?<![\w:-])[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}(?![\w:-])/g;
+  for (const m of text.matchAll(re)) {
+    out.push({ kind: 'mac_address', start: m.index, end: m.index + m[0].length, value: m[0], detector: 'mac' });
+  }
+}
+
+function detectUrlCredentials(text: string, out: Detection[]): void {
+  const re = /\b[a-zA-Z][a-zA-Z0-9+.-]{1,20}:\/\/[^\s/:@"'<>]+:[^\s/@"'<>]+@[^\s/"'<>]+/g;
+  for (const m of text.matchAll(re)) {
+    out.push({ kind: 'url_credentials', start: m.index, end: m.index + m[0].length, value: m[0], detector: 'url' });
+  }
+}
+
+const BASE58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz';
+
+function base58CheckValid(s: string): boolean {
+  let n = 0n;
+  for (const ch of s) {
+    const v = BASE58.indexOf(ch);
+    if (v < 0) return false;
+    n = n * 58n + BigInt(v);
+  }
+  let hex = n.toString(16);
+  if (hex.length % 2) hex = '0' + hex;
+  let leading = 0;
+  while (s[leading] === '1') leading++;
+  const bytes = Buffer.concat([Buffer.alloc(leading), Buffer.from(hex, 'hex')]);
+  if (bytes.length !== 25) return false;
+  const payload = bytes.subarray(0, 21);
+  const check = createHash('sha256').update(createHash('sha256').update(payload).digest()).digest();
+  return check.subarray(0, 4).equals(bytes.subarray(21));
+}
+
+function detectWallets(text: string, out: Detection[]): void {
+  for (const m of text.matchAll(/(?<![\w])[13][1-9A-HJ-NP-Za-km-z]{25,34}(?![\w])/g)) {
+    if (base58CheckValid(m[0])) {
+      out.push({ kind: 'crypto_wallet', start: m.index, end: m.index + m[0].length, value: m[0], detector: 'btc-base58' });
+    }
+  }
+  for (const m of text.matchAll(/(?<![\w])bc1[ac-hj-np-z02-9]{11,71}(?![\w])/g)) {
+    out.push({ kind: 'crypto_wallet', start: m.index, end: m.index + m[0].length, value: m[0], detector: 'btc-bech32' });
+  }
+  for (const m of text.matchAll(/(?<![\w])0x[0-9a-fA-F]{40}(?![\w])/g)) {
+    out.push({ kind: 'crypto_wallet', start: m.index, end: m.index + m[0].length, value: m[0], detector: 'eth' });
+  }
+}
+
+function globToRegExp(glob: string, segmentAware: boolean): RegExp {
+  let out = '';
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i]!;
+    if (c === '*') {
+      if (glob[i + 1] === '*') {
+        out += '.*';
+        i++;
+      } else out += segmentAware ? '[^/\\s]*' : '\\S*';
+    } else if (c === '?') out += segmentAware ? '[^/\\s]' : '\\S';
+    else out += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+  }
+  return new RegExp(`^${out}$`);
+}
+
+interface CompiledMarkers {
+  paths: Array<{ glob: string; re: RegExp }>;
+  repos: Array<{ name: string; re: RegExp }>;
+  patterns: Array<{ source: string; re: RegExp }>;
+}
+
+function compileMarkers(markers: MarkerConfig | undefined): CompiledMarkers {
+  return {
+    paths: (markers?.path_globs ?? []).map((glob) => ({ glob, re: globToRegExp(glob, true) })),
+    repos: (markers?.repos ?? []).map((name) => ({ name, re: globToRegExp(name, true) })),
+    patterns: (markers?.patterns ?? []).map((source) => ({ source, re: new RegExp(source, 'gu') })),
+  };
+}
+
+function detectMarkers(text: string, markers: CompiledMarkers, out: Detection[]): void {
+  if (markers.paths.length > 0) {
+    for (const m of text.matchAll(/(?:~|\.{1,2})?\/[^\s"'`<>()[\]{},;]+/g)) {
+      const path = m[0].replace(/[.:]+$/, '');
+      const hit = markers.paths.find((p) => p.re.test(path));
+      if (hit) out.push({ kind: 'proprietary', start: m.index, end: m.index + path.length, value: path, detector: 'marker:path' });
+    }
+  }
+  if (markers.repos.length > 0) {
+    for (const m of text.matchAll(/[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+/g)) {
+      const name = m[0].replace(/\.git$/, '').replace(/\.+$/, '');
+      if (markers.repos.some((r) => r.re.test(name))) {
+        out.push({ kind: 'proprietary', start: m.index, end: m.index + name.length, value: name, detector: 'marker:repo' });
+      }
+    }
+  }
+  for (const p of markers.patterns) {
+    p.re.lastIndex = 0;
+    for (const m of text.matchAll(p.re)) {
+      if (m[0].length === 0) continue;
+      out.push({ kind: 'proprietary', start: m.index, end: m.index + m[0].length, value: m[0], detector: 'marker:pattern' });
+    }
+  }
+}
+
+/** Secrets first, then URLs with credentials, then the rest: on overlap the earlier kind wins. */
+const PRIORITY: Record<EntityKind, number> = {
+  secret: 0,
+  url_credentials: 1,
+  proprietary: 2,
+  credit_card: 3,
+  iban: 4,
+  us_ssn: 5,
+  email: 6,
+  crypto_wallet: 7,
+  mac_address: 8,
+  ip_address: 9,
+  phone: 10,
+};
+
+function resolveOverlaps(all: Detection[]): Detection[] {
+  const sorted = [...all].sort(
+    (a, b) => PRIORITY[a.kind] - PRIORITY[b.kind] || b.end - b.start - (a.end - a.start) || a.start - b.start,
+  );
+  const kept: Detection[] = [];
+  for (const d of sorted) {
+    if (kept.some((k) => d.start < k.end && k.start < d.end)) continue;
+    kept.push(d);
+  }
+  return kept.sort((a, b) => a.start - b.start);
+}
+
+/** Synchronous part of the scan (everything except secretlint). Exported for tests and benches. */
+export function detectPii(text: string, markers?: MarkerConfig, disabled: EntityKind[] = []): Detection[] {
+  return resolveOverlaps(runSyncDetectors(text, compileMarkers(markers), new Set(disabled)));
+}
+
+function runSyncDetectors(text: string, markers: CompiledMarkers, disabled: Set<EntityKind>): Detection[] {
+  const out: Detection[] = [];
+  for (const [name, re] of EXTRA_SECRET_PATTERNS) {
+    for (const m of text.matchAll(re)) {
+      out.push({ kind: 'secret', start: m.index, end: m.index + m[0].length, value: m[0], detector: name });
+    }
+  }
+  // Cheap gates keep the common case (prose/code without any candidate character) fast.
+  if (text.includes('@')) detectEmails(text, out);
+  if (/\d/.test(text)) {
+    detectCreditCards(text, out);
+    detectIbans(text, out);
+    detectSsns(text, out);
+    detectPhones(text, out);
+    detectIps(text, out);
+  }
+  if (text.includes(':') || text.includes('-')) detectMacs(text, out);
+  if (text.includes('://')) detectUrlCredentials(text, out);
+  detectWallets(text, out);
+  detectMarkers(text, markers, out);
+  return out.filter((d) => !disabled.has(d.kind));
+}
+
+async function detectSecretsWithSecretlint(text: string): Promise<Detection[]> {
+  const result = await lintSource({
+    source: { content: text, filePath: '/inference/message.txt', contentType: 'text' },
+    options: { config: secretlintConfig, noPhysicFilePath: true },
+  });
+  return result.messages
+    .filter((m) => m.range[1] > m.range[0])
+    .map((m) => {
+      let [start, end] = m.range;
+      // Some rules report the start of the match with the length of the secret: locate the secret
+      // itself (the rule's data carries it) so a redaction covers all of it.
+      const data = (m as { data?: Record<string, unknown> }).data ?? {};
+      for (const value of Object.values(data)) {
+        if (typeof value !== 'string' || value.length < 8) continue;
+        const at = text.indexOf(value, start);
+        if (at >= 0 && at <= end + 512) {
+          start = Math.min(start, at);
+          end = Math.max(end, at + value.length);
+        }
+      }
+      return { kind: 'secret' as const, start, end, value: text.slice(start, end), detector: m.ruleId };
+    });
+}
+
+export function contentHash(text: string): string {
+  return createHash('sha256').update(text).digest('base64url');
+}
+
+export interface ClassifierStats {
+  hits: number;
+  misses: number;
+  entries: number;
+}
+
+export class Classifier {
+  private readonly markers: CompiledMarkers;
+  private readonly disabled: Set<EntityKind>;
+  private readonly maxEntries: number;
+  private readonly cache = new Map<string, Promise<Classification>>();
+  private hits = 0;
+  private misses = 0;
+
+  constructor(options: ClassifierOptions = {}) {
+    this.markers = compileMarkers(options.markers);
+    this.disabled = new Set(options.disabled ?? []);
+    this.maxEntries = options.cacheEntries ?? 4096;
+  }
+
+  /** Classify one text (cached by sha256 of the text; concurrent identical calls share one scan). */
+  classify(text: string): Promise<Classification> {
+    if (text.length === 0) return Promise.resolve({ detections: [], tokens: 0 });
+    const key = contentHash(text);
+    const cached = this.cache.get(key);
+    if (cached) {
+      this.hits++;
+      // Refresh LRU position.
+      this.cache.delete(key);
+      this.cache.set(key, cached);
+      return cached;
+    }
+    this.misses++;
+    const pending = this.scan(text);
+    this.cache.set(key, pending);
+    pending.catch(() => this.cache.delete(key));
+    if (this.cache.size > this.maxEntries) {
+      const oldest = this.cache.keys().next().value;
+      if (oldest !== undefined) this.cache.delete(oldest);
+    }
+    return pending;
+  }
+
+  stats(): ClassifierStats {
+    return { hits: this.hits, misses: this.misses, entries: this.cache.size };
+  }
+
+  private async scan(text: string): Promise<Classification> {
+    const found = runSyncDetectors(text, this.markers, this.disabled);
+    if (!this.disabled.has('secret')) found.push(...(await detectSecretsWithSecretlint(text)));
+    return { detections: resolveOverlaps(found), tokens: countTokens(text) };
+  }
+}

@@ -1,0 +1,906 @@
+/**
+ * The privacy router: an HTTP handler for `inference.local`. For each call it authenticates the
+ * sandbox's token, validates the body, classifies every message (cached by content hash), picks a
+ * route (first match wins), redacts for cloud routes, checks budgets and rate limits, calls the
+ * provider with the real key, relays the response (restoring placeholders, counting tokens, cutting
+ * the stream when a budget runs out) and emits one `inference.route` and one `inference.done` event.
+ *
+ * Transport-agnostic: the supervisor binds it to a Unix socket, tests and benches to loopback TCP.
+ */
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createParser, type EventSourceMessage } from 'eventsource-parser';
+import { countTokens } from 'gpt-tokenizer';
+import { Agent, request, type Dispatcher } from 'undici';
+import type { EventInput } from '../audit/events.js';
+import { systemClock, type Clock } from '../shared/clock.js';
+import { isNemoclawError } from '../shared/errors.js';
+import { BudgetLedger, RateLimiter, type BudgetBreach, type BudgetScope, type BudgetSnapshot, type CallUsage } from './budget.js';
+import { presentedToken, tokensEqual, type CredentialSource } from './credentials.js';
+import { Classifier, type Classification } from './detect.js';
+import { RedactionMap, StreamRestorer } from './redact.js';
+import { validateInferencePolicy, type BudgetCaps, type EntityKind, type InferenceConfig, type ProviderConfig, type RouteConfig } from './schema.js';
+import {
+  REQUEST_SCHEMAS,
+  describeZodError,
+  errorBody,
+  errorEvent,
+  familyOf,
+  inspectRequest,
+  type ApiKind,
+  type ErrorKind,
+  type WireFamily,
+} from './wire.js';
+
+export const OVERHEAD_HEADER = 'x-nemoclaw-router-overhead-ms';
+const MAX_BODY_BYTES = 32 * 1024 * 1024;
+/** Minimum spacing of transient budget.update events while tokens flow (≥ 1/s required). */
+const BUDGET_UPDATE_INTERVAL_MS = 250;
+
+export interface RouterOptions {
+  /** The raw policy `inference` section (validated here). */
+  policy: unknown;
+  credentials: CredentialSource;
+  /** The per-sandbox token the caller must present. */
+  sandboxToken: string;
+  clock?: Clock;
+  /** Audited events (inference.route/done, budget.exceeded, one budget.update per call). */
+  emit?: (event: EventInput) => void;
+  /** Live-only events (budget.update while streaming). */
+  publishTransient?: (event: EventInput) => void;
+  /** Budget state file; omitted = in memory only. */
+  budgetStateFile?: string;
+  /** Upstream dispatcher (keep-alive agent); one is created when omitted. */
+  dispatcher?: Dispatcher;
+}
+
+export interface RouterStats {
+  calls: number;
+  inFlight: number;
+  cache: { hits: number; misses: number; entries: number };
+}
+
+export interface Router {
+  /** Node HTTP request handler. */
+  handle(req: IncomingMessage, res: ServerResponse): void;
+  /** Validate and apply a new `inference` section; throws NemoclawError('policy_invalid') and keeps the old one. */
+  setPolicy(raw: unknown): InferenceConfig;
+  config(): InferenceConfig;
+  budget(): BudgetSnapshot;
+  setBudget(scope: BudgetScope, caps: BudgetCaps): BudgetSnapshot;
+  stats(): RouterStats;
+  close(): Promise<void>;
+}
+
+interface RouteChoice {
+  route: RouteConfig | undefined;
+  rule: string;
+  reason: string;
+  /** The route matched on detected entities. */
+  sensitive: boolean;
+}
+
+interface CallRecord {
+  id: string;
+  api: ApiKind;
+  requested_model?: string;
+  provider?: string;
+  model?: string;
+  locality?: string;
+  rule?: string;
+  reason?: string;
+  action?: string;
+  entities: Record<string, number>;
+  redactions: number;
+  estimated_prompt_tokens: number;
+  prompt_tokens?: number;
+  completion_tokens?: number;
+  tokens_reported?: boolean;
+  cost_usd: number;
+  stream: boolean;
+  ttft_ms?: number;
+  total_ms?: number;
+  overhead_ms: number;
+  status?: number;
+  outcome?: string;
+  error?: string;
+  fallback_from?: string;
+}
+
+function round3(n: number): number {
+  return Math.round(n * 1000) / 1000;
+}
+
+function globMatch(glob: string, value: string): boolean {
+  if (!glob.includes('*')) return glob === value;
+  const re = new RegExp(`^${glob.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+  return re.test(value);
+}
+
+function apiFor(method: string, path: string): ApiKind | 'models' | undefined {
+  if (method === 'POST') {
+    if (path === '/v1/chat/completions') return 'openai.chat';
+    if (path === '/v1/completions') return 'openai.completions';
+    if (path === '/v1/embeddings') return 'openai.embeddings';
+    if (path === '/v1/messages') return 'anthropic.messages';
+  }
+  if (method === 'GET' && path === '/v1/models') return 'models';
+  return undefined;
+}
+
+function upstreamUrl(provider: ProviderConfig, api: ApiKind): string {
+  const base = provider.base_url.replace(/\/+$/, '');
+  if (provider.type === 'anthropic') return `${base}${base.endsWith('/v1') ? '' : '/v1'}/messages`;
+  const suffix = api === 'openai.chat' ? '/chat/completions' : api === 'openai.completions' ? '/completions' : '/embeddings';
+  return `${base}${suffix}`;
+}
+
+function costOf(provider: ProviderConfig | undefined, promptTokens: number, completionTokens: number): number {
+  if (!provider) return 0;
+  return (promptTokens * provider.price.input_per_mtok + completionTokens * provider.price.output_per_mtok) / 1e6;
+}
+
+async function readBody(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY_BYTES) throw Object.assign(new Error('request body too large'), { tooLarge: true });
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+function requestIdFrom(req: IncomingMessage): string {
+  const tp = req.headers['traceparent'];
+  if (typeof tp === 'string') {
+    const m = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(tp.trim());
+    if (m && !/^0+$/.test(m[1]!)) return m[1]!;
+  }
+  return `inf-${randomBytes(8).toString('hex')}`;
+}
+
+export function createRouter(options: RouterOptions): Router {
+  const clock = options.clock ?? systemClock;
+  const emit = options.emit ?? (() => undefined);
+  const publishTransient = options.publishTransient ?? (() => undefined);
+  const ownDispatcher = options.dispatcher
+    ? undefined
+    : new Agent({ keepAliveTimeout: 30_000, keepAliveMaxTimeout: 600_000, connections: 512 });
+  const dispatcher: Dispatcher = options.dispatcher ?? ownDispatcher!;
+
+  let config = validateInferencePolicy(options.policy);
+  let classifier = new Classifier({ markers: config.redaction.markers, disabled: config.redaction.disabled });
+  const ledger = new BudgetLedger(clock, config.budgets, options.budgetStateFile);
+  const limiter = new RateLimiter(clock, config.rate_limits);
+  let calls = 0;
+  let inFlight = 0;
+  let lastBudgetUpdate = 0;
+
+  function setPolicy(raw: unknown): InferenceConfig {
+    const next = validateInferencePolicy(raw);
+    const markersChanged =
+      JSON.stringify([next.redaction.markers, next.redaction.disabled]) !==
+      JSON.stringify([config.redaction.markers, config.redaction.disabled]);
+    config = next;
+    if (markersChanged) classifier = new Classifier({ markers: next.redaction.markers, disabled: next.redaction.disabled });
+    ledger.setPolicyCaps(next.budgets);
+    limiter.setLimits(next.rate_limits);
+    return next;
+  }
+
+  function budgetUpdate(force: boolean, id?: string): void {
+    const now = clock.monotonic();
+    if (!force && now - lastBudgetUpdate < BUDGET_UPDATE_INTERVAL_MS) return;
+    lastBudgetUpdate = now;
+    const snap = ledger.snapshot();
+    const event: EventInput = { kind: 'budget.update', level: 'debug', hour: snap.hour, day: snap.day, request: snap.request };
+    if (id) event.id = id;
+    if (force) emit(event);
+    else publishTransient(event);
+  }
+
+  function sendError(res: ServerResponse, family: WireFamily, status: number, kind: ErrorKind, message: string, extraHeaders: Record<string, string> = {}, code?: string): void {
+    if (res.headersSent) {
+      if (!res.writableEnded) res.end(errorEvent(family, kind, message, code));
+      return;
+    }
+    const body = JSON.stringify(errorBody(family, kind, message, code));
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...extraHeaders });
+    res.end(body);
+  }
+
+  function chooseRoute(facts: { kinds: Set<EntityKind>; model: string; promptTokens: number; usesTools: boolean; api: ApiKind }): RouteChoice {
+    const routes = config.routes;
+    for (let i = 0; i < routes.length; i++) {
+      const route = routes[i]!;
+      const w = route.when;
+      const why: string[] = [];
+      if (w.entities) {
+        const hit = w.entities.filter((k) => facts.kinds.has(k));
+        if (hit.length === 0) continue;
+        why.push(`entities ${hit.join(',')}`);
+      }
+      if (w.model) {
+        const hit = w.model.find((g) => globMatch(g, facts.model));
+        if (!hit) continue;
+        why.push(`model ${facts.model} ~ ${hit}`);
+      }
+      if (w.min_prompt_tokens !== undefined) {
+        if (facts.promptTokens < w.min_prompt_tokens) continue;
+        why.push(`~${facts.promptTokens} prompt tokens >= ${w.min_prompt_tokens}`);
+      }
+      if (w.max_prompt_tokens !== undefined) {
+        if (facts.promptTokens > w.max_prompt_tokens) continue;
+        why.push(`~${facts.promptTokens} prompt tokens <= ${w.max_prompt_tokens}`);
+      }
+      if (w.tools !== undefined) {
+        if (w.tools !== facts.usesTools) continue;
+        why.push(w.tools ? 'uses tools' : 'no tools');
+      }
+      if (w.api) {
+        if (!w.api.includes(facts.api)) continue;
+        why.push(`api ${facts.api}`);
+      }
+      return {
+        route,
+        rule: route.name ?? `routes[${i}]`,
+        reason: why.length ? why.join('; ') : 'unconditional route',
+        sensitive: w.entities !== undefined,
+      };
+    }
+    const names = Object.keys(config.providers);
+    if (routes.length === 0 && names.length === 1) {
+      return { route: { when: {}, provider: names[0]! }, rule: 'default', reason: 'single provider, no routes', sensitive: false };
+    }
+    return { route: undefined, rule: 'none', reason: 'no route matched', sensitive: false };
+  }
+
+  async function handleModels(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const anthropic = typeof req.headers['anthropic-version'] === 'string';
+    const ids = new Map<string, string>();
+    for (const [name, p] of Object.entries(config.providers)) {
+      if (p.model) ids.set(p.model, name);
+      for (const m of p.models) ids.set(m, name);
+      if (!p.model && p.models.length === 0) ids.set(name, name);
+    }
+    const body = anthropic
+      ? {
+          data: [...ids.keys()].map((id) => ({ type: 'model', id, display_name: id, created_at: '1970-01-01T00:00:00Z' })),
+          has_more: false,
+          first_id: [...ids.keys()][0] ?? null,
+          last_id: [...ids.keys()].at(-1) ?? null,
+        }
+      : { object: 'list', data: [...ids].map(([id, owner]) => ({ id, object: 'model', created: 0, owned_by: owner })) };
+    const text = JSON.stringify(body);
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  }
+
+  async function handleCall(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const t0 = clock.monotonic();
+    const path = (req.url ?? '/').split('?')[0]!;
+    const method = req.method ?? 'GET';
+    const api = apiFor(method, path);
+    const family: WireFamily = path.startsWith('/v1/messages') || (api === undefined && typeof req.headers['anthropic-version'] === 'string') ? 'anthropic' : 'openai';
+
+    if (api === undefined) {
+      sendError(res, family, 404, 'not_found', `inference.local does not serve ${method} ${path}; use POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages or GET /v1/models`);
+      return;
+    }
+    const token = presentedToken(req.headers);
+    if (token === undefined || !tokensEqual(token, options.sandboxToken)) {
+      if (api !== 'models') {
+        emit({ kind: 'inference.done', level: 'warn', id: requestIdFrom(req), api, status: 401, outcome: 'unauthenticated' });
+      }
+      req.resume();
+      sendError(res, family, 401, 'authentication', 'missing or wrong sandbox token for inference.local (send it as "Authorization: Bearer <token>" or "x-api-key")');
+      return;
+    }
+    if (api === 'models') {
+      req.resume();
+      await handleModels(req, res);
+      return;
+    }
+
+    const id = requestIdFrom(req);
+    const record: CallRecord = { id, api, entities: {}, redactions: 0, estimated_prompt_tokens: 0, cost_usd: 0, stream: false, overhead_ms: 0 };
+    const done = (status: number, outcome: string, level: 'info' | 'warn' | 'error' = 'info', error?: string): void => {
+      record.status = status;
+      record.outcome = outcome;
+      record.total_ms = round3(clock.monotonic() - t0);
+      record.overhead_ms = round3(record.overhead_ms);
+      record.cost_usd = Math.round(record.cost_usd * 1e6) / 1e6;
+      if (error) record.error = error;
+      emit({ kind: 'inference.done', level, ...record });
+    };
+
+    let raw: Buffer;
+    try {
+      raw = await readBody(req);
+    } catch (err) {
+      const tooLarge = (err as { tooLarge?: boolean }).tooLarge === true;
+      sendError(res, family, tooLarge ? 413 : 400, 'invalid_request', tooLarge ? `request body larger than ${MAX_BODY_BYTES} bytes` : 'could not read the request body');
+      done(tooLarge ? 413 : 400, 'invalid', 'warn', 'body');
+      return;
+    }
+    const tBody = clock.monotonic();
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw.toString('utf8'));
+    } catch {
+      sendError(res, family, 400, 'invalid_request', 'request body is not valid JSON');
+      done(400, 'invalid', 'warn', 'body is not JSON');
+      return;
+    }
+    const validated = REQUEST_SCHEMAS[api].safeParse(parsed);
+    if (!validated.success) {
+      const message = `invalid ${api} request: ${describeZodError(validated.error)}`;
+      sendError(res, family, 400, 'invalid_request', message);
+      done(400, 'invalid', 'warn', message);
+      return;
+    }
+    const body = validated.data as Record<string, unknown>;
+    const facts = inspectRequest(api, body);
+    record.requested_model = body.model as string;
+    record.stream = facts.stream;
+
+    // Classify every slot (cache hit for the unchanged system prompt and history).
+    const activeClassifier = classifier;
+    const classes: Classification[] = await Promise.all(facts.slots.map((s) => activeClassifier.classify(s.text)));
+    const kinds = new Set<EntityKind>();
+    let promptTokens = 0;
+    classes.forEach((c) => {
+      promptTokens += c.tokens;
+      for (const d of c.detections) {
+        kinds.add(d.kind);
+        record.entities[d.kind] = (record.entities[d.kind] ?? 0) + 1;
+      }
+    });
+    // Per-message framing tokens (role markers), as OpenAI counts them.
+    promptTokens += facts.slots.length * 4;
+    record.estimated_prompt_tokens = promptTokens;
+
+    const choice = chooseRoute({ kinds, model: body.model as string, promptTokens, usesTools: facts.usesTools, api });
+    record.rule = choice.rule;
+    record.reason = choice.reason;
+    const route = choice.route;
+    if (!route) {
+      record.action = 'none';
+      record.overhead_ms = clock.monotonic() - tBody;
+      emit({ kind: 'inference.route', level: 'warn', ...record });
+      sendError(res, family, 403, 'permission', 'no inference route matches this request; add a default route (a last route without `when`) to the policy');
+      done(403, 'no_route', 'warn');
+      return;
+    }
+    if (route.block) {
+      record.action = 'block';
+      record.overhead_ms = clock.monotonic() - tBody;
+      emit({ kind: 'inference.route', level: 'warn', ...record });
+      const found = Object.keys(record.entities).join(', ') || 'none';
+      sendError(res, family, 403, 'permission', route.message ?? `blocked by inference route "${choice.rule}" (${choice.reason}; detected: ${found}). Remove the sensitive content and try again.`, {}, 'blocked_by_policy');
+      done(403, 'blocked', 'warn');
+      return;
+    }
+    const providerName = (route.provider ?? route.redact_then)!;
+    const provider = config.providers[providerName]!;
+    record.action = route.redact_then ? 'redact_then' : 'provider';
+    record.provider = providerName;
+    record.locality = provider.locality;
+    record.model = provider.model ?? (body.model as string);
+
+    // Redaction (request scope only).
+    let map: RedactionMap | undefined;
+    if (route.redact_then) {
+      map = new RedactionMap();
+      const redactKinds = new Set<EntityKind>(config.redaction.entities);
+      facts.slots.forEach((slot, i) => {
+        const detections = classes[i]!.detections;
+        if (detections.length > 0) slot.set(map!.redact(slot.text, detections, redactKinds));
+      });
+      record.redactions = map.size;
+      if (map.size === 0) map = undefined;
+    }
+
+    // Budgets (hard stop 402) and soft rate limits (429 + Retry-After).
+    const breach = ledger.check(undefined, { tokens: promptTokens, usd: costOf(provider, promptTokens, 0) });
+    if (breach) {
+      record.overhead_ms = clock.monotonic() - tBody;
+      emit({ kind: 'inference.route', level: 'warn', ...record });
+      emitExceeded(id, breach, 'precheck');
+      sendError(res, family, 402, 'budget', breach.message, {}, 'budget_exceeded');
+      done(402, 'budget_exceeded', 'warn');
+      return;
+    }
+    const retryAfter = limiter.take(promptTokens);
+    if (retryAfter > 0) {
+      record.overhead_ms = clock.monotonic() - tBody;
+      emit({ kind: 'inference.route', level: 'warn', ...record });
+      sendError(res, family, 429, 'rate_limit', `inference rate limit reached; retry in ${retryAfter} s`, { 'retry-after': String(retryAfter) });
+      done(429, 'rate_limited', 'warn');
+      return;
+    }
+
+    emit({ kind: 'inference.route', level: 'info', ...record, overhead_ms: round3(clock.monotonic() - tBody) });
+
+    const usage = ledger.open();
+    usage.tokens = promptTokens;
+    usage.usd = costOf(provider, promptTokens, 0);
+    inFlight++;
+    calls++;
+    try {
+      await forward({ req, res, api, family, body, facts, provider, providerName, route, choice, map, record, usage, t0, tBody, promptTokens, done });
+    } finally {
+      inFlight--;
+      ledger.commit(usage);
+      budgetUpdate(true, id);
+    }
+  }
+
+  function emitExceeded(id: string, breach: BudgetBreach, phase: 'precheck' | 'stream'): void {
+    emit({ kind: 'budget.exceeded', level: 'warn', id, phase, scope: breach.scope, unit: breach.unit, cap: breach.cap, would_be: breach.would_be, message: breach.message });
+  }
+
+  interface ForwardArgs {
+    req: IncomingMessage;
+    res: ServerResponse;
+    api: ApiKind;
+    family: WireFamily;
+    body: Record<string, unknown>;
+    facts: ReturnType<typeof inspectRequest>;
+    provider: ProviderConfig;
+    providerName: string;
+    route: RouteConfig;
+    choice: RouteChoice;
+    map: RedactionMap | undefined;
+    record: CallRecord;
+    usage: CallUsage;
+    t0: number;
+    tBody: number;
+    promptTokens: number;
+    done: (status: number, outcome: string, level?: 'info' | 'warn' | 'error', error?: string) => void;
+  }
+
+  async function forward(a: ForwardArgs): Promise<void> {
+    const { res, api, family, body, record } = a;
+    if (familyOf(api) !== a.provider.type) {
+      const message = `inference route "${a.choice.rule}" sends this ${api} call to provider "${a.providerName}", which speaks the ${a.provider.type} API; configure the agent for the ${a.provider.type} API or route it to a provider of type ${familyOf(api)}`;
+      sendError(res, family, 502, 'upstream', message);
+      a.done(502, 'format_mismatch', 'error', message);
+      return;
+    }
+    const callerWantsUsage = (body.stream_options as { include_usage?: boolean } | null | undefined)?.include_usage === true;
+    const abort = new AbortController();
+    const onClose = (): void => {
+      if (!res.writableFinished) abort.abort();
+    };
+    res.on('close', onClose);
+
+    // Try the chosen provider, then its fallback (never local → cloud for a sensitive match).
+    let providerName = a.providerName;
+    let provider = a.provider;
+    let upstream: Dispatcher.ResponseData | undefined;
+    let lastError = '';
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const upstreamBody: Record<string, unknown> = { ...body, model: provider.model ?? body.model };
+      if (a.facts.stream && api !== 'anthropic.messages' && api !== 'openai.embeddings') {
+        upstreamBody.stream_options = { ...(body.stream_options as object | null | undefined), include_usage: true };
+      }
+      const headers: Record<string, string> = { 'content-type': 'application/json', accept: a.facts.stream ? 'text/event-stream' : 'application/json' };
+      let key: string | undefined;
+      try {
+        key = options.credentials.keyFor(providerName, provider);
+      } catch (err) {
+        const message = isNemoclawError(err) ? err.message : 'provider key unavailable';
+        sendError(res, family, 502, 'upstream', message);
+        a.done(502, 'no_key', 'error', message);
+        res.off('close', onClose);
+        return;
+      }
+      if (provider.type === 'anthropic') {
+        if (key) headers['x-api-key'] = key;
+        const version = a.req.headers['anthropic-version'];
+        headers['anthropic-version'] = typeof version === 'string' ? version : provider.anthropic_version;
+        const beta = a.req.headers['anthropic-beta'];
+        if (typeof beta === 'string') headers['anthropic-beta'] = beta;
+      } else if (key) headers['authorization'] = `Bearer ${key}`;
+      const traceparent = a.req.headers['traceparent'];
+      if (typeof traceparent === 'string') headers['traceparent'] = traceparent;
+
+      let failed = false;
+      try {
+        const tSend = clock.monotonic();
+        record.overhead_ms += tSend - a.tBody;
+        upstream = await request(upstreamUrl(provider, api), {
+          method: 'POST',
+          headers,
+          body: JSON.stringify(upstreamBody),
+          dispatcher,
+          signal: abort.signal,
+          headersTimeout: provider.timeout_ms,
+          bodyTimeout: provider.timeout_ms,
+        });
+        if (upstream.statusCode >= 500) {
+          failed = true;
+          lastError = `provider "${providerName}" answered ${upstream.statusCode}`;
+        }
+      } catch (err) {
+        failed = true;
+        upstream = undefined;
+        lastError = `provider "${providerName}" unreachable: ${(err as Error).message}`;
+        if (abort.signal.aborted) break;
+      }
+      if (!failed) break;
+      const fallbackName = attempt === 0 ? a.route.fallback : undefined;
+      const fallback = fallbackName ? config.providers[fallbackName] : undefined;
+      if (!fallbackName || !fallback) break;
+      if (a.choice.sensitive && provider.locality === 'local' && fallback.locality === 'cloud') break;
+      if (upstream) await upstream.body.dump().catch(() => undefined);
+      upstream = undefined;
+      record.fallback_from = providerName;
+      providerName = fallbackName;
+      provider = fallback;
+      record.provider = providerName;
+      record.locality = provider.locality;
+      record.model = provider.model ?? (body.model as string);
+      a.tBody = clock.monotonic();
+    }
+
+    if (!upstream) {
+      res.off('close', onClose);
+      if (abort.signal.aborted) {
+        a.done(499, 'client_abort', 'info');
+        return;
+      }
+      sendError(res, family, 502, 'upstream', lastError);
+      a.done(502, 'upstream_error', 'error', lastError);
+      return;
+    }
+
+    const overheadHeader = round3(record.overhead_ms).toFixed(3);
+    const contentType = String(upstream.headers['content-type'] ?? '');
+    try {
+      if (upstream.statusCode >= 300 || !a.facts.stream || !contentType.includes('text/event-stream')) {
+        await relayWhole(a, upstream, provider, overheadHeader);
+      } else {
+        await relayStream(a, upstream, provider, overheadHeader, callerWantsUsage, abort);
+      }
+    } catch (err) {
+      if (abort.signal.aborted || res.destroyed) {
+        a.done(499, 'client_abort', 'info');
+      } else {
+        const message = `provider "${providerName}" failed mid-response: ${(err as Error).message}`;
+        sendError(res, family, 502, 'upstream', message);
+        a.done(502, 'upstream_error', 'error', message);
+      }
+    } finally {
+      res.off('close', onClose);
+    }
+  }
+
+  async function relayWhole(a: ForwardArgs, upstream: Dispatcher.ResponseData, provider: ProviderConfig, overheadHeader: string): Promise<void> {
+    const { res, record, map } = a;
+    const text = await upstream.body.text();
+    const t1 = clock.monotonic();
+    let out = text;
+    if (upstream.statusCode < 300) {
+      try {
+        const json = JSON.parse(text) as Record<string, unknown>;
+        const u = json.usage as Record<string, number> | undefined;
+        if (u) {
+          record.prompt_tokens = u.prompt_tokens ?? u.input_tokens;
+          record.completion_tokens = u.completion_tokens ?? u.output_tokens ?? 0;
+          record.tokens_reported = true;
+        }
+        if (map) {
+          restoreWhole(a.api, json, map);
+          out = JSON.stringify(json);
+        }
+      } catch {
+        // Not JSON: relay as is.
+      }
+    }
+    const prompt = record.prompt_tokens ?? a.promptTokens;
+    const completion = record.completion_tokens ?? 0;
+    a.usage.tokens = prompt + completion;
+    a.usage.usd = costOf(provider, prompt, completion);
+    record.cost_usd = a.usage.usd;
+    record.overhead_ms += clock.monotonic() - t1;
+    res.writeHead(upstream.statusCode, {
+      'content-type': String(upstream.headers['content-type'] ?? 'application/json'),
+      'content-length': Buffer.byteLength(out),
+      [OVERHEAD_HEADER]: overheadHeader,
+      'x-request-id': record.id,
+      ...(upstream.headers['retry-after'] ? { 'retry-after': String(upstream.headers['retry-after']) } : {}),
+    });
+    res.end(out);
+    record.ttft_ms = round3(clock.monotonic() - a.t0);
+    a.done(upstream.statusCode, upstream.statusCode < 300 ? 'ok' : 'upstream_error', upstream.statusCode < 300 ? 'info' : 'warn');
+  }
+
+  function restoreWhole(api: ApiKind, json: Record<string, unknown>, map: RedactionMap): void {
+    if (api === 'anthropic.messages') {
+      for (const block of (json.content as Array<Record<string, unknown>> | undefined) ?? []) {
+        if (block.type === 'text' && typeof block.text === 'string') block.text = map.restore(block.text);
+        if (block.type === 'thinking' && typeof block.thinking === 'string') block.thinking = map.restore(block.thinking);
+        if (block.type === 'tool_use') block.input = map.restoreDeep(block.input);
+      }
+      return;
+    }
+    for (const c of (json.choices as Array<Record<string, unknown>> | undefined) ?? []) {
+      if (typeof c.text === 'string') c.text = map.restore(c.text);
+      const msg = c.message as Record<string, unknown> | undefined;
+      if (!msg) continue;
+      if (typeof msg.content === 'string') msg.content = map.restore(msg.content);
+      for (const tc of (msg.tool_calls as Array<{ function?: { arguments?: unknown } }> | undefined) ?? []) {
+        if (tc.function && typeof tc.function.arguments === 'string') tc.function.arguments = map.restore(tc.function.arguments, true);
+      }
+    }
+  }
+
+  async function relayStream(
+    a: ForwardArgs,
+    upstream: Dispatcher.ResponseData,
+    provider: ProviderConfig,
+    overheadHeader: string,
+    callerWantsUsage: boolean,
+    abort: AbortController,
+  ): Promise<void> {
+    const { res, record, map, family, api } = a;
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      [OVERHEAD_HEADER]: overheadHeader,
+      'x-request-id': record.id,
+    });
+    res.flushHeaders();
+    const restorers = new Map<string, StreamRestorer>();
+    const restorer = (key: string, json: boolean): StreamRestorer => {
+      let r = restorers.get(key);
+      if (!r) {
+        r = new StreamRestorer(map!, json);
+        restorers.set(key, r);
+      }
+      return r;
+    };
+    let completionTokens = 0;
+    let reportedPrompt: number | undefined;
+    let reportedCompletion: number | undefined;
+    let out = '';
+    let sawFirstToken = false;
+    let cut: BudgetBreach | undefined;
+    let finished = false;
+
+    const countDelta = (text: string): void => {
+      if (text.length === 0) return;
+      if (!sawFirstToken) {
+        sawFirstToken = true;
+        record.ttft_ms = round3(clock.monotonic() - a.t0);
+      }
+      completionTokens += countTokens(text);
+      // Check after every delta so a cap cuts at the token that crossed it, however the bytes arrive.
+      const prompt = reportedPrompt ?? a.promptTokens;
+      a.usage.tokens = prompt + completionTokens;
+      a.usage.usd = costOf(provider, prompt, completionTokens);
+      cut ??= ledger.check(a.usage, { tokens: 0, usd: 0 });
+    };
+
+    const flushOpenAiChoice = (chunk: Record<string, unknown>, index: number): void => {
+      for (const [key, r] of restorers) {
+        if (!key.startsWith(`${index}:`) || !r.pending) continue;
+        const pending = r.flush();
+        const tool = /^\d+:t(\d+)$/.exec(key);
+        const choice =
+          api === 'openai.completions'
+            ? { index, text: pending, finish_reason: null }
+            : { index, delta: tool ? { tool_calls: [{ index: Number(tool[1]), function: { arguments: pending } }] } : { content: pending }, finish_reason: null };
+        out += `data: ${JSON.stringify({ id: chunk.id, object: chunk.object, created: chunk.created, model: chunk.model, choices: [choice] })}\n\n`;
+      }
+    };
+
+    const onOpenAiEvent = (ev: EventSourceMessage): void => {
+      if (ev.data === '[DONE]') {
+        finished = true;
+        out += 'data: [DONE]\n\n';
+        return;
+      }
+      let chunk: Record<string, unknown>;
+      try {
+        chunk = JSON.parse(ev.data) as Record<string, unknown>;
+      } catch {
+        out += `data: ${ev.data}\n\n`;
+        return;
+      }
+      let changed = false;
+      const u = chunk.usage as Record<string, number> | null | undefined;
+      if (u) {
+        reportedPrompt = u.prompt_tokens;
+        reportedCompletion = u.completion_tokens;
+      }
+      const choices = (chunk.choices as Array<Record<string, unknown>> | undefined) ?? [];
+      if (u && !callerWantsUsage) {
+        if (choices.length === 0) return;
+        delete chunk.usage;
+        changed = true;
+      }
+      for (const c of choices) {
+        const index = typeof c.index === 'number' ? c.index : 0;
+        if (api === 'openai.completions') {
+          if (typeof c.text === 'string') {
+            countDelta(c.text);
+            if (map) {
+              const r = restorer(`${index}:c`, false).push(c.text);
+              if (r !== c.text) {
+                c.text = r;
+                changed = true;
+              }
+            }
+          }
+        } else {
+          const d = (c.delta as Record<string, unknown> | undefined) ?? {};
+          if (typeof d.content === 'string') {
+            countDelta(d.content);
+            if (map) {
+              const r = restorer(`${index}:c`, false).push(d.content);
+              if (r !== d.content) {
+                d.content = r;
+                changed = true;
+              }
+            }
+          }
+          for (const field of ['reasoning_content', 'reasoning']) {
+            if (typeof d[field] === 'string') countDelta(d[field] as string);
+          }
+          for (const tc of (d.tool_calls as Array<Record<string, unknown>> | undefined) ?? []) {
+            const fn = tc.function as Record<string, unknown> | undefined;
+            if (fn && typeof fn.arguments === 'string') {
+              countDelta(fn.arguments);
+              if (map) {
+                const r = restorer(`${index}:t${typeof tc.index === 'number' ? tc.index : 0}`, true).push(fn.arguments);
+                if (r !== fn.arguments) {
+                  fn.arguments = r;
+                  changed = true;
+                }
+              }
+            }
+          }
+        }
+        if (c.finish_reason && map) flushOpenAiChoice(chunk, index);
+      }
+      out += changed ? `data: ${JSON.stringify(chunk)}\n\n` : `data: ${ev.data}\n\n`;
+    };
+
+    const blockJson = new Map<number, boolean>();
+    const onAnthropicEvent = (ev: EventSourceMessage): void => {
+      const name = ev.event ?? 'message';
+      let data: Record<string, unknown> | undefined;
+      try {
+        data = JSON.parse(ev.data) as Record<string, unknown>;
+      } catch {
+        data = undefined;
+      }
+      let changed = false;
+      if (data) {
+        if (data.type === 'message_start') {
+          const u = (data.message as { usage?: Record<string, number> } | undefined)?.usage;
+          if (u?.input_tokens !== undefined) reportedPrompt = u.input_tokens + (u.cache_read_input_tokens ?? 0) + (u.cache_creation_input_tokens ?? 0);
+        } else if (data.type === 'content_block_start') {
+          const block = data.content_block as Record<string, unknown> | undefined;
+          blockJson.set(Number(data.index), block?.type === 'tool_use' || block?.type === 'server_tool_use');
+        } else if (data.type === 'content_block_delta') {
+          const d = data.delta as Record<string, unknown>;
+          const index = Number(data.index);
+          const field = d.type === 'text_delta' ? 'text' : d.type === 'input_json_delta' ? 'partial_json' : d.type === 'thinking_delta' ? 'thinking' : undefined;
+          if (field && typeof d[field] === 'string') {
+            countDelta(d[field] as string);
+            if (map) {
+              const r = restorer(String(index), field === 'partial_json').push(d[field] as string);
+              if (r !== d[field]) {
+                d[field] = r;
+                changed = true;
+              }
+            }
+          }
+        } else if (data.type === 'content_block_stop' && map) {
+          const r = restorers.get(String(data.index));
+          if (r?.pending) {
+            const json = blockJson.get(Number(data.index)) === true;
+            const delta = json ? { type: 'input_json_delta', partial_json: r.flush() } : { type: 'text_delta', text: r.flush() };
+            out += `event: content_block_delta\ndata: ${JSON.stringify({ type: 'content_block_delta', index: data.index, delta })}\n\n`;
+          }
+        } else if (data.type === 'message_delta') {
+          const u = data.usage as Record<string, number> | undefined;
+          if (u?.output_tokens !== undefined) reportedCompletion = u.output_tokens;
+          if (u?.input_tokens !== undefined && reportedPrompt === undefined) reportedPrompt = u.input_tokens;
+        } else if (data.type === 'message_stop') {
+          finished = true;
+        }
+      }
+      out += `event: ${name}\ndata: ${changed ? JSON.stringify(data) : ev.data}\n\n`;
+    };
+
+    const handler = family === 'anthropic' ? onAnthropicEvent : onOpenAiEvent;
+    const parser = createParser({ onEvent: (ev) => (cut ? undefined : handler(ev)) });
+    const decoder = new TextDecoder();
+    for await (const chunk of upstream.body) {
+      const tc = clock.monotonic();
+      parser.feed(decoder.decode(chunk as Buffer, { stream: true }));
+      // Usage while streaming: the estimate until the provider reports real numbers.
+      const prompt = reportedPrompt ?? a.promptTokens;
+      const completion = Math.max(completionTokens, reportedCompletion ?? 0);
+      a.usage.tokens = prompt + completion;
+      a.usage.usd = costOf(provider, prompt, completion);
+      if (!finished) cut ??= ledger.check(a.usage, { tokens: 0, usd: 0 });
+      if (cut && !finished) {
+        out += errorEvent(family, 'budget', `${cut.message} (stream cut after ~${completion} completion tokens)`, 'budget_exceeded');
+      }
+      record.overhead_ms += clock.monotonic() - tc;
+      if (out.length > 0) {
+        const ok = res.write(out);
+        out = '';
+        if (!ok && !cut) await new Promise<void>((resolve) => {
+          const go = (): void => { res.off('drain', go); res.off('close', go); resolve(); };
+          res.on('drain', go);
+          res.on('close', go);
+        });
+      }
+      if (cut && !finished) break;
+      cut = undefined;
+      budgetUpdate(false, record.id);
+      if (res.destroyed) break;
+    }
+    if (cut) {
+      abort.abort();
+      await upstream.body.dump().catch(() => undefined);
+    } else {
+      parser.feed(decoder.decode());
+      // A stream that ended without [DONE]/finish: give back whatever is still held.
+      if (map && family === 'openai') {
+        for (const [key, r] of restorers) {
+          if (!r.pending) continue;
+          const index = Number(key.split(':')[0]);
+          flushOpenAiChoice({ object: api === 'openai.completions' ? 'text_completion' : 'chat.completion.chunk' }, index);
+        }
+      }
+      if (out.length > 0) res.write(out);
+    }
+    res.end();
+    const prompt = reportedPrompt ?? a.promptTokens;
+    const completion = reportedCompletion ?? completionTokens;
+    record.prompt_tokens = prompt;
+    record.completion_tokens = completion;
+    record.tokens_reported = reportedCompletion !== undefined;
+    a.usage.tokens = prompt + completion;
+    a.usage.usd = costOf(provider, prompt, completion);
+    record.cost_usd = a.usage.usd;
+    if (cut) {
+      emitExceeded(record.id, cut, 'stream');
+      a.done(200, 'budget_cut', 'warn', cut.message);
+    } else if (res.destroyed && !res.writableFinished) {
+      a.done(499, 'client_abort', 'info');
+    } else {
+      a.done(200, 'ok', 'info');
+    }
+  }
+
+  return {
+    handle(req, res) {
+      handleCall(req, res).catch((err: unknown) => {
+        const family: WireFamily = (req.url ?? '').startsWith('/v1/messages') ? 'anthropic' : 'openai';
+        if (!res.writableEnded) sendError(res, family, 500, 'upstream', `privacy router internal error: ${(err as Error).message}`);
+      });
+    },
+    setPolicy,
+    config: () => config,
+    budget: () => ledger.snapshot(),
+    setBudget(scope, caps) {
+      ledger.setOverride(scope, caps);
+      budgetUpdate(true);
+      return ledger.snapshot();
+    },
+    stats: () => ({ calls, inFlight, cache: classifier.stats() }),
+    async close() {
+      if (ownDispatcher) await ownDispatcher.close().catch(() => undefined);
+    },
+  };
+}

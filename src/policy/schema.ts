@@ -1,0 +1,246 @@
+/**
+ * The zod schema of a policy file (the source of truth for what a file may contain) and of preset
+ * and overlay files. Custom messages say what was expected; parse.ts maps each issue to file:line:col.
+ */
+import { z } from 'zod';
+import { forbiddenOverlap, isValidHostPattern, normalizeHost, parseCidr } from './net.js';
+import type { Endpoint, L7Rule } from './types.js';
+
+const ABSOLUTE_PATH = 'an absolute path (or ~/…)';
+export const pathSchema = z
+  .string({ error: ABSOLUTE_PATH })
+  .refine((p) => p.startsWith('/') || p === '~' || p.startsWith('~/'), { error: ABSOLUTE_PATH });
+
+const PORT = 'a port number from 1 to 65535';
+export const portSchema = z.int({ error: PORT }).min(1, { error: PORT }).max(65535, { error: PORT });
+
+const HOST = 'a host name, an IP address, or a name with `*` labels (e.g. *.example.com)';
+export const hostSchema = z
+  .string({ error: HOST })
+  .refine(isValidHostPattern, { error: HOST })
+  .transform(normalizeHost);
+
+const CIDR = 'an IP address or CIDR (e.g. 10.0.0.0/8) that does not overlap loopback or link-local';
+export const cidrSchema = z.string({ error: CIDR }).superRefine((text, ctx) => {
+  const cidr = parseCidr(text);
+  if (!cidr) {
+    ctx.addIssue({ code: 'custom', message: CIDR });
+    return;
+  }
+  const overlap = forbiddenOverlap(cidr);
+  if (overlap) ctx.addIssue({ code: 'custom', message: `${CIDR} (it overlaps ${overlap})` });
+});
+
+const METHOD = 'an HTTP method (GET, POST, …) or *';
+const methodSchema = z
+  .string({ error: METHOD })
+  .regex(/^(\*|[A-Za-z]{1,20})$/, { error: METHOD })
+  .transform((m) => m.toUpperCase());
+const L7_PATH = 'a URL path glob starting with / (`*` one segment, `**` any depth)';
+const l7PathSchema = z.string({ error: L7_PATH }).regex(/^\/\S*$/, { error: L7_PATH });
+
+const l7RuleBody = z.object({ method: methodSchema.default('*'), path: l7PathSchema.default('/**') });
+/** `{allow: {method, path}}` (OpenShell), `{deny: {…}}`, or `{method, path}` directly. */
+const l7RuleEntry = z
+  .object({
+    allow: l7RuleBody.optional(),
+    deny: l7RuleBody.optional(),
+    method: methodSchema.optional(),
+    path: l7PathSchema.optional(),
+  })
+  .transform((r): L7Rule => r.allow ?? r.deny ?? { method: r.method ?? '*', path: r.path ?? '/**' });
+
+export const endpointSchema = z
+  .object({
+    host: hostSchema,
+    port: portSchema.optional(),
+    ports: z.array(portSchema).min(1, { error: 'a non-empty list of ports' }).optional(),
+    protocol: z.string().optional(),
+    access: z.enum(['read-only', 'read-write', 'full']).optional(),
+    rules: z.array(l7RuleEntry).default([]),
+    deny_rules: z.array(l7RuleEntry).default([]),
+    allowed_ips: z.array(cidrSchema).default([]),
+    enforcement: z.enum(['enforce', 'audit']).optional(),
+    tls: z.string().optional(),
+  })
+  .superRefine((e, ctx) => {
+    if (e.port === undefined && e.ports === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'a `port` or `ports` field', path: ['port'] });
+    }
+  })
+  .transform((e): Endpoint => {
+    const ports = [...new Set([...(e.port !== undefined ? [e.port] : []), ...(e.ports ?? [])])].sort((a, b) => a - b);
+    const out: Endpoint = {
+      host: e.host,
+      ports,
+      rules: e.rules,
+      deny_rules: e.deny_rules,
+      allowed_ips: e.allowed_ips,
+    };
+    if (e.protocol !== undefined) out.protocol = e.protocol;
+    if (e.access !== undefined) out.access = e.access;
+    if (e.enforcement !== undefined) out.enforcement = e.enforcement;
+    if (e.tls !== undefined) out.tls = e.tls;
+    return out;
+  });
+
+const BINARY = 'an absolute binary path or glob, as a string or {path: …}';
+const binaryPathSchema = z.string({ error: BINARY }).regex(/^\/\S*$/, { error: BINARY });
+const binarySchema = z
+  .union([binaryPathSchema, z.object({ path: binaryPathSchema })], { error: BINARY })
+  .transform((b) => ({ path: typeof b === 'string' ? b : b.path }));
+
+const POLICY_NAME = 'a policy name (letters, digits, _ . : @ / + -)';
+export const policyNameSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$/, { error: POLICY_NAME });
+
+export const networkPolicySchema = z.object({
+  name: z.string().optional(),
+  action: z.enum(['allow', 'deny']).default('allow'),
+  endpoints: z.array(endpointSchema).default([]),
+  binaries: z.array(binarySchema).default([]),
+});
+
+export const networkPoliciesSchema = z.record(policyNameSchema, networkPolicySchema);
+
+const SYSCALL = 'a syscall name (e.g. ptrace)';
+const syscallSchema = z.string({ error: SYSCALL }).regex(/^[a-z0-9_]{1,40}$/, { error: SYSCALL });
+
+const MEMORY = 'a byte count or a size like 512Mi, 2Gi, 1G';
+const SIZE_UNITS: Record<string, number> = {
+  '': 1,
+  B: 1,
+  K: 1e3,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  Ki: 1024,
+  Mi: 1024 ** 2,
+  Gi: 1024 ** 3,
+  Ti: 1024 ** 4,
+};
+const memorySchema = z
+  .union(
+    [
+      z.int({ error: MEMORY }).positive({ error: MEMORY }),
+      z.string({ error: MEMORY }).regex(/^\d+(\.\d+)?\s*(B|K|k|M|G|T|Ki|Mi|Gi|Ti)?$/, { error: MEMORY }),
+    ],
+    { error: MEMORY },
+  )
+  .transform((v) => {
+    if (typeof v === 'number') return v;
+    const m = /^(\d+(?:\.\d+)?)\s*([A-Za-z]*)$/.exec(v)!;
+    return Math.round(Number(m[1]) * SIZE_UNITS[m[2] ?? '']!);
+  });
+
+const DURATION = 'seconds, or a duration like 30s, 2m, 1h';
+const durationSecondsSchema = z
+  .union(
+    [
+      z.number({ error: DURATION }).positive({ error: DURATION }),
+      z.string({ error: DURATION }).regex(/^\d+(\.\d+)?(ms|s|m|h)$/, { error: DURATION }),
+    ],
+    { error: DURATION },
+  )
+  .transform((v) => {
+    if (typeof v === 'number') return v;
+    const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v)!;
+    const scale = { ms: 0.001, s: 1, m: 60, h: 3600 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+    return Number(m[1]) * scale;
+  });
+
+const ENV_NAME = 'an environment variable name';
+const envValueSchema = z
+  .union([z.string(), z.number(), z.boolean()], { error: 'a string, number or boolean' })
+  .transform(String);
+
+export const filesystemSchema = z
+  .object({
+    include_workdir: z.boolean().default(true),
+    read_only: z.array(pathSchema).default([]),
+    read_write: z.array(pathSchema).default([]),
+    hidden: z.array(pathSchema).default([]),
+    monitor: z.boolean().default(true),
+  })
+  .prefault({});
+
+export const processSchema = z
+  .object({
+    run_as_user: z.string().min(1).optional(),
+    run_as_group: z.string().min(1).optional(),
+    seccomp: z
+      .object({ block: z.array(syscallSchema).default([]), allow: z.array(syscallSchema).default([]) })
+      .prefault({}),
+    limits: z
+      .object({
+        pids: z.int({ error: 'a whole number of processes' }).min(1).optional(),
+        memory: memorySchema.optional(),
+        cpu: z.number({ error: 'a number of CPUs (e.g. 1.5)' }).positive().optional(),
+      })
+      .prefault({}),
+    env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { error: ENV_NAME }), envValueSchema).default({}),
+  })
+  .prefault({});
+
+export const approvalsSchema = z
+  .object({
+    mode: z.enum(['ask', 'deny']).default('ask'),
+    timeout: durationSecondsSchema.default(60),
+    when_unattended: z.enum(['hold', 'deny']).default('deny'),
+    max_pending: z.int().min(1).max(100_000).default(64),
+  })
+  .prefault({});
+
+/** Permissive for now: the privacy router refines these in its own schema. */
+export const inferenceSchema = z
+  .looseObject({
+    providers: z.record(z.string(), z.looseObject({})).default({}),
+    routes: z.array(z.looseObject({})).default([]),
+    redaction: z.looseObject({}).default({}),
+    budgets: z.looseObject({}).default({}),
+    rate_limits: z.looseObject({}).default({}),
+  })
+  .prefault({});
+
+const PRESET_NAME = 'a preset name (e.g. npm, github)';
+export const presetNameSchema = z.string({ error: PRESET_NAME }).regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, { error: PRESET_NAME });
+
+export const policyFileSchema = z.object({
+  version: z.literal(1, { error: '1 (the policy format version)' }),
+  presets: z.array(presetNameSchema).default([]),
+  filesystem_policy: filesystemSchema,
+  landlock: z.record(z.string(), z.unknown()).optional(),
+  process: processSchema,
+  network_policies: networkPoliciesSchema.default({}),
+  approvals: approvalsSchema,
+  inference: inferenceSchema,
+});
+
+export type PolicyFileData = z.output<typeof policyFileSchema>;
+
+/** A preset: network policies merged into a policy that lists it. */
+export const presetFileSchema = z.object({
+  version: z.literal(1, { error: '1 (the policy format version)' }).optional(),
+  description: z.string().optional(),
+  network_policies: networkPoliciesSchema.default({}),
+});
+
+/** The operator overlay: "always allow / always deny" rules written by the TUI and approvals. */
+export const overlayRuleSchema = z.object({
+  action: z.enum(['allow', 'deny']),
+  host: hostSchema,
+  port: portSchema,
+  binary: binaryPathSchema.optional(),
+  author: z.string().optional(),
+  reason: z.string().optional(),
+  time: z.string().optional(),
+});
+
+export const overlayFileSchema = z.object({
+  version: z.literal(1, { error: '1 (the policy format version)' }).default(1),
+  rules: z.array(overlayRuleSchema).default([]),
+});
+
+export type OverlayFileRule = z.output<typeof overlayRuleSchema>;

@@ -1,0 +1,325 @@
+import { appendFile, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { stringify } from 'yaml';
+import type { EventInput } from '../audit/events.js';
+import type { OverlayRule, PolicyStore } from '../control/types.js';
+import { systemClock, type Clock } from '../shared/clock.js';
+import { NemoclawError } from '../shared/errors.js';
+import type { SandboxPaths } from '../shared/home.js';
+import { canonicalPolicyYaml, sha256Hex, stableJson } from './canonical.js';
+import { unifiedDiff } from './diff.js';
+import { compileNetworkMatcher, type NetworkMatcher } from './matcher.js';
+import { isValidHostPattern, normalizeHost } from './net.js';
+import { parsePolicy, policyInvalid, validateYaml, type ParsedPolicy, type PolicyIssue } from './parse.js';
+import { overlayFileSchema, type OverlayFileRule } from './schema.js';
+import type { NetworkDecision, NetworkPolicy, NetworkQuery, PolicyDocument, PolicyRevision, RevisionAuthor } from './types.js';
+
+export interface PolicyStoreOptions {
+  paths: SandboxPaths;
+  /** Text of the base policy the supervisor starts with. */
+  baseText: string;
+  /** Where baseText came from (a path, for messages). */
+  source: string;
+  clock?: Clock;
+  /** Receives a `policy.revision` event for every accepted revision. */
+  emit: (e: EventInput) => void;
+  presetsDir?: string;
+}
+
+/** Sections that shape the sandbox itself; they only change with a restart. */
+export const STATIC_SECTIONS = ['filesystem_policy', 'process', 'landlock'] as const;
+
+interface HistoryLine extends PolicyRevision {
+  /** Canonical YAML of the effective policy at this revision (to diff against after a restart). */
+  yaml?: string;
+}
+
+const EMPTY_OVERLAY_NOTE =
+  '# Operator overlay of nemoclaw-tui: "always allow" / "always deny" rules, merged on top of the policy.\n' +
+  '# Written by the TUI and approvals; it survives restarts. Edit with care (it is validated on start).\n';
+
+async function writeFileAtomic(path: string, text: string): Promise<void> {
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  const tmp = `${path}.tmp-${process.pid}`;
+  await writeFile(tmp, text, { mode: 0o600 });
+  await rename(tmp, path);
+}
+
+async function readOptional(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new NemoclawError('io', `cannot read ${path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function overlayPolicyName(rule: OverlayRule): string {
+  return `overlay:${rule.action}:${rule.host}:${rule.port}${rule.binary ? `@${rule.binary}` : ''}`;
+}
+
+function ruleToPolicy(name: string, rule: OverlayRule): NetworkPolicy {
+  return {
+    name,
+    action: rule.action,
+    endpoints: [{ host: rule.host, ports: [rule.port], rules: [], deny_rules: [], allowed_ips: [] }],
+    binaries: rule.binary ? [{ path: rule.binary }] : [],
+  };
+}
+
+function sameTarget(a: OverlayRule, b: OverlayRule): boolean {
+  return a.host === b.host && a.port === b.port && (a.binary ?? '') === (b.binary ?? '');
+}
+
+function validateRule(rule: OverlayRule): OverlayRule {
+  const problems: string[] = [];
+  if (rule.action !== 'allow' && rule.action !== 'deny') problems.push('action must be allow or deny');
+  if (typeof rule.host !== 'string' || !isValidHostPattern(rule.host)) problems.push(`host "${String(rule.host)}" is not a host name, IP or *-glob`);
+  if (!Number.isInteger(rule.port) || rule.port < 1 || rule.port > 65535) problems.push(`port ${String(rule.port)} is not 1-65535`);
+  if (rule.binary !== undefined && (typeof rule.binary !== 'string' || !rule.binary.startsWith('/'))) problems.push('binary must be an absolute path');
+  if (problems.length > 0) {
+    throw new NemoclawError('invalid_input', `invalid overlay rule: ${problems.join('; ')}`, {
+      nextStep: 'give a host name and a port from 1 to 65535 (and optionally an absolute binary path)',
+      exitCode: 2,
+    });
+  }
+  const out: OverlayRule = { action: rule.action, host: normalizeHost(rule.host), port: rule.port };
+  if (rule.binary !== undefined) out.binary = rule.binary;
+  return out;
+}
+
+class FilePolicyStore implements PolicyStore {
+  private base!: ParsedPolicy;
+  private overlay: OverlayFileRule[] = [];
+  private readonly session: OverlayRule[] = [];
+  private effective!: PolicyDocument;
+  private effectiveText = '';
+  private matcher!: NetworkMatcher;
+  private revisions: PolicyRevision[] = [];
+  private lastYaml: string | undefined;
+  private readonly listeners = new Set<(rev: PolicyRevision, doc: PolicyDocument) => void>();
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly opts: PolicyStoreOptions & { clock: Clock }) {}
+
+  async init(): Promise<void> {
+    const { paths } = this.opts;
+    this.base = parsePolicy(this.opts.baseText, this.opts.source, { presetsDir: this.opts.presetsDir });
+    this.overlay = await this.loadOverlay();
+    const history = await this.loadHistory();
+    this.revisions = history.map(({ yaml: _yaml, ...rev }) => rev);
+    this.lastYaml = history.at(-1)?.yaml;
+    await writeFileAtomic(paths.policyFile, this.opts.baseText);
+    const rev = await this.commit('startup', `started with ${this.opts.source}`, true);
+    if (!rev) throw new NemoclawError('internal', 'policy store did not record its startup revision');
+  }
+
+  /** Warnings of the running base policy ("not enforced here"). */
+  warnings(): PolicyIssue[] {
+    return this.base.warnings;
+  }
+
+  current(): PolicyDocument {
+    return this.effective;
+  }
+
+  revision(): PolicyRevision {
+    return this.revisions[this.revisions.length - 1]!;
+  }
+
+  history(): PolicyRevision[] {
+    return [...this.revisions];
+  }
+
+  decideNetwork(query: NetworkQuery): NetworkDecision {
+    return this.matcher.decide(query);
+  }
+
+  effectiveYaml(): string {
+    return this.effectiveText;
+  }
+
+  apply(yamlText: string, author: RevisionAuthor, source = 'policy'): Promise<PolicyRevision> {
+    return this.serial(async () => {
+      const next = parsePolicy(yamlText, source, { presetsDir: this.opts.presetsDir });
+      const changed = STATIC_SECTIONS.filter((s) => stableJson(this.base.doc[s] ?? {}) !== stableJson(next.doc[s] ?? {}));
+      if (changed.length > 0) {
+        const file = source.includes('/') || source.endsWith('.yaml') ? source : 'FILE';
+        throw new NemoclawError(
+          'policy_static_change',
+          `${source} changes ${changed.join(', ')}, which cannot change while the sandbox runs; the running policy is unchanged`,
+          {
+            nextStep: `restart the sandbox with the new file: nemoclaw-tui down && nemoclaw-tui up --policy ${file}`,
+            exitCode: 2,
+            details: { sections: changed },
+          },
+        );
+      }
+      const previous = this.base;
+      this.base = next;
+      try {
+        const rev = await this.commit(author, `policy set from ${source}`, false, async () => {
+          await writeFileAtomic(this.opts.paths.policyFile, yamlText);
+        });
+        return rev ?? this.revision();
+      } catch (err) {
+        this.base = previous;
+        throw err;
+      }
+    });
+  }
+
+  addOverlayRule(input: OverlayRule, author: RevisionAuthor, reason?: string): Promise<PolicyRevision> {
+    let rule: OverlayRule;
+    try {
+      rule = validateRule(input);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    return this.serial(async () => {
+      const previous = this.overlay;
+      const entry: OverlayFileRule = { ...rule, author, time: new Date(this.opts.clock.now()).toISOString() };
+      if (reason !== undefined) entry.reason = reason;
+      this.overlay = [...previous.filter((r) => !sameTarget(r, rule)), entry];
+      try {
+        const why = reason ?? `always ${rule.action} ${rule.host}:${rule.port}${rule.binary ? ` for ${rule.binary}` : ''}`;
+        const rev = await this.commit(author, why, false, () => this.saveOverlay());
+        return rev ?? this.revision();
+      } catch (err) {
+        this.overlay = previous;
+        throw err;
+      }
+    });
+  }
+
+  addSessionAllow(input: OverlayRule): void {
+    const rule = validateRule({ ...input, action: 'allow' });
+    if (this.session.some((r) => sameTarget(r, rule))) return;
+    this.session.push(rule);
+    this.matcher = compileNetworkMatcher(this.withSession(this.effective));
+  }
+
+  onChange(listener: (rev: PolicyRevision, doc: PolicyDocument) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private serial<T>(op: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(op, op);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private buildEffective(): PolicyDocument {
+    const policies: Record<string, NetworkPolicy> = { ...this.base.doc.network_policies };
+    for (const rule of this.overlay) {
+      const name = overlayPolicyName(rule);
+      policies[name] = ruleToPolicy(name, rule);
+    }
+    return { ...this.base.doc, network_policies: policies };
+  }
+
+  private withSession(doc: PolicyDocument): PolicyDocument {
+    if (this.session.length === 0) return doc;
+    const policies = { ...doc.network_policies };
+    for (const rule of this.session) {
+      const name = `session:allow:${rule.host}:${rule.port}${rule.binary ? `@${rule.binary}` : ''}`;
+      policies[name] = ruleToPolicy(name, rule);
+    }
+    return { ...doc, network_policies: policies };
+  }
+
+  /**
+   * Make the current base + overlay the running policy as a new revision (persisted first, then
+   * swapped in, then announced). Returns undefined when nothing changed (no new revision).
+   */
+  private async commit(
+    author: RevisionAuthor,
+    reason: string,
+    always: boolean,
+    persist?: () => Promise<void>,
+  ): Promise<PolicyRevision | undefined> {
+    const effective = this.buildEffective();
+    const text = canonicalPolicyYaml(effective);
+    const sha256 = sha256Hex(text);
+    const last = this.revisions[this.revisions.length - 1];
+    if (!always && last && last.sha256 === sha256) {
+      if (persist) await persist();
+      return undefined;
+    }
+    const number = (last?.number ?? 0) + 1;
+    const diff = unifiedDiff(this.lastYaml ?? '', text, `policy@${last?.number ?? 0}`, `policy@${number}`);
+    const rev: PolicyRevision = { number, sha256, author, time: new Date(this.opts.clock.now()).toISOString(), diff, reason };
+    const matcher = compileNetworkMatcher(this.withSession(effective));
+    try {
+      if (persist) await persist();
+      await mkdir(dirname(this.opts.paths.policyHistoryFile), { recursive: true, mode: 0o700 });
+      const line: HistoryLine = { ...rev, yaml: text };
+      await appendFile(this.opts.paths.policyHistoryFile, `${JSON.stringify(line)}\n`, { mode: 0o600 });
+    } catch (err) {
+      if (err instanceof NemoclawError) throw err;
+      throw new NemoclawError('io', `cannot record policy revision ${number}: ${(err as Error).message}`, {
+        nextStep: `check that ${this.opts.paths.dir} is writable; the running policy is unchanged`,
+        cause: err,
+      });
+    }
+    this.effective = effective;
+    this.effectiveText = text;
+    this.matcher = matcher;
+    this.lastYaml = text;
+    this.revisions.push(rev);
+    this.opts.emit({ kind: 'policy.revision', level: 'notice', number, sha256, author, diff, reason, time: rev.time });
+    for (const listener of this.listeners) {
+      try {
+        listener(rev, effective);
+      } catch {
+        // A failing listener must not undo or block an accepted revision.
+      }
+    }
+    return rev;
+  }
+
+  private async loadOverlay(): Promise<OverlayFileRule[]> {
+    const file = this.opts.paths.overlayFile;
+    const text = await readOptional(file);
+    if (text === undefined || text.trim() === '') return [];
+    const result = validateYaml(text, file, overlayFileSchema);
+    if (!result.ok) {
+      const err = policyInvalid(file, result.issues);
+      throw new NemoclawError('policy_invalid', err.message, {
+        nextStep: `fix or remove the operator overlay ${file} (it holds "always allow/deny" rules)`,
+        exitCode: 2,
+        details: result.issues,
+      });
+    }
+    return result.value.data.rules;
+  }
+
+  private async saveOverlay(): Promise<void> {
+    const body = stringify({ version: 1, rules: this.overlay }, { lineWidth: 0, aliasDuplicateObjects: false });
+    await writeFileAtomic(this.opts.paths.overlayFile, EMPTY_OVERLAY_NOTE + body);
+  }
+
+  private async loadHistory(): Promise<HistoryLine[]> {
+    const text = await readOptional(this.opts.paths.policyHistoryFile);
+    if (!text) return [];
+    const out: HistoryLine[] = [];
+    for (const line of text.split('\n')) {
+      if (!line.trim()) continue;
+      try {
+        const rec = JSON.parse(line) as HistoryLine;
+        if (typeof rec.number === 'number' && typeof rec.sha256 === 'string') out.push(rec);
+      } catch {
+        // A torn last line from a crash: the revision it described was never announced.
+      }
+    }
+    return out;
+  }
+}
+
+/** Create the running policy store of a sandbox (records a `startup` revision). */
+export async function createPolicyStore(opts: PolicyStoreOptions): Promise<PolicyStore & { warnings(): PolicyIssue[] }> {
+  const store = new FilePolicyStore({ ...opts, clock: opts.clock ?? systemClock });
+  await store.init();
+  return store;
+}

@@ -1,0 +1,656 @@
+/**
+ * The bubblewrap driver: a tmpfs root with a read-only allowlist, the workdir at /sandbox, only `lo`,
+ * a seccomp denylist from the first instruction, run as an unprivileged host uid, limits through
+ * cgroups, the egress bridge (127.0.0.1:3128 → the proxy's Unix socket) and the fs-violation monitor.
+ *
+ * Process tree (monitor on):  supervisor → prlimit → strace -u <uid> → bwrap → bwrap init → command
+ * bwrap waits on --block-fd after building the namespaces, so the supervisor can read the child pid
+ * (--info-fd), move it into the cgroup and start the bridge in its netns before the command runs.
+ */
+import { execa, type Options, type ResultPromise } from 'execa';
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
+import { createReadStream } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { dirname, join, posix } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { NemoclawError } from '../shared/errors.js';
+import type { FilesystemPolicy, ProcessPolicy } from '../policy/types.js';
+import { buildSeccompProgram, type SeccompProgram } from './seccomp.js';
+import { resolveSandboxIdentity, type SandboxIdentity } from './identity.js';
+import {
+  createSandboxCgroup,
+  detectCgroups,
+  rlimitArgs,
+  type AppliedLimits,
+  type CgroupLayout,
+  type SandboxCgroup,
+} from './limits.js';
+import {
+  classifyViolation,
+  parseStraceLine,
+  procExe,
+  straceArgs,
+  type FsViolation,
+  type PathRules,
+} from './monitor.js';
+
+export const SANDBOX_WORKDIR = '/sandbox';
+export const SANDBOX_NODE = '/opt/nemoclaw/node/bin/node';
+export const PROXY_PORT = 3128;
+export const PROXY_URL = `http://127.0.0.1:${PROXY_PORT}`;
+/** Where the proxy socket appears inside the sandbox in relay-inside mode. */
+const INSIDE_PROXY_SOCKET = '/run/nemoclaw/proxy.sock';
+
+/** Trimmed /etc: only what programs need to start, resolve names and verify TLS. */
+export const ETC_ALLOWLIST = [
+  '/etc/ld.so.cache', '/etc/ld.so.conf', '/etc/ld.so.conf.d', '/etc/nsswitch.conf', '/etc/host.conf',
+  '/etc/localtime', '/etc/protocols', '/etc/services', '/etc/mime.types', '/etc/ssl', '/etc/ca-certificates',
+  '/etc/alternatives', '/etc/os-release', '/etc/debian_version', '/etc/gai.conf', '/etc/inputrc',
+];
+const USR_MERGE = ['/bin', '/lib', '/lib64', '/sbin', '/lib32', '/libx32'];
+/** Paths the driver builds itself; policy entries naming them are already covered. */
+const BUILT_IN = new Set(['/', '/proc', '/dev', '/tmp', SANDBOX_WORKDIR, '/usr', '/etc']);
+
+export type NetMode = 'bridge-outside' | 'relay-inside';
+
+export interface SandboxLaunch {
+  id: string;
+  command: string[];
+  /** Host directory bound read-write at /sandbox (created and chowned to the sandbox uid). */
+  workdir: string;
+  /** Per-sandbox runtime dir (root-only) for the FIFO, seccomp program and generated files. */
+  runDir: string;
+  /** Egress proxy's Unix socket (may not exist yet: connections inside then fail). */
+  proxySocket: string;
+  filesystem: FilesystemPolicy;
+  process: ProcessPolicy;
+  /** Host Node binary bound at /opt/nemoclaw/node/bin/node. */
+  nodeBinary?: string;
+  /** 'pipe' gives streams on the instance; 'inherit' passes the caller's stdio. */
+  stdio?: 'pipe' | 'inherit';
+  /** Working directory inside (default /sandbox). */
+  cwd?: string;
+  /** Forced network mode (default: bridge-outside when root, else relay-inside). */
+  netMode?: NetMode;
+  onViolation?: (v: FsViolation) => void;
+  /** Injected for tests. */
+  cgroupLayout?: CgroupLayout;
+  identity?: SandboxIdentity;
+  clock?: () => number;
+}
+
+export interface ExitStatus {
+  code: number | null;
+  signal: string | null;
+  /** Shell convention: code, or 128+signal number. */
+  exitCode: number;
+}
+
+export interface SandboxInstanceInfo {
+  id: string;
+  rootPid: number;
+  pids(): number[];
+  cgroupPath?: string;
+  netMode: NetMode;
+  startedAt: number;
+  command: string[];
+}
+
+export interface RunningSandbox extends SandboxInstanceInfo {
+  stdin: Writable | null;
+  stdout: Readable | null;
+  stderr: Readable | null;
+  identity: SandboxIdentity;
+  limits: AppliedLimits;
+  seccomp: Pick<SeccompProgram, 'blocked' | 'conditional' | 'instructions'>;
+  monitor: boolean;
+  /** Milliseconds from launch() to the command being released. */
+  startupMs: number;
+  wait(): Promise<ExitStatus>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+const SIGNALS: Record<string, number> = {
+  SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGILL: 4, SIGTRAP: 5, SIGABRT: 6, SIGBUS: 7, SIGFPE: 8, SIGKILL: 9,
+  SIGUSR1: 10, SIGSEGV: 11, SIGUSR2: 12, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15, SIGSYS: 31, SIGXCPU: 24,
+  SIGXFSZ: 25,
+};
+
+export function exitCodeOf(code: number | null, signal: string | null): number {
+  if (signal) return 128 + (SIGNALS[signal] ?? 0);
+  return code ?? 1;
+}
+
+/** Expand `~` to the sandbox home and drop trailing slashes. */
+export function sandboxPath(p: string): string {
+  let out = p.startsWith('~') ? SANDBOX_WORKDIR + p.slice(1) : p;
+  out = posix.normalize(out);
+  return out.length > 1 ? out.replace(/\/+$/, '') : out;
+}
+
+export function pathRules(fs: FilesystemPolicy): PathRules {
+  const readWrite = [...(fs.include_workdir !== false ? [SANDBOX_WORKDIR] : []), '/tmp', ...fs.read_write.map(sandboxPath)];
+  return { readOnly: fs.read_only.map(sandboxPath), readWrite, hidden: fs.hidden.map(sandboxPath) };
+}
+
+export function sandboxEnv(policyEnv: Record<string, string>, netMode: NetMode): Record<string, string> {
+  void netMode;
+  return {
+    ...policyEnv,
+    HOME: SANDBOX_WORKDIR,
+    PATH: '/opt/nemoclaw/node/bin:/usr/local/bin:/usr/bin:/bin',
+    HTTP_PROXY: PROXY_URL,
+    HTTPS_PROXY: PROXY_URL,
+    ALL_PROXY: PROXY_URL,
+    http_proxy: PROXY_URL,
+    https_proxy: PROXY_URL,
+    all_proxy: PROXY_URL,
+    NO_PROXY: 'localhost,127.0.0.1,::1',
+    no_proxy: 'localhost,127.0.0.1,::1',
+    NODE_USE_ENV_PROXY: '1',
+  };
+}
+
+/** File descriptors handed to bwrap (indexes into the child's fd table). */
+interface FdPlan {
+  info: number;
+  block: number;
+  seccomp: number;
+  workdir: number;
+  node?: number;
+  passwd: number;
+  group: number;
+  hosts: number;
+  proxyDir?: number;
+}
+
+/** The bwrap argument vector. Pure: everything it needs is passed in. */
+export function buildBwrapArgs(opts: {
+  fd: FdPlan;
+  identity: SandboxIdentity;
+  filesystem: FilesystemPolicy;
+  env: Record<string, string>;
+  cwd: string;
+  command: string[];
+  netMode: NetMode;
+  /** Host directory behind /sandbox, to find hidden paths inside it. */
+  workdirHost?: string;
+  exists?: (p: string) => boolean;
+  isDir?: (p: string) => boolean;
+}): string[] {
+  const exists = opts.exists ?? existsSync;
+  const { fd, filesystem } = opts;
+  const hidden = filesystem.hidden.map(sandboxPath);
+  const isHidden = (p: string): boolean => hidden.some((h) => p === h || p.startsWith(`${h}/`));
+  const a: string[] = [
+    '--unshare-all', '--unshare-user', '--disable-userns', '--die-with-parent', '--new-session',
+    '--clearenv', '--cap-drop', 'ALL',
+    '--uid', String(opts.identity.uid), '--gid', String(opts.identity.gid),
+    '--hostname', 'sandbox',
+    '--info-fd', String(fd.info), '--block-fd', String(fd.block), '--seccomp', String(fd.seccomp),
+    '--tmpfs', '/',
+    '--ro-bind', '/usr', '/usr',
+  ];
+  for (const link of USR_MERGE) {
+    if (exists(`/usr${link}`)) a.push('--symlink', `usr${link}`, link);
+  }
+  a.push('--dir', '/etc');
+  for (const p of ETC_ALLOWLIST) if (!isHidden(p)) a.push('--ro-bind-try', p, p);
+  a.push('--ro-bind-data', String(fd.passwd), '/etc/passwd');
+  a.push('--ro-bind-data', String(fd.group), '/etc/group');
+  a.push('--ro-bind-data', String(fd.hosts), '/etc/hosts');
+  if (fd.node !== undefined) a.push('--ro-bind-fd', String(fd.node), SANDBOX_NODE);
+  a.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
+  if (filesystem.include_workdir !== false) a.push('--bind-fd', String(fd.workdir), SANDBOX_WORKDIR);
+  else a.push('--dir', SANDBOX_WORKDIR);
+  for (const raw of filesystem.read_only) {
+    const p = sandboxPath(raw);
+    if (BUILT_IN.has(p) || p.startsWith('/proc/') || p.startsWith('/dev/') || p.startsWith(`${SANDBOX_WORKDIR}/`)) continue;
+    if (isHidden(p)) continue;
+    a.push('--ro-bind-try', p, p);
+  }
+  for (const raw of filesystem.read_write) {
+    const p = sandboxPath(raw);
+    if (BUILT_IN.has(p) || p.startsWith('/proc/') || p.startsWith('/dev/') || p.startsWith('/tmp/') || p.startsWith(`${SANDBOX_WORKDIR}/`)) continue;
+    if (isHidden(p)) continue;
+    a.push('--bind-try', p, p);
+  }
+  // A hidden path inside something bound (e.g. ~/.ssh in the workdir) is masked: an empty read-only
+  // tmpfs over a directory, /dev/null over a file.
+  const bound = [
+    ...filesystem.read_only.map(sandboxPath),
+    ...filesystem.read_write.map(sandboxPath),
+    ...ETC_ALLOWLIST,
+  ];
+  for (const h of hidden) {
+    let host: string | undefined;
+    if (h.startsWith(`${SANDBOX_WORKDIR}/`) && opts.workdirHost) host = opts.workdirHost + h.slice(SANDBOX_WORKDIR.length);
+    else if (h.startsWith('/usr/') || bound.some((b) => h.startsWith(`${b}/`))) host = h;
+    if (!host || !exists(host)) continue;
+    if ((opts.isDir ?? isDirectory)(host)) a.push('--tmpfs', h, '--remount-ro', h);
+    else a.push('--ro-bind', '/dev/null', h);
+  }
+  if (opts.netMode === 'relay-inside' && fd.proxyDir !== undefined) {
+    a.push('--ro-bind-fd', String(fd.proxyDir), dirname(INSIDE_PROXY_SOCKET));
+  }
+  for (const [k, v] of Object.entries(opts.env)) a.push('--setenv', k, v);
+  a.push('--remount-ro', '/');
+  a.push('--chdir', opts.cwd);
+  a.push('--');
+  if (opts.netMode === 'relay-inside') {
+    // The relay must run inside the netns; the script is fixed text, the command goes as "$@".
+    a.push(
+      '/bin/sh', '-c',
+      'socat TCP-LISTEN:3128,bind=127.0.0.1,fork,reuseaddr,backlog=512 UNIX-CONNECT:' +
+        INSIDE_PROXY_SOCKET + ' & i=0; while [ $i -lt 200 ] && ! grep -q ":0C38 00000000:0000 0A" /proc/net/tcp; do i=$((i+1)); sleep 0.01; done; exec "$@"',
+      'nemoclaw-relay',
+    );
+  }
+  a.push(...opts.command);
+  return a;
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function syntheticPasswd(id: SandboxIdentity): { passwd: string; group: string } {
+  return {
+    passwd: `root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:${id.uid}:${id.gid}:nemoclaw sandbox:${SANDBOX_WORKDIR}:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
+    group: `root:x:0:\nsandbox:x:${id.gid}:\nnogroup:x:65534:\n`,
+  };
+}
+
+const HOSTS = '127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n';
+
+function isRoot(): boolean {
+  return typeof process.getuid === 'function' && process.getuid() === 0;
+}
+
+/** Read /proc/<pid>/net/tcp until 127.0.0.1:3128 is listening (or give up). */
+async function waitListening(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  let delay = 1;
+  while (Date.now() < deadline) {
+    try {
+      const tcp = readFileSync(`/proc/${pid}/net/tcp`, 'utf8');
+      if (tcp.includes('0100007F:0C38 00000000:0000 0A')) return true;
+    } catch {
+      return false;
+    }
+    await new Promise((r) => setTimeout(r, delay));
+    delay = Math.min(delay * 2, 20);
+  }
+  return false;
+}
+
+/** All descendants of `root` (inclusive), by scanning /proc/*\/stat. */
+export function descendants(root: number): number[] {
+  const children = new Map<number, number[]>();
+  let entries: string[] = [];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return [];
+  }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+      const after = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const ppid = Number(after[1]);
+      const list = children.get(ppid) ?? [];
+      list.push(Number(e));
+      children.set(ppid, list);
+    } catch {
+      /* exited */
+    }
+  }
+  const out: number[] = [];
+  const stack = [root];
+  while (stack.length > 0) {
+    const p = stack.pop()!;
+    out.push(p);
+    stack.push(...(children.get(p) ?? []));
+  }
+  return out;
+}
+
+export interface SandboxDriver {
+  readonly name: string;
+  launch(spec: SandboxLaunch): Promise<RunningSandbox>;
+}
+
+export function createBwrapDriver(): SandboxDriver {
+  return { name: 'bubblewrap', launch: launchBwrap };
+}
+
+function hasCommand(cmd: string): boolean {
+  return ['/usr/bin', '/bin', '/usr/sbin', '/sbin', '/usr/local/bin'].some((d) => existsSync(join(d, cmd)));
+}
+
+export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> {
+  const now = spec.clock ?? Date.now;
+  const t0 = performance.now();
+  if (spec.command.length === 0) {
+    throw new NemoclawError('invalid_input', 'no command to run in the sandbox', {
+      nextStep: 'pass the command after "--", e.g. `nemoclaw-tui run -- node agent.js`',
+      exitCode: 2,
+    });
+  }
+  if (!hasCommand('bwrap')) {
+    throw new NemoclawError('prerequisite_missing', 'bubblewrap (bwrap) is not installed', {
+      nextStep: 'apt-get install -y bubblewrap   (or run `nemoclaw-tui doctor --fix`)',
+    });
+  }
+  const root = isRoot();
+  const netMode: NetMode = spec.netMode ?? (root ? 'bridge-outside' : 'relay-inside');
+  const monitor = spec.filesystem.monitor !== false && root && hasCommand('strace');
+  const identity = spec.identity ?? (root ? resolveSandboxIdentity(spec.process.run_as_user) : currentIdentity());
+  const instDir = join(spec.runDir, `sbx-${spec.id}`);
+  mkdirSync(instDir, { recursive: true, mode: 0o700 });
+
+  // Workdir: owned by the sandbox uid, so the sandbox can write it and nothing else.
+  mkdirSync(spec.workdir, { recursive: true, mode: 0o700 });
+  if (root) {
+    const st = statSync(spec.workdir);
+    if (st.uid !== identity.uid) chownSync(spec.workdir, identity.uid, identity.gid);
+  }
+
+  const seccomp = buildSeccompProgram({
+    blockUnixSockets: netMode === 'bridge-outside',
+    extraBlocked: spec.process.seccomp?.block ?? [],
+    allowed: spec.process.seccomp?.allow ?? [],
+  });
+  const files = syntheticPasswd(identity);
+  const write = (name: string, data: string | Buffer): string => {
+    const p = join(instDir, name);
+    writeFileSync(p, data, { mode: 0o600 });
+    return p;
+  };
+  const opened: number[] = [];
+  const open = (p: string, flags = 'r'): number => {
+    const fd = openSync(p, flags);
+    opened.push(fd);
+    return fd;
+  };
+  const blockFifo = join(instDir, 'block.fifo');
+  const straceFifo = join(instDir, 'strace.fifo');
+  await mkfifo(blockFifo);
+  if (monitor) await mkfifo(straceFifo);
+
+  // The child's fd table: 0-2 stdio, 3 info (pipe), then files opened here.
+  const hostFds: Array<number | 'pipe' | 'inherit' | 'ignore'> = [];
+  const stdioMode = spec.stdio ?? 'pipe';
+  hostFds.push(stdioMode === 'inherit' ? 'inherit' : 'pipe', stdioMode === 'inherit' ? 'inherit' : 'pipe', stdioMode === 'inherit' ? 'inherit' : 'pipe');
+  const place = (fd: number | 'pipe'): number => {
+    hostFds.push(fd);
+    return hostFds.length - 1;
+  };
+  const blockFd = open(blockFifo, 'r+'); // O_RDWR: opening does not wait for a writer
+  const fdPlan: FdPlan = {
+    info: place('pipe'),
+    block: place(blockFd),
+    seccomp: place(open(write('seccomp.bpf', seccomp.bytes))),
+    workdir: place(open(spec.workdir)),
+    passwd: place(open(write('passwd', files.passwd))),
+    group: place(open(write('group', files.group))),
+    hosts: place(open(write('hosts', HOSTS))),
+  };
+  if (spec.nodeBinary) fdPlan.node = place(open(spec.nodeBinary));
+  if (netMode === 'relay-inside') {
+    mkdirSync(dirname(spec.proxySocket), { recursive: true });
+    fdPlan.proxyDir = place(open(dirname(spec.proxySocket)));
+  }
+
+  const env = sandboxEnv(spec.process.env ?? {}, netMode);
+  const bwrapArgs = buildBwrapArgs({
+    fd: fdPlan,
+    identity,
+    filesystem: spec.filesystem,
+    env,
+    cwd: spec.cwd ?? SANDBOX_WORKDIR,
+    command: spec.command,
+    netMode,
+    workdirHost: spec.workdir,
+  });
+
+  // Limits: a cgroup per instance, else rlimits through prlimit.
+  const layout = spec.cgroupLayout ?? detectCgroups();
+  const wanted = spec.process.limits ?? {};
+  const anyLimit = wanted.pids !== undefined || wanted.memory !== undefined || wanted.cpu !== undefined;
+  let cgroup: SandboxCgroup | undefined;
+  if (root && anyLimit) cgroup = createSandboxCgroup(layout, `${spec.id}`, wanted);
+  const limits: AppliedLimits = cgroup?.applied ?? { via: anyLimit ? 'rlimit' : 'none', notEnforced: [], cgroupPaths: [] };
+
+  const argv: string[] = [...rlimitArgs(wanted, limits), '--'];
+  if (monitor) argv.push('strace', ...straceArgs(straceFifo, identity.user));
+  argv.push('bwrap', ...bwrapArgs);
+
+  let released = false;
+  const violations: Promise<void> = monitor
+    ? readViolations(straceFifo, pathRules(spec.filesystem), (v) => spec.onViolation?.(v), () => released)
+    : Promise.resolve();
+
+  let child: ResultPromise;
+  try {
+    const options = {
+      stdio: hostFds,
+      reject: false,
+      buffer: false,
+      stripFinalNewline: false,
+      // Without strace the uid switch happens here; strace does it itself with -u.
+      ...(root && !monitor ? { uid: identity.uid, gid: identity.gid } : {}),
+      env: {},
+      extendEnv: false,
+      cleanup: true,
+    } as unknown as Options;
+    child = execa('prlimit', argv, options);
+  } finally {
+    for (const fd of opened) if (fd !== blockFd) closeSync(fd);
+  }
+
+  const cleanups: Array<() => Promise<void> | void> = [];
+  const exited = (child as unknown as Promise<{ exitCode?: number; signal?: string }>).then(
+    (r) => r,
+    () => ({ exitCode: 1, signal: undefined }),
+  );
+
+  const fail = async (message: string, next: string): Promise<never> => {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      /* gone */
+    }
+    closeSync(blockFd);
+    await exited;
+    await cgroup?.remove();
+    throw new NemoclawError('internal', message, { nextStep: next });
+  };
+
+  const infoStream = (child as unknown as { stdio: Array<Readable | null> }).stdio[fdPlan.info];
+  const childPid = await readChildPid(infoStream ?? null, exited);
+  if (childPid === undefined) {
+    return fail(
+      'the sandbox did not start (bubblewrap exited before reporting its child pid)',
+      'run `nemoclaw-tui doctor` to check bubblewrap, user namespaces and strace',
+    );
+  }
+  cgroup?.addPid(childPid);
+
+  if (netMode === 'bridge-outside') {
+    const bridge = execa(
+      'nsenter',
+      [
+        `--net=/proc/${childPid}/ns/net`, '--',
+        'socat', `TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,fork,reuseaddr,backlog=512`, `UNIX-CONNECT:${spec.proxySocket}`,
+      ],
+      { reject: false, stdio: ['ignore', 'ignore', 'pipe'], buffer: false, cleanup: true },
+    );
+    let bridgeErr = '';
+    bridge.stderr?.on('data', (d: Buffer) => {
+      bridgeErr += d.toString();
+    });
+    cleanups.push(async () => {
+      bridge.kill('SIGTERM');
+      await bridge.catch(() => undefined);
+    });
+    const ok = await waitListening(childPid, 3000);
+    if (!ok) {
+      bridge.kill('SIGKILL');
+      return fail(
+        `the egress bridge did not start in the sandbox's network namespace${bridgeErr ? `: ${bridgeErr.trim()}` : ''}`,
+        'run `nemoclaw-tui doctor` (socat and nsenter are needed)',
+      );
+    }
+  }
+
+  // Release the command.
+  writeSync(blockFd, 'x');
+  closeSync(blockFd);
+  released = true;
+  const startupMs = performance.now() - t0;
+  const startedAt = now();
+
+  const waitPromise: Promise<ExitStatus> = (async () => {
+    const r = await exited;
+    if (monitor) await drainFifo(straceFifo, violations);
+    for (const c of cleanups.reverse()) await c();
+    await cgroup?.remove();
+    rmSync(instDir, { recursive: true, force: true });
+    const signal = r.signal ?? null;
+    const code = r.exitCode ?? null;
+    return { code, signal, exitCode: exitCodeOf(code, signal) };
+  })();
+
+  const sub = child as unknown as { stdin: Writable | null; stdout: Readable | null; stderr: Readable | null; pid?: number };
+  return {
+    id: spec.id,
+    rootPid: childPid,
+    pids: () => (cgroup ? cgroup.pids() : descendants(childPid)),
+    ...(cgroup?.path ? { cgroupPath: cgroup.path } : {}),
+    netMode,
+    startedAt,
+    command: [...spec.command],
+    stdin: sub.stdin,
+    stdout: sub.stdout,
+    stderr: sub.stderr,
+    identity,
+    limits,
+    seccomp: { blocked: seccomp.blocked, conditional: seccomp.conditional, instructions: seccomp.instructions },
+    monitor,
+    startupMs,
+    wait: () => waitPromise,
+    kill(signal: NodeJS.Signals = 'SIGTERM'): void {
+      // The sandbox's pid 1 (bwrap's init) ignores signals from outside its namespace except SIGKILL,
+      // so the signal goes to every process under it; SIGKILL also takes the init down.
+      for (const pid of descendants(childPid)) {
+        if (pid === childPid && signal !== 'SIGKILL') continue;
+        try {
+          process.kill(pid, signal);
+        } catch {
+          /* already gone */
+        }
+      }
+    },
+  };
+}
+
+function currentIdentity(): SandboxIdentity {
+  const uid = process.getuid?.() ?? 65534;
+  const gid = process.getgid?.() ?? 65534;
+  return { uid, gid, user: String(uid), kind: 'policy' };
+}
+
+async function mkfifo(path: string): Promise<void> {
+  rmSync(path, { force: true });
+  const r = await execa('mkfifo', ['-m', '0600', path], { reject: false });
+  if (r.exitCode !== 0) {
+    throw new NemoclawError('io', `could not create FIFO ${path}: ${String(r.stderr)}`, {
+      nextStep: 'check that the sandbox run directory is writable',
+    });
+  }
+  chmodSync(path, 0o600);
+}
+
+/** bwrap writes `{"child-pid": N, ...}` to --info-fd once the namespaces exist. */
+async function readChildPid(stream: Readable | null, exited: Promise<unknown>): Promise<number | undefined> {
+  if (!stream) return undefined;
+  return new Promise<number | undefined>((resolve) => {
+    let buf = '';
+    const onData = (d: Buffer): void => {
+      buf += d.toString();
+      const m = /"child-pid"\s*:\s*(\d+)/.exec(buf);
+      if (m) {
+        stream.off('data', onData);
+        stream.resume();
+        resolve(Number(m[1]));
+      }
+    };
+    stream.on('data', onData);
+    stream.on('end', () => resolve(undefined));
+    void exited.then(() => setTimeout(() => resolve(undefined), 50));
+  });
+}
+
+/** strace is gone; if the reader never opened the FIFO (strace failed early), unblock it. */
+async function drainFifo(fifo: string, reader: Promise<void>): Promise<void> {
+  const done = await Promise.race([reader.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 500))]);
+  if (done) return;
+  try {
+    closeSync(openSync(fifo, 'r+'));
+  } catch {
+    /* removed */
+  }
+  await Promise.race([reader, new Promise((r) => setTimeout(r, 500))]);
+}
+
+/** bubblewrap builds the root under these before pivoting; its failures there are not the command's. */
+const SETUP_PREFIXES = ['/newroot', '/oldroot'];
+
+/** Read strace's FIFO until it closes; each failed call that is a violation goes to `emit`. */
+async function readViolations(
+  fifo: string,
+  rules: PathRules,
+  emit: (v: FsViolation) => void,
+  isReleased: () => boolean,
+): Promise<void> {
+  const stream = createReadStream(fifo, { encoding: 'utf8' });
+  const rl = createInterface({ input: stream, crlfDelay: Infinity });
+  let last = '';
+  try {
+    for await (const line of rl) {
+      // Before the command is released every line is bubblewrap building the sandbox.
+      if (!isReleased()) continue;
+      const parsed = parseStraceLine(line);
+      if (!parsed) continue;
+      const v = classifyViolation({ parsed, rules });
+      if (!v) continue;
+      if (SETUP_PREFIXES.some((p) => v.path === p || v.path.startsWith(`${p}/`))) continue;
+      const key = `${v.pid}:${v.path}:${v.access}`;
+      if (key === last) continue; // e.g. touch: openat(O_CREAT) then utimensat on the same path
+      last = key;
+      const binary = procExe(v.pid);
+      emit({ ...v, binary: binary?.replace(/ \(deleted\)$/, '') });
+    }
+  } catch {
+    /* FIFO closed */
+  }
+}
