@@ -3,10 +3,15 @@
  * Measures this process's own CPU time (process.cpuUsage) over the same wall time for:
  *   baseline  the process idling
  *   pids      sampleProcesses over a known pid list (what the sandbox driver hands the meter)
- *   service   the whole MetersService (GPU meter off: no GPU here) with the tree found by walking /proc
+ *   service   the whole MetersService (GPU meter off) with the tree found by walking /proc
+ *   +gpu      the same plus the GPU meter reading a fake 8-GPU nvidia-smi (replaying the DGX H100
+ *             fixture; only this process's parsing/publishing is counted, not the replaying process)
  * Run: npx tsc -p . && node bench/meters.ts   (env BENCH_SECONDS, default 10 per phase)
  */
 import { spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { MetersService, processTree, releaseProcessHistory, sampleProcesses } from '../dist/src/meters/index.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -26,6 +31,39 @@ async function measure(name: string, run: (untilMs: number) => Promise<void>): P
   await run(t0 + SECONDS * 1000);
   const wallMs = performance.now() - t0;
   return { name, cpuMs: cpuMs(start), wallMs };
+}
+
+async function runService(rootPid: number, until: number, gpuEnv: NodeJS.ProcessEnv | undefined): Promise<void> {
+  let samples = 0;
+  const events = {
+    emit: (e: Record<string, unknown>) => e,
+    publishTransient: (e: Record<string, unknown>) => {
+      samples++;
+      return e;
+    },
+    subscribe: () => () => {},
+    backlog: async () => [],
+    lastSeq: () => 0,
+  };
+  const meters = new MetersService({
+    intervalMs: INTERVAL_MS,
+    ...(gpuEnv ? { env: gpuEnv } : { gpu: false }),
+    processSource: { instances: () => [{ id: 'bench', rootPid, pids: () => processTree(rootPid) }] },
+  });
+  const ctx = {
+    name: 'bench',
+    clock: { now: () => Date.now(), monotonic: () => performance.now() },
+    events,
+    service: () => undefined,
+    options: { unsafeAllowLoopbackUpstreams: false },
+  };
+  // The bench context carries only what the meters read.
+  await meters.start(ctx as never);
+  await sleep(Math.max(0, until - performance.now()));
+  await meters.stop();
+  const expected = (gpuEnv ? 2 : 1) * (SECONDS - 1);
+  if (samples < expected) throw new Error(`only ${samples} sample events in ${SECONDS} s (expected >= ${expected})`);
+  if (gpuEnv && meters.status().gpu && (meters.status().gpu as { state: string }).state === 'no_gpu') throw new Error('fake nvidia-smi not used');
 }
 
 async function main(): Promise<void> {
@@ -55,36 +93,23 @@ async function main(): Promise<void> {
     }));
     releaseProcessHistory();
 
-    results.push(await measure('MetersService, /proc walk', async (until) => {
-      let published = 0;
-      const events = {
-        emit: (e: Record<string, unknown>) => e,
-        publishTransient: (e: Record<string, unknown>) => {
-          published++;
-          return e;
-        },
-        subscribe: () => () => {},
-        backlog: async () => [],
-        lastSeq: () => 0,
+    results.push(await measure('MetersService, /proc walk', (until) => runService(rootPid, until, undefined)));
+    const fakeDir = mkdtempSync(join(tmpdir(), 'nemoclaw-bench-meters-'));
+    try {
+      const fixtures = join(import.meta.dirname, '..', 'test', 'fixtures', 'nvidia-smi');
+      const script = join(fakeDir, 'nvidia-smi');
+      writeFileSync(script, `#!/bin/sh\nexec '${process.execPath}' '${join(fixtures, 'fake-nvidia-smi.mjs')}' "$@"\n`);
+      chmodSync(script, 0o755);
+      const env = {
+        ...process.env,
+        PATH: `${fakeDir}:${process.env.PATH ?? ''}`,
+        FAKE_NVSMI_GPU: join(fixtures, 'dgx-h100-8gpu.query-gpu.csv'),
+        FAKE_NVSMI_APPS: join(fixtures, 'dgx-h100-8gpu.compute-apps.csv'),
       };
-      const meters = new MetersService({
-        intervalMs: INTERVAL_MS,
-        gpu: false,
-        processSource: { instances: () => [{ id: 'bench', rootPid, pids: () => processTree(rootPid) }] },
-      });
-      const ctx = {
-        name: 'bench',
-        clock: { now: () => Date.now(), monotonic: () => performance.now() },
-        events,
-        service: () => undefined,
-        options: { unsafeAllowLoopbackUpstreams: false },
-      };
-      // The bench context carries only what the meters read.
-      await meters.start(ctx as never);
-      await sleep(Math.max(0, until - performance.now()));
-      await meters.stop();
-      if (published < SECONDS - 1) throw new Error(`only ${published} proc.sample events in ${SECONDS} s`);
-    }));
+      results.push(await measure('MetersService + GPU meter (8 GPUs)', (until) => runService(rootPid, until, env)));
+    } finally {
+      rmSync(fakeDir, { recursive: true, force: true });
+    }
   } finally {
     for (const pid of [...pids].reverse()) {
       try {

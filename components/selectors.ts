@@ -54,6 +54,8 @@ function tsMs(ts: string | undefined): number | undefined {
 export interface HeldRow {
   /** The pending id the approval routes take. */
   id: string;
+  /** `unattended`: refused while nobody was attached, still listed so it can be always-allowed. */
+  state: 'held' | 'unattended';
   host: string;
   port: string;
   binary: string;
@@ -86,16 +88,27 @@ export function pendingIdOf(ev: Record<string, unknown>): string | undefined {
   return undefined;
 }
 
+/** `POST /v1/upload` or `CONNECT host:443` (the egress proxy's request summary). */
+function splitRequest(ev: Record<string, unknown>): { method: string; path: string } {
+  const method = str(ev, 'method');
+  const path = str(ev, 'path');
+  if (method !== MISSING) return { method, path };
+  const summary = field(ev, 'request');
+  if (typeof summary !== 'string') return { method, path };
+  const sp = summary.indexOf(' ');
+  return sp < 0 ? { method: summary, path: MISSING } : { method: summary.slice(0, sp), path: summary.slice(sp + 1) };
+}
+
 export function heldRowFromEvent(ev: TuiEvent): HeldRow | undefined {
   const id = pendingIdOf(ev) ?? (typeof ev.id === 'string' ? ev.id : undefined);
   if (!id) return undefined;
   return {
     id,
+    state: 'held',
     host: str(ev, 'host'),
     port: str(ev, 'port'),
     binary: str(ev, 'binary'),
-    method: str(ev, 'method'),
-    path: str(ev, 'path'),
+    ...splitRequest(ev),
     heldAt: tsMs(typeof field(ev, 'held_at', 'since') === 'string' ? String(field(ev, 'held_at', 'since')) : ev.ts),
     hits: num(ev, 'hits') ?? 1,
     raw: ev,
@@ -109,13 +122,13 @@ export function heldRowFromPending(p: Record<string, unknown>): HeldRow | undefi
   const since = field(p, 'held_at', 'since', 'created_at', 'ts');
   return {
     id: String(id),
+    state: str(p, 'state') === 'unattended' ? 'unattended' : 'held',
     host: str(p, 'host'),
     port: str(p, 'port'),
     binary: str(p, 'binary'),
-    method: str(p, 'method'),
-    path: str(p, 'path'),
+    ...splitRequest(p),
     heldAt: typeof since === 'number' ? since : tsMs(typeof since === 'string' ? since : undefined),
-    hits: num(p, 'hits') ?? 1,
+    hits: Math.max(1, num(p, 'waiters', 'hits') ?? 1),
     raw: p,
   };
 }
@@ -129,9 +142,8 @@ export function netRowFromEvent(ev: TuiEvent): NetRow {
     host: str(ev, 'host'),
     port: str(ev, 'port'),
     binary: str(ev, 'binary'),
-    method: str(ev, 'method'),
-    path: str(ev, 'path'),
-    verdict,
+    ...splitRequest(ev),
+    verdict: ev.kind === 'approval.decision' && verdict !== MISSING ? `${verdict}${field(ev, 'by') === undefined ? '' : ` (${str(ev, 'by')})`}` : verdict,
     rule: str(ev, 'rule'),
     reason: str(ev, 'reason'),
     raw: ev,
@@ -223,7 +235,7 @@ function msText(v: number | undefined): string {
 
 export function inferenceRowFromRoute(ev: TuiEvent): InferenceRow {
   return {
-    id: str(ev, 'trace_id', 'request_id', 'id'),
+    id: str(ev, 'id', 'trace_id', 'request_id'),
     ts: ev.ts,
     requested: str(ev, 'requested_model', 'requested'),
     provider: str(ev, 'provider'),
@@ -250,7 +262,7 @@ export function inferenceRowWithDone(prev: InferenceRow | undefined, ev: TuiEven
     tokens: tokensText(ev),
     ttft: msText(num(ev, 'ttft_ms', 'ttft')),
     total: msText(num(ev, 'total_ms', 'duration_ms')),
-    status: str(ev, 'status', 'outcome'),
+    status: str(ev, 'outcome', 'status'),
     redactions: base.redactions !== MISSING ? base.redactions : str(ev, 'redactions'),
     raw: { ...base.raw, ...ev, kind: 'inference.done' },
   };
@@ -274,14 +286,14 @@ export function agentRowFromEvent(ev: TuiEvent): AgentRow {
     line = str(ev, 'line', 'message', 'text');
   } else if (ev.kind === 'sandbox.lifecycle') {
     stream = 'sandbox';
-    const detail = field(ev, 'detail', 'message', 'reason', 'exit_code');
-    line = `${str(ev, 'state', 'phase', 'event')}${detail === undefined ? '' : ` (${str(ev, 'detail', 'message', 'reason', 'exit_code')})`}`;
+    const detail = field(ev, 'reason', 'message', 'detail', 'exit_code', 'code');
+    line = `${str(ev, 'action', 'state', 'phase')}${detail === undefined ? '' : ` (${str(ev, 'reason', 'message', 'detail', 'exit_code', 'code')})`}`;
   } else if (ev.kind === 'budget.exceeded') {
     stream = 'budget';
-    line = `budget exceeded: ${str(ev, 'window')} ${str(ev, 'reason', 'message')}`;
+    line = `budget exceeded: ${str(ev, 'message', 'reason')}`;
   } else if (ev.kind === 'policy.revision') {
     stream = 'policy';
-    line = `policy revision ${str(ev, 'revision', 'number')} by ${str(ev, 'author')}${field(ev, 'reason') === undefined ? '' : `: ${str(ev, 'reason')}`}`;
+    line = `policy revision ${str(ev, 'number', 'revision')} by ${str(ev, 'author')}${field(ev, 'reason') === undefined ? '' : `: ${str(ev, 'reason')}`}`;
   } else {
     line = str(ev, 'line', 'message');
   }
@@ -309,15 +321,16 @@ export function gpuReadings(ev: TuiEvent): GpuReading[] {
   list.forEach((g, i) => {
     if (!g || typeof g !== 'object') return;
     const o = g as Record<string, unknown>;
-    const util = num(o, 'util', 'utilization', 'util_pct');
+    // Utilisation is a percentage (nvidia-smi's utilization.gpu), memory in MiB.
+    const util = num(o, 'util_gpu_pct', 'util', 'utilization');
     out.push({
       index: num(o, 'index') ?? i,
       name: str(o, 'name'),
-      util: util === undefined ? undefined : util > 1 ? util / 100 : util,
-      memUsed: num(o, 'mem_used', 'memory_used', 'mem_used_mib'),
-      memTotal: num(o, 'mem_total', 'memory_total', 'mem_total_mib'),
-      temp: num(o, 'temp', 'temperature'),
-      power: num(o, 'power', 'power_w'),
+      util: util === undefined ? undefined : util / 100,
+      memUsed: num(o, 'mem_used_mib', 'mem_used', 'memory_used'),
+      memTotal: num(o, 'mem_total_mib', 'mem_total', 'memory_total'),
+      temp: num(o, 'temp_c', 'temp', 'temperature'),
+      power: num(o, 'power_w', 'power'),
     });
   });
   return out;
@@ -332,9 +345,14 @@ export interface ProcReading {
 }
 
 export function procReading(ev: TuiEvent): ProcReading {
+  const total = field(ev, 'total');
+  if (total && typeof total === 'object') {
+    const t = total as Record<string, unknown>;
+    return { cpu: num(t, 'cpu_pct', 'cpu'), rss: num(t, 'rss_bytes', 'rss'), memLimit: num(ev, 'mem_limit', 'memory_limit'), pids: num(t, 'pids') };
+  }
   return {
-    cpu: num(ev, 'cpu', 'cpu_pct', 'cpu_percent'),
-    rss: num(ev, 'rss', 'rss_bytes', 'memory'),
+    cpu: num(ev, 'cpu_pct', 'cpu', 'cpu_percent'),
+    rss: num(ev, 'rss_bytes', 'rss', 'memory'),
     memLimit: num(ev, 'mem_limit', 'memory_limit', 'rss_limit'),
     pids: num(ev, 'pids', 'processes'),
   };
@@ -363,8 +381,25 @@ function budgetWindow(o: Record<string, unknown>, fallbackName: string): BudgetW
   };
 }
 
+/** The privacy router's snapshot: `{hour: {caps: {tokens, usd}, used: {tokens, usd}}, day: {...}}`. */
+function routerWindow(name: string, v: unknown): BudgetWindow | undefined {
+  if (!v || typeof v !== 'object') return undefined;
+  const o = v as Record<string, unknown>;
+  const caps = field(o, 'caps');
+  const used = field(o, 'used');
+  if (!caps && !used) return undefined;
+  const c = (caps ?? {}) as Record<string, unknown>;
+  const u = (used ?? {}) as Record<string, unknown>;
+  return { window: name, tokensUsed: num(u, 'tokens'), tokensCap: num(c, 'tokens'), costUsed: num(u, 'usd'), costCap: num(c, 'usd') };
+}
+
 export function budgetReading(ev: Record<string, unknown>): BudgetReading {
   const windows: BudgetWindow[] = [];
+  for (const name of ['hour', 'day']) {
+    const w = routerWindow(name, ev[name]);
+    if (w) windows.push(w);
+  }
+  if (windows.length > 0) return { windows, tokensPerMin: num(ev, 'tokens_per_min', 'tpm') };
   const w = field(ev, 'windows');
   if (Array.isArray(w)) {
     w.forEach((x, i) => {

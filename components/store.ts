@@ -110,6 +110,8 @@ export interface MetersState {
   budget: BudgetReading | undefined;
   tokensPerMin: readonly number[];
   budgetExceeded: string | undefined;
+  /** Why there are no GPU meters (no NVIDIA GPU, nvidia-smi missing). */
+  noGpu?: string | undefined;
 }
 
 export interface TuiState {
@@ -183,6 +185,8 @@ export class TuiStore {
   private budget: BudgetReading | undefined;
   private readonly tpmSeries: Series;
   private budgetExceeded: string | undefined;
+  private lastUsage: { t: number; used: number } | undefined;
+  private noGpu: string | undefined;
 
   private state: TuiState;
 
@@ -259,13 +263,15 @@ export class TuiStore {
 
   /** Authoritative list from `GET /v1/pending` (on attach, after reconnects and decisions). */
   setPending(list: readonly Record<string, unknown>[]): void {
+    // Fold queued (older) events first, so a replayed backlog cannot count hits twice.
+    this.flush();
     const seen = new Set<string>();
     for (const p of list) {
       const row = heldRowFromPending(p);
       if (!row) continue;
       seen.add(row.id);
       const prev = this.heldById.get(row.id);
-      this.heldById.set(row.id, prev ? { ...row, heldAt: row.heldAt ?? prev.heldAt, hits: Math.max(row.hits, prev.hits) } : row);
+      this.heldById.set(row.id, prev ? { ...row, heldAt: row.heldAt ?? prev.heldAt } : row);
     }
     for (const id of [...this.heldById.keys()]) if (!seen.has(id)) this.heldById.delete(id);
     this.commit(new Set(['network']));
@@ -292,7 +298,8 @@ export class TuiStore {
     this.header = {
       ...this.header,
       name: str(status, 'name', 'sandbox') !== MISSING && typeof field(status, 'name', 'sandbox') === 'string' ? str(status, 'name', 'sandbox') : this.header.name,
-      state: state !== MISSING ? state : this.header.state,
+      // The agent's own state (from sandbox.lifecycle) is more telling than the supervisor's.
+      state: this.header.state === MISSING && state !== MISSING ? state : this.header.state,
       policyRevision: revision !== MISSING ? revision : this.header.policyRevision,
       startedAt: Number.isNaN(startedAt) ? this.header.startedAt : startedAt,
     };
@@ -327,7 +334,9 @@ export class TuiStore {
         const row = heldRowFromEvent(ev);
         if (!row) return;
         const prev = this.heldById.get(row.id);
-        this.heldById.set(row.id, prev ? { ...prev, hits: Math.max(prev.hits + 1, row.hits) } : row);
+        // A request that joins a held entry adds a hit; the entry's own first event (replayed in a
+        // backlog after GET /v1/pending) does not.
+        this.heldById.set(row.id, prev ? { ...prev, hits: field(ev, 'joined') === false ? prev.hits : prev.hits + 1 } : row);
         changed.add('network');
         return;
       }
@@ -365,6 +374,7 @@ export class TuiStore {
         return;
       }
       case 'gpu.sample': {
+        if (field(ev, 'available') === false) this.noGpu = str(ev, 'message', 'reason');
         for (const g of gpuReadings(ev)) {
           let s = this.gpuSeries.get(g.index);
           if (!s) {
@@ -384,28 +394,39 @@ export class TuiStore {
         this.rssSeries.push(this.proc.rss);
         changed.add('meters');
         return;
-      case 'budget.update':
-        this.budget = budgetReading(ev);
-        this.tpmSeries.push(this.budget.tokensPerMin);
+      case 'budget.update': {
+        const reading = budgetReading(ev);
+        const t = ev.ts ? Date.parse(ev.ts) : NaN;
+        const used = reading.windows.find((w) => w.window === 'day')?.tokensUsed ?? reading.windows[0]?.tokensUsed;
+        if (reading.tokensPerMin === undefined && used !== undefined && !Number.isNaN(t)) {
+          // The router reports usage, not a rate: derive tokens/min from consecutive updates.
+          const prev = this.lastUsage;
+          if (prev && t > prev.t && used >= prev.used) reading.tokensPerMin = ((used - prev.used) * 60_000) / (t - prev.t);
+          else if (prev) reading.tokensPerMin = this.budget?.tokensPerMin;
+          this.lastUsage = { t, used };
+        }
+        this.budget = reading;
+        this.tpmSeries.push(reading.tokensPerMin);
         changed.add('meters');
         return;
+      }
       case 'budget.exceeded':
-        this.budgetExceeded = `${str(ev, 'window')}: ${str(ev, 'reason', 'message', 'limit')}`;
+        this.budgetExceeded = str(ev, 'message', 'reason');
         this.agentRows.push(agentRowFromEvent(ev));
         changed.add('meters');
         changed.add('agent');
         return;
       case 'policy.revision':
-        this.header = { ...this.header, policyRevision: str(ev, 'revision', 'number') };
+        this.header = { ...this.header, policyRevision: str(ev, 'number', 'revision') };
         this.agentRows.push(agentRowFromEvent(ev));
         changed.add('header');
         changed.add('agent');
         return;
       case 'sandbox.lifecycle': {
-        const state = str(ev, 'state', 'phase', 'event');
-        if (state !== MISSING) this.header = { ...this.header, state };
-        const since = num(ev, 'started_at');
-        if (state === 'running' && ev.ts) this.header = { ...this.header, startedAt: since ?? Date.parse(ev.ts) };
+        // `agent.running`, `agent.exited`, … set the state shown in the header; `supervisor.*` do not.
+        const action = str(ev, 'action', 'state');
+        if (action.startsWith('agent.')) this.header = { ...this.header, state: `agent ${action.slice(6)}` };
+        else if (action === 'supervisor.stop') this.header = { ...this.header, state: 'stopping' };
         this.agentRows.push(agentRowFromEvent(ev));
         changed.add('header');
         changed.add('agent');
@@ -442,6 +463,7 @@ export class TuiStore {
         budget: this.budget,
         tokensPerMin: this.tpmSeries.get(),
         budgetExceeded: this.budgetExceeded,
+        noGpu: this.noGpu,
       };
     }
     this.state = next;

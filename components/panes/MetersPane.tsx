@@ -40,7 +40,7 @@ interface MeterLine {
 
 function lines(m: MetersState, compact: boolean, wide: boolean): MeterLine[] {
   const out: MeterLine[] = [];
-  if (m.gpus.length === 0) out.push({ key: 'gpu', label: 'GPU', fraction: undefined, value: 'no samples' });
+  if (m.gpus.length === 0) out.push({ key: 'gpu', label: 'GPU', fraction: undefined, value: m.noGpu ? `none: ${m.noGpu}` : 'no samples' });
   for (const g of m.gpus) {
     const r = g.reading;
     const used = vram(r.memUsed);

@@ -76,7 +76,7 @@ export function projectNodePackage(arch: 'x64' | 'arm64', version: string, proje
   }
 }
 
-function defaultProjectRoot(): string {
+export function defaultProjectRoot(): string {
   // dist/src/agent/installer.js or src/agent/installer.ts → project root is three or two levels up.
   const here = dirname(fileURLToPath(import.meta.url));
   const up3 = join(here, '..', '..', '..');

@@ -1,4 +1,4 @@
-import { hash, randomUUID } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import { appendFile, open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { systemClock, type Clock } from '../shared/clock.js';
@@ -176,6 +176,11 @@ export class AuditLog {
   private unsynced = false;
   private closed = false;
   private droppedLines = 0;
+  /** toISOString is a large share of an append; many appends share a millisecond. */
+  private lastMs = Number.NaN;
+  private lastIso = '';
+  /** Generated ids are `<random per open>-<seq>`: unique, and far cheaper than a UUID per event. */
+  private readonly idPrefix = randomBytes(6).toString('hex');
 
   private constructor(
     opts: AuditLogOptions,
@@ -253,13 +258,18 @@ export class AuditLog {
     }
     const seq = this.seq + 1;
     const kind = input.kind;
+    const ms = this.clock.now();
+    if (ms !== this.lastMs) {
+      this.lastMs = ms;
+      this.lastIso = new Date(ms).toISOString();
+    }
     const record: Record<string, unknown> = {
-      ts: new Date(this.clock.now()).toISOString(),
+      ts: this.lastIso,
       seq,
       kind,
       level: input.level ?? 'info',
       sandbox: this.sandbox,
-      id: typeof input.id === 'string' && input.id.length > 0 ? input.id : randomUUID(),
+      id: typeof input.id === 'string' && input.id.length > 0 ? input.id : `${this.idPrefix}-${seq}`,
       ocsf_class: OCSF_CLASS[kind] ?? 0,
     };
     for (const key in input) {

@@ -33,8 +33,15 @@ const COMMA = 0x2c;
 
 interface ChainState {
   expectSeq: number | undefined;
-  prevHash: string | undefined;
+  /** Hex hash of the last intact record as 64 ASCII bytes, so links are checked without allocating strings. */
+  prevHashBytes: Buffer;
+  hasPrev: boolean;
   records: number;
+}
+
+function setPrev(state: ChainState, hex: string): void {
+  state.prevHashBytes.write(hex, 0, 64, 'latin1');
+  state.hasPrev = true;
 }
 
 interface LineFailure {
@@ -83,18 +90,22 @@ function checkLine(view: Buffer, s: number, e: number, state: ChainState): LineF
           : `expected seq ${expected}, found ${seq}: records were duplicated or reordered`,
     };
   }
-  const prevHash = view.toString('latin1', e - 140, e - 76);
-  if (state.prevHash !== undefined && prevHash !== state.prevHash) {
+  if (state.hasPrev && view.compare(state.prevHashBytes, 0, 64, e - 140, e - 76) !== 0) {
     return { seq, reason: `prev_hash of seq ${seq} does not match the hash of the record before it` };
   }
-  const storedHash = view.toString('latin1', e - 66, e - 2);
   const commaAt = e - HASH_MEMBER_LEN;
   view[commaAt] = CLOSE_BRACE;
   const actual = hash('sha256', view.subarray(s, commaAt + 1), 'hex');
   view[commaAt] = COMMA;
-  if (actual !== storedHash) return { seq, reason: `hash of seq ${seq} does not match its content (record edited)` };
+  const storedAt = e - 66;
+  for (let k = 0; k < 64; k++) {
+    if (actual.charCodeAt(k) !== view[storedAt + k]) {
+      return { seq, reason: `hash of seq ${seq} does not match its content (record edited)` };
+    }
+  }
   state.expectSeq = seq + 1;
-  state.prevHash = storedHash;
+  view.copy(state.prevHashBytes, 0, storedAt, storedAt + 64);
+  state.hasPrev = true;
   state.records++;
   return undefined;
 }
@@ -156,7 +167,7 @@ export async function verifyAudit(pathFileOrDir: string): Promise<VerifyResult> 
       exitCode: 2,
     });
   }
-  const state: ChainState = { expectSeq: undefined, prevHash: undefined, records: 0 };
+  const state: ChainState = { expectSeq: undefined, prevHashBytes: Buffer.alloc(64), hasPrev: false, records: 0 };
   let paths: string[];
   if (isDir) {
     const files = await listAuditFiles(pathFileOrDir);
@@ -173,13 +184,13 @@ export async function verifyAudit(pathFileOrDir: string): Promise<VerifyResult> 
       }
     }
     state.expectSeq = 1;
-    state.prevHash = GENESIS_HASH;
+    setPrev(state, GENESIS_HASH);
   } else {
     paths = [pathFileOrDir];
     const m = AUDIT_FILE_RE.exec(basename(pathFileOrDir));
     if (m && Number(m[1]) === 1) {
       state.expectSeq = 1;
-      state.prevHash = GENESIS_HASH;
+      setPrev(state, GENESIS_HASH);
     }
   }
   let tornTail = false;
@@ -217,7 +228,7 @@ export async function verifyAudit(pathFileOrDir: string): Promise<VerifyResult> 
 }
 
 function lastOf(state: ChainState): { lastSeq?: number; lastHash?: string } {
-  return state.records > 0 && state.expectSeq !== undefined && state.prevHash !== undefined
-    ? { lastSeq: state.expectSeq - 1, lastHash: state.prevHash }
+  return state.records > 0 && state.expectSeq !== undefined
+    ? { lastSeq: state.expectSeq - 1, lastHash: state.prevHashBytes.toString('latin1') }
     : {};
 }

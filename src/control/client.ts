@@ -4,7 +4,9 @@
  */
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type { AuditEvent, EventKind } from '../audit/events.js';
+import type { ApprovalDecision, DecideResult, PendingView } from '../egress/index.js';
 import type { PolicyRevision, RevisionAuthor } from '../policy/types.js';
+import type { BudgetCaps, BudgetScope, BudgetSnapshot } from '../inference/index.js';
 import { NemoclawError, type ErrorCode } from '../shared/errors.js';
 import { DEFAULT_SANDBOX_NAME, resolveHome, sandboxPaths } from '../shared/home.js';
 
@@ -395,6 +397,27 @@ export class ControlClient {
   async policyHistory(): Promise<PolicyRevision[]> {
     const out = await this.request<{ revisions: PolicyRevision[] }>('GET', '/v1/policy/history');
     return out.revisions;
+  }
+
+  /** Privacy router budget: caps, usage and remaining per window (GET /v1/budget). */
+  budget(): Promise<BudgetSnapshot> {
+    return this.request<BudgetSnapshot>('GET', '/v1/budget');
+  }
+
+  /** Raise (or lower) a privacy router budget cap at run time; persisted (POST /v1/budget). */
+  setBudget(scope: BudgetScope, caps: BudgetCaps): Promise<BudgetSnapshot> {
+    return this.request<BudgetSnapshot>('POST', '/v1/budget', { scope, ...caps });
+  }
+
+  /** Requests held for (or refused while waiting for) an operator's decision. */
+  async pending(): Promise<PendingView[]> {
+    const out = await this.request<{ pending: PendingView[] }>('GET', '/v1/pending');
+    return out.pending;
+  }
+
+  /** Decide a pending request: once, session, always, deny or deny_always. Throws not_found for an unknown id. */
+  decide(id: string, decision: ApprovalDecision, by: 'cli' | 'tui' = 'cli'): Promise<DecideResult> {
+    return this.request<DecideResult>('POST', `/v1/pending/${encodeURIComponent(id)}`, { decision, by });
   }
 
   /** Ask the supervisor to stop cleanly (it flushes the audit log); returns its pid. */

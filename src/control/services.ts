@@ -3,9 +3,17 @@
  * here with one line (policy store and event bus are not services: the supervisor owns them).
  */
 import type { SupervisorOptions, SupervisorService } from './types.js';
+import { createEgressService } from '../egress/index.js';
+import { inferenceServiceFactory } from '../inference/index.js';
+import { createMetersService } from '../meters/index.js';
+import { agentServiceFactory } from '../agent/index.js';
 
 export type ServiceFactory = (options: SupervisorOptions) => SupervisorService;
 
 export const serviceFactories: ServiceFactory[] = [
   // egress proxy, privacy router, sandbox driver, meters, agent — in that order
+  () => createEgressService(),
+  inferenceServiceFactory,
+  createMetersService, // keep after the sandbox driver
+  agentServiceFactory, // last: needs the sandbox driver and the router
 ];

@@ -13,7 +13,7 @@ import type { OverlayRule } from '../control/types.js';
 import type { ApprovalsPolicy, Endpoint, NetworkDecision, NetworkQuery } from '../policy/types.js';
 import type { Clock } from '../shared/clock.js';
 import { NemoclawError } from '../shared/errors.js';
-import { checkL7, endpointHasL7 } from './l7.js';
+import { endpointHasL7 } from './l7.js';
 import { ChunkedDecoder, parseRequestHead, type Authority, type RequestHead } from './parser.js';
 import { PendingQueue, type ApprovalDecision, type DecidedBy, type HoldOutcome, type PendingView } from './pending.js';
 import { canonicalHost, guardDestination, systemResolver, type Resolver } from './ssrf.js';
@@ -136,6 +136,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
   const agent = new Agent({ keepAlive: true, maxFreeSockets: 256, scheduling: 'lifo' });
   const inferenceAgent = new Agent({ keepAlive: true });
   const connections = new Set<ClientConnection>();
+  const deciding = new Set<string>();
   let generation = 0;
   let server: Server | undefined;
   let socketPath: string | undefined;
@@ -537,11 +538,13 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         if (!this.tunnel) this.admission = admission;
         if (this.tunnel) emit({ kind: 'net.request', level: 'info', id: reqId, method: head.method, host: admission.host, port: admission.port, path: head.path, binary: admission.binary ?? null, tunnelled: true });
         if (endpointHasL7(admission.endpoint)) {
-          const l7 = checkL7(admission.endpoint, head.method, head.path);
-          if (!l7.allowed) {
+          // Per-request L7 (method + path) is the policy engine's call, on every keep-alive request.
+          const d = opts.decide({ host: admission.host, port: admission.port, binary: admission.binary, method: head.method, path: head.path });
+          const refused = d.verdict === 'deny' || (d.verdict === 'unknown' && admission.source === 'policy');
+          if (refused) {
             counters.denied++;
-            emit({ kind: 'net.decision', level: 'warn', id: reqId, action: 'deny', error: 'policy_denied', reason: l7.reason, host: admission.host, port: admission.port, method: head.method, path: head.path, binary: admission.binary ?? null, rule: admission.rule ?? null, l7: true });
-            return writeRefusal(this.socket, { code: 'policy_denied', detail: l7.reason, host: admission.host, port: admission.port, binary: admission.binary, rule: admission.rule });
+            emit({ kind: 'net.decision', level: 'warn', id: reqId, action: 'deny', error: 'policy_denied', reason: d.reason, host: admission.host, port: admission.port, method: head.method, path: head.path, binary: admission.binary ?? null, rule: d.rule ?? admission.rule ?? null, l7: true });
+            return writeRefusal(this.socket, { code: 'policy_denied', detail: d.reason, host: admission.host, port: admission.port, binary: admission.binary, rule: d.rule ?? admission.rule });
           }
         }
       } else {
@@ -737,7 +740,13 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
           nextStep: 'list the current ones with `nemoclaw-tui pending`',
         });
       }
-      await applyDecisionSideEffects(entry, decision);
+      // The overlay write triggers policyChanged(); it must not settle this entry behind our back.
+      deciding.add(id);
+      try {
+        await applyDecisionSideEffects(entry, decision);
+      } finally {
+        deciding.delete(id);
+      }
       const allowed = decision === 'once' || decision === 'session' || decision === 'always';
       const res = queue.resolve(id, allowed, decision, by as DecidedBy);
       const latencyMs = res?.latencyMs ?? 0;
@@ -761,7 +770,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       generation++;
       // Held requests the new policy now decides are released right away.
       for (const p of queue.list()) {
-        if (p.state !== 'held') continue;
+        if (p.state !== 'held' || deciding.has(p.id)) continue;
         const d = opts.decide({ host: p.host, port: p.port, binary: p.binary ?? undefined });
         if (d.verdict === 'allow') queue.resolve(p.id, true, 'policy_allow', 'policy');
         else if (d.verdict === 'deny') queue.resolve(p.id, false, 'policy_deny', 'policy');

@@ -403,7 +403,9 @@ export class Classifier {
   /** Classify one text (cached by sha256 of the text; concurrent identical calls share one scan). */
   classify(text: string): Promise<Classification> {
     if (text.length === 0) return Promise.resolve({ detections: [], tokens: 0 });
-    const key = contentHash(text);
+    // Short texts key the map directly (V8 hashes them fast and compares exactly); long ones by sha256,
+    // because V8 does not hash the content of very long strings.
+    const key = text.length <= 4096 ? text : contentHash(text);
     const cached = this.cache.get(key);
     if (cached) {
       this.hits++;

@@ -196,16 +196,135 @@ function formatPath(path: ReadonlyArray<PropertyKey>): string {
   return out;
 }
 
+type Raw = Record<string, unknown>;
+const isObj = (v: unknown): v is Raw => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Provider `kind` spellings of the baseline policy / NemoClaw blueprints. */
+const OPENAI_KINDS = new Set(['openai', 'openai-compatible', 'nim', 'nvidia', 'vllm', 'ollama']);
+
+/**
+ * Accept the shorter spellings the baseline policy uses and map them onto the canonical schema:
+ * provider `kind: openai-compatible` → `type: openai`; route `match` → `when` with
+ * `sensitivity: private` meaning "any detected entity" (`secret` meaning secrets only);
+ * redaction `secrets: true` + `pii: [..]` → `entities`; budgets `daily_tokens`, `daily_usd`,
+ * `hourly_tokens`, `hourly_usd`, `request_tokens`, `request_usd` → `day`/`hour`/`request` caps.
+ */
+export function normalizeInferenceSection(raw: unknown): unknown {
+  if (!isObj(raw)) return raw;
+  const out: Raw = { ...raw };
+  if (isObj(raw.providers)) {
+    out.providers = Object.fromEntries(
+      Object.entries(raw.providers).map(([name, p]) => {
+        if (!isObj(p) || p.type !== undefined || typeof p.kind !== 'string') return [name, p];
+        const { kind, ...rest } = p;
+        const type = OPENAI_KINDS.has(kind as string) ? 'openai' : kind;
+        return [name, { ...rest, type }];
+      }),
+    );
+  }
+  if (Array.isArray(raw.routes)) {
+    out.routes = raw.routes.map((r) => {
+      if (!isObj(r) || r.when !== undefined || r.match === undefined) return r;
+      const { match, ...rest } = r;
+      if (!isObj(match)) return { ...rest, when: match };
+      const { sensitivity, ...cond } = match;
+      if (sensitivity === 'private') cond.entities = [...ENTITY_KINDS];
+      else if (sensitivity === 'secret') cond.entities = ['secret'];
+      else if (sensitivity !== undefined) cond.sensitivity = sensitivity;
+      return { ...rest, when: cond };
+    });
+  }
+  if (isObj(raw.redaction) && raw.redaction.entities === undefined && (raw.redaction.pii !== undefined || raw.redaction.secrets !== undefined)) {
+    const { pii, secrets, ...rest } = raw.redaction;
+    const kinds = Array.isArray(pii) ? [...pii] : pii === undefined ? ENTITY_KINDS.filter((k) => k !== 'secret') : pii;
+    out.redaction = { ...rest, entities: secrets === true && Array.isArray(kinds) ? [...kinds, 'secret'] : kinds };
+  }
+  if (isObj(raw.budgets)) {
+    const b: Raw = {};
+    const aliases: Record<string, [string, string]> = {
+      daily_tokens: ['day', 'tokens'], daily_usd: ['day', 'usd'],
+      hourly_tokens: ['hour', 'tokens'], hourly_usd: ['hour', 'usd'],
+      request_tokens: ['request', 'tokens'], request_usd: ['request', 'usd'],
+    };
+    for (const [key, value] of Object.entries(raw.budgets)) {
+      const alias = aliases[key];
+      if (!alias) {
+        b[key] = isObj(value) && isObj(b[key]) ? { ...(b[key] as Raw), ...value } : value;
+        continue;
+      }
+      const [scope, unit] = alias;
+      b[scope] = { ...(isObj(b[scope]) ? (b[scope] as Raw) : {}), [unit]: value };
+    }
+    out.budgets = b;
+  }
+  return out;
+}
+
+/** One problem in an inference section: zod's issue with its path in the section AS WRITTEN. */
+export interface InferenceIssue {
+  /** Path inside the `inference` section, in the spelling the file used (`match`, `kind`, `daily_tokens`…). */
+  path: Array<string | number>;
+  code: string;
+  message: string;
+  [extra: string]: unknown;
+}
+
+const BUDGET_ALIASES: Record<string, string> = {
+  'day.tokens': 'daily_tokens', 'day.usd': 'daily_usd',
+  'hour.tokens': 'hourly_tokens', 'hour.usd': 'hourly_usd',
+  'request.tokens': 'request_tokens', 'request.usd': 'request_usd',
+};
+
+/**
+ * Map a path in the normalised section back to the field the file actually wrote, so an error in a
+ * `match:` route or a `daily_tokens:` budget points at that line and names that field.
+ */
+function writtenPath(raw: unknown, path: ReadonlyArray<PropertyKey>): Array<string | number> {
+  const p = path.filter((k): k is string | number => typeof k === 'string' || typeof k === 'number');
+  if (!isObj(raw)) return p;
+  const [section, a, b, ...rest] = p;
+  if (section === 'providers' && typeof a === 'string' && b === 'type') {
+    const provider = isObj(raw.providers) ? raw.providers[a] : undefined;
+    if (isObj(provider) && provider.type === undefined && provider.kind !== undefined) return ['providers', a, 'kind', ...rest];
+  }
+  if (section === 'routes' && typeof a === 'number' && b === 'when' && Array.isArray(raw.routes)) {
+    const route = raw.routes[a];
+    if (isObj(route) && route.when === undefined && route.match !== undefined) {
+      const match = route.match;
+      if (rest[0] === 'entities' && isObj(match) && match.sensitivity !== undefined && match.entities === undefined) {
+        return ['routes', a, 'match', 'sensitivity'];
+      }
+      return ['routes', a, 'match', ...rest];
+    }
+  }
+  if (section === 'redaction' && a === 'entities' && isObj(raw.redaction) && raw.redaction.entities === undefined) {
+    return ['redaction', raw.redaction.pii !== undefined ? 'pii' : 'secrets', ...(b !== undefined ? [b] : [])];
+  }
+  if (section === 'budgets' && typeof a === 'string' && typeof b === 'string' && isObj(raw.budgets) && raw.budgets[a] === undefined) {
+    const alias = BUDGET_ALIASES[`${a}.${b}`];
+    if (alias && raw.budgets[alias] !== undefined) return ['budgets', alias, ...rest];
+  }
+  return p;
+}
+
 /**
  * Validate the raw `inference` section of a policy document. Throws NemoclawError('policy_invalid')
- * naming every bad field (`inference.routes[2].provider: unknown provider "x"`).
+ * naming every bad field (`inference.routes[2].provider: unknown provider "x"`); `details.issues`
+ * carries each problem with its path as written in the file, for file:line:col reports.
  */
 export function validateInferencePolicy(raw: unknown): InferenceConfig {
-  const result = inferencePolicySchema.safeParse(raw ?? {});
+  const result = inferencePolicySchema.safeParse(normalizeInferenceSection(raw ?? {}));
   if (result.success) return result.data;
-  const problems = result.error.issues.map((issue) => `${formatPath(issue.path)}: ${issue.message}`);
+  const issues: InferenceIssue[] = result.error.issues.map((issue) => ({
+    ...(issue as unknown as Record<string, unknown>),
+    code: issue.code,
+    message: issue.message,
+    path: writtenPath(raw, issue.path),
+  }));
+  const problems = issues.map((issue) => `${formatPath(issue.path)}: ${issue.message}`);
   throw new NemoclawError('policy_invalid', `invalid inference section: ${problems.join('; ')}`, {
     nextStep: 'fix the named field in the policy file and apply it again; the previous inference configuration stays in force',
-    details: { problems },
+    exitCode: 2,
+    details: { problems, issues },
   });
 }

@@ -3,7 +3,7 @@ export { MetersService, createMetersService, metersOptionsFrom, sandboxProcessSo
 export type { MetersServiceOptions } from './service.js';
 export { GpuMeter, NO_GPU_MESSAGE, UNIFIED_MEMORY_NOTE } from './gpu.js';
 export type { GpuDeviceSample, GpuSample, GpuMeterState } from './gpu.js';
-export { sampleProcesses, processTree, releaseProcessHistory } from './proc.js';
+export { sampleProcesses, processTree, processTreeSync, releaseProcessHistory } from './proc.js';
 export type { MeteredInstance, ProcessSource, ProcInstanceSample, ProcSample } from './proc.js';
 export { readCgroupCounters } from './cgroup.js';
 export type { CgroupCounters } from './cgroup.js';

@@ -2,7 +2,7 @@
  * Process meter: CPU %, RSS and elapsed time of each sandbox's process tree (pidusage), plus its
  * cgroup's memory and pids counters when the sandbox has a cgroup.
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pidusage from 'pidusage';
 import { readCgroupCounters, type CgroupCounters } from './cgroup.js';
@@ -119,31 +119,37 @@ export function releaseProcessHistory(): void {
  * only know a root pid (tests, benchmarks); the sandbox driver lists its own pids.
  */
 export async function processTree(rootPid: number, procDir = '/proc'): Promise<number[]> {
+  return processTreeSync(rootPid, procDir);
+}
+
+/**
+ * Synchronous on purpose: a few hundred tiny /proc reads take well under a millisecond each way,
+ * while the async fs API costs several thread-pool round trips per file (measured in bench/meters.ts).
+ */
+export function processTreeSync(rootPid: number, procDir = '/proc'): number[] {
   const children = new Map<number, number[]>();
   let entries: string[];
   try {
-    entries = await readdir(procDir);
+    entries = readdirSync(procDir);
   } catch {
     return [rootPid];
   }
-  await Promise.all(
-    entries
-      .filter((e) => /^\d+$/.test(e))
-      .map(async (e) => {
-        let stat: string;
-        try {
-          stat = await readFile(join(procDir, e, 'stat'), 'utf8');
-        } catch {
-          return;
-        }
-        // "pid (comm) state ppid ..." — comm may contain spaces and parentheses.
-        const after = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        const ppid = Number(after[1]);
-        const list = children.get(ppid);
-        if (list) list.push(Number(e));
-        else children.set(ppid, [Number(e)]);
-      }),
-  );
+  for (const e of entries) {
+    const c = e.charCodeAt(0);
+    if (c < 48 || c > 57) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(join(procDir, e, 'stat'), 'latin1');
+    } catch {
+      continue;
+    }
+    // "pid (comm) state ppid ..." — comm may contain spaces and parentheses.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2);
+    const ppid = Number(rest.slice(2, rest.indexOf(' ', 2)));
+    const list = children.get(ppid);
+    if (list) list.push(Number(e));
+    else children.set(ppid, [Number(e)]);
+  }
   const out: number[] = [];
   const queue = [rootPid];
   const seen = new Set<number>();
@@ -152,7 +158,7 @@ export async function processTree(rootPid: number, procDir = '/proc'): Promise<n
     if (seen.has(pid)) continue;
     seen.add(pid);
     out.push(pid);
-    for (const c of children.get(pid) ?? []) queue.push(c);
+    for (const child of children.get(pid) ?? []) queue.push(child);
   }
   return out;
 }

@@ -25,6 +25,9 @@ interface CompiledRule {
   methods: Set<string> | undefined; // from `access`
   hasL7: boolean;
   audit: boolean;
+  /** Shared decision objects, so a plain allow/deny allocates nothing. */
+  allowDecision: NetworkDecision;
+  denyDecision: NetworkDecision;
 }
 
 interface GlobEntry {
@@ -32,6 +35,9 @@ interface GlobEntry {
   port: number;
   rule: CompiledRule;
 }
+
+/** Globs of one label count, keyed by how many literal labels they end with, then by that suffix. */
+type GlobTable = Map<number, Map<string, GlobEntry[]>>;
 
 const READ_ONLY = new Set(['GET', 'HEAD', 'OPTIONS']);
 const READ_WRITE = new Set(['GET', 'HEAD', 'OPTIONS', 'POST', 'PUT', 'PATCH']);
@@ -97,6 +103,8 @@ function compileRule(id: string, deny: boolean, endpoint: Endpoint, binaries: st
     methods,
     hasL7: allow.length > 0 || denyRules.length > 0 || methods !== undefined,
     audit: endpoint.enforcement === 'audit',
+    allowDecision: Object.freeze({ verdict: 'allow', rule: id, reason: `allowed by ${id}`, endpoint }),
+    denyDecision: Object.freeze({ verdict: 'deny', rule: id, reason: `denied by ${id}`, endpoint }),
   };
 }
 
@@ -118,7 +126,7 @@ export interface NetworkMatcher {
 class Matcher implements NetworkMatcher {
   private readonly exact = new Map<string, Map<number, CompiledRule[]>>();
   private readonly firstWildcard = new Map<string, Map<number, CompiledRule[]>>();
-  private readonly globs = new Map<number, GlobEntry[]>();
+  private readonly globs = new Map<number, GlobTable>();
   size = 0;
 
   add(host: string, port: number, rule: CompiledRule): void {
@@ -133,9 +141,17 @@ class Matcher implements NetworkMatcher {
       return;
     }
     const entry: GlobEntry = { labels: labels.map((l) => (l.includes('*') ? labelGlobToRegex(l) : l)), port, rule };
-    const list = this.globs.get(labels.length);
-    if (list) list.push(entry);
-    else this.globs.set(labels.length, [entry]);
+    let literalTail = 0;
+    while (literalTail < labels.length && !labels[labels.length - 1 - literalTail]!.includes('*')) literalTail++;
+    const suffix = labels.slice(labels.length - literalTail).join('.');
+    let table = this.globs.get(labels.length);
+    if (!table) this.globs.set(labels.length, (table = new Map()));
+    let bySuffix = table.get(literalTail);
+    if (!bySuffix) table.set(literalTail, (bySuffix = new Map()));
+    const list = bySuffix.get(suffix);
+    if (!list) bySuffix.set(suffix, [entry]);
+    else if (rule.deny) list.unshift(entry);
+    else list.push(entry);
   }
 
   decide(query: NetworkQuery): NetworkDecision {
@@ -157,12 +173,17 @@ class Matcher implements NetworkMatcher {
     const wild = this.firstWildcard.get(suffix)?.get(port);
     if (wild && this.scan(wild, query.binary, method, path, state)) return state.deny!;
     if (this.globs.size > 0) {
-      const labels = host.split('.');
-      const list = this.globs.get(labels.length);
-      if (list) {
-        for (const entry of list) {
-          if (entry.port !== port || !globMatches(entry.labels, labels)) continue;
-          if (this.scanOne(entry.rule, query.binary, method, path, state)) return state.deny!;
+      const table = this.globs.get(countLabels(host));
+      if (table) {
+        let labels: string[] | undefined;
+        for (const [literalTail, bySuffix] of table) {
+          const list = bySuffix.get(suffixOfLabels(host, literalTail));
+          if (!list) continue;
+          labels ??= host.split('.');
+          for (const entry of list) {
+            if (entry.port !== port || !globMatches(entry.labels, labels)) continue;
+            if (this.scanOne(entry.rule, query.binary, method, path, state)) return state.deny!;
+          }
         }
       }
     }
@@ -182,13 +203,13 @@ class Matcher implements NetworkMatcher {
     if (rule.deny) {
       // A deny policy with L7 rules only denies the requests they name; at L4 it cannot decide yet.
       if (rule.allow.length === 0 || (method !== undefined && l7Matches(rule.allow, method, path ?? '/'))) {
-        state.deny = { verdict: 'deny', rule: rule.id, reason: `denied by ${rule.id}`, endpoint: rule.endpoint };
+        state.deny = rule.denyDecision;
         return true;
       }
       return false;
     }
     if (method === undefined || !rule.hasL7) {
-      state.allow ??= { verdict: 'allow', rule: rule.id, reason: `allowed by ${rule.id}`, endpoint: rule.endpoint };
+      state.allow ??= rule.allowDecision;
       return false;
     }
     const p = path ?? '/';
@@ -198,7 +219,7 @@ class Matcher implements NetworkMatcher {
     else if (rule.methods && !rule.methods.has(method)) refusal = `${method} is not allowed by access: ${rule.endpoint.access} of ${rule.id}`;
     else if (rule.allow.length > 0 && !l7Matches(rule.allow, method, p)) refusal = `no rule of ${rule.id} allows ${method} ${p}`;
     if (refusal === undefined) {
-      state.allow ??= { verdict: 'allow', rule: rule.id, reason: `allowed by ${rule.id}`, endpoint: rule.endpoint };
+      state.allow ??= rule.allowDecision;
       return false;
     }
     if (rule.audit) {
@@ -228,6 +249,23 @@ function push(map: Map<string, Map<number, CompiledRule[]>>, key: string, port: 
   // Deny rules first, so a deny in the same bucket is seen before allows are recorded.
   else if (rule.deny) list.unshift(rule);
   else list.push(rule);
+}
+
+function countLabels(host: string): number {
+  let n = 1;
+  for (let i = host.indexOf('.'); i >= 0; i = host.indexOf('.', i + 1)) n++;
+  return n;
+}
+
+/** The last `count` labels of a host ('' for 0). */
+function suffixOfLabels(host: string, count: number): string {
+  if (count === 0) return '';
+  let i = host.length;
+  for (let k = 0; k < count; k++) {
+    i = host.lastIndexOf('.', i - 1);
+    if (i < 0) return host;
+  }
+  return host.slice(i + 1);
 }
 
 function globMatches(pattern: Array<string | RegExp>, labels: string[]): boolean {

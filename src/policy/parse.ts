@@ -4,7 +4,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
-import { NemoclawError } from '../shared/errors.js';
+import { validateInferencePolicy } from '../inference/index.js';
+import { NemoclawError, isNemoclawError } from '../shared/errors.js';
 import { policyFileSchema, presetFileSchema } from './schema.js';
 import type { Endpoint, L7Rule, NetworkPolicy, PolicyDocument } from './types.js';
 
@@ -137,6 +138,7 @@ interface RawZodIssue {
   origin?: string;
   errors?: RawZodIssue[][];
   issues?: RawZodIssue[];
+  keys?: string[];
 }
 
 /** For a union, the branch that got furthest says best what was wrong. */
@@ -247,6 +249,37 @@ export interface ValidatedYaml<T> {
   data: T;
   warnings: PolicyIssue[];
   source: SourceMap;
+  /** The document as plain JS, before validation (for naming the value a later check refused). */
+  raw: unknown;
+}
+
+/**
+ * Turn zod issues into PolicyIssues with file:line:col. `prefix` is where the validated value sits in
+ * the document (e.g. `['inference']` for the router's own schema); `raw` is the whole document.
+ */
+function zodIssuesToPolicyIssues(zodIssues: readonly RawZodIssue[], prefix: readonly PathKey[], raw: unknown, source: SourceMap): PolicyIssue[] {
+  const file = source.file;
+  const issues: PolicyIssue[] = [];
+  for (const original of zodIssues) {
+    const issue = flattenUnion(original);
+    const path = [...prefix, ...issue.path.filter((k): k is PathKey => typeof k === 'string' || typeof k === 'number')];
+    if (issue.code === 'unrecognized_keys' && Array.isArray(issue.keys)) {
+      // A strict section: name each unknown field at its own key.
+      for (const key of issue.keys) {
+        const at = [...path, key];
+        const pos = source.position(at, true);
+        const expected = 'a field this section defines (unknown fields are refused here)';
+        issues.push({ file, line: pos.line, col: pos.col, path: formatPath(at), expected, message: `expected ${expected}, got unknown field "${key}"` });
+      }
+      continue;
+    }
+    const pos = source.position(path, issue.code === 'invalid_key');
+    const expected = expectedOf(issue);
+    const got = issue.code === 'invalid_key' ? describeValue(path[path.length - 1]) : describeValue(valueAt(raw, path));
+    issues.push({ file, line: pos.line, col: pos.col, path: formatPath(path), expected, message: `expected ${expected}, got ${got}` });
+  }
+  issues.sort((a, b) => a.line - b.line || a.col - b.col);
+  return dedupeIssues(issues);
 }
 
 /**
@@ -282,17 +315,8 @@ export function validateYaml<S extends z.ZodType>(
   const source = new SourceMap(file, doc, lines);
   const result = schema.safeParse(raw);
   if (!result.success) {
-    const issues = (result.error.issues as unknown as RawZodIssue[]).map((original): PolicyIssue => {
-      const issue = flattenUnion(original);
-      const path = issue.path.filter((k): k is PathKey => typeof k === 'string' || typeof k === 'number');
-      const pos = source.position(path, issue.code === 'invalid_key');
-      const expected = expectedOf(issue);
-      const actual = valueAt(raw, path);
-      const got = issue.code === 'invalid_key' ? describeValue(path[path.length - 1]) : describeValue(actual);
-      return { file, line: pos.line, col: pos.col, path: formatPath(path), expected, message: `expected ${expected}, got ${got}` };
-    });
-    issues.sort((a, b) => a.line - b.line || a.col - b.col);
-    return { ok: false, issues: dedupeIssues(issues) };
+    const issues = zodIssuesToPolicyIssues(result.error.issues as unknown as RawZodIssue[], [], raw, source);
+    return { ok: false, issues };
   }
   const unknown: PathKey[][] = [];
   unknownKeys(schema, raw, [], unknown);
@@ -320,7 +344,7 @@ export function validateYaml<S extends z.ZodType>(
     }
   }
   warnings.sort((a, b) => a.line - b.line || a.col - b.col);
-  return { ok: true, value: { data: result.data, warnings, source } };
+  return { ok: true, value: { data: result.data, warnings, source, raw } };
 }
 
 function dedupeIssues(issues: PolicyIssue[]): PolicyIssue[] {
@@ -401,6 +425,22 @@ export function mergeNetworkPolicies(
   return out;
 }
 
+/** Problems the router's validator finds in the `inference` section, as positioned PolicyIssues. */
+function inferenceSectionIssues(section: unknown, raw: unknown, map: SourceMap): PolicyIssue[] {
+  try {
+    validateInferencePolicy(section);
+    return [];
+  } catch (err) {
+    const details = isNemoclawError(err) ? (err.details as { issues?: RawZodIssue[] } | undefined) : undefined;
+    if (!details?.issues) {
+      const pos = map.position(['inference'], true);
+      const message = err instanceof Error ? err.message : String(err);
+      return [{ file: map.file, ...pos, path: 'inference', expected: 'a valid inference section', message }];
+    }
+    return zodIssuesToPolicyIssues(details.issues, ['inference'], raw, map);
+  }
+}
+
 type RawNetworkPolicies = z.output<typeof policyFileSchema>['network_policies'];
 
 function namedPolicies(raw: RawNetworkPolicies): Record<string, NetworkPolicy> {
@@ -429,8 +469,12 @@ export function listPresets(presetsDir: string = DEFAULT_PRESETS_DIR): string[] 
 export function parsePolicy(text: string, source: string, opts: ParseOptions = {}): ParsedPolicy {
   const validated = validateYaml(text, source, policyFileSchema);
   if (!validated.ok) throw policyInvalid(source, validated.issues);
-  const { data, warnings: fileWarnings, source: map } = validated.value;
+  const { data, warnings: fileWarnings, source: map, raw } = validated.value;
   const warnings = [...fileWarnings];
+  // The privacy router owns the precise shape of `inference`; refuse a bad section here, at load,
+  // with positions, rather than letting the running router discover it.
+  const inferenceIssues = inferenceSectionIssues(data.inference, raw, map);
+  if (inferenceIssues.length > 0) throw policyInvalid(source, inferenceIssues);
   const presetsDir = opts.presetsDir ?? DEFAULT_PRESETS_DIR;
   const issues: PolicyIssue[] = [];
   let networkPolicies: Record<string, NetworkPolicy> = {};

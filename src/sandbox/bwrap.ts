@@ -169,17 +169,48 @@ interface FdPlan {
   info: number;
   block: number;
   seccomp: number;
-  workdir: number;
-  node?: number;
   passwd: number;
   group: number;
   hosts: number;
-  proxyDir?: number;
+}
+
+/** Host paths bound into the sandbox (as seen by the inner bwrap: staged ones live under STAGE). */
+interface SourcePlan {
+  workdir: string;
+  node?: string;
+  proxyDir?: string;
+}
+
+/**
+ * Where an outer, root-owned bwrap mount namespace exposes the workdir, the Node runtime and the
+ * proxy dir to the unprivileged inner bwrap: they usually sit under 0700 root directories
+ * ($NEMOCLAW_HOME, /root) that the sandbox uid cannot traverse, and bwrap resolves bind sources by
+ * path (even --bind-fd goes through realpath).
+ */
+const STAGE = '/tmp/.nemoclaw-stage';
+
+export function buildStageArgs(src: SourcePlan, identity: SandboxIdentity, inner: string[]): { args: string[]; staged: SourcePlan } {
+  const staged: SourcePlan = { workdir: `${STAGE}/sandbox` };
+  // bwrap creates missing parents 0700, so the stage dir is made traversable explicitly.
+  const args = ['--dev-bind', '/', '/', '--tmpfs', '/tmp', '--perms', '0755', '--dir', STAGE, '--bind', src.workdir, staged.workdir];
+  if (src.node) {
+    staged.node = `${STAGE}/node`;
+    args.push('--ro-bind', src.node, staged.node);
+  }
+  if (src.proxyDir) {
+    staged.proxyDir = `${STAGE}/proxy`;
+    args.push('--ro-bind', src.proxyDir, staged.proxyDir);
+  }
+  args.push('--die-with-parent', '--', findBinary('setpriv') ?? 'setpriv',
+    `--reuid=${identity.uid}`, `--regid=${identity.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--',
+    ...inner);
+  return { args, staged };
 }
 
 /** The bwrap argument vector. Pure: everything it needs is passed in. */
 export function buildBwrapArgs(opts: {
   fd: FdPlan;
+  src: SourcePlan;
   identity: SandboxIdentity;
   filesystem: FilesystemPolicy;
   env: Record<string, string>;
@@ -192,7 +223,7 @@ export function buildBwrapArgs(opts: {
   isDir?: (p: string) => boolean;
 }): string[] {
   const exists = opts.exists ?? existsSync;
-  const { fd, filesystem } = opts;
+  const { fd, src, filesystem } = opts;
   const hidden = filesystem.hidden.map(sandboxPath);
   const isHidden = (p: string): boolean => hidden.some((h) => p === h || p.startsWith(`${h}/`));
   const a: string[] = [
@@ -212,9 +243,9 @@ export function buildBwrapArgs(opts: {
   a.push('--ro-bind-data', String(fd.passwd), '/etc/passwd');
   a.push('--ro-bind-data', String(fd.group), '/etc/group');
   a.push('--ro-bind-data', String(fd.hosts), '/etc/hosts');
-  if (fd.node !== undefined) a.push('--ro-bind-fd', String(fd.node), SANDBOX_NODE);
+  if (src.node !== undefined) a.push('--ro-bind', src.node, SANDBOX_NODE);
   a.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
-  if (filesystem.include_workdir !== false) a.push('--bind-fd', String(fd.workdir), SANDBOX_WORKDIR);
+  if (filesystem.include_workdir !== false) a.push('--bind', src.workdir, SANDBOX_WORKDIR);
   else a.push('--dir', SANDBOX_WORKDIR);
   for (const raw of filesystem.read_only) {
     const p = sandboxPath(raw);
@@ -243,8 +274,8 @@ export function buildBwrapArgs(opts: {
     if ((opts.isDir ?? isDirectory)(host)) a.push('--tmpfs', h, '--remount-ro', h);
     else a.push('--ro-bind', '/dev/null', h);
   }
-  if (opts.netMode === 'relay-inside' && fd.proxyDir !== undefined) {
-    a.push('--ro-bind-fd', String(fd.proxyDir), dirname(INSIDE_PROXY_SOCKET));
+  if (opts.netMode === 'relay-inside' && src.proxyDir !== undefined) {
+    a.push('--bind', src.proxyDir, dirname(INSIDE_PROXY_SOCKET));
   }
   for (const [k, v] of Object.entries(opts.env)) a.push('--setenv', k, v);
   a.push('--remount-ro', '/');
@@ -342,8 +373,19 @@ export function createBwrapDriver(): SandboxDriver {
   return { name: 'bubblewrap', launch: launchBwrap };
 }
 
+const BIN_DIRS = ['/usr/local/bin', '/usr/bin', '/bin', '/usr/sbin', '/sbin'];
+
+/** Absolute path of a host tool (the sandbox gets an empty environment, so no PATH lookup). */
+export function findBinary(cmd: string): string | undefined {
+  for (const d of BIN_DIRS) {
+    const p = join(d, cmd);
+    if (existsSync(p)) return p;
+  }
+  return undefined;
+}
+
 function hasCommand(cmd: string): boolean {
-  return ['/usr/bin', '/bin', '/usr/sbin', '/sbin', '/usr/local/bin'].some((d) => existsSync(join(d, cmd)));
+  return findBinary(cmd) !== undefined;
 }
 
 export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> {
@@ -409,20 +451,24 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
     info: place('pipe'),
     block: place(blockFd),
     seccomp: place(open(write('seccomp.bpf', seccomp.bytes))),
-    workdir: place(open(spec.workdir)),
     passwd: place(open(write('passwd', files.passwd))),
     group: place(open(write('group', files.group))),
     hosts: place(open(write('hosts', HOSTS))),
   };
-  if (spec.nodeBinary) fdPlan.node = place(open(spec.nodeBinary));
+  const hostSrc: SourcePlan = { workdir: spec.workdir };
+  if (spec.nodeBinary) hostSrc.node = spec.nodeBinary;
   if (netMode === 'relay-inside') {
     mkdirSync(dirname(spec.proxySocket), { recursive: true });
-    fdPlan.proxyDir = place(open(dirname(spec.proxySocket)));
+    hostSrc.proxyDir = dirname(spec.proxySocket);
   }
+  const stagedSrc: SourcePlan = root
+    ? { workdir: `${STAGE}/sandbox`, ...(hostSrc.node ? { node: `${STAGE}/node` } : {}), ...(hostSrc.proxyDir ? { proxyDir: `${STAGE}/proxy` } : {}) }
+    : hostSrc;
 
   const env = sandboxEnv(spec.process.env ?? {}, netMode);
   const bwrapArgs = buildBwrapArgs({
     fd: fdPlan,
+    src: stagedSrc,
     identity,
     filesystem: spec.filesystem,
     env,
@@ -441,8 +487,10 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
   const limits: AppliedLimits = cgroup?.applied ?? { via: anyLimit ? 'rlimit' : 'none', notEnforced: [], cgroupPaths: [] };
 
   const argv: string[] = [...rlimitArgs(wanted, limits), '--'];
-  if (monitor) argv.push('strace', ...straceArgs(straceFifo, identity.user));
-  argv.push('bwrap', ...bwrapArgs);
+  if (monitor) argv.push(findBinary('strace')!, ...straceArgs(straceFifo));
+  const bwrap = findBinary('bwrap')!;
+  if (root) argv.push(bwrap, ...buildStageArgs(hostSrc, identity, [bwrap, ...bwrapArgs]).args);
+  else argv.push(bwrap, ...bwrapArgs);
 
   let released = false;
   const violations: Promise<void> = monitor
@@ -456,13 +504,11 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
       reject: false,
       buffer: false,
       stripFinalNewline: false,
-      // Without strace the uid switch happens here; strace does it itself with -u.
-      ...(root && !monitor ? { uid: identity.uid, gid: identity.gid } : {}),
       env: {},
       extendEnv: false,
       cleanup: true,
     } as unknown as Options;
-    child = execa('prlimit', argv, options);
+    child = execa(findBinary('prlimit') ?? 'prlimit', argv, options);
   } finally {
     for (const fd of opened) if (fd !== blockFd) closeSync(fd);
   }
@@ -481,7 +527,10 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
     }
     closeSync(blockFd);
     await exited;
+    if (monitor) await drainFifo(straceFifo, violations);
+    for (const c of cleanups.reverse()) await c();
     await cgroup?.remove();
+    rmSync(instDir, { recursive: true, force: true });
     throw new NemoclawError('internal', message, { nextStep: next });
   };
 
@@ -497,10 +546,10 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
 
   if (netMode === 'bridge-outside') {
     const bridge = execa(
-      'nsenter',
+      findBinary('nsenter') ?? 'nsenter',
       [
         `--net=/proc/${childPid}/ns/net`, '--',
-        'socat', `TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,fork,reuseaddr,backlog=512`, `UNIX-CONNECT:${spec.proxySocket}`,
+        findBinary('socat') ?? 'socat', `TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,fork,reuseaddr,backlog=512`, `UNIX-CONNECT:${spec.proxySocket}`,
       ],
       { reject: false, stdio: ['ignore', 'ignore', 'pipe'], buffer: false, cleanup: true },
     );
@@ -647,8 +696,8 @@ async function readViolations(
       const key = `${v.pid}:${v.path}:${v.access}`;
       if (key === last) continue; // e.g. touch: openat(O_CREAT) then utimensat on the same path
       last = key;
-      const binary = procExe(v.pid);
-      emit({ ...v, binary: binary?.replace(/ \(deleted\)$/, '') });
+      const binary = procExe(v.pid)?.replace(/ \(deleted\)$/, '') ?? parsed.comm;
+      emit({ ...v, binary });
     }
   } catch {
     /* FIFO closed */

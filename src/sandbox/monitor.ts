@@ -17,13 +17,13 @@ export const TRACED_SYSCALLS = [
   'setxattr', 'lsetxattr', 'removexattr', 'lremovexattr',
 ] as const;
 
-export function straceArgs(fifo: string, user: string): string[] {
+export function straceArgs(fifo: string): string[] {
   return [
-    '-f', '-qq', '-Z', '-y', '--seccomp-bpf',
-    '-e', `trace=${TRACED_SYSCALLS.join(',')}`,
+    '-f', '-qq', '-Z', '-y', '-Y', '--seccomp-bpf',
+    // `?name`: an older strace that does not know a syscall skips it instead of refusing to start.
+    '-e', `trace=${TRACED_SYSCALLS.map((n) => `?${n}`).join(',')}`,
     '-e', 'signal=none',
     '-o', fifo,
-    '-u', user,
     '--',
   ];
 }
@@ -37,6 +37,7 @@ export interface PathRules {
 
 export interface FsViolation {
   pid: number;
+  /** /proc/PID/exe as seen inside the sandbox, or the command name when the process already exited. */
   binary: string | undefined;
   syscall: string;
   path: string;
@@ -50,12 +51,14 @@ export interface FsViolation {
 
 export interface ParsedStraceLine {
   pid: number;
+  /** Command name strace printed (-Y), the fallback when the process is gone before /proc is read. */
+  comm?: string;
   syscall: string;
   args: string[];
   errno: string;
 }
 
-const LINE_RE = /^(?:\[pid\s+)?(\d+)\]?\s+([a-z0-9_]+)\((.*)\)\s+=\s+-1\s+([A-Z0-9]+)\b/;
+const LINE_RE = /^(?:\[pid\s+)?(\d+)(?:<([^>]*)>)?\]?\s+([a-z0-9_]+)\((.*)\)\s+=\s+-1\s+([A-Z0-9]+)\b/;
 
 /** Split strace's argument list at top-level commas (strings and braces may hold commas). */
 export function splitArgs(s: string): string[] {
@@ -88,7 +91,7 @@ export function splitArgs(s: string): string[] {
 export function parseStraceLine(line: string): ParsedStraceLine | undefined {
   const m = LINE_RE.exec(line);
   if (!m) return undefined;
-  return { pid: Number(m[1]), syscall: m[2]!, args: splitArgs(m[3]!), errno: m[4]! };
+  return { pid: Number(m[1]), ...(m[2] ? { comm: m[2] } : {}), syscall: m[3]!, args: splitArgs(m[4]!), errno: m[5]! };
 }
 
 function unquote(arg: string | undefined): string | undefined {

@@ -8,8 +8,18 @@ export function hostLauncher(log: { launches: number } = { launches: 0 }): Agent
     async launch(spec: Parameters<AgentLauncher['launch']>[0], onLine: Parameters<AgentLauncher['launch']>[1]): Promise<LaunchedProcess> {
       launcher.launches++;
       log.launches++;
-      const [cmd, ...args] = spec.argv;
-      const child = spawn(cmd!, args, { env: spec.env, stdio: ['ignore', 'pipe', 'pipe'] });
+      // Stand-in for the sandbox's read-only binds: rewrite /opt/nemoclaw/... to the host source.
+      const mapPath = (a: string): string => {
+        for (const b of spec.readOnlyBinds) {
+          if (a === b.target || a.startsWith(`${b.target}/`)) return b.source + a.slice(b.target.length);
+        }
+        return a;
+      };
+      const [cmd, ...args] = spec.argv.map(mapPath);
+      const child = spawn(cmd!, args, {
+        env: spec.env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       for (const [name, stream] of [['stdout', child.stdout], ['stderr', child.stderr]] as const) {
         let buf = '';
         stream.setEncoding('utf8');

@@ -30,7 +30,7 @@ describe.each([
     const f = frame();
     expectFits(f, columns, rows);
     // header
-    expect(f).toContain('demo │ running │ policy r4');
+    expect(f).toContain('demo │ agent running │ policy r4');
     expect(f).toContain('2 pending');
     // Network: held on top, then history
     const lines = rowsOf(f);

@@ -11,6 +11,7 @@ import type { EventInput } from '../../src/audit/events.js';
 import type { OverlayRule } from '../../src/control/types.js';
 import { createEgressProxy, type EgressProxy, type EgressProxyOptions } from '../../src/egress/proxy.js';
 import type { Resolver } from '../../src/egress/ssrf.js';
+import { checkL7 } from '../../src/egress/l7.js';
 import type { ApprovalsPolicy, Endpoint, NetworkDecision, NetworkQuery } from '../../src/policy/types.js';
 import { systemClock } from '../../src/shared/clock.js';
 
@@ -42,6 +43,10 @@ export class TestPolicy {
       if (i >= 0) {
         const r = this.rules[i] as TestRule;
         const endpoint: Endpoint = { host: r.host, ports: [r.port], rules: [], deny_rules: [], allowed_ips: [], ...r.endpoint };
+        if (action === 'allow' && q.method !== undefined) {
+          const l7 = checkL7(endpoint, q.method, q.path ?? '/');
+          if (!l7.allowed) return { verdict: 'deny', rule: `test/${i}`, reason: l7.reason, endpoint };
+        }
         return { verdict: action, rule: `test/${i}`, reason: `${action} by test rule ${i}`, endpoint };
       }
     }

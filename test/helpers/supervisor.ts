@@ -12,7 +12,7 @@
  * Everything runs on the built code for CLI/daemon helpers (npm test builds first); in-process
  * helpers import src/ directly.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -34,6 +34,16 @@ network_policies:
       - host: api.example.com
         port: 443
 `;
+
+/** Every record in an audit directory, oldest first (straight from disk, no verification). */
+export function readAuditRecords(auditDir: string): Array<Record<string, unknown>> {
+  return readdirSync(auditDir)
+    .filter((f) => /^audit-\d+\.jsonl$/.test(f))
+    .sort()
+    .flatMap((f) => readFileSync(join(auditDir, f), 'utf8').split('\n'))
+    .filter((l) => l.trim().length > 0)
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
 
 export interface TempHome {
   dir: string;

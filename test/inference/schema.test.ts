@@ -61,3 +61,28 @@ describe('validateInferencePolicy', () => {
     expect(problem({ redaction: { markers: { patterns: ['(unclosed'] } } })).toContain('inference.redaction.markers.patterns[0]');
   });
 });
+
+describe('baseline policy spellings', () => {
+  it('accepts the inference section of policies/openclaw-sandbox.yaml', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { parse } = await import('yaml');
+    const doc = parse(readFileSync(new URL('../../policies/openclaw-sandbox.yaml', import.meta.url), 'utf8'));
+    const cfg = validateInferencePolicy(doc.inference);
+    expect(Object.values(cfg.providers).every((p) => p.type === 'openai')).toBe(true);
+    expect(cfg.routes[0]!.when.entities).toContain('email');
+    expect(cfg.budgets.day?.tokens).toBeGreaterThan(0);
+  });
+
+  it('maps kind/match/pii/secrets/daily_* onto the canonical fields', () => {
+    const cfg = validateInferencePolicy({
+      providers: { l: { kind: 'openai-compatible', base_url: 'http://127.0.0.1:1/v1', locality: 'local' } },
+      routes: [{ name: 's', match: { sensitivity: 'secret' }, block: true }, { match: {}, provider: 'l' }],
+      redaction: { secrets: true, pii: ['email'] },
+      budgets: { daily_tokens: 10, hourly_usd: 1, request: { tokens: 5 } },
+    });
+    expect(cfg.providers.l!.type).toBe('openai');
+    expect(cfg.routes[0]!.when.entities).toEqual(['secret']);
+    expect(cfg.redaction.entities).toEqual(['email', 'secret']);
+    expect(cfg.budgets).toEqual({ day: { tokens: 10 }, hour: { usd: 1 }, request: { tokens: 5 } });
+  });
+});

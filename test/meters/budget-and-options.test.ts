@@ -48,8 +48,9 @@ describe('budget meter', () => {
 
   it('counts tokens per minute from inference.done over the last 60 s', () => {
     const m = new BudgetMeter();
-    m.observe(event('inference.done', T0, { usage: { prompt_tokens: 1000, completion_tokens: 200 } }));
-    m.observe(event('inference.done', T0 + 30_000, { tokens: 800 }));
+    // The privacy router's shape (src/inference/router.ts).
+    m.observe(event('inference.done', T0, { prompt_tokens: 1000, completion_tokens: 200 }));
+    m.observe(event('inference.done', T0 + 30_000, { usage: { input_tokens: 700, output_tokens: 100 } }));
     m.observe(event('inference.done', T0 + 50_000, { model: 'x' }));
     expect(m.status(T0 + 55_000)).toMatchObject({ tokens_per_min: 2000, tokens_per_min_source: 'inference.done' });
     // The first call falls out of the window.

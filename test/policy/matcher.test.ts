@@ -36,6 +36,13 @@ describe('host glob semantics', () => {
     expect(g.decide(q('x.cdn-7.example.net')).verdict).toBe('unknown');
   });
 
+  it('supports a glob in the last label', () => {
+    const t = matcherFor('network_policies:\n  t:\n    endpoints:\n      - { host: "api.example.*", port: 443 }\n');
+    expect(t.decide(q('api.example.io')).verdict).toBe('allow');
+    expect(t.decide(q('api.example.co.uk')).verdict).toBe('unknown');
+    expect(t.decide(q('web.example.io')).verdict).toBe('unknown');
+  });
+
   it('matches exact hosts and IP literals', () => {
     const e = matcherFor('network_policies:\n  e:\n    endpoints:\n      - { host: exact.example, port: 443 }\n      - { host: "10.1.2.3", port: 8080 }\n');
     expect(e.decide(q('exact.example')).verdict).toBe('allow');

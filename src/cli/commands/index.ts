@@ -3,10 +3,16 @@
  * command module here with one import and one list entry.
  */
 import type { Command } from 'commander';
+import { approvalsCommands } from './approvals.js';
 import { auditCommands } from './audit.js';
+import { blueprintCommands } from './blueprint.js';
+import { budgetCommands } from './budget.js';
 import { daemonCommands } from './daemon.js';
 import { logsCommands } from './logs.js';
+import { onboardCommands } from './onboard.js';
+import { serviceCommands } from './service.js';
 import { policyCommands } from './policy.js';
+import { tuiCommands } from './tui.js';
 
 export interface CommandModule {
   register(program: Command): void;
@@ -17,4 +23,4 @@ export interface CommandModule {
   defaultArgs?: string[];
 }
 
-export const commandModules: CommandModule[] = [daemonCommands, policyCommands, auditCommands, logsCommands];
+export const commandModules: CommandModule[] = [daemonCommands, policyCommands, auditCommands, logsCommands, budgetCommands, onboardCommands, serviceCommands, tuiCommands, approvalsCommands, blueprintCommands];

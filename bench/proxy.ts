@@ -1,0 +1,251 @@
+// Egress proxy benchmark, all on loopback, in one run:
+//  1. added latency of a keep-alive GET through our proxy (TCP and Unix socket) vs direct and vs tinyproxy
+//  2. CONNECT throughput vs direct
+//  3. 1,000 concurrent client connections held at once
+//  4. approval latency: from decide('once') to the first byte reaching the held client
+// Run: npx tsc -p . && node bench/proxy.ts   (tinyproxy: apt-get install -y tinyproxy)
+import { createServer as createHttpServer } from 'node:http';
+import { connect, createServer as createNetServer, type Socket } from 'node:net';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createEgressProxy } from '../dist/src/egress/index.js';
+
+const LATENCY_REQUESTS = 3000;
+const WARMUP = 300;
+const THROUGHPUT_BYTES = 256 * 1024 * 1024;
+const CONCURRENT = 1000;
+const APPROVALS = 60;
+
+const clock = { now: () => Date.now(), monotonic: () => performance.now() };
+const approvalsPolicy = { mode: 'ask' as const, timeout: 60, when_unattended: 'hold' as const, max_pending: 10_000 };
+let emitted = 0;
+
+function makeProxy(verdict: 'allow' | 'unknown') {
+  return createEgressProxy({
+    decide: (q: { host: string; port: number }) =>
+      verdict === 'allow'
+        ? { verdict: 'allow', rule: 'bench/0', reason: 'bench', endpoint: { host: q.host, ports: [q.port], rules: [], deny_rules: [], allowed_ips: [] } }
+        : { verdict: 'unknown', reason: 'bench' },
+    approvals: () => approvalsPolicy,
+    operatorsAttached: () => 1,
+    // Events are counted, not written: the audit log has its own benchmark.
+    emit: () => void emitted++,
+    clock,
+    unsafeAllowLoopbackUpstreams: true,
+  });
+}
+
+function pct(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
+}
+
+/** One keep-alive connection; sends `count` GETs one after another, returns per-request RTTs (ms). */
+async function latencyRun(dial: () => Socket, requestText: string, count: number): Promise<number[]> {
+  const s = dial();
+  s.setNoDelay(true);
+  await new Promise<void>((r, j) => {
+    s.once('connect', () => r());
+    s.once('error', j);
+  });
+  const out: number[] = [];
+  let buf = '';
+  let resolveOne: (() => void) | undefined;
+  s.on('data', (c: Buffer) => {
+    buf += c.toString('latin1');
+    const end = buf.indexOf('\r\n\r\n');
+    if (end < 0) return;
+    const len = Number(/content-length: (\d+)/i.exec(buf.slice(0, end))?.[1] ?? 0);
+    if (buf.length >= end + 4 + len) {
+      buf = buf.slice(end + 4 + len);
+      resolveOne?.();
+    }
+  });
+  for (let i = 0; i < count; i++) {
+    const t0 = performance.now();
+    await new Promise<void>((r) => {
+      resolveOne = r;
+      s.write(requestText);
+    });
+    out.push(performance.now() - t0);
+  }
+  s.destroy();
+  return out;
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-proxy-'));
+  const body = 'x'.repeat(256);
+  const upstream = createHttpServer({ keepAliveTimeout: 60_000 }, (_req, res) => {
+    res.setHeader('Content-Length', body.length);
+    res.end(body);
+  });
+  upstream.maxConnections = 20_000;
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
+  const upPort = (upstream.address() as { port: number }).port;
+
+  const ours = makeProxy('allow');
+  await ours.listen({ host: '127.0.0.1', port: 0 });
+  const oursPort = ours.port() as number;
+  const oursUnix = makeProxy('allow');
+  const unixPath = join(dir, 'proxy.sock');
+  await oursUnix.listen(unixPath);
+
+  // tinyproxy baseline (same machine, same client).
+  let tiny: ChildProcess | undefined;
+  let tinyPort = 0;
+  if (spawnSync('which', ['tinyproxy']).status === 0) {
+    tinyPort = 20_000 + Math.floor(Math.random() * 20_000);
+    const conf = join(dir, 'tinyproxy.conf');
+    writeFileSync(conf, `Port ${tinyPort}\nListen 127.0.0.1\nTimeout 600\nMaxClients 2000\nLogLevel Critical\nDisableViaHeader Yes\n`);
+    tiny = spawn('tinyproxy', ['-d', '-c', conf], { stdio: 'ignore' });
+    for (let i = 0; i < 100; i++) {
+      const ok = await new Promise<boolean>((r) => {
+        const s = connect(tinyPort, '127.0.0.1', () => (s.destroy(), r(true)));
+        s.on('error', () => r(false));
+      });
+      if (ok) break;
+      await new Promise((r) => setTimeout(r, 30));
+    }
+  } else {
+    process.stdout.write('tinyproxy not installed (apt-get install -y tinyproxy): its column is skipped\n');
+  }
+
+  const absolute = `GET http://bench.test:${upPort}/item HTTP/1.1\r\nHost: bench.test:${upPort}\r\n\r\n`;
+  const origin = `GET /item HTTP/1.1\r\nHost: 127.0.0.1:${upPort}\r\n\r\n`;
+  const absoluteIp = `GET http://127.0.0.1:${upPort}/item HTTP/1.1\r\nHost: 127.0.0.1:${upPort}\r\n\r\n`;
+  const variants: Array<[string, () => Socket, string]> = [
+    ['direct', () => connect(upPort, '127.0.0.1'), origin],
+    ['ours (TCP)', () => connect(oursPort, '127.0.0.1'), absoluteIp],
+    ['ours (Unix socket)', () => connect(unixPath), absoluteIp],
+  ];
+  if (tiny) variants.push(['tinyproxy', () => connect(tinyPort, '127.0.0.1'), absoluteIp]);
+  void absolute;
+
+  const lat: Record<string, { p50: number; p99: number }> = {};
+  for (const [name, dial, text] of variants) {
+    await latencyRun(dial, text, WARMUP);
+    const rtts = (await latencyRun(dial, text, LATENCY_REQUESTS)).sort((a, b) => a - b);
+    lat[name] = { p50: pct(rtts, 50), p99: pct(rtts, 99) };
+  }
+  const direct = lat.direct as { p50: number; p99: number };
+  process.stdout.write(`\n1. keep-alive GET, ${LATENCY_REQUESTS} sequential requests (ms)\n`);
+  process.stdout.write(`${'path'.padEnd(20)} ${'p50'.padStart(8)} ${'p99'.padStart(8)} ${'+p50'.padStart(8)} ${'+p99'.padStart(8)} ${'p50 ratio'.padStart(10)}\n`);
+  for (const [name, v] of Object.entries(lat)) {
+    process.stdout.write(
+      `${name.padEnd(20)} ${v.p50.toFixed(3).padStart(8)} ${v.p99.toFixed(3).padStart(8)} ${(v.p50 - direct.p50).toFixed(3).padStart(8)} ${(v.p99 - direct.p99).toFixed(3).padStart(8)} ${(v.p50 / direct.p50).toFixed(2).padStart(9)}x\n`,
+    );
+  }
+
+  // 2. CONNECT throughput: push THROUGHPUT_BYTES to a sink that answers when it has them all.
+  const sink = createNetServer((s) => {
+    let got = 0;
+    s.on('data', (c: Buffer) => {
+      got += c.length;
+      if (got >= THROUGHPUT_BYTES) s.end('done');
+    });
+    s.on('error', () => {});
+  });
+  await new Promise<void>((r) => sink.listen(0, '127.0.0.1', () => r()));
+  const sinkPort = (sink.address() as { port: number }).port;
+  const chunk = Buffer.alloc(64 * 1024, 0x16);
+  async function pump(s: Socket): Promise<number> {
+    const t0 = performance.now();
+    const done = new Promise<void>((r) => s.once('data', () => r()));
+    let sent = 0;
+    while (sent < THROUGHPUT_BYTES) {
+      sent += chunk.length;
+      if (!s.write(chunk)) await new Promise((r) => s.once('drain', r));
+    }
+    await done;
+    s.destroy();
+    return THROUGHPUT_BYTES / 1024 / 1024 / ((performance.now() - t0) / 1000);
+  }
+  async function tunnel(dial: () => Socket): Promise<Socket> {
+    const s = dial();
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    s.write(`CONNECT 127.0.0.1:${sinkPort} HTTP/1.1\r\nHost: 127.0.0.1:${sinkPort}\r\n\r\n`);
+    await new Promise<void>((r) => s.once('data', () => r()));
+    return s;
+  }
+  const directMBs = await pump(await new Promise<Socket>((r) => { const s = connect(sinkPort, '127.0.0.1', () => r(s)); }));
+  const oursMBs = await pump(await tunnel(() => connect(oursPort, '127.0.0.1')));
+  const unixMBs = await pump(await tunnel(() => connect(unixPath)));
+  const tinyMBs = tiny ? await pump(await tunnel(() => connect(tinyPort, '127.0.0.1'))) : undefined;
+  process.stdout.write(`\n2. CONNECT throughput, ${THROUGHPUT_BYTES / 1024 / 1024} MiB one way (MiB/s)\n`);
+  process.stdout.write(`direct               ${directMBs.toFixed(0).padStart(8)}\n`);
+  process.stdout.write(`ours (TCP)           ${oursMBs.toFixed(0).padStart(8)}  ${((oursMBs / directMBs) * 100).toFixed(0)}% of direct\n`);
+  process.stdout.write(`ours (Unix socket)   ${unixMBs.toFixed(0).padStart(8)}  ${((unixMBs / directMBs) * 100).toFixed(0)}% of direct\n`);
+  if (tinyMBs !== undefined) process.stdout.write(`tinyproxy            ${tinyMBs.toFixed(0).padStart(8)}  ${((tinyMBs / directMBs) * 100).toFixed(0)}% of direct\n`);
+
+  // 3. 1,000 concurrent client connections through the Unix socket, all open at once.
+  const t3 = performance.now();
+  const socks: Socket[] = [];
+  let ok = 0;
+  let errors = 0;
+  await Promise.all(
+    Array.from({ length: CONCURRENT }, () =>
+      new Promise<void>((resolve) => {
+        const s = connect(unixPath);
+        socks.push(s);
+        let buf = '';
+        s.on('error', () => {
+          errors++;
+          resolve();
+        });
+        s.on('data', (c: Buffer) => {
+          buf += c.toString('latin1');
+          if (buf.includes('\r\n\r\n') && buf.endsWith(body)) {
+            if (buf.startsWith('HTTP/1.1 200')) ok++;
+            else errors++;
+            resolve();
+          }
+        });
+        s.write(absoluteIp);
+      }),
+    ),
+  );
+  const openAfter = socks.filter((s) => !s.destroyed).length;
+  const oursOpen = oursUnix.counters().open_connections;
+  const t3ms = performance.now() - t3;
+  for (const s of socks) s.destroy();
+  process.stdout.write(`\n3. ${CONCURRENT} concurrent connections: ${ok} answered 200, ${errors} errors, ${openAfter} still open on the client, ${oursOpen} open in the proxy (${t3ms.toFixed(0)} ms)\n`);
+
+  // 4. Approval latency: a held request per host; decide('once') → first byte at the client.
+  const held = makeProxy('unknown');
+  const heldPath = join(dir, 'held.sock');
+  await held.listen(heldPath);
+  const approvalMs: number[] = [];
+  for (let i = 0; i < APPROVALS; i++) {
+    const s = connect(heldPath);
+    const firstByte = new Promise<number>((r) => s.once('data', () => r(performance.now())));
+    s.write(`GET http://127.0.0.1:${upPort}/a${i} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    let pending = held.pending();
+    while (pending.length === 0) {
+      await new Promise((r) => setTimeout(r, 1));
+      pending = held.pending();
+    }
+    const t0 = performance.now();
+    await held.decide((pending[0] as { id: string }).id, 'once', 'cli');
+    approvalMs.push((await firstByte) - t0);
+    s.destroy();
+  }
+  approvalMs.sort((a, b) => a - b);
+  process.stdout.write(`\n4. approval latency, decide('once') → first byte at the held client, ${APPROVALS} prompts (ms): p50 ${pct(approvalMs, 50).toFixed(3)}, p99 ${pct(approvalMs, 99).toFixed(3)}, max ${(approvalMs.at(-1) as number).toFixed(3)}\n`);
+
+  process.stdout.write(`\ngoals: +p50 <= 0.2 ms, +p99 <= 1 ms over direct; CONNECT >= 70% of direct; ${CONCURRENT} connections without errors; approval <= 50 ms\n`);
+  process.stdout.write(`(events emitted and counted, not written: ${emitted})\n`);
+
+  tiny?.kill('SIGTERM');
+  await Promise.all([ours.close(), oursUnix.close(), held.close()]);
+  upstream.closeAllConnections();
+  upstream.close();
+  sink.close();
+  rmSync(dir, { recursive: true, force: true });
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench/proxy.ts failed: ${(err as Error).stack ?? String(err)}\n`);
+  process.exitCode = 1;
+});

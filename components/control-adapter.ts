@@ -1,0 +1,76 @@
+/**
+ * The real TuiClient: an adapter over the typed ControlClient (src/control/client.ts). Routes that
+ * other parts own (pending approvals, budgets) are reached through the client's generic `request`
+ * so the TUI keeps working whichever typed helpers exist.
+ */
+import type { ControlClient } from '../src/control/client.js';
+import type { ApprovalDecision, FollowHandlers, PolicyView, TuiClient } from './client.js';
+import { budgetReading } from './selectors.js';
+
+/** Events of the backlog shown on attach (re-attaching shows the history). */
+export const ATTACH_BACKLOG = 500;
+
+export function controlTuiClient(control: ControlClient): TuiClient {
+  return {
+    async status() {
+      return (await control.status()) as unknown as Record<string, unknown>;
+    },
+
+    async pending() {
+      const body = await control.request<unknown>('GET', '/v1/pending');
+      const list = Array.isArray(body) ? body : (body as { pending?: unknown } | undefined)?.pending;
+      return Array.isArray(list) ? (list.filter((p) => p && typeof p === 'object') as Record<string, unknown>[]) : [];
+    },
+
+    async decide(id: string, decision: ApprovalDecision) {
+      await control.request('POST', `/v1/pending/${encodeURIComponent(id)}`, { decision, by: 'tui' });
+    },
+
+    async follow(handlers: FollowHandlers, signal: AbortSignal) {
+      await control.followEvents(
+        { n: ATTACH_BACKLOG, approver: true },
+        (e) => handlers.onEvent(e),
+        {
+          signal,
+          waitForSupervisor: true,
+          onBacklogEnd: () => handlers.onOpen?.(),
+          onResumed: () => handlers.onOpen?.(),
+          onReconnecting: (info) => handlers.onLost?.(`${info.reason}; retrying in ${(info.delayMs / 1000).toFixed(1)} s`),
+        },
+      );
+    },
+
+    async policy(): Promise<PolicyView> {
+      const [view, history] = await Promise.all([control.getPolicy(), control.policyHistory()]);
+      return {
+        revision: view.revision.number,
+        yaml: view.yaml,
+        history: history.map((r) => ({ number: r.number, time: r.time, author: r.author, reason: r.reason, sha256: r.sha256 })),
+      };
+    },
+
+    async budget() {
+      try {
+        return await control.request<Record<string, unknown>>('GET', '/v1/budget');
+      } catch {
+        return undefined; // no privacy router in this supervisor
+      }
+    },
+
+    async raiseBudget() {
+      const snapshot = await control.request<Record<string, unknown>>('GET', '/v1/budget');
+      const windows = budgetReading(snapshot).windows.filter((w) => w.tokensCap !== undefined || w.costCap !== undefined);
+      if (windows.length === 0) return 'no budget cap is set; nothing to raise';
+      // Raise the window closest to its cap by 50%.
+      const ratio = (w: (typeof windows)[number]) =>
+        Math.max(w.tokensCap ? (w.tokensUsed ?? 0) / w.tokensCap : 0, w.costCap ? (w.costUsed ?? 0) / w.costCap : 0);
+      const target = [...windows].sort((a, b) => ratio(b) - ratio(a))[0]!;
+      const body: Record<string, unknown> = { scope: target.window };
+      if (target.tokensCap !== undefined) body.tokens = Math.ceil(target.tokensCap * 1.5);
+      if (target.costCap !== undefined) body.usd = Math.round(target.costCap * 1.5 * 100) / 100;
+      await control.request('POST', '/v1/budget', body);
+      const parts = [body.tokens !== undefined ? `${String(body.tokens)} tokens` : '', body.usd !== undefined ? `$${String(body.usd)}` : ''].filter(Boolean);
+      return `${target.window} budget raised to ${parts.join(' and ')}`;
+    },
+  };
+}

@@ -1,0 +1,276 @@
+/**
+ * Onboarding logic, free of prompts and I/O that tests cannot control: detect what this machine
+ * offers (an NVIDIA API key, Ollama on 127.0.0.1:11434, vLLM/NIM on 127.0.0.1:8000, GPUs, memory),
+ * pick an inference profile of the blueprint, store keys 0600, and generate the sandbox's base
+ * policy (blueprint policy + presets + the profile's inference section). The operator's overlay
+ * (overlay.yaml) is never written here, so re-onboarding keeps "always allow" rules.
+ */
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { parseDocument } from 'yaml';
+import { NemoclawError } from '../shared/errors.js';
+import type { InferenceProfile, LoadedBlueprint } from './blueprint-spec.js';
+
+export interface GpuInfo {
+  name: string;
+  memoryMiB: number;
+}
+
+export interface Detectors {
+  env: NodeJS.ProcessEnv;
+  /** GET a loopback URL; true when it answered 2xx. Must not be called for other hosts. */
+  probe(url: string): Promise<boolean>;
+  /** GPUs from nvidia-smi; empty when there is none or no driver. */
+  gpus(): Promise<GpuInfo[]>;
+  memoryBytes(): number;
+  /** Keys already in $NEMOCLAW_HOME/credentials.json (names only). */
+  storedCredentials(): string[];
+}
+
+export interface DetectedEnvironment {
+  /** Environment variables holding provider keys that are set (names only, never values). */
+  keysInEnv: string[];
+  storedCredentials: string[];
+  /** Probe URL → answered. */
+  services: Record<string, boolean>;
+  gpus: GpuInfo[];
+  memoryBytes: number;
+}
+
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
+
+export function isLoopbackUrl(url: string): boolean {
+  try {
+    const u = new URL(url);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && LOOPBACK_HOSTS.has(u.hostname);
+  } catch {
+    return false;
+  }
+}
+
+/** Probe every `requires.probe` of the blueprint's profiles (loopback only) and read the rest. */
+export async function detectEnvironment(bp: LoadedBlueprint, d: Detectors): Promise<DetectedEnvironment> {
+  const profiles = Object.values(bp.spec.inference.profiles);
+  const keyVars = [...new Set(profiles.map((p) => p.requires?.env).filter((v): v is string => !!v))];
+  const urls = [...new Set(profiles.map((p) => p.requires?.probe).filter((v): v is string => !!v))];
+  const services: Record<string, boolean> = {};
+  await Promise.all(
+    urls.map(async (url) => {
+      // Onboarding never reaches beyond this machine.
+      services[url] = isLoopbackUrl(url) ? await d.probe(url).catch(() => false) : false;
+    }),
+  );
+  return {
+    keysInEnv: keyVars.filter((v) => (d.env[v] ?? '').length > 0),
+    storedCredentials: d.storedCredentials(),
+    services,
+    gpus: await d.gpus().catch(() => []),
+    memoryBytes: d.memoryBytes(),
+  };
+}
+
+export interface ProfileOption {
+  name: string;
+  profile: InferenceProfile;
+  available: boolean;
+  /** Why it is (not) available, for the prompt and the summary. */
+  reason: string;
+}
+
+export function profileOptions(bp: LoadedBlueprint, env: DetectedEnvironment): ProfileOption[] {
+  return Object.entries(bp.spec.inference.profiles).map(([name, profile]) => {
+    if (profile.stub) return { name, profile, available: true, reason: 'local stub model, no key needed' };
+    const req = profile.requires;
+    if (req?.env) {
+      const cred = typeof profile.provider.credential === 'string' ? profile.provider.credential : undefined;
+      if (env.keysInEnv.includes(req.env)) return { name, profile, available: true, reason: `${req.env} is set` };
+      if (cred && env.storedCredentials.includes(cred)) return { name, profile, available: true, reason: `key "${cred}" is stored` };
+      return { name, profile, available: false, reason: `needs ${req.env} (export it, or pass --api-key-env ${req.env})` };
+    }
+    if (req?.probe) {
+      const up = env.services[req.probe] === true;
+      return { name, profile, available: up, reason: up ? `${new URL(req.probe).host} answers` : `nothing answers on ${new URL(req.probe).host}` };
+    }
+    return { name, profile, available: true, reason: 'no requirement' };
+  });
+}
+
+export interface OnboardingChoices {
+  /** --profile; otherwise the first available profile (the blueprint's default first). */
+  profile?: string;
+  /** --preset (repeatable); default: the blueprint's presets, or those chosen last time. */
+  presets?: string[];
+  /** The base policy the sandbox has now (re-onboarding): its presets are kept when none are given. */
+  previousPolicyText?: string;
+}
+
+export interface OnboardingPlan {
+  profile: string;
+  profileReason: string;
+  presets: string[];
+  /** The sandbox's base policy (YAML). */
+  policyText: string;
+  /** Name of the credential to store when a key is supplied (e.g. "nvidia"). */
+  credential?: string;
+  warnings: string[];
+}
+
+/** The blueprint's base policy text: its own file or the packaged baseline. */
+export function blueprintPolicyText(bp: LoadedBlueprint, packageRoot: string): string {
+  const p = bp.spec.policy;
+  const file = p.file ? join(bp.dir, p.file) : join(packageRoot, 'policies', `${p.baseline}.yaml`);
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new NemoclawError('not_found', `the blueprint's policy ${file} cannot be read: ${(err as Error).message}`, {
+      nextStep: 'reinstall nemoclaw-tui (the packaged policies are missing) or fix blueprint.yaml `policy`',
+    });
+  }
+}
+
+export function planOnboarding(bp: LoadedBlueprint, env: DetectedEnvironment, choices: OnboardingChoices, packageRoot: string): OnboardingPlan {
+  const options = profileOptions(bp, env);
+  const warnings: string[] = [];
+  let chosen: ProfileOption | undefined;
+  if (choices.profile) {
+    chosen = options.find((o) => o.name === choices.profile);
+    if (!chosen) {
+      throw new NemoclawError('invalid_input', `blueprint ${bp.spec.name} has no inference profile "${choices.profile}"`, {
+        nextStep: `choose one of: ${options.map((o) => o.name).join(', ')}`,
+        exitCode: 2,
+      });
+    }
+    if (!chosen.available) warnings.push(`profile ${chosen.name}: ${chosen.reason}; the agent's inference calls fail until that is fixed`);
+  } else {
+    const ordered = [...options].sort((a, b) => Number(b.name === bp.spec.inference.default_profile) - Number(a.name === bp.spec.inference.default_profile));
+    chosen = ordered.find((o) => o.available);
+    if (!chosen) {
+      throw new NemoclawError('prerequisite_missing', `no inference provider found for blueprint ${bp.spec.name}: ${options.map((o) => `${o.name} (${o.reason})`).join('; ')}`, {
+        nextStep: 'export NVIDIA_API_KEY=… (or start Ollama / vLLM on this machine) and run `nemoclaw-tui onboard` again, or try the drill with no key: `nemoclaw-tui --blueprint drill`',
+      });
+    }
+  }
+
+  const base = parseDocument(blueprintPolicyText(bp, packageRoot));
+  let presets = choices.presets;
+  if (!presets && choices.previousPolicyText) {
+    const prev = parseDocument(choices.previousPolicyText).get('presets');
+    const list = (prev as { toJSON?: () => unknown } | undefined)?.toJSON?.();
+    if (Array.isArray(list) && list.every((x) => typeof x === 'string')) presets = list as string[];
+  }
+  presets = presets ?? bp.spec.policy.presets;
+  base.set('presets', presets);
+
+  const { name: providerName, ...providerFields } = chosen.profile.provider;
+  if (chosen.profile.stub && providerFields.base_url === undefined) {
+    // Filled in with the stub model's real address when the agent starts.
+    providerFields.base_url = 'http://127.0.0.1:9/v1';
+  }
+  const previousInference = base.get('inference') as { toJSON?: () => unknown } | undefined;
+  const prevJson = (previousInference?.toJSON?.() ?? {}) as Record<string, unknown>;
+  base.set('inference', {
+    providers: { [providerName]: { ...providerFields, models: chosen.profile.models } },
+    routes: [
+      { name: 'secrets-never-leave', when: { entities: ['secret'] }, block: true, message: 'blocked: the request contains a secret' },
+      ...(providerFields.locality === 'cloud'
+        ? [{ name: 'pii-redacted', when: { entities: ['email', 'phone', 'credit_card', 'us_ssn', 'iban'] }, redact_then: providerName }]
+        : []),
+      { name: 'default', provider: providerName },
+    ],
+    budgets: isRouterBudgets(prevJson.budgets) ? prevJson.budgets : { day: { tokens: 2_000_000 } },
+  });
+  return {
+    profile: chosen.name,
+    profileReason: chosen.reason,
+    presets,
+    policyText: base.toString(),
+    ...(typeof providerFields.credential === 'string' ? { credential: providerFields.credential } : {}),
+    warnings,
+  };
+}
+
+function isRouterBudgets(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== 'object' || v === null) return false;
+  const keys = Object.keys(v);
+  return keys.length > 0 && keys.every((k) => k === 'hour' || k === 'day' || k === 'request');
+}
+
+/** Read credentials.json (names → keys); {} when absent. Refuses a file others can read. */
+export function readCredentials(file: string): Record<string, unknown> {
+  if (!existsSync(file)) return {};
+  const st = statSync(file);
+  if ((st.mode & 0o077) !== 0) {
+    throw new NemoclawError('denied', `credentials file ${file} is readable by group or others (mode ${(st.mode & 0o777).toString(8)})`, {
+      nextStep: `chmod 600 ${file}`,
+    });
+  }
+  try {
+    const data = JSON.parse(readFileSync(file, 'utf8')) as unknown;
+    if (typeof data !== 'object' || data === null || Array.isArray(data)) throw new Error('not an object');
+    return data as Record<string, unknown>;
+  } catch (err) {
+    throw new NemoclawError('invalid_input', `credentials file ${file} is not valid JSON (${(err as Error).name})`, {
+      nextStep: `fix it as {"<name>": "<key>"} or remove it and run \`nemoclaw-tui onboard\` again`,
+    });
+  }
+}
+
+/** Store one key (0600, atomic); other keys stay. Never logs the value. */
+export function storeCredential(file: string, name: string, key: string): { changed: boolean } {
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) {
+    throw new NemoclawError('invalid_input', `invalid credential name "${name}"`, { nextStep: 'use letters, digits, ".", "_" or "-"' });
+  }
+  if (key.length === 0 || /[\r\n]/.test(key)) {
+    throw new NemoclawError('invalid_input', `the key for "${name}" is empty or spans lines`, { nextStep: 'pass the key exactly as the provider shows it' });
+  }
+  const data = readCredentials(file);
+  if (data[name] === key) return { changed: false };
+  data[name] = key;
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, `${JSON.stringify(data, null, 2)}\n`, { mode: 0o600 });
+  chmodSync(tmp, 0o600);
+  renameSync(tmp, file);
+  return { changed: true };
+}
+
+/** The real detectors: loopback HTTP probes, nvidia-smi, os.totalmem, credentials.json. */
+export function systemDetectors(credentialsFile: string, env: NodeJS.ProcessEnv = process.env): Detectors {
+  return {
+    env,
+    probe: async (url) => {
+      if (!isLoopbackUrl(url)) return false;
+      const { request, Agent } = await import('undici');
+      // A direct dispatcher: the operator's HTTP(S)_PROXY must not see loopback probes.
+      const dispatcher = new Agent({ connect: { timeout: 1500 } });
+      try {
+        const res = await request(url, { dispatcher, headersTimeout: 1500, bodyTimeout: 1500 });
+        await res.body.dump();
+        return res.statusCode >= 200 && res.statusCode < 300;
+      } catch {
+        return false;
+      } finally {
+        await dispatcher.close();
+      }
+    },
+    gpus: async () => {
+      const { execa } = await import('execa');
+      const r = await execa('nvidia-smi', ['--query-gpu=name,memory.total', '--format=csv,noheader,nounits'], { reject: false, timeout: 5000 });
+      if (r.exitCode !== 0) return [];
+      return String(r.stdout)
+        .split('\n')
+        .map((l) => l.split(',').map((s) => s.trim()))
+        .filter((c) => c.length >= 2 && c[0])
+        .map((c) => ({ name: c[0]!, memoryMiB: Number(c[1]) || 0 }));
+    },
+    memoryBytes: () => totalmem(),
+    storedCredentials: () => {
+      try {
+        return Object.keys(readCredentials(credentialsFile));
+      } catch {
+        return [];
+      }
+    },
+  };
+}

@@ -1,0 +1,120 @@
+/**
+ * Adapter from the agent supervisor to the sandbox driver service (`ctx.service('sandbox')`).
+ * The driver runs one long-lived sandboxed process per launch with pipes for stdout/stderr;
+ * this file turns that into an AgentLauncher (line-split output, exit status, stop with grace).
+ */
+import { readlinkSync } from 'node:fs';
+import type { Readable } from 'node:stream';
+import type { SupervisorContext, SupervisorService } from '../control/types.js';
+import { NemoclawError } from '../shared/errors.js';
+import type { AgentLauncher, AgentProcessSpec, ExitStatus, LaunchedProcess, OutputStream } from './supervise.js';
+
+/** What the agent needs from the sandbox service (src/sandbox); kept minimal on purpose. */
+export interface SandboxLaunchRequest {
+  id: string;
+  command: string[];
+  cwd: string;
+  /** Added to the policy's environment. */
+  env: Record<string, string>;
+  /** Host directories bound read-only inside (e.g. the agent's Node and package). */
+  readOnlyBinds: Array<{ source: string; target: string }>;
+  stdio: 'pipe';
+}
+
+export interface SandboxProcessHandle {
+  rootPid: number;
+  pids(): number[];
+  stdout: Readable | null;
+  stderr: Readable | null;
+  wait(): Promise<{ code: number | null; signal: string | null }>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+export interface SandboxServiceForAgent extends SupervisorService {
+  launchProcess(request: SandboxLaunchRequest): Promise<SandboxProcessHandle>;
+}
+
+function isSandboxService(s: SupervisorService | undefined): s is SandboxServiceForAgent {
+  return typeof (s as Partial<SandboxServiceForAgent> | undefined)?.launchProcess === 'function';
+}
+
+function netnsOf(pid: number | 'self'): string | undefined {
+  try {
+    return readlinkSync(`/proc/${pid}/ns/net`);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A pid inside the sandbox's network namespace (bwrap's outer process stays in the host's). */
+export function pidInOwnNetns(pids: number[], fallback: number): number {
+  const host = netnsOf('self');
+  for (const pid of pids) {
+    const ns = netnsOf(pid);
+    if (ns && ns !== host) return pid;
+  }
+  return fallback;
+}
+
+function pipeLines(stream: Readable | null, name: OutputStream, onLine: (s: OutputStream, line: string) => void): void {
+  if (!stream) return;
+  let buf = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => {
+    buf += chunk;
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      onLine(name, buf.slice(0, nl));
+      buf = buf.slice(nl + 1);
+    }
+    // A runaway line without newline is flushed in pieces rather than growing without bound.
+    if (buf.length > 64 * 1024) {
+      onLine(name, buf);
+      buf = '';
+    }
+  });
+  stream.on('end', () => {
+    if (buf) onLine(name, buf);
+  });
+}
+
+export function sandboxLauncher(ctx: SupervisorContext, opts: { stopGraceMs?: number } = {}): AgentLauncher {
+  let seq = 0;
+  return {
+    async launch(spec: AgentProcessSpec, onLine): Promise<LaunchedProcess> {
+      const svc = ctx.service('sandbox');
+      if (!isSandboxService(svc)) {
+        throw new NemoclawError('prerequisite_missing', 'the sandbox driver service is not running in this supervisor', {
+          nextStep: 'run `nemoclaw-tui doctor` and restart the supervisor (`nemoclaw-tui down && nemoclaw-tui up`)',
+        });
+      }
+      const handle = await svc.launchProcess({
+        id: `agent-${++seq}`,
+        command: spec.argv,
+        cwd: spec.cwd,
+        env: spec.env,
+        readOnlyBinds: spec.readOnlyBinds,
+        stdio: 'pipe',
+      });
+      pipeLines(handle.stdout, 'stdout', onLine);
+      pipeLines(handle.stderr, 'stderr', onLine);
+      const exited: Promise<ExitStatus> = handle.wait().then((st) => ({ code: st.code, signal: st.signal }));
+      let netPid: number | undefined;
+      const proc: LaunchedProcess = {
+        get pid() {
+          // Resolved lazily: the sandbox's inner processes appear right after the launch.
+          if (netPid === undefined || netPid === handle.rootPid) netPid = pidInOwnNetns(handle.pids(), handle.rootPid);
+          return netPid;
+        },
+        exited,
+        async stop() {
+          handle.kill('SIGTERM');
+          const grace = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), opts.stopGraceMs ?? 10_000).unref());
+          if ((await Promise.race([exited, grace])) === 'timeout') handle.kill('SIGKILL');
+          await exited;
+        },
+      };
+      return proc;
+    },
+  };
+}

@@ -1,0 +1,82 @@
+/** `pending [--json]`, `approve ID [--session|--always]`, `deny ID [--always]`. */
+import type { Command } from 'commander';
+import type { ApprovalDecision, PendingView } from '../../egress/index.js';
+import { NemoclawError } from '../../shared/errors.js';
+import { EXIT, action, humanDuration, nameFlag } from '../util.js';
+import type { CommandModule } from './index.js';
+
+function describeWait(p: PendingView, now: number): string {
+  if (p.state === 'unattended') return 'refused (nobody attached)';
+  const left = p.deadline === null ? 0 : Math.max(0, p.deadline - now);
+  return `${p.waiters} waiting, ${humanDuration(left)} left`;
+}
+
+const VERB: Record<ApprovalDecision, string> = {
+  once: 'approved once',
+  session: 'approved for this session',
+  always: 'always allowed (written to the operator overlay)',
+  deny: 'denied',
+  deny_always: 'always denied (written to the operator overlay)',
+};
+
+export const approvalsCommands: CommandModule = {
+  register(program: Command): void {
+    program
+      .command('pending')
+      .description('list requests waiting for an approval (and ones refused while nobody was attached)')
+      .option('--json', 'print the list as JSON')
+      .action(
+        action(async (ctx, opts: { json?: boolean }) => {
+          const pending = await ctx.client().pending();
+          if (opts.json) {
+            ctx.json(pending);
+            return EXIT.ok;
+          }
+          if (pending.length === 0) {
+            ctx.out('no pending requests');
+            return EXIT.ok;
+          }
+          const now = Date.now();
+          ctx.out(`${'ID'.padEnd(8)} ${'HOST:PORT'.padEnd(36)} ${'BINARY'.padEnd(24)} ${'REQUEST'.padEnd(28)} STATE`);
+          for (const p of pending) {
+            const target = `${p.host}:${p.port}`;
+            ctx.out(`${p.id.padEnd(8)} ${target.padEnd(36)} ${(p.binary ?? '?').padEnd(24)} ${p.request.slice(0, 28).padEnd(28)} ${describeWait(p, now)}`);
+          }
+          ctx.out(`decide with \`nemoclaw-tui${nameFlag(ctx.name)} approve ID [--session|--always]\` or \`nemoclaw-tui${nameFlag(ctx.name)} deny ID [--always]\``);
+          return EXIT.ok;
+        }),
+      );
+
+    program
+      .command('approve')
+      .description('let a held request through: once (default), for this session, or always (overlay rule)')
+      .argument('<id>', 'pending id (see `nemoclaw-tui pending`)')
+      .option('--session', 'allow the host:port until the supervisor restarts')
+      .option('--always', 'allow the host:port for good (new policy revision, survives restarts)')
+      .action(
+        action(async (ctx, id: string, opts: { session?: boolean; always?: boolean }) => {
+          if (opts.session && opts.always) {
+            throw new NemoclawError('invalid_input', '--session and --always exclude each other', { exitCode: EXIT.usage, nextStep: 'pick one of them' });
+          }
+          const decision: ApprovalDecision = opts.always ? 'always' : opts.session ? 'session' : 'once';
+          const r = await ctx.client().decide(id, decision, 'cli');
+          ctx.out(`${r.pending.id} ${r.pending.host}:${r.pending.port} ${VERB[decision]}; ${r.waiters} held request(s) resumed`);
+          return EXIT.ok;
+        }),
+      );
+
+    program
+      .command('deny')
+      .description('refuse a held request (JSON 403 to the agent); --always adds a deny rule to the overlay')
+      .argument('<id>', 'pending id (see `nemoclaw-tui pending`)')
+      .option('--always', 'deny the host:port for good (new policy revision, survives restarts)')
+      .action(
+        action(async (ctx, id: string, opts: { always?: boolean }) => {
+          const decision: ApprovalDecision = opts.always ? 'deny_always' : 'deny';
+          const r = await ctx.client().decide(id, decision, 'cli');
+          ctx.out(`${r.pending.id} ${r.pending.host}:${r.pending.port} ${VERB[decision]}; ${r.waiters} held request(s) refused`);
+          return EXIT.ok;
+        }),
+      );
+  },
+};

@@ -1,0 +1,97 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createServer, type Server } from 'node:net';
+import { mkdtempSync, realpathSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa, type ResultPromise } from 'execa';
+import { createBinaryIdentifier, parseProcNetTcp, parseSsUnix } from '../../src/egress/identity.js';
+
+const NS = `egid${process.pid}`;
+
+describe('binary identity parsing', () => {
+  it('parses /proc/net/tcp rows', () => {
+    const text = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:0C38 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:A1B2 0100007F:0C38 01 00000000:00000000 00:00000000 00000000  1000        0 4343 1`;
+    expect(parseProcNetTcp(text)).toEqual([
+      { localAddress: '0100007F', localPort: 3128, remoteAddress: '00000000', remotePort: 0, state: 10, inode: 4242 },
+      { localAddress: '0100007F', localPort: 0xa1b2, remoteAddress: '0100007F', remotePort: 3128, state: 1, inode: 4343 },
+    ]);
+  });
+  it('parses ss -xpnH rows', () => {
+    const text = `u_str ESTAB 0 0 /tmp/x/proxy.sock 5001 * 5000 users:(("node",pid=10,fd=22))
+u_str ESTAB 0 0 * 5000 * 5001 users:(("socat",pid=77,fd=6))`;
+    expect(parseSsUnix(text)).toEqual([
+      { localInode: 5001, peerInode: 5000, pids: [10] },
+      { localInode: 5000, peerInode: 5001, pids: [77] },
+    ]);
+  });
+});
+
+describe('binary identity through a socat relay in a network namespace (needs root, ip, socat, curl)', () => {
+  let dir: string;
+  let server: Server;
+  let relay: ResultPromise | undefined;
+  const seen: Array<string | undefined> = [];
+
+  beforeAll(async () => {
+    for (const tool of ['ip', 'socat', 'curl']) {
+      const r = await execa('which', [tool], { reject: false });
+      if (r.exitCode !== 0) throw new Error(`${tool} is missing: install it (CI installs iproute2 socat curl via .ci/run)`);
+    }
+    dir = mkdtempSync(join(tmpdir(), 'egid-'));
+    await execa('ip', ['netns', 'add', NS]);
+    await execa('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
+    const sock = join(dir, 'proxy.sock');
+    relay = execa('ip', ['netns', 'exec', NS, 'socat', 'TCP-LISTEN:3128,bind=127.0.0.1,fork,reuseaddr', `UNIX-CONNECT:${sock}`], { reject: false });
+    const rootPid = () => relay?.pid as number;
+    // ip netns exec execs socat in place, so relay.pid is socat's pid inside the netns.
+    const identifier = createBinaryIdentifier(() => [{ rootPid: rootPid(), relayPort: 3128 }]);
+    server = createServer((s) => {
+      void identifier.identify(s).then((exe) => {
+        seen.push(exe);
+        s.end(`HTTP/1.1 200 OK\r\nContent-Length: ${(exe ?? 'unknown').length}\r\nConnection: close\r\n\r\n${exe ?? 'unknown'}`);
+      });
+      s.on('error', () => {});
+      s.resume();
+    });
+    await new Promise<void>((r) => server.listen(sock, () => r()));
+    // wait for the relay to listen
+    for (let i = 0; i < 100; i++) {
+      const r = await execa('ip', ['netns', 'exec', NS, 'ss', '-tlnH', 'sport = :3128'], { reject: false });
+      if (r.stdout.includes('3128')) break;
+      await new Promise((res) => setTimeout(res, 20));
+    }
+  });
+
+  afterAll(async () => {
+    if (relay?.pid) process.kill(relay.pid, 'SIGTERM');
+    await relay?.catch(() => undefined);
+    server?.close();
+    await execa('ip', ['netns', 'del', NS], { reject: false });
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('names the executable of the sandbox process that opened the connection', async () => {
+    const curl = realpathSync('/usr/bin/curl');
+    const r = await execa('ip', ['netns', 'exec', NS, 'curl', '-s', '-x', 'http://127.0.0.1:3128', 'http://example.test/']);
+    expect(r.stdout).toBe(curl);
+    // A second, different client binary in the same sandbox netns is told apart.
+    const script = "const s=require('net').connect(3128,'127.0.0.1',()=>s.write('GET http://x/ HTTP/1.1\\r\\n\\r\\n'));s.pipe(process.stdout)";
+    const node = await execa('ip', ['netns', 'exec', NS, process.execPath, '-e', script]);
+    expect(node.stdout).toContain(realpathSync(process.execPath));
+    expect(seen).toEqual([curl, realpathSync(process.execPath)]);
+  });
+
+  it('answers undefined (fail closed) for a connection that did not come through a known relay', async () => {
+    const identifier = createBinaryIdentifier(() => []);
+    const other = createServer(async (s) => {
+      s.end(String(await identifier.identify(s)));
+    });
+    const sock = join(dir, 'other.sock');
+    await new Promise<void>((r) => other.listen(sock, () => r()));
+    const r = await execa('socat', ['-', `UNIX-CONNECT:${sock}`], { input: 'x', reject: false });
+    expect(r.stdout).toBe('undefined');
+    other.close();
+  });
+});
