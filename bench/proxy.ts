@@ -41,37 +41,55 @@ function pct(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
 }
 
-/** One keep-alive connection; sends `count` GETs one after another, returns per-request RTTs (ms). */
-async function latencyRun(dial: () => Socket, requestText: string, count: number): Promise<number[]> {
-  const s = dial();
-  s.setNoDelay(true);
-  await new Promise<void>((r, j) => {
-    s.once('connect', () => r());
-    s.once('error', j);
-  });
+/**
+ * Sequential GETs over one keep-alive connection; returns per-request RTTs (ms). A server that
+ * closes after each response (tinyproxy answers HTTP/1.0 and closes) gets a new connection per
+ * request, and that connect is part of its RTT, as a client would see it.
+ */
+async function latencyRun(dial: () => Socket, requestText: string, count: number): Promise<{ rtts: number[]; reconnects: number }> {
   const out: number[] = [];
+  let reconnects = -1;
+  let s: Socket | undefined;
+  let mustReconnect = true;
   let buf = '';
   let resolveOne: (() => void) | undefined;
-  s.on('data', (c: Buffer) => {
-    buf += c.toString('latin1');
-    const end = buf.indexOf('\r\n\r\n');
-    if (end < 0) return;
-    const len = Number(/content-length: (\d+)/i.exec(buf.slice(0, end))?.[1] ?? 0);
-    if (buf.length >= end + 4 + len) {
-      buf = buf.slice(end + 4 + len);
-      resolveOne?.();
-    }
-  });
+  const open = async (): Promise<void> => {
+    s?.destroy();
+    reconnects++;
+    buf = '';
+    const sock = dial();
+    sock.setNoDelay(true);
+    sock.on('data', (c: Buffer) => {
+      buf += c.toString('latin1');
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const head = buf.slice(0, end);
+      const len = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? 0);
+      if (buf.length >= end + 4 + len) {
+        buf = buf.slice(end + 4 + len);
+        if (/^HTTP\/1\.0/.test(head) ? !/connection: keep-alive/i.test(head) : /connection: close/i.test(head)) mustReconnect = true;
+        resolveOne?.();
+      }
+    });
+    sock.on('error', () => undefined);
+    await new Promise<void>((r, j) => {
+      sock.once('connect', () => r());
+      sock.once('error', j);
+    });
+    s = sock;
+    mustReconnect = false;
+  };
   for (let i = 0; i < count; i++) {
     const t0 = performance.now();
+    if (mustReconnect || !s || s.destroyed) await open();
     await new Promise<void>((r) => {
       resolveOne = r;
-      s.write(requestText);
+      (s as Socket).write(requestText);
     });
     out.push(performance.now() - t0);
   }
-  s.destroy();
-  return out;
+  s?.destroy();
+  return { rtts: out, reconnects };
 }
 
 async function main(): Promise<void> {
@@ -126,10 +144,13 @@ async function main(): Promise<void> {
   const lat: Record<string, { p50: number; p99: number }> = {};
   for (const [name, dial, text] of variants) {
     await latencyRun(dial, text, WARMUP);
-    const rtts = (await latencyRun(dial, text, LATENCY_REQUESTS)).sort((a, b) => a - b);
-    lat[name] = { p50: pct(rtts, 50), p99: pct(rtts, 99) };
+    const run = await latencyRun(dial, text, LATENCY_REQUESTS);
+    const rtts = run.rtts.sort((a, b) => a - b);
+    const label = run.reconnects > 0 ? `${name}*` : name;
+    lat[label] = { p50: pct(rtts, 50), p99: pct(rtts, 99) };
   }
   const direct = lat.direct as { p50: number; p99: number };
+  if (Object.keys(lat).some((k) => k.endsWith('*'))) process.stdout.write('* closes the client connection after every response: a new connection per request\n');
   process.stdout.write(`\n1. keep-alive GET, ${LATENCY_REQUESTS} sequential requests (ms)\n`);
   process.stdout.write(`${'path'.padEnd(20)} ${'p50'.padStart(8)} ${'p99'.padStart(8)} ${'+p50'.padStart(8)} ${'+p99'.padStart(8)} ${'p50 ratio'.padStart(10)}\n`);
   for (const [name, v] of Object.entries(lat)) {

@@ -7,7 +7,8 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ensureSandboxDirs, type SandboxPaths } from '../shared/home.js';
+import { checkLock, importBlueprint, packageKeysDir } from '../blueprint/index.js';
+import { ensureSandboxDirs, homePaths, type SandboxPaths } from '../shared/home.js';
 import { loadBlueprintSpec, type LoadedBlueprint } from './blueprint-spec.js';
 import { detectEnvironment, planOnboarding, systemDetectors, type DetectedEnvironment, type Detectors, type OnboardingPlan } from './onboard.js';
 import { agentStateFile, readAgentState, resolveBlueprintDir, writeAgentState, type AgentState } from './service.js';
@@ -23,10 +24,15 @@ export interface PrepareOptions {
   detectors?: Detectors;
   /** Regenerate the policy even when this sandbox already ran this blueprint. */
   force?: boolean;
+  /** Accept a blueprint whose digest differs from the one the sandbox is locked to. */
+  upgrade?: boolean;
 }
 
 export interface PreparedLaunch {
   blueprint: LoadedBlueprint;
+  /** sha256 digest of the blueprint's canonical manifest. */
+  digest: string;
+  signer: string | undefined;
   environment: DetectedEnvironment | undefined;
   plan: OnboardingPlan | undefined;
   /** The base policy file to start the supervisor with. */
@@ -38,7 +44,13 @@ export interface PreparedLaunch {
 
 export async function prepareBlueprintLaunch(opts: PrepareOptions): Promise<PreparedLaunch> {
   ensureSandboxDirs(opts.paths, opts.home);
-  const dir = resolveBlueprintDir(opts.blueprint, opts.packageRoot);
+  const sourceDir = resolveBlueprintDir(opts.blueprint, opts.packageRoot);
+  loadBlueprintSpec(sourceDir); // names a bad field before anything is copied
+  // Verify (MANIFEST, digest, signature), copy into the content-addressed store, and run only from there.
+  const home = homePaths(opts.home);
+  const verified = importBlueprint(sourceDir, home.blueprintStore, { trustedKeyDirs: [home.trustedKeysDir, packageKeysDir()] });
+  checkLock(opts.paths.dir, { name: verified.name, version: verified.version, digest: verified.digest }, { upgrade: opts.upgrade === true });
+  const dir = verified.dir;
   const blueprint = loadBlueprintSpec(dir);
   const stateFile = agentStateFile({ paths: opts.paths });
   const previous = readAgentState(stateFile);
@@ -70,5 +82,5 @@ export async function prepareBlueprintLaunch(opts: PrepareOptions): Promise<Prep
     created_at: previous?.created_at ?? new Date().toISOString(),
   };
   writeAgentState(stateFile, state);
-  return { blueprint, environment, plan, policyFile, state, policyWritten: plan !== undefined };
+  return { blueprint, digest: verified.digest, signer: verified.signature.state === 'trusted' ? verified.signature.keyId : undefined, environment, plan, policyFile, state, policyWritten: plan !== undefined };
 }

@@ -6,22 +6,22 @@
 import { readlinkSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { SupervisorContext, SupervisorService } from '../control/types.js';
+import type { SandboxLaunchRequest, SandboxServiceApi } from '../sandbox/index.js';
 import { NemoclawError } from '../shared/errors.js';
 import type { AgentLauncher, AgentProcessSpec, ExitStatus, LaunchedProcess, OutputStream } from './supervise.js';
 
-/** What the agent needs from the sandbox service (src/sandbox); kept minimal on purpose. */
-export interface SandboxLaunchRequest {
-  id: string;
-  command: string[];
-  cwd: string;
+/**
+ * What the agent adds to the sandbox service's launch request. The driver must bind these
+ * read-only (opened as root and passed by fd, since $NEMOCLAW_HOME is 0700) and add the env.
+ */
+export interface AgentLaunchExtras {
   /** Added to the policy's environment. */
   env: Record<string, string>;
-  /** Host directories bound read-only inside (e.g. the agent's Node and package). */
+  /** Host directories bound read-only inside (the agent's Node and package, the blueprint). */
   readOnlyBinds: Array<{ source: string; target: string }>;
-  stdio: 'pipe';
 }
 
-export interface SandboxProcessHandle {
+interface SandboxProcessHandle {
   rootPid: number;
   pids(): number[];
   stdout: Readable | null;
@@ -30,12 +30,8 @@ export interface SandboxProcessHandle {
   kill(signal?: NodeJS.Signals): void;
 }
 
-export interface SandboxServiceForAgent extends SupervisorService {
-  launchProcess(request: SandboxLaunchRequest): Promise<SandboxProcessHandle>;
-}
-
-function isSandboxService(s: SupervisorService | undefined): s is SandboxServiceForAgent {
-  return typeof (s as Partial<SandboxServiceForAgent> | undefined)?.launchProcess === 'function';
+function isSandboxService(s: SupervisorService | undefined): s is SandboxServiceApi {
+  return typeof (s as Partial<SandboxServiceApi> | undefined)?.launch === 'function';
 }
 
 function netnsOf(pid: number | 'self'): string | undefined {
@@ -79,7 +75,6 @@ function pipeLines(stream: Readable | null, name: OutputStream, onLine: (s: Outp
 }
 
 export function sandboxLauncher(ctx: SupervisorContext, opts: { stopGraceMs?: number } = {}): AgentLauncher {
-  let seq = 0;
   return {
     async launch(spec: AgentProcessSpec, onLine): Promise<LaunchedProcess> {
       const svc = ctx.service('sandbox');
@@ -88,14 +83,14 @@ export function sandboxLauncher(ctx: SupervisorContext, opts: { stopGraceMs?: nu
           nextStep: 'run `nemoclaw-tui doctor` and restart the supervisor (`nemoclaw-tui down && nemoclaw-tui up`)',
         });
       }
-      const handle = await svc.launchProcess({
-        id: `agent-${++seq}`,
+      const request: SandboxLaunchRequest & AgentLaunchExtras = {
         command: spec.argv,
         cwd: spec.cwd,
         env: spec.env,
         readOnlyBinds: spec.readOnlyBinds,
         stdio: 'pipe',
-      });
+      };
+      const handle: SandboxProcessHandle = await svc.launch(request);
       pipeLines(handle.stdout, 'stdout', onLine);
       pipeLines(handle.stderr, 'stderr', onLine);
       const exited: Promise<ExitStatus> = handle.wait().then((st) => ({ code: st.code, signal: st.signal }));

@@ -7,6 +7,7 @@ import { createEgressService } from '../egress/index.js';
 import { inferenceServiceFactory } from '../inference/index.js';
 import { createMetersService } from '../meters/index.js';
 import { agentServiceFactory } from '../agent/index.js';
+import { createSandboxService } from '../sandbox/index.js';
 
 export type ServiceFactory = (options: SupervisorOptions) => SupervisorService;
 
@@ -14,6 +15,7 @@ export const serviceFactories: ServiceFactory[] = [
   // egress proxy, privacy router, sandbox driver, meters, agent — in that order
   () => createEgressService(),
   inferenceServiceFactory,
+  () => createSandboxService(),
   createMetersService, // keep after the sandbox driver
   agentServiceFactory, // last: needs the sandbox driver and the router
 ];

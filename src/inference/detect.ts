@@ -6,9 +6,6 @@
  */
 import { createHash } from 'node:crypto';
 import { isIPv6 } from 'node:net';
-import { lintSource } from '@secretlint/core';
-import { creator as recommendedPreset } from '@secretlint/secretlint-rule-preset-recommend';
-import { countTokens } from 'gpt-tokenizer';
 import type { EntityKind } from './schema.js';
 
 export interface Detection {
@@ -39,9 +36,28 @@ export interface ClassifierOptions {
   cacheEntries?: number;
 }
 
-const secretlintConfig = {
-  rules: [{ id: '@secretlint/secretlint-rule-preset-recommend', rule: recommendedPreset }],
-};
+/**
+ * secretlint and gpt-tokenizer are loaded on the first scan, not at import: the policy engine imports
+ * this part to validate `inference` sections, and `policy validate` should not pay for them.
+ */
+interface HeavyDeps {
+  lintSource: typeof import('@secretlint/core').lintSource;
+  secretlintConfig: { rules: Array<{ id: string; rule: unknown }> };
+  countTokens: (text: string) => number;
+}
+let heavyDeps: Promise<HeavyDeps> | undefined;
+function loadHeavyDeps(): Promise<HeavyDeps> {
+  heavyDeps ??= Promise.all([
+    import('@secretlint/core'),
+    import('@secretlint/secretlint-rule-preset-recommend'),
+    import('gpt-tokenizer'),
+  ]).then(([core, preset, tokenizer]) => ({
+    lintSource: core.lintSource,
+    secretlintConfig: { rules: [{ id: '@secretlint/secretlint-rule-preset-recommend', rule: preset.creator }] },
+    countTokens: tokenizer.countTokens,
+  }));
+  return heavyDeps;
+}
 
 /** Key formats the recommended preset does not report (or reports only in some contexts). */
 const EXTRA_SECRET_PATTERNS: Array<[string, RegExp]> = [
@@ -352,10 +368,10 @@ function runSyncDetectors(text: string, markers: CompiledMarkers, disabled: Set<
   return out.filter((d) => !disabled.has(d.kind));
 }
 
-async function detectSecretsWithSecretlint(text: string): Promise<Detection[]> {
-  const result = await lintSource({
+async function detectSecretsWithSecretlint(text: string, deps: HeavyDeps): Promise<Detection[]> {
+  const result = await deps.lintSource({
     source: { content: text, filePath: '/inference/message.txt', contentType: 'text' },
-    options: { config: secretlintConfig, noPhysicFilePath: true },
+    options: { config: deps.secretlintConfig as Parameters<HeavyDeps['lintSource']>[0]['options']['config'], noPhysicFilePath: true },
   });
   return result.messages
     .filter((m) => m.range[1] > m.range[0])
@@ -430,8 +446,9 @@ export class Classifier {
   }
 
   private async scan(text: string): Promise<Classification> {
+    const deps = await loadHeavyDeps();
     const found = runSyncDetectors(text, this.markers, this.disabled);
-    if (!this.disabled.has('secret')) found.push(...(await detectSecretsWithSecretlint(text)));
-    return { detections: resolveOverlaps(found), tokens: countTokens(text) };
+    if (!this.disabled.has('secret')) found.push(...(await detectSecretsWithSecretlint(text, deps)));
+    return { detections: resolveOverlaps(found), tokens: deps.countTokens(text) };
   }
 }

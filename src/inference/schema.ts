@@ -91,7 +91,7 @@ const routeSchema = z
     if (actions !== 1) {
       ctx.addIssue({
         code: 'custom',
-        message: 'a route needs exactly one action: `provider: <name>`, `block: true` or `redact_then: <name>`',
+        message: 'a route with exactly one action: `provider: <name>`, `block: true` or `redact_then: <name>`',
       });
     }
   });
@@ -165,7 +165,7 @@ export const inferencePolicySchema = z
           ctx.addIssue({
             code: 'custom',
             path: ['routes', i, key],
-            message: `unknown provider "${target}" (known: ${[...names].join(', ') || 'none'})`,
+            message: `the name of a provider in inference.providers (known: ${[...names].join(', ') || 'none'})`,
           });
         }
       }
@@ -177,7 +177,7 @@ export const inferencePolicySchema = z
           ctx.addIssue({
             code: 'custom',
             path: ['routes', i, 'fallback'],
-            message: 'a route that matches sensitive entities may not fall back from a local provider to a cloud provider',
+            message: 'no cloud fallback here: a route that matches sensitive entities may not fall back from a local provider to a cloud provider',
           });
         }
       }
@@ -260,6 +260,15 @@ export function normalizeInferenceSection(raw: unknown): unknown {
   return out;
 }
 
+function valueAtPath(root: unknown, path: ReadonlyArray<string | number>): unknown {
+  let v = root;
+  for (const key of path) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<string | number, unknown>)[key];
+  }
+  return v;
+}
+
 /** One problem in an inference section: zod's issue with its path in the section AS WRITTEN. */
 export interface InferenceIssue {
   /** Path inside the `inference` section, in the spelling the file used (`match`, `kind`, `daily_tokens`…). */
@@ -309,7 +318,7 @@ function writtenPath(raw: unknown, path: ReadonlyArray<PropertyKey>): Array<stri
 
 /**
  * Validate the raw `inference` section of a policy document. Throws NemoclawError('policy_invalid')
- * naming every bad field (`inference.routes[2].provider: unknown provider "x"`); `details.issues`
+ * naming every bad field (`inference.routes[2].provider: the name of a provider in …`); `details.issues`
  * carries each problem with its path as written in the file, for file:line:col reports.
  */
 export function validateInferencePolicy(raw: unknown): InferenceConfig {
@@ -321,7 +330,12 @@ export function validateInferencePolicy(raw: unknown): InferenceConfig {
     message: issue.message,
     path: writtenPath(raw, issue.path),
   }));
-  const problems = issues.map((issue) => `${formatPath(issue.path)}: ${issue.message}`);
+  const problems = issues.map((issue) => {
+    // Name the refused value when it is a plain scalar (never a whole mapping: it may be long).
+    const value = valueAtPath(raw, issue.path);
+    const got = typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean' ? ` (got ${JSON.stringify(value)})` : '';
+    return `${formatPath(issue.path)}: ${issue.message}${got}`;
+  });
   throw new NemoclawError('policy_invalid', `invalid inference section: ${problems.join('; ')}`, {
     nextStep: 'fix the named field in the policy file and apply it again; the previous inference configuration stays in force',
     exitCode: 2,

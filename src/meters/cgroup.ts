@@ -58,8 +58,11 @@ export async function readCgroupCounters(
     };
   }
   // v1: separate hierarchies per controller; a controller dir given directly also works.
-  const memDirs = [join(root, 'memory', rel), ...direct];
-  const pidDirs = [join(root, 'pids', rel), ...direct];
+  // A v1 path names one controller's dir (`/sys/fs/cgroup/pids/nemoclaw/x`); the same cgroup under
+  // the other controller has the same path below its own hierarchy.
+  const v1Rel = rel.replace(/^\/(?:memory|pids|cpu|cpuacct|cpu,cpuacct|cpuset|blkio|devices|freezer)(?=\/)/, '');
+  const memDirs = [join(root, 'memory', v1Rel), ...direct];
+  const pidDirs = [join(root, 'pids', v1Rel), ...direct];
   let memory: number | null | undefined;
   let memoryLimit: number | null | undefined;
   for (const dir of memDirs) {

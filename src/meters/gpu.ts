@@ -66,7 +66,7 @@ export interface GpuMeterEvents {
   /** GPUs present in the previous sample that are missing or failing now. */
   onVanished?(gpus: Array<{ index: number; uuid: string; name: string; reason: string }>): void;
   /** nvidia-smi died and will be restarted after `delayMs`. */
-  onRestart?(info: { exitCode: number | undefined; signal: string | undefined; delayMs: number; output: string }): void;
+  onRestart?(info: { exitCode: number | undefined; signal: string | undefined; delayMs: number; output: string; stalled: boolean }): void;
 }
 
 export interface GpuMeterOptions extends GpuMeterEvents {
@@ -87,6 +87,8 @@ export interface GpuMeterOptions extends GpuMeterEvents {
   healthyRunMs?: number;
   /** Quiet time after the last line before a batch is emitted. */
   quietFlushMs?: number;
+  /** No output for this long: nvidia-smi is hung (it can be, on a GPU that fell off the bus); kill and restart it. */
+  stallMs?: number;
 }
 
 interface RunningChild {
@@ -173,9 +175,19 @@ export class GpuMeter {
       if (tail.length > 20) tail.shift();
     };
     let quietTimer: NodeJS.Timeout | undefined;
+    let lastOutputAt = this.clock.monotonic();
+    let stalled = false;
+    const stallMs = this.opts.stallMs ?? Math.max(30_000, 10 * this.opts.intervalMs);
+    const watchdog = setInterval(() => {
+      if (this.clock.monotonic() - lastOutputAt < stallMs) return;
+      stalled = true;
+      subprocess.kill('SIGKILL');
+    }, Math.max(50, Math.round(stallMs / 4)));
+    watchdog.unref();
     const batcher = new GpuBatcher((gpus, messages) => void this.onBatch(gpus, messages));
     const stdout = subprocess.stdout ? createInterface({ input: subprocess.stdout, crlfDelay: Infinity }) : undefined;
     stdout?.on('line', (line) => {
+      lastOutputAt = this.clock.monotonic();
       remember(line);
       batcher.push(line);
       if (quietTimer) clearTimeout(quietTimer);
@@ -188,6 +200,7 @@ export class GpuMeter {
     let killed = false;
     const done = (async () => {
       const result = await subprocess;
+      clearInterval(watchdog);
       if (quietTimer) clearTimeout(quietTimer);
       batcher.flush();
       if (killed || this.stateValue === 'stopped') return;
@@ -208,8 +221,10 @@ export class GpuMeter {
       const delayMs = Math.min(this.opts.maxBackoffMs ?? 300_000, initial * 2 ** this.failures);
       this.failures++;
       this.stateValue = 'restarting';
-      this.reason = `nvidia-smi exited (${result.signal ?? `code ${result.exitCode ?? '?'}`})`;
-      this.opts.onRestart?.({ exitCode: result.exitCode, signal: result.signal, delayMs, output });
+      this.reason = stalled
+        ? `nvidia-smi printed nothing for ${Math.round(stallMs / 1000)} s and was killed`
+        : `nvidia-smi exited (${result.signal ?? `code ${result.exitCode ?? '?'}`})`;
+      this.opts.onRestart?.({ exitCode: result.exitCode, signal: result.signal, delayMs, output, stalled });
       this.restartTimer = setTimeout(() => {
         this.restartTimer = undefined;
         if (this.stateValue === 'restarting') this.spawn();

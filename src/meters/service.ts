@@ -31,6 +31,8 @@ export interface MetersServiceOptions {
   appsIntervalMs?: number;
   gpuInitialBackoffMs?: number;
   gpuMaxBackoffMs?: number;
+  /** Kill and restart nvidia-smi after this long without output (default max(30 s, 10 intervals)). */
+  gpuStallMs?: number;
   /** Default: the sandbox driver's instances (`ctx.service('sandbox')`). */
   processSource?: ProcessSource;
   readMeminfo?: () => Promise<string>;
@@ -157,7 +159,8 @@ export class MetersService implements SupervisorService {
             signal: info.signal ?? null,
             retry_in_ms: info.delayMs,
             output: info.output.slice(-2000),
-            message: `nvidia-smi exited; restarting in ${Math.round(info.delayMs / 1000)} s`,
+            stalled: info.stalled,
+            message: `${info.stalled ? 'nvidia-smi hung (no output)' : 'nvidia-smi exited'}; restarting in ${Math.round(info.delayMs / 1000)} s`,
           });
         },
       };
@@ -167,6 +170,7 @@ export class MetersService implements SupervisorService {
       if (this.opts.readMeminfo !== undefined) gpuOpts.readMeminfo = this.opts.readMeminfo;
       if (this.opts.gpuInitialBackoffMs !== undefined) gpuOpts.initialBackoffMs = this.opts.gpuInitialBackoffMs;
       if (this.opts.gpuMaxBackoffMs !== undefined) gpuOpts.maxBackoffMs = this.opts.gpuMaxBackoffMs;
+      if (this.opts.gpuStallMs !== undefined) gpuOpts.stallMs = this.opts.gpuStallMs;
       this.gpu = new GpuMeter(gpuOpts);
       this.gpu.start();
     }

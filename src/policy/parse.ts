@@ -139,6 +139,8 @@ interface RawZodIssue {
   errors?: RawZodIssue[][];
   issues?: RawZodIssue[];
   keys?: string[];
+  format?: string;
+  inclusive?: boolean;
 }
 
 /** For a union, the branch that got furthest says best what was wrong. */
@@ -162,9 +164,11 @@ function expectedOf(issue: RawZodIssue): string {
     case 'invalid_value':
       return `one of ${(issue.values ?? []).map((v) => JSON.stringify(v)).join(', ')}`;
     case 'too_small':
-      return issue.origin === 'array' ? `at least ${issue.minimum} item(s)` : `a value >= ${issue.minimum}`;
+      return issue.origin === 'array' ? `at least ${issue.minimum} item(s)` : `a value ${issue.inclusive === false ? '>' : '>='} ${issue.minimum}`;
     case 'too_big':
-      return issue.origin === 'array' ? `at most ${issue.maximum} item(s)` : `a value <= ${issue.maximum}`;
+      return issue.origin === 'array' ? `at most ${issue.maximum} item(s)` : `a value ${issue.inclusive === false ? '<' : '<='} ${issue.maximum}`;
+    case 'invalid_format':
+      return issue.format === 'url' ? 'an http:// or https:// URL' : issue.format === 'regex' ? issue.message : `a valid ${issue.format ?? 'value'}`;
     case 'invalid_key':
       return issue.issues?.[0] ? expectedOf(issue.issues[0]) : 'a valid key';
     default:

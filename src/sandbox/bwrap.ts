@@ -13,6 +13,7 @@ import {
   chownSync,
   closeSync,
   existsSync,
+  lstatSync,
   mkdirSync,
   openSync,
   readFileSync,
@@ -62,7 +63,7 @@ export const ETC_ALLOWLIST = [
 ];
 const USR_MERGE = ['/bin', '/lib', '/lib64', '/sbin', '/lib32', '/libx32'];
 /** Paths the driver builds itself; policy entries naming them are already covered. */
-const BUILT_IN = new Set(['/', '/proc', '/dev', '/tmp', SANDBOX_WORKDIR, '/usr', '/etc']);
+const BUILT_IN = new Set(['/', '/proc', '/dev', '/tmp', SANDBOX_WORKDIR, '/usr', '/etc', ...USR_MERGE, '/etc/passwd', '/etc/group', '/etc/hosts']);
 
 export type NetMode = 'bridge-outside' | 'relay-inside';
 
@@ -221,6 +222,8 @@ export function buildBwrapArgs(opts: {
   workdirHost?: string;
   exists?: (p: string) => boolean;
   isDir?: (p: string) => boolean;
+  /** Host symlinks (usr-merge links, /etc/os-release…) cannot be bind targets; they are skipped. */
+  isSymlink?: (p: string) => boolean;
 }): string[] {
   const exists = opts.exists ?? existsSync;
   const { fd, src, filesystem } = opts;
@@ -250,13 +253,13 @@ export function buildBwrapArgs(opts: {
   for (const raw of filesystem.read_only) {
     const p = sandboxPath(raw);
     if (BUILT_IN.has(p) || p.startsWith('/proc/') || p.startsWith('/dev/') || p.startsWith(`${SANDBOX_WORKDIR}/`)) continue;
-    if (isHidden(p)) continue;
+    if (isHidden(p) || (opts.isSymlink ?? isSymlink)(p)) continue;
     a.push('--ro-bind-try', p, p);
   }
   for (const raw of filesystem.read_write) {
     const p = sandboxPath(raw);
     if (BUILT_IN.has(p) || p.startsWith('/proc/') || p.startsWith('/dev/') || p.startsWith('/tmp/') || p.startsWith(`${SANDBOX_WORKDIR}/`)) continue;
-    if (isHidden(p)) continue;
+    if (isHidden(p) || (opts.isSymlink ?? isSymlink)(p)) continue;
     a.push('--bind-try', p, p);
   }
   // A hidden path inside something bound (e.g. ~/.ssh in the workdir) is masked: an empty read-only
@@ -292,6 +295,14 @@ export function buildBwrapArgs(opts: {
   }
   a.push(...opts.command);
   return a;
+}
+
+function isSymlink(p: string): boolean {
+  try {
+    return lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
+  }
 }
 
 function isDirectory(p: string): boolean {
@@ -519,6 +530,14 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
     () => ({ exitCode: 1, signal: undefined }),
   );
 
+  // Until the command runs, stderr is bubblewrap's (or strace's): keep it for error messages.
+  let setupErr = '';
+  const errStream = (child as unknown as { stderr: Readable | null }).stderr;
+  const collect = (d: Buffer): void => {
+    if (setupErr.length < 2000) setupErr += d.toString();
+  };
+  errStream?.on('data', collect);
+
   const fail = async (message: string, next: string): Promise<never> => {
     try {
       child.kill('SIGKILL');
@@ -527,6 +546,8 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
     }
     closeSync(blockFd);
     await exited;
+    errStream?.off('data', collect);
+    if (setupErr.trim()) message += `: ${setupErr.trim()}`;
     if (monitor) await drainFifo(straceFifo, violations);
     for (const c of cleanups.reverse()) await c();
     await cgroup?.remove();
@@ -572,6 +593,7 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
   }
 
   // Release the command.
+  errStream?.off('data', collect);
   writeSync(blockFd, 'x');
   closeSync(blockFd);
   released = true;

@@ -21,7 +21,13 @@ describe('nemoclaw-tui onboard (non-interactive, --no-start)', () => {
 
       const cloud = await runCli(
         ['onboard', '--non-interactive', '--no-start', '--profile', 'nvidia-cloud', '--preset', 'npm', 'github'],
-        { home: home.dir, env: { NVIDIA_API_KEY: 'nvapi-test-key-123', npm_config_registry: 'http://127.0.0.1:9/' }, timeoutMs: 60_000 },
+        { home: home.dir, env: {
+          NVIDIA_API_KEY: 'nvapi-test-key-123',
+          // A refused registry and an empty cache: npm fails fast and nothing is downloaded.
+          npm_config_registry: 'http://127.0.0.1:9/',
+          npm_config_cache: join(home.dir, 'npm-cache'),
+          npm_config_fetch_retries: '0',
+        }, timeoutMs: 60_000 },
       );
       // The npm install cannot reach the (refused) registry: onboarding fails at that step, after
       // storing the key and writing the policy, with the step named.

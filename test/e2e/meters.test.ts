@@ -214,4 +214,17 @@ describe('meters without a usable GPU', () => {
     expect(transient(t.events, 'gpu.sample').length).toBeGreaterThanOrEqual(3);
     expect(invocations(fake.log).filter((l) => l.includes('--query-gpu=')).length).toBeLessThanOrEqual(restarts.length + 1);
   });
+
+  it('a hung nvidia-smi (no output) is killed and restarted', async () => {
+    const work = tempDir('fake');
+    cleanups.push(() => removeDir(work));
+    const fake = fakeNvidiaSmi(work, { FAKE_NVSMI_GPU: fixturePath('h100-single.query-gpu.csv'), FAKE_NVSMI_HANG: '1' });
+    const { t, meters } = await startMeters({ intervalMs: 100, env: fake.env, gpuStallMs: 400, gpuInitialBackoffMs: 100 });
+    const restart = await waitFor('a restart after the stall', () => audited(t.events, 'gpu.sample').find((e) => e.action === 'nvidia-smi.restart'));
+    expect(restart).toMatchObject({ stalled: true, signal: 'SIGKILL', level: 'warn' });
+    expect(String(restart.message)).toContain('nvidia-smi hung');
+    await waitFor('the second run', () => invocations(fake.log).length >= 2);
+    await meters.stop();
+    await waitFor('fake nvidia-smi to exit', () => pidsMentioning(work).length === 0);
+  });
 });

@@ -330,3 +330,29 @@ describe('budgets', () => {
     expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
   });
 });
+
+describe('the shipped baseline policy', () => {
+  it('blocks secrets, keeps personal data local and sends the rest to NVIDIA with the real key', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { parse } = await import('yaml');
+    const doc = parse(readFileSync(new URL('../../policies/openclaw-sandbox.yaml', import.meta.url), 'utf8'));
+    doc.inference.providers.local.base_url = local.openaiBaseUrl;
+    doc.inference.providers.nvidia.base_url = cloud.openaiBaseUrl;
+    h = await startRouter(doc.inference, {}, { NVIDIA_API_KEY: 'nvapi-real-key' });
+    const secret = await post(`${h.url}/v1/chat/completions`, chat('use key ghp_' + 'Zz9Yy8Xx7W'.repeat(4)));
+    expect(secret.status).toBe(403);
+    expect(secret.json.error.message).toContain('contains a secret');
+    const personal = await post(`${h.url}/v1/chat/completions`, chat(`mail ${EMAIL} the report`));
+    expect(personal.status).toBe(200);
+    const plain = await post(`${h.url}/v1/chat/completions`, chat('what is a monad?'));
+    expect(plain.status).toBe(200);
+    expect(local.requests).toHaveLength(1);
+    expect(local.receivedText()).toContain(EMAIL);
+    expect(cloud.requests).toHaveLength(1);
+    expect(cloud.receivedText()).not.toContain(EMAIL);
+    expect(cloud.requests[0]!.headers.authorization).toBe('Bearer nvapi-real-key');
+    await until(() => h!.events.filter((e) => e.kind === 'inference.done').length === 3, 'three calls');
+    expect(h.events.filter((e) => e.kind === 'inference.route').map((e) => e.rule)).toEqual(['no-secrets', 'private-stays-local', 'default']);
+    expect(h.events.filter((e) => e.kind === 'inference.done').at(-1)!.cost_usd).toBeGreaterThan(0);
+  });
+});

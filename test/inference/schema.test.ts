@@ -40,7 +40,7 @@ describe('validateInferencePolicy', () => {
   });
 
   it('names the field of an unknown provider', () => {
-    expect(problem({ providers, routes: [{ provider: 'nope' }] })).toContain('inference.routes[0].provider: unknown provider "nope"');
+    expect(problem({ providers, routes: [{ provider: 'nope' }] })).toContain('inference.routes[0].provider: the name of a provider in inference.providers (known: local, cloud) (got "nope")');
   });
 
   it('refuses a route with two actions or none', () => {
@@ -67,10 +67,16 @@ describe('baseline policy spellings', () => {
     const { readFileSync } = await import('node:fs');
     const { parse } = await import('yaml');
     const doc = parse(readFileSync(new URL('../../policies/openclaw-sandbox.yaml', import.meta.url), 'utf8'));
+    // Written in the canonical spellings: the file validates without the alias mapping.
+    const { inferencePolicySchema } = await import('../../src/inference/schema.js');
+    expect(inferencePolicySchema.safeParse(doc.inference).success).toBe(true);
     const cfg = validateInferencePolicy(doc.inference);
     expect(Object.values(cfg.providers).every((p) => p.type === 'openai')).toBe(true);
-    expect(cfg.routes[0]!.when.entities).toContain('email');
-    expect(cfg.budgets.day?.tokens).toBeGreaterThan(0);
+    expect(cfg.routes[0]).toMatchObject({ name: 'no-secrets', when: { entities: ['secret'] }, block: true });
+    expect(cfg.routes[1]).toMatchObject({ name: 'private-stays-local', provider: 'local' });
+    expect(cfg.routes[1]!.when.entities).toEqual(['email', 'phone', 'credit_card', 'iban', 'us_ssn', 'url_credentials', 'proprietary']);
+    expect(cfg.providers.nvidia!.price.input_per_mtok).toBeGreaterThan(0);
+    expect(cfg.budgets.day).toEqual({ tokens: 2_000_000, usd: 20 });
   });
 
   it('maps kind/match/pii/secrets/daily_* onto the canonical fields', () => {

@@ -177,6 +177,100 @@ describe('policy schema: invalid files name file:line:col, path and what was exp
     expect(issuesOf('- a\n- b\n')[0]).toMatchObject({ expected: 'a mapping' });
   });
 
+  it('refuses a bad inference section with the router\'s own rules, at the position of each field', () => {
+    const text = [
+      'version: 1', // 1
+      'inference:', // 2
+      '  providers:', // 3
+      '    local: { type: openai, base_url: "http://127.0.0.1:8000/v1", locality: local }', // 4
+      '    cloud:', // 5
+      '      type: grpc', // 6
+      '      base_url: not-a-url', // 7
+      '  routes:', // 8
+      '    - name: pii', // 9
+      '      when: { entities: [email, shoe_size] }', // 10
+      '      redact_then: local', // 11
+      '    - { name: two, provider: local, block: true }', // 12
+      '  budgets:', // 13
+      '    hour: { tokens: -5 }', // 14
+      '  colour: blue', // 15
+    ].join('\n');
+    const issues = issuesOf(text);
+    expect(issues.map((i) => `${i.line}:${i.col} ${i.path}`)).toEqual([
+      '6:13 inference.providers.cloud.type',
+      '7:17 inference.providers.cloud.base_url',
+      '10:33 inference.routes[0].when.entities[1]',
+      '12:7 inference.routes[1]',
+      '14:21 inference.budgets.hour.tokens',
+      '15:3 inference.colour',
+    ]);
+    expect(issues[0]!.message).toBe('expected one of "openai", "anthropic", got "grpc"');
+    expect(issues[1]!.expected).toBe('an http:// or https:// URL');
+    expect(issues[2]!.expected).toContain('"email"');
+    expect(issues[3]!.expected).toMatch(/exactly one action/);
+    expect(issues[5]!.message).toBe('expected a field this section defines (unknown fields are refused here), got unknown field "colour"');
+    expect(formatPolicyIssues(issues).split('\n')[4]).toBe('p.yaml:14:21 inference.budgets.hour.tokens: expected a value > 0, got -5');
+  });
+
+  it('names a route that sends calls to a provider the section does not define', () => {
+    const issues = issuesOf(
+      ['version: 1', 'inference:', '  providers:', '    local: { type: openai, base_url: "http://127.0.0.1:8000/v1" }', '  routes:', '    - { redact_then: ghost }'].join('\n'),
+    );
+    expect(issues).toEqual([
+      {
+        file: 'p.yaml',
+        line: 6,
+        col: 22,
+        path: 'inference.routes[0].redact_then',
+        expected: 'the name of a provider in inference.providers (known: local)',
+        message: 'expected the name of a provider in inference.providers (known: local), got "ghost"',
+      },
+    ]);
+  });
+
+  it('points inference errors at the field as written, for the short spellings too', () => {
+    const issues = issuesOf(
+      [
+        'version: 1',
+        'inference:',
+        '  providers:',
+        '    l: { kind: carrier-pigeon, base_url: "http://127.0.0.1:1/v1" }',
+        '  routes:',
+        '    - match: { model: [] }',
+        '      provider: l',
+        '  budgets:',
+        '    daily_tokens: lots',
+      ].join('\n'),
+    );
+    expect(issues.map((i) => `${i.line}:${i.col} ${i.path}`)).toEqual([
+      '4:16 inference.providers.l.kind',
+      '6:23 inference.routes[0].match.model',
+      '9:19 inference.budgets.daily_tokens',
+    ]);
+  });
+
+  it('accepts every inference feature the router supports', () => {
+    const { doc } = parsePolicy(
+      [
+        'version: 1',
+        'inference:',
+        '  providers:',
+        '    local: { type: openai, base_url: "http://127.0.0.1:8000/v1", locality: local }',
+        '    claude: { type: anthropic, base_url: "https://api.anthropic.com", api_key_env: ANTHROPIC_API_KEY, price: { input_per_mtok: 3, output_per_mtok: 15 } }',
+        '  routes:',
+        '    - { name: no-secrets, when: { entities: [secret] }, block: true }',
+        '    - { name: pii, when: { entities: [email, phone] }, redact_then: claude }',
+        '    - { name: default, provider: claude, fallback: local }',
+        '  redaction: { entities: [email, phone], markers: { patterns: [\'ACME-\\d+\'] } }',
+        '  budgets: { day: { tokens: 1000, usd: 5 }, request: { tokens: 100 } }',
+        '  rate_limits: { requests_per_minute: 10 }',
+      ].join('\n'),
+      'ok.yaml',
+    );
+    expect(Object.keys(doc.inference.providers)).toEqual(['local', 'claude']);
+    expect(doc.inference.routes).toHaveLength(3);
+  });
+
   it('loadPolicyFile names a missing file', async () => {
     await expect(loadPolicyFile('/nonexistent/policy.yaml')).rejects.toMatchObject({ code: 'not_found', exitCode: 2 });
   });

@@ -90,6 +90,25 @@ describe('policy store revisions', () => {
     expect(events).toHaveLength(1);
   });
 
+  it('refuses a bad inference section and keeps the running revision and its routes', async () => {
+    const good = `${BASE}inference:\n  providers:\n    local: { type: openai, base_url: "http://127.0.0.1:8000/v1", locality: local }\n  routes:\n    - { provider: local }\n`;
+    const store = await open(good);
+    const seen: number[] = [];
+    store.onChange((rev) => seen.push(rev.number));
+    const bad = good.replace('- { provider: local }', '- { provider: nowhere }');
+    const err = await store.apply(bad, 'cli', 'bad.yaml').catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      code: 'policy_invalid',
+      exitCode: 2,
+      details: [expect.objectContaining({ file: 'bad.yaml', line: 12, col: 19, path: 'inference.routes[0].provider' })],
+    });
+    expect((err as Error).message).toContain('bad.yaml:12:19 inference.routes[0].provider: expected the name of a provider');
+    expect(store.revision().number).toBe(1);
+    expect(store.current().inference.routes).toEqual([{ provider: 'local' }]);
+    expect(seen).toEqual([]);
+    expect(await readFile(paths.policyFile, 'utf8')).toBe(good);
+  });
+
   it('continues revision numbers and diffs across restarts', async () => {
     const first = await open();
     await first.apply(BASE.replace('mode: ask', 'mode: deny'), 'cli');

@@ -12,11 +12,15 @@ import { ensurePrivateDir } from '../../shared/home.js';
 import type { SupervisorStatus } from '../../control/client.js';
 import { EXIT, action, ensureHome, humanDuration, nameFlag, type CliContext } from '../util.js';
 import type { CommandModule } from './index.js';
+import { prepareBlueprintForUp } from '../../agent/cli.js';
 
 interface UpOptions {
   policy?: string;
   foreground?: boolean;
   unsafeAllowLoopbackUpstreams?: boolean;
+  blueprint?: string;
+  profile?: string;
+  upgrade?: boolean;
 }
 
 /** Validate --policy before anything starts, so errors name file:line:col and exit 2. */
@@ -68,7 +72,12 @@ function describeRunning(ctx: CliContext, s: SupervisorStatus): string[] {
 
 async function up(ctx: CliContext, opts: UpOptions): Promise<number> {
   ensureHome(ctx);
-  const policy = await checkPolicyFile(ctx, opts.policy);
+  let policy = await checkPolicyFile(ctx, opts.policy);
+  // --blueprint: verify it, pin it (lock), write its policy and agent state; the agent service starts it.
+  if (opts.blueprint) {
+    const blueprintPolicy = await prepareBlueprintForUp(ctx, opts.blueprint, opts.profile, opts.upgrade === true);
+    policy = policy ?? blueprintPolicy;
+  }
   if (opts.foreground) return runForeground(ctx, { ...opts, policy }, false);
   const res = await startDaemon({
     name: ctx.name,
@@ -97,6 +106,9 @@ export const daemonCommands: CommandModule = {
       .option('--policy <file>', 'base policy file (default: the one this sandbox last ran with, else the baseline)')
       .option('--foreground', 'run in this terminal; SIGTERM / Ctrl-C stops it cleanly')
       .option('--unsafe-allow-loopback-upstreams', 'TESTS ONLY: let the egress proxy dial loopback upstreams')
+      .option('--blueprint <name>', 'run this blueprint\'s agent (openclaw, drill, or a directory); remembered for later `up`s')
+      .option('--profile <name>', 'inference profile of the blueprint (default: detected)')
+      .option('--upgrade', 'accept a blueprint that differs from the one this sandbox is locked to')
       .action(action(up));
 
     program

@@ -10,9 +10,12 @@ import { budgetCommands } from './budget.js';
 import { daemonCommands } from './daemon.js';
 import { logsCommands } from './logs.js';
 import { onboardCommands } from './onboard.js';
+import { execCommands } from './exec.js';
 import { serviceCommands } from './service.js';
 import { policyCommands } from './policy.js';
 import { tuiCommands } from './tui.js';
+import { runCommands } from './run.js';
+import { doctorCommands } from './doctor.js';
 
 export interface CommandModule {
   register(program: Command): void;
@@ -23,4 +26,4 @@ export interface CommandModule {
   defaultArgs?: string[];
 }
 
-export const commandModules: CommandModule[] = [daemonCommands, policyCommands, auditCommands, logsCommands, budgetCommands, onboardCommands, serviceCommands, tuiCommands, approvalsCommands, blueprintCommands];
+export const commandModules: CommandModule[] = [daemonCommands, policyCommands, auditCommands, logsCommands, budgetCommands, onboardCommands, serviceCommands, execCommands, tuiCommands, approvalsCommands, blueprintCommands, runCommands, doctorCommands];

@@ -93,6 +93,8 @@ export async function onboard(ctx: CliContext, opts: OnboardOptions): Promise<nu
     packageRoot,
     detectors,
     force: true,
+    // Onboarding is the operator choosing this blueprint again: accept a newer packaged version.
+    upgrade: true,
     ...(profile !== undefined ? { profile } : {}),
     ...(presets !== undefined ? { presets } : {}),
   });
@@ -109,6 +111,7 @@ export async function onboard(ctx: CliContext, opts: OnboardOptions): Promise<nu
       ctx.err(`no key for profile ${plan.profile}: export ${keyVar}=… and run \`nemoclaw-tui onboard\` again`);
     }
   }
+  ctx.out(`  blueprint  verified ${prepared.blueprint.spec.name} ${prepared.blueprint.spec.version}, digest ${prepared.digest}, ${prepared.signer ? `signed by ${prepared.signer}` : 'unsigned'}; runs from ${prepared.blueprint.dir}`);
   ctx.out(`  chose      profile ${plan.profile} (${plan.profileReason}); presets: ${plan.presets.length ? plan.presets.join(', ') : 'none'}`);
   ctx.out(`  policy     ${prepared.policyFile} (your always-allow rules in ${ctx.paths.overlayFile} are kept)`);
 

@@ -1,0 +1,301 @@
+/**
+ * The sandbox driver as a supervisor service: it owns every sandboxed process (for `run`, later
+ * `exec` and the long-running agent), the bridge and the fs-violation monitor, emits
+ * `sandbox.lifecycle` and `fs.violation`, and serves the exec stream on its own socket.
+ */
+import { existsSync, unlinkSync, chmodSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { resolve } from 'node:path';
+import { NemoclawError, isNemoclawError } from '../shared/errors.js';
+import type { ControlRoute, SupervisorContext, SupervisorService } from '../control/types.js';
+import { createBwrapDriver, type RunningSandbox, type SandboxDriver, type SandboxInstanceInfo } from './bwrap.js';
+import { FrameDecoder, encodeFrame, execSocketPath, type ExecStart } from './exec-protocol.js';
+import { detectCgroups } from './limits.js';
+
+export interface SandboxLaunchRequest {
+  command: string[];
+  workdir?: string;
+  cwd?: string;
+  stdio?: 'pipe' | 'inherit';
+}
+
+/** What other services (meters, egress, agent) use. */
+export interface SandboxServiceApi extends SupervisorService {
+  readonly name: 'sandbox';
+  instances(): SandboxInstanceInfo[];
+  /** Called with the new list whenever an instance starts or exits; returns an unsubscribe function. */
+  onInstancesChange(cb: (instances: SandboxInstanceInfo[]) => void): () => void;
+  /** Start a command in a new sandbox (lifecycle and violation events are emitted). */
+  launch(req: SandboxLaunchRequest): Promise<RunningSandbox>;
+}
+
+export interface SandboxServiceOptions {
+  driver?: SandboxDriver;
+  /** Node binary bound into the sandbox (default: the supervisor's own, the pinned Node 24). */
+  nodeBinary?: string;
+}
+
+export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxServiceApi {
+  const driver = opts.driver ?? createBwrapDriver();
+  const running = new Map<string, RunningSandbox>();
+  const listeners = new Set<(list: SandboxInstanceInfo[]) => void>();
+  const exited: Array<{ id: string; exitCode: number; at: number }> = [];
+  let ctx: SupervisorContext | undefined;
+  let server: Server | undefined;
+  const sockets = new Set<Socket>();
+
+  const view = (): SandboxInstanceInfo[] =>
+    [...running.values()].map((r) => ({
+      id: r.id,
+      rootPid: r.rootPid,
+      pids: () => r.pids(),
+      ...(r.cgroupPath ? { cgroupPath: r.cgroupPath } : {}),
+      netMode: r.netMode,
+      startedAt: r.startedAt,
+      command: r.command,
+    }));
+  const changed = (): void => {
+    const list = view();
+    for (const l of listeners) {
+      try {
+        l(list);
+      } catch {
+        /* a listener's bug must not stop the sandbox */
+      }
+    }
+  };
+
+  async function launch(req: SandboxLaunchRequest): Promise<RunningSandbox> {
+    if (!ctx) throw new NemoclawError('not_running', 'the sandbox service is not started');
+    const c = ctx;
+    if (!Array.isArray(req.command) || req.command.length === 0 || !req.command.every((a) => typeof a === 'string')) {
+      throw new NemoclawError('invalid_input', 'exec needs a non-empty command (an array of strings)', {
+        nextStep: 'pass the command after "--", e.g. `nemoclaw-tui run -- node agent.js`',
+        exitCode: 2,
+      });
+    }
+    const policy = c.policy.current();
+    const id = `${c.clock.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+    const workdir = resolve(req.workdir ?? (typeof c.options.workdir === 'string' ? c.options.workdir : c.paths.workdir));
+    c.events.emit({ kind: 'sandbox.lifecycle', id, phase: 'starting', command: req.command, workdir });
+    let sb: RunningSandbox;
+    try {
+      sb = await driver.launch({
+        id,
+        command: req.command,
+        workdir,
+        runDir: c.paths.runDir,
+        proxySocket: c.paths.proxySocket,
+        filesystem: policy.filesystem_policy,
+        process: policy.process,
+        nodeBinary: opts.nodeBinary ?? process.execPath,
+        stdio: req.stdio ?? 'pipe',
+        ...(req.cwd ? { cwd: req.cwd } : {}),
+        clock: () => c.clock.now(),
+        onViolation: (v) => {
+          c.events.emit({ kind: 'fs.violation', level: 'warn', id, ...v });
+        },
+      });
+    } catch (err) {
+      c.events.emit({
+        kind: 'sandbox.lifecycle',
+        level: 'error',
+        id,
+        phase: 'failed',
+        message: err instanceof Error ? err.message : String(err),
+      });
+      throw err;
+    }
+    running.set(id, sb);
+    c.events.emit({
+      kind: 'sandbox.lifecycle',
+      id,
+      phase: 'running',
+      pid: sb.rootPid,
+      net_mode: sb.netMode,
+      uid: sb.identity.uid,
+      monitor: sb.monitor,
+      limits: sb.limits,
+      startup_ms: Math.round(sb.startupMs * 10) / 10,
+    });
+    changed();
+    void sb.wait().then((st) => {
+      running.delete(id);
+      exited.push({ id, exitCode: st.exitCode, at: c.clock.now() });
+      if (exited.length > 20) exited.shift();
+      c.events.emit({
+        kind: 'sandbox.lifecycle',
+        level: st.exitCode === 0 ? 'info' : 'notice',
+        id,
+        phase: 'exited',
+        pid: sb.rootPid,
+        code: st.code,
+        signal: st.signal,
+        exit_code: st.exitCode,
+      });
+      changed();
+    });
+    return sb;
+  }
+
+  function serveExec(socket: Socket): void {
+    sockets.add(socket);
+    const decoder = new FrameDecoder();
+    let sb: RunningSandbox | undefined;
+    let starting = false;
+    let finished = false;
+    const send = (type: Parameters<typeof encodeFrame>[0], payload?: Buffer | string | object): void => {
+      if (!socket.destroyed) socket.write(encodeFrame(type, payload));
+    };
+    const failAndClose = (err: unknown): void => {
+      const e = isNemoclawError(err)
+        ? err.toJSON()
+        : { error: 'internal', message: err instanceof Error ? err.message : String(err) };
+      send('F', e);
+      finished = true;
+      socket.end();
+    };
+    socket.on('data', (chunk: Buffer) => {
+      let frames;
+      try {
+        frames = decoder.push(chunk);
+      } catch (err) {
+        failAndClose(new NemoclawError('invalid_input', `malformed exec stream: ${(err as Error).message}`));
+        return;
+      }
+      for (const f of frames) {
+        if (f.type === 'S' && !starting) {
+          starting = true;
+          let start: ExecStart;
+          try {
+            start = JSON.parse(f.payload.toString('utf8')) as ExecStart;
+          } catch {
+            failAndClose(new NemoclawError('invalid_input', 'exec start frame is not JSON', { exitCode: 2 }));
+            return;
+          }
+          launch({
+            command: start.command,
+            ...(start.workdir ? { workdir: start.workdir } : {}),
+            ...(start.cwd ? { cwd: start.cwd } : {}),
+          }).then(
+            (s) => {
+              sb = s;
+              if (socket.destroyed) {
+                s.kill('SIGKILL');
+                return;
+              }
+              send('P', { id: s.id, pid: s.rootPid, net_mode: s.netMode });
+              s.stdout?.on('data', (d: Buffer) => send('O', d));
+              s.stderr?.on('data', (d: Buffer) => send('R', d));
+              s.stdin?.on('error', () => undefined);
+              void s.wait().then(async (st) => {
+                // Let the last output reach the client before the exit frame.
+                await Promise.all([ended(s.stdout), ended(s.stderr)]);
+                finished = true;
+                send('X', st);
+                socket.end();
+              });
+            },
+            (err: unknown) => failAndClose(err),
+          );
+        } else if (f.type === 'I') {
+          sb?.stdin?.write(f.payload);
+        } else if (f.type === 'E') {
+          sb?.stdin?.end();
+        } else if (f.type === 'K') {
+          try {
+            const { signal } = JSON.parse(f.payload.toString('utf8')) as { signal?: NodeJS.Signals };
+            sb?.kill(signal ?? 'SIGTERM');
+          } catch {
+            /* ignore a malformed kill frame */
+          }
+        }
+      }
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      sockets.delete(socket);
+      // The client went away: the command does not outlive its `run`.
+      if (!finished && sb) sb.kill('SIGKILL');
+    });
+  }
+
+  return {
+    name: 'sandbox',
+    async start(context: SupervisorContext): Promise<void> {
+      ctx = context;
+      const path = execSocketPath(context.paths.dir);
+      if (existsSync(path)) unlinkSync(path);
+      server = createServer(serveExec);
+      await new Promise<void>((res, rej) => {
+        server!.once('error', rej);
+        server!.listen(path, () => res());
+      });
+      chmodSync(path, 0o600);
+    },
+    async stop(): Promise<void> {
+      for (const sb of running.values()) sb.kill('SIGKILL');
+      await Promise.all([...running.values()].map((sb) => sb.wait().catch(() => undefined)));
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((res) => (server ? server.close(() => res()) : res()));
+      if (ctx) {
+        try {
+          unlinkSync(execSocketPath(ctx.paths.dir));
+        } catch {
+          /* already gone */
+        }
+      }
+    },
+    status(): Record<string, unknown> {
+      const cg = detectCgroups();
+      return {
+        driver: driver.name,
+        cgroups: cg.mode,
+        instances: [...running.values()].map((r) => ({
+          id: r.id,
+          pid: r.rootPid,
+          pids: r.pids(),
+          net_mode: r.netMode,
+          uid: r.identity.uid,
+          user: r.identity.user,
+          monitor: r.monitor,
+          limits: r.limits,
+          seccomp: r.seccomp,
+          started_at: new Date(r.startedAt).toISOString(),
+          command: r.command,
+          cgroup: r.cgroupPath,
+        })),
+        recently_exited: exited.slice(-5),
+      };
+    },
+    routes(): ControlRoute[] {
+      return [
+        {
+          method: 'GET',
+          path: '/v1/sandbox/instances',
+          handler: () => ({
+            status: 200,
+            body: view().map((i) => ({ ...i, pids: i.pids() })),
+          }),
+        },
+      ];
+    },
+    instances: view,
+    onInstancesChange(cb) {
+      listeners.add(cb);
+      return () => listeners.delete(cb);
+    },
+    launch,
+  };
+}
+
+function ended(stream: NodeJS.ReadableStream | null): Promise<void> {
+  if (!stream) return Promise.resolve();
+  const s = stream as NodeJS.ReadableStream & { readableEnded?: boolean; destroyed?: boolean };
+  if (s.readableEnded || s.destroyed) return Promise.resolve();
+  return new Promise((r) => {
+    s.once('end', () => r());
+    s.once('close', () => r());
+  });
+}
