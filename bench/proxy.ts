@@ -42,11 +42,11 @@ function pct(sorted: number[], p: number): number {
 }
 
 /**
- * Sequential GETs over one keep-alive connection; returns per-request RTTs (ms). A server that
- * closes after each response (tinyproxy answers HTTP/1.0 and closes) gets a new connection per
- * request, and that connect is part of its RTT, as a client would see it.
+ * Sequential GETs over one keep-alive connection; returns per-request RTTs (ms). `perRequest`: the
+ * server closes after each response (tinyproxy does not keep client connections alive), so every
+ * request dials anew, and that connect is part of its RTT, as a client would see it.
  */
-async function latencyRun(dial: () => Socket, requestText: string, count: number): Promise<{ rtts: number[]; reconnects: number }> {
+async function latencyRun(dial: () => Socket, requestText: string, count: number, perRequest = false): Promise<{ rtts: number[]; reconnects: number }> {
   const out: number[] = [];
   let reconnects = -1;
   let s: Socket | undefined;
@@ -67,7 +67,7 @@ async function latencyRun(dial: () => Socket, requestText: string, count: number
       const len = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? 0);
       if (buf.length >= end + 4 + len) {
         buf = buf.slice(end + 4 + len);
-        if (/^HTTP\/1\.0/.test(head) ? !/connection: keep-alive/i.test(head) : /connection: close/i.test(head)) mustReconnect = true;
+        if (perRequest) mustReconnect = true;
         resolveOne?.();
       }
     });
@@ -92,6 +92,19 @@ async function latencyRun(dial: () => Socket, requestText: string, count: number
   return { rtts: out, reconnects };
 }
 
+/** Child mode: our proxy in its own process (as in the supervisor), like tinyproxy is. */
+async function serve(unixPath: string): Promise<void> {
+  const tcp = makeProxy('allow');
+  await tcp.listen({ host: '127.0.0.1', port: 0 });
+  const unix = makeProxy('allow');
+  await unix.listen(unixPath);
+  process.on('message', (m: unknown) => {
+    if (m === 'counters') process.send?.({ open: unix.counters().open_connections });
+    if (m === 'exit') void Promise.all([tcp.close(), unix.close()]).then(() => process.exit(0));
+  });
+  process.send?.({ port: tcp.port() });
+}
+
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'bench-proxy-'));
   const body = 'x'.repeat(256);
@@ -103,12 +116,17 @@ async function main(): Promise<void> {
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
   const upPort = (upstream.address() as { port: number }).port;
 
-  const ours = makeProxy('allow');
-  await ours.listen({ host: '127.0.0.1', port: 0 });
-  const oursPort = ours.port() as number;
-  const oursUnix = makeProxy('allow');
   const unixPath = join(dir, 'proxy.sock');
-  await oursUnix.listen(unixPath);
+  const child = spawn(process.execPath, [new URL(import.meta.url).pathname, '--serve', unixPath], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const oursPort = await new Promise<number>((resolve, reject) => {
+    child.once('message', (m) => resolve((m as { port: number }).port));
+    child.once('exit', (code) => reject(new Error(`proxy child exited with ${code}`)));
+  });
+  const childOpen = (): Promise<number> =>
+    new Promise((resolve) => {
+      child.once('message', (m) => resolve((m as { open: number }).open));
+      child.send('counters');
+    });
 
   // tinyproxy baseline (same machine, same client).
   let tiny: ChildProcess | undefined;
@@ -133,18 +151,18 @@ async function main(): Promise<void> {
   const absolute = `GET http://bench.test:${upPort}/item HTTP/1.1\r\nHost: bench.test:${upPort}\r\n\r\n`;
   const origin = `GET /item HTTP/1.1\r\nHost: 127.0.0.1:${upPort}\r\n\r\n`;
   const absoluteIp = `GET http://127.0.0.1:${upPort}/item HTTP/1.1\r\nHost: 127.0.0.1:${upPort}\r\n\r\n`;
-  const variants: Array<[string, () => Socket, string]> = [
+  const variants: Array<[string, () => Socket, string, boolean?]> = [
     ['direct', () => connect(upPort, '127.0.0.1'), origin],
     ['ours (TCP)', () => connect(oursPort, '127.0.0.1'), absoluteIp],
     ['ours (Unix socket)', () => connect(unixPath), absoluteIp],
   ];
-  if (tiny) variants.push(['tinyproxy', () => connect(tinyPort, '127.0.0.1'), absoluteIp]);
+  if (tiny) variants.push(['tinyproxy', () => connect(tinyPort, '127.0.0.1'), absoluteIp, true]);
   void absolute;
 
   const lat: Record<string, { p50: number; p99: number }> = {};
-  for (const [name, dial, text] of variants) {
-    await latencyRun(dial, text, WARMUP);
-    const run = await latencyRun(dial, text, LATENCY_REQUESTS);
+  for (const [name, dial, text, perRequest] of variants) {
+    await latencyRun(dial, text, WARMUP, perRequest);
+    const run = await latencyRun(dial, text, LATENCY_REQUESTS, perRequest);
     const rtts = run.rtts.sort((a, b) => a - b);
     const label = run.reconnects > 0 ? `${name}*` : name;
     lat[label] = { p50: pct(rtts, 50), p99: pct(rtts, 99) };
@@ -228,7 +246,7 @@ async function main(): Promise<void> {
     ),
   );
   const openAfter = socks.filter((s) => !s.destroyed).length;
-  const oursOpen = oursUnix.counters().open_connections;
+  const oursOpen = await childOpen();
   const t3ms = performance.now() - t3;
   for (const s of socks) s.destroy();
   process.stdout.write(`\n3. ${CONCURRENT} concurrent connections: ${ok} answered 200, ${errors} errors, ${openAfter} still open on the client, ${oursOpen} open in the proxy (${t3ms.toFixed(0)} ms)\n`);
@@ -259,14 +277,16 @@ async function main(): Promise<void> {
   process.stdout.write(`(events emitted and counted, not written: ${emitted})\n`);
 
   tiny?.kill('SIGTERM');
-  await Promise.all([ours.close(), oursUnix.close(), held.close()]);
+  child.send('exit');
+  await held.close();
   upstream.closeAllConnections();
   upstream.close();
   sink.close();
   rmSync(dir, { recursive: true, force: true });
 }
 
-main().catch((err: unknown) => {
+const serveAt = process.argv.indexOf('--serve');
+(serveAt > 0 ? serve(process.argv[serveAt + 1] as string) : main()).catch((err: unknown) => {
   process.stderr.write(`bench/proxy.ts failed: ${(err as Error).stack ?? String(err)}\n`);
   process.exitCode = 1;
 });

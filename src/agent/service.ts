@@ -153,6 +153,11 @@ export function createAgentService(options: SupervisorOptions, deps: AgentServic
     const profile = spec.inference.profiles[st.profile] ?? spec.inference.profiles[spec.inference.default_profile]!;
     if (profile.stub) {
       stub = await startStubModel({ models: profile.models });
+      if (!c.policy.current().inference.providers[profile.provider.name]) {
+        throw new NemoclawError('invalid_input', `the sandbox policy has no inference provider "${profile.provider.name}" for the ${bp.spec.name} stub model`, {
+          nextStep: `start the sandbox with the blueprint's policy: \`nemoclaw-tui up --blueprint ${bp.spec.name}\``,
+        });
+      }
       const policyText = readFileSync(c.paths.policyFile, 'utf8');
       const next = policyWithProviderUrl(policyText, profile.provider.name, stub.baseUrl);
       if (next !== policyText) {

@@ -28,6 +28,41 @@ export function processIo(): CliIo {
   return { stdout: process.stdout, stderr: process.stderr, env: process.env };
 }
 
+function isClosedPipe(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'EPIPE' || code === 'ERR_STREAM_DESTROYED' || code === 'ERR_STREAM_WRITE_AFTER_END';
+}
+
+const guardedStreams = new WeakSet<object>();
+
+/**
+ * Output to a reader that went away (`nemoclaw-tui status | head -1`) ends quietly: EPIPE on
+ * stdout/stderr is swallowed instead of crashing the process with an unhandled 'error' event.
+ * The listener stays for the life of the stream (writes still queued may fail after a command
+ * returns). Later writes keep failing with EPIPE, so followers (`logs -f`) still see it and stop.
+ */
+export function guardClosedPipes(io: CliIo): CliIo {
+  const streams: Array<[OutputStream, OutputStream]> = [
+    [io.stdout, io.stderr],
+    [io.stderr, io.stdout],
+  ];
+  for (const [stream, other] of streams) {
+    if (!stream.on || guardedStreams.has(stream)) continue;
+    guardedStreams.add(stream);
+    let reported = false;
+    stream.on('error', (err: Error) => {
+      if (isClosedPipe(err) || reported) return;
+      reported = true;
+      try {
+        other.write(`nemoclaw-tui: cannot write output: ${err.message}\n`);
+      } catch {
+        // both streams are gone; nothing left to tell
+      }
+    });
+  }
+  return io;
+}
+
 interface RunState {
   io: CliIo;
   exitCode: number;

@@ -712,8 +712,9 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       await new Promise<void>((resolve, reject) => {
         const s = server as Server;
         s.once('error', reject);
-        if (typeof target === 'string') s.listen(target, () => resolve());
-        else s.listen(target.port, target.host, () => resolve());
+        // A burst of connects beyond the backlog is refused outright on a Unix socket (EAGAIN).
+        if (typeof target === 'string') s.listen({ path: target, backlog: 4096 }, () => resolve());
+        else s.listen({ port: target.port, host: target.host, backlog: 4096 }, () => resolve());
       });
       // The bridge connects as root from the sandbox's network namespace; nobody else needs it.
       if (socketPath) await chmod(socketPath, 0o600);

@@ -13,6 +13,7 @@ export type WindowName = 'hour' | 'day';
 export type BudgetScope = WindowName | 'request';
 
 const WINDOW_MS: Record<WindowName, number> = { hour: 3_600_000, day: 86_400_000 };
+const PERSIST_DELAY_MS = 1000;
 
 interface WindowUsage {
   start: number;
@@ -65,6 +66,8 @@ export class BudgetLedger {
   private policyCaps: BudgetsConfig;
   private state: PersistedState;
   private readonly inFlight = new Set<CallUsage>();
+  private persistTimer: NodeJS.Timeout | undefined;
+  private dirty = false;
 
   constructor(
     private readonly clock: Clock,
@@ -97,7 +100,11 @@ export class BudgetLedger {
     return usage;
   }
 
-  /** Move a finished call's final usage into the windows and persist. */
+  /**
+   * Move a finished call's final usage into the windows. The file is written at most once per
+   * PERSIST_DELAY_MS (a synchronous write per call would stall every stream the router relays);
+   * `flush()` writes at once and runs on close, so a crash loses at most that last second.
+   */
   commit(usage: CallUsage): void {
     this.inFlight.delete(usage);
     this.roll();
@@ -105,7 +112,27 @@ export class BudgetLedger {
       this.state.windows[name].tokens += usage.tokens;
       this.state.windows[name].usd = round6(this.state.windows[name].usd + usage.usd);
     }
-    this.persist();
+    this.persistSoon();
+  }
+
+  /** Write pending usage to the state file now. */
+  flush(): void {
+    if (this.persistTimer) {
+      clearTimeout(this.persistTimer);
+      this.persistTimer = undefined;
+    }
+    if (this.dirty) this.persist();
+  }
+
+  private persistSoon(): void {
+    if (!this.file) return;
+    this.dirty = true;
+    if (this.persistTimer) return;
+    this.persistTimer = setTimeout(() => {
+      this.persistTimer = undefined;
+      if (this.dirty) this.persist();
+    }, PERSIST_DELAY_MS);
+    this.persistTimer.unref();
   }
 
   /**
@@ -228,6 +255,7 @@ export class BudgetLedger {
 
   private persist(): void {
     if (!this.file) return;
+    this.dirty = false;
     const tmp = `${this.file}.tmp-${process.pid}`;
     try {
       mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });

@@ -18,6 +18,18 @@ import { BudgetLedger, RateLimiter, type BudgetBreach, type BudgetScope, type Bu
 import { presentedToken, tokensEqual, type CredentialSource } from './credentials.js';
 import { Classifier, type Classification } from './detect.js';
 import { RedactionMap, StreamRestorer } from './redact.js';
+import {
+  anthropicMessageToOpenAi,
+  anthropicStreamToOpenAi,
+  anthropicToOpenAiChat,
+  canTranslate,
+  errorKindForStatus,
+  openAiChatToAnthropic,
+  openAiCompletionToAnthropic,
+  openAiStreamToAnthropic,
+  upstreamErrorMessage,
+  type StreamTranslator,
+} from './translate.js';
 import { validateInferencePolicy, type BudgetCaps, type EntityKind, type InferenceConfig, type ProviderConfig, type RouteConfig } from './schema.js';
 import {
   REQUEST_SCHEMAS,
@@ -104,6 +116,8 @@ interface CallRecord {
   outcome?: string;
   error?: string;
   fallback_from?: string;
+  /** Set when the call was translated between wire formats (`openai->anthropic`). */
+  translated?: string;
 }
 
 function round3(n: number): number {
@@ -130,7 +144,7 @@ function apiFor(method: string, path: string): ApiKind | 'models' | undefined {
 function upstreamUrl(provider: ProviderConfig, api: ApiKind): string {
   const base = provider.base_url.replace(/\/+$/, '');
   if (provider.type === 'anthropic') return `${base}${base.endsWith('/v1') ? '' : '/v1'}/messages`;
-  const suffix = api === 'openai.chat' ? '/chat/completions' : api === 'openai.completions' ? '/completions' : '/embeddings';
+  const suffix = api === 'openai.chat' || api === 'anthropic.messages' ? '/chat/completions' : api === 'openai.completions' ? '/completions' : '/embeddings';
   return `${base}${suffix}`;
 }
 
@@ -150,13 +164,17 @@ async function readBody(req: IncomingMessage): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/** Random per process, then a counter: unique ids without a random draw per call. */
+const ID_PREFIX = `inf-${randomBytes(6).toString('hex')}-`;
+let idCounter = 0;
+
 function requestIdFrom(req: IncomingMessage): string {
   const tp = req.headers['traceparent'];
   if (typeof tp === 'string') {
     const m = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(tp.trim());
     if (m && !/^0+$/.test(m[1]!)) return m[1]!;
   }
-  return `inf-${randomBytes(8).toString('hex')}`;
+  return `${ID_PREFIX}${(++idCounter).toString(36)}`;
 }
 
 export function createRouter(options: RouterOptions): Router {
@@ -304,7 +322,9 @@ export function createRouter(options: RouterOptions): Router {
 
     const id = requestIdFrom(req);
     const record: CallRecord = { id, api, entities: {}, redactions: 0, estimated_prompt_tokens: 0, cost_usd: 0, stream: false, overhead_ms: 0 };
+    let pendingRoute: (() => void) | undefined;
     const done = (status: number, outcome: string, level: 'info' | 'warn' | 'error' = 'info', error?: string): void => {
+      pendingRoute?.();
       record.status = status;
       record.outcome = outcome;
       record.total_ms = round3(clock.monotonic() - t0);
@@ -420,7 +440,14 @@ export function createRouter(options: RouterOptions): Router {
       return;
     }
 
-    emit({ kind: 'inference.route', level: 'info', ...record, overhead_ms: round3(clock.monotonic() - tBody) });
+    // The route event is written once the upstream request is on its way (or the call ends first):
+    // the audit append then overlaps the provider's time to first byte instead of adding to it.
+    const routeEvent: EventInput = { kind: 'inference.route', level: 'info', ...record, overhead_ms: round3(clock.monotonic() - tBody) };
+    pendingRoute = () => {
+      pendingRoute = undefined;
+      emit(routeEvent);
+    };
+    const routed = (): void => pendingRoute?.();
 
     const usage = ledger.open();
     usage.tokens = promptTokens;
@@ -428,8 +455,9 @@ export function createRouter(options: RouterOptions): Router {
     inFlight++;
     calls++;
     try {
-      await forward({ req, res, api, family, body, facts, provider, providerName, route, choice, map, record, usage, t0, tBody, promptTokens, done });
+      await forward({ req, res, api, family, body, facts, provider, providerName, route, choice, map, record, usage, t0, tBody, promptTokens, done, routed });
     } finally {
+      routed();
       inFlight--;
       ledger.commit(usage);
       budgetUpdate(true, id);
@@ -458,12 +486,14 @@ export function createRouter(options: RouterOptions): Router {
     tBody: number;
     promptTokens: number;
     done: (status: number, outcome: string, level?: 'info' | 'warn' | 'error', error?: string) => void;
+    /** Emit the inference.route event (idempotent). */
+    routed: () => void;
   }
 
   async function forward(a: ForwardArgs): Promise<void> {
     const { res, api, family, body, record } = a;
-    if (familyOf(api) !== a.provider.type) {
-      const message = `inference route "${a.choice.rule}" sends this ${api} call to provider "${a.providerName}", which speaks the ${a.provider.type} API; configure the agent for the ${a.provider.type} API or route it to a provider of type ${familyOf(api)}`;
+    if (familyOf(api) !== a.provider.type && !canTranslate(api, a.provider.type)) {
+      const message = `inference route "${a.choice.rule}" sends this ${api} call to provider "${a.providerName}", which speaks the ${a.provider.type} API and has no ${api === 'openai.embeddings' ? 'embeddings' : 'text completions'} endpoint; route ${api} calls to a provider of type ${familyOf(api)}`;
       sendError(res, family, 502, 'upstream', message);
       a.done(502, 'format_mismatch', 'error', message);
       return;
@@ -481,9 +511,17 @@ export function createRouter(options: RouterOptions): Router {
     let upstream: Dispatcher.ResponseData | undefined;
     let lastError = '';
     for (let attempt = 0; attempt < 2; attempt++) {
-      const upstreamBody: Record<string, unknown> = { ...body, model: provider.model ?? body.model };
-      if (a.facts.stream && api !== 'anthropic.messages' && api !== 'openai.embeddings') {
-        upstreamBody.stream_options = { ...(body.stream_options as object | null | undefined), include_usage: true };
+      const upstreamModel = provider.model ?? (body.model as string);
+      let upstreamBody: Record<string, unknown>;
+      if (familyOf(api) === provider.type) {
+        upstreamBody = { ...body, model: upstreamModel };
+        if (a.facts.stream && api !== 'anthropic.messages' && api !== 'openai.embeddings') {
+          upstreamBody.stream_options = { ...(body.stream_options as object | null | undefined), include_usage: true };
+        }
+      } else {
+        // The provider speaks the other API: translate the (already redacted) body.
+        upstreamBody = provider.type === 'anthropic' ? openAiChatToAnthropic(body, upstreamModel) : anthropicToOpenAiChat(body, upstreamModel);
+        record.translated = `${familyOf(api)}->${provider.type}`;
       }
       const headers: Record<string, string> = { 'content-type': 'application/json', accept: a.facts.stream ? 'text/event-stream' : 'application/json' };
       let key: string | undefined;
@@ -511,7 +549,7 @@ export function createRouter(options: RouterOptions): Router {
         const payload = JSON.stringify(upstreamBody);
         const tSend = clock.monotonic();
         record.overhead_ms += tSend - a.tBody;
-        upstream = await request(upstreamUrl(provider, api), {
+        const pending = request(upstreamUrl(provider, api), {
           method: 'POST',
           headers,
           body: payload,
@@ -520,6 +558,8 @@ export function createRouter(options: RouterOptions): Router {
           headersTimeout: provider.timeout_ms,
           bodyTimeout: provider.timeout_ms,
         });
+        a.routed();
+        upstream = await pending;
         if (upstream.statusCode >= 500) {
           failed = true;
           lastError = `provider "${providerName}" answered ${upstream.statusCode}`;
@@ -543,6 +583,7 @@ export function createRouter(options: RouterOptions): Router {
       record.provider = providerName;
       record.locality = provider.locality;
       record.model = provider.model ?? (body.model as string);
+      delete record.translated;
       a.tBody = clock.monotonic();
     }
 
@@ -583,9 +624,21 @@ export function createRouter(options: RouterOptions): Router {
     const text = await upstream.body.text();
     const t1 = clock.monotonic();
     let out = text;
+    const translating = familyOf(a.api) !== provider.type;
+    let contentType = String(upstream.headers['content-type'] ?? 'application/json');
+    if (translating && upstream.statusCode >= 300) {
+      // The provider's error, re-worded in the caller's format.
+      out = JSON.stringify(errorBody(a.family, errorKindForStatus(upstream.statusCode), upstreamErrorMessage(text)));
+      contentType = 'application/json';
+    }
     if (upstream.statusCode < 300) {
       try {
-        const json = JSON.parse(text) as Record<string, unknown>;
+        let json = JSON.parse(text) as Record<string, unknown>;
+        if (translating) {
+          json = provider.type === 'anthropic' ? anthropicMessageToOpenAi(json, Math.floor(clock.now() / 1000)) : openAiCompletionToAnthropic(json);
+          out = JSON.stringify(json);
+          contentType = 'application/json';
+        }
         const u = json.usage as Record<string, number> | undefined;
         if (u) {
           record.prompt_tokens = u.prompt_tokens ?? u.input_tokens;
@@ -607,7 +660,7 @@ export function createRouter(options: RouterOptions): Router {
     record.cost_usd = a.usage.usd;
     record.overhead_ms += clock.monotonic() - t1;
     res.writeHead(upstream.statusCode, {
-      'content-type': String(upstream.headers['content-type'] ?? 'application/json'),
+      'content-type': contentType,
       'content-length': Buffer.byteLength(out),
       [OVERHEAD_HEADER]: overheadHeader,
       'x-request-id': record.id,
@@ -812,7 +865,8 @@ export function createRouter(options: RouterOptions): Router {
         } else if (data.type === 'message_delta') {
           const u = data.usage as Record<string, number> | undefined;
           if (u?.output_tokens !== undefined) reportedCompletion = u.output_tokens;
-          if (u?.input_tokens !== undefined && reportedPrompt === undefined) reportedPrompt = u.input_tokens;
+          // message_delta usage is cumulative: when it carries input tokens they are the final count.
+          if (u?.input_tokens !== undefined) reportedPrompt = u.input_tokens + (u.cache_read_input_tokens ?? 0) + (u.cache_creation_input_tokens ?? 0);
         } else if (data.type === 'message_stop') {
           finished = true;
         }
@@ -821,7 +875,21 @@ export function createRouter(options: RouterOptions): Router {
     };
 
     const handler = family === 'anthropic' ? onAnthropicEvent : onOpenAiEvent;
-    const parser = createParser({ onEvent: (ev) => (cut ? undefined : handler(ev)) });
+    // A provider of the other API: its events are translated into the caller's first, so the relay
+    // below (restore, usage, budget cut) sees the caller's format either way.
+    const errorFor = (kind: ErrorKind, message: string): unknown => errorBody(family, kind, message);
+    const translator: StreamTranslator | undefined =
+      familyOf(api) === provider.type
+        ? undefined
+        : provider.type === 'anthropic'
+          ? anthropicStreamToOpenAi(Math.floor(clock.now() / 1000), errorFor)
+          : openAiStreamToAnthropic(a.promptTokens, errorFor);
+    const sink = translator
+      ? (ev: EventSourceMessage): void => {
+          for (const out of translator.push(ev)) handler(out);
+        }
+      : handler;
+    const parser = createParser({ onEvent: (ev) => (cut ? undefined : sink(ev)) });
     const decoder = new TextDecoder();
     for await (const chunk of upstream.body) {
       const tc = clock.monotonic();
@@ -855,6 +923,7 @@ export function createRouter(options: RouterOptions): Router {
       await upstream.body.dump().catch(() => undefined);
     } else {
       parser.feed(decoder.decode());
+      if (translator) for (const ev of translator.end()) handler(ev);
       // A stream that ended without [DONE]/finish: give back whatever is still held.
       if (map && family === 'openai') {
         for (const [key, r] of restorers) {
@@ -901,6 +970,7 @@ export function createRouter(options: RouterOptions): Router {
     },
     stats: () => ({ calls, inFlight, cache: classifier.stats() }),
     async close() {
+      ledger.flush();
       if (ownDispatcher) await ownDispatcher.close().catch(() => undefined);
     },
   };

@@ -132,7 +132,7 @@ export function openAiChatToAnthropic(body: Obj, model: string): Obj {
   }
   const toolChoice = openAiToolChoiceToAnthropic(body.tool_choice, body.parallel_tool_calls);
   if (toolChoice && Array.isArray(out.tools)) out.tool_choice = toolChoice;
-  if (isObj(body.metadata) && typeof body.user === 'string') out.metadata = { user_id: body.user };
+  if (typeof body.user === 'string') out.metadata = { user_id: body.user };
   return out;
 }
 

@@ -119,11 +119,11 @@ const PATH_ARG: Record<string, { path: number; dirfd?: number }> = {
   open: { path: 0 }, creat: { path: 0 }, mkdir: { path: 0 }, unlink: { path: 0 }, rmdir: { path: 0 },
   truncate: { path: 0 }, chmod: { path: 0 }, chown: { path: 0 }, lchown: { path: 0 }, mknod: { path: 0 },
   setxattr: { path: 0 }, lsetxattr: { path: 0 }, removexattr: { path: 0 }, lremovexattr: { path: 0 },
-  rename: { path: 1 }, link: { path: 1 }, symlink: { path: 1 },
+  rename: { path: 0 }, link: { path: 1 }, symlink: { path: 1 },
   openat: { path: 1, dirfd: 0 }, openat2: { path: 1, dirfd: 0 }, mkdirat: { path: 1, dirfd: 0 },
   unlinkat: { path: 1, dirfd: 0 }, fchmodat: { path: 1, dirfd: 0 }, fchmodat2: { path: 1, dirfd: 0 },
   fchownat: { path: 1, dirfd: 0 }, utimensat: { path: 1, dirfd: 0 }, mknodat: { path: 1, dirfd: 0 },
-  renameat: { path: 3, dirfd: 2 }, renameat2: { path: 3, dirfd: 2 }, linkat: { path: 3, dirfd: 2 },
+  renameat: { path: 1, dirfd: 0 }, renameat2: { path: 1, dirfd: 0 }, linkat: { path: 3, dirfd: 2 },
   symlinkat: { path: 2, dirfd: 1 },
 };
 

@@ -63,7 +63,7 @@ async function waitForEvent(list: () => Promise<AuditEvent[]>, pred: (e: AuditEv
   for (;;) {
     const found = (await list()).find(pred);
     if (found) return found;
-    if (Date.now() > end) throw new Error(`event not seen; have: ${(await list()).map((e) => `${e.kind}:${e.action ?? e.line ?? ''}`).join(', ')}`);
+    if (Date.now() > end) throw new Error(`event not seen; have: ${(await list()).map((e) => `${e.kind}:${e.action ?? e.line ?? ''}${e.reason ? `(${e.reason})` : ''}`).join(', ')}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -108,7 +108,12 @@ describe('agent service', () => {
     expect(statSync(join(home.dir, 'sandboxes', 'default', 'agent.json')).mode & 0o777).toBe(0o600);
 
     // "Reboot": a new supervisor without any blueprint option (what the systemd unit runs).
-    const second = await startTestSupervisor({ home: home.dir, services: [(o) => createAgentService(o, deps)] });
+    // (`up` without --policy runs the policy the sandbox last ran with; the test helper needs it named.)
+    const second = await startTestSupervisor({
+      home: home.dir,
+      policyFile: join(home.dir, 'sandboxes', 'default', 'policy.yaml'),
+      services: [(o) => createAgentService(o, deps)],
+    });
     try {
       const restored = await waitForEvent(() => events(second), (e) => e.action === 'agent.configured' && e.restored === true);
       expect(restored).toMatchObject({ blueprint: 'mini', profile: 'stub' });
