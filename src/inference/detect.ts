@@ -417,6 +417,14 @@ export function contentHash(text: string): string {
   return createHash('sha256').update(text).digest('base64url');
 }
 
+interface CacheEntry {
+  pending: Promise<Classification>;
+  /** Set once the scan finished. */
+  value: Classification | undefined;
+}
+
+const EMPTY_CLASSIFICATION: Classification = Object.freeze({ detections: [], tokens: 0 }) as Classification;
+
 export interface ClassifierStats {
   hits: number;
   misses: number;
@@ -427,7 +435,7 @@ export class Classifier {
   private readonly markers: CompiledMarkers;
   private readonly disabled: Set<EntityKind>;
   private readonly maxEntries: number;
-  private readonly cache = new Map<string, Promise<Classification>>();
+  private readonly cache = new Map<string, CacheEntry>();
   private hits = 0;
   private misses = 0;
 
@@ -439,7 +447,16 @@ export class Classifier {
 
   /** Classify one text (cached by sha256 of the text; concurrent identical calls share one scan). */
   classify(text: string): Promise<Classification> {
-    if (text.length === 0) return Promise.resolve({ detections: [], tokens: 0 });
+    const r = this.lookup(text);
+    return r instanceof Promise ? r : Promise.resolve(r);
+  }
+
+  /**
+   * Like classify, but a text whose scan has finished is answered synchronously: the warm path of a
+   * request (system prompt and history unchanged) then costs no promise round-trips at all.
+   */
+  lookup(text: string): Classification | Promise<Classification> {
+    if (text.length === 0) return EMPTY_CLASSIFICATION;
     // Short texts key the map directly (V8 hashes them fast and compares exactly); long ones by sha256,
     // because V8 does not hash the content of very long strings.
     const key = text.length <= 4096 ? text : contentHash(text);
@@ -449,17 +466,22 @@ export class Classifier {
       // Refresh LRU position.
       this.cache.delete(key);
       this.cache.set(key, cached);
-      return cached;
+      return cached.value ?? cached.pending;
     }
     this.misses++;
-    const pending = this.scan(text);
-    this.cache.set(key, pending);
-    pending.catch(() => this.cache.delete(key));
+    const entry: CacheEntry = { pending: this.scan(text), value: undefined };
+    entry.pending.then(
+      (value) => {
+        entry.value = value;
+      },
+      () => this.cache.delete(key),
+    );
+    this.cache.set(key, entry);
     if (this.cache.size > this.maxEntries) {
       const oldest = this.cache.keys().next().value;
       if (oldest !== undefined) this.cache.delete(oldest);
     }
-    return pending;
+    return entry.pending;
   }
 
   stats(): ClassifierStats {

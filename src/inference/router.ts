@@ -366,7 +366,14 @@ export function createRouter(options: RouterOptions): Router {
 
     // Classify every slot (cache hit for the unchanged system prompt and history).
     const activeClassifier = classifier;
-    const classes: Classification[] = await Promise.all(facts.slots.map((s) => activeClassifier.classify(s.text)));
+    const classes: Classification[] = new Array<Classification>(facts.slots.length);
+    let scans: Array<Promise<void>> | undefined;
+    facts.slots.forEach((slot, i) => {
+      const hit = activeClassifier.lookup(slot.text);
+      if (hit instanceof Promise) (scans ??= []).push(hit.then((c) => void (classes[i] = c)));
+      else classes[i] = hit;
+    });
+    if (scans) await Promise.all(scans);
     const kinds = new Set<EntityKind>();
     let promptTokens = 0;
     classes.forEach((c) => {
