@@ -3,6 +3,8 @@
 //  2. CONNECT throughput vs direct
 //  3. 1,000 concurrent client connections held at once
 //  4. approval latency: from decide('once') to the first byte reaching the held client
+//  5. new-connection latency with binary identity (~25 ms, simulated) awaited (before: every
+//     connection) vs looked up in the background (now: when no binaries[] rule covers the host)
 // Run: npx tsc -p . && node bench/proxy.ts   (tinyproxy: apt-get install -y tinyproxy)
 import { createServer as createHttpServer } from 'node:http';
 import { connect, createServer as createNetServer, type Socket } from 'node:net';
@@ -14,16 +16,27 @@ import { createEgressProxy } from '../dist/src/egress/index.js';
 
 const LATENCY_REQUESTS = 3000;
 const WARMUP = 300;
-const THROUGHPUT_BYTES = 256 * 1024 * 1024;
+const THROUGHPUT_BYTES = 128 * 1024 * 1024;
+/** Interleaved rounds per path (the median is reported): one round is at the mercy of the shared CPU. */
+const THROUGHPUT_ROUNDS = 3;
 const CONCURRENT = 1000;
 const APPROVALS = 60;
+const NEW_CONNECTIONS = 100;
+/** What a real identity lookup costs in the sandbox (nsenter + ss + /proc walks), measured in the issue. */
+const IDENTITY_MS = 25;
 
 const clock = { now: () => Date.now(), monotonic: () => performance.now() };
 const approvalsPolicy = { mode: 'ask' as const, timeout: 60, when_unattended: 'hold' as const, max_pending: 10_000 };
 let emitted = 0;
 
-function makeProxy(verdict: 'allow' | 'unknown') {
+function makeProxy(verdict: 'allow' | 'unknown', identity?: { binaryMatters: boolean }) {
   return createEgressProxy({
+    ...(identity
+      ? {
+          identify: () => new Promise<string>((r) => setTimeout(() => r('/usr/bin/curl'), IDENTITY_MS)),
+          binaryMatters: () => identity.binaryMatters,
+        }
+      : {}),
     decide: (q: { host: string; port: number }) =>
       verdict === 'allow'
         ? { verdict: 'allow', rule: 'bench/0', reason: 'bench', endpoint: { host: q.host, ports: [q.port], rules: [], deny_rules: [], allowed_ips: [] } }
@@ -98,9 +111,13 @@ async function serve(unixPath: string): Promise<void> {
   await tcp.listen({ host: '127.0.0.1', port: 0 });
   const unix = makeProxy('allow');
   await unix.listen(unixPath);
+  const idAwait = makeProxy('allow', { binaryMatters: true });
+  await idAwait.listen(`${unixPath}.id-await`);
+  const idLazy = makeProxy('allow', { binaryMatters: false });
+  await idLazy.listen(`${unixPath}.id-lazy`);
   process.on('message', (m: unknown) => {
     if (m === 'counters') process.send?.({ open: unix.counters().open_connections });
-    if (m === 'exit') void Promise.all([tcp.close(), unix.close()]).then(() => process.exit(0));
+    if (m === 'exit') void Promise.all([tcp.close(), unix.close(), idAwait.close(), idLazy.close()]).then(() => process.exit(0));
   });
   process.send?.({ port: tcp.port() });
 }
@@ -208,11 +225,19 @@ async function main(): Promise<void> {
     await new Promise<void>((r) => s.once('data', () => r()));
     return s;
   }
-  const directMBs = await pump(await new Promise<Socket>((r) => { const s = connect(sinkPort, '127.0.0.1', () => r(s)); }));
-  const oursMBs = await pump(await tunnel(() => connect(oursPort, '127.0.0.1')));
-  const unixMBs = await pump(await tunnel(() => connect(unixPath)));
-  const tinyMBs = tiny ? await pump(await tunnel(() => connect(tinyPort, '127.0.0.1'))) : undefined;
-  process.stdout.write(`\n2. CONNECT throughput, ${THROUGHPUT_BYTES / 1024 / 1024} MiB one way (MiB/s)\n`);
+  const rounds: Record<'direct' | 'tcp' | 'unix' | 'tiny', number[]> = { direct: [], tcp: [], unix: [], tiny: [] };
+  for (let round = 0; round < THROUGHPUT_ROUNDS; round++) {
+    rounds.direct.push(await pump(await new Promise<Socket>((r) => { const s = connect(sinkPort, '127.0.0.1', () => r(s)); })));
+    rounds.tcp.push(await pump(await tunnel(() => connect(oursPort, '127.0.0.1'))));
+    rounds.unix.push(await pump(await tunnel(() => connect(unixPath))));
+    if (tiny) rounds.tiny.push(await pump(await tunnel(() => connect(tinyPort, '127.0.0.1'))));
+  }
+  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+  const directMBs = median(rounds.direct);
+  const oursMBs = median(rounds.tcp);
+  const unixMBs = median(rounds.unix);
+  const tinyMBs = tiny ? median(rounds.tiny) : undefined;
+  process.stdout.write(`\n2. CONNECT throughput, ${THROUGHPUT_BYTES / 1024 / 1024} MiB one way, median of ${THROUGHPUT_ROUNDS} interleaved rounds (MiB/s)\n`);
   process.stdout.write(`direct               ${directMBs.toFixed(0).padStart(8)}\n`);
   process.stdout.write(`ours (TCP)           ${oursMBs.toFixed(0).padStart(8)}  ${((oursMBs / directMBs) * 100).toFixed(0)}% of direct\n`);
   process.stdout.write(`ours (Unix socket)   ${unixMBs.toFixed(0).padStart(8)}  ${((unixMBs / directMBs) * 100).toFixed(0)}% of direct\n`);
@@ -272,6 +297,42 @@ async function main(): Promise<void> {
   }
   approvalMs.sort((a, b) => a - b);
   process.stdout.write(`\n4. approval latency, decide('once') → first byte at the held client, ${APPROVALS} prompts (ms): p50 ${pct(approvalMs, 50).toFixed(3)}, p99 ${pct(approvalMs, 99).toFixed(3)}, max ${(approvalMs.at(-1) as number).toFixed(3)}\n`);
+
+  // 5. A new client connection per request (connect + GET + close), identity awaited vs not.
+  const newConn = async (dial: () => Socket, text: string): Promise<{ p50: number; p99: number }> => {
+    const out: number[] = [];
+    for (let i = 0; i < NEW_CONNECTIONS; i++) {
+      const t0 = performance.now();
+      await new Promise<void>((resolve) => {
+        const s = dial();
+        let buf = '';
+        s.on('data', (c: Buffer) => {
+          buf += c.toString('latin1');
+          if (buf.includes('\r\n\r\n') && buf.endsWith(body)) {
+            s.destroy();
+            resolve();
+          }
+        });
+        s.on('error', () => resolve());
+        s.write(text);
+      });
+      out.push(performance.now() - t0);
+    }
+    out.sort((a, b) => a - b);
+    return { p50: pct(out, 50), p99: pct(out, 99) };
+  };
+  const ncDirect = await newConn(() => connect(upPort, '127.0.0.1'), origin);
+  const ncAwait = await newConn(() => connect(`${unixPath}.id-await`), absoluteIp);
+  const ncLazy = await newConn(() => connect(`${unixPath}.id-lazy`), absoluteIp);
+  process.stdout.write(`\n5. new connection per request (connect + GET), ${NEW_CONNECTIONS} sequential, identity lookup simulated at ${IDENTITY_MS} ms (ms)\n`);
+  process.stdout.write(`${'path'.padEnd(50)} ${'p50'.padStart(8)} ${'p99'.padStart(8)} ${'+p50'.padStart(8)}\n`);
+  for (const [name, v] of [
+    ['direct', ncDirect],
+    ['ours, identity awaited (before; binaries[] rule)', ncAwait],
+    ['ours, identity in background (now; no such rule)', ncLazy],
+  ] as Array<[string, { p50: number; p99: number }]>) {
+    process.stdout.write(`${name.padEnd(50)} ${v.p50.toFixed(3).padStart(8)} ${v.p99.toFixed(3).padStart(8)} ${(v.p50 - ncDirect.p50).toFixed(3).padStart(8)}\n`);
+  }
 
   process.stdout.write(`\ngoals: +p50 <= 0.2 ms, +p99 <= 1 ms over direct; CONNECT >= 70% of direct; ${CONCURRENT} connections without errors; approval <= 50 ms\n`);
   process.stdout.write(`(events emitted and counted, not written: ${emitted})\n`);

@@ -9,6 +9,7 @@
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { loadavg } from 'node:os';
 import { Agent, request } from 'undici';
 import { Classifier, createRouter, detectPii } from '../dist/src/inference/index.js';
 import { startStubUpstream } from '../test/stubs/upstream.ts';
@@ -32,7 +33,7 @@ function systemPrompt(nonce: string): string {
   return s.slice(0, 22 * 1024);
 }
 
-function openclawRequest(nonce: string, turn: number): Record<string, unknown> {
+function openclawRequest(nonce: string, turn: number, model = 'nemotron'): Record<string, unknown> {
   const history: Array<Record<string, unknown>> = [];
   let size = 0;
   for (let i = 0; size < 9 * 1024; i++) {
@@ -42,7 +43,7 @@ function openclawRequest(nonce: string, turn: number): Record<string, unknown> {
     size += u.length + a.length;
   }
   return {
-    model: 'nemotron',
+    model,
     stream: true,
     messages: [
       { role: 'system', content: systemPrompt(nonce) },
@@ -76,8 +77,14 @@ async function main(): Promise<void> {
   const stub = await startStubUpstream({ reply: () => ({ text: reply }), chunkChars: 12, maxRecorded: 2 });
   const router = createRouter({
     policy: {
-      providers: { cloud: { type: 'openai', base_url: stub.openaiBaseUrl } },
-      routes: [{ name: 'secrets', when: { entities: ['secret'] }, block: true }, { when: { entities: ['email', 'phone'] }, redact_then: 'cloud' }, { provider: 'cloud' }],
+      // The stub speaks both APIs: `claude-*` models go to it as an Anthropic provider (format translation).
+      providers: { cloud: { type: 'openai', base_url: stub.openaiBaseUrl }, claude: { type: 'anthropic', base_url: stub.url } },
+      routes: [
+        { name: 'secrets', when: { entities: ['secret'] }, block: true },
+        { when: { entities: ['email', 'phone'] }, redact_then: 'cloud' },
+        { when: { model: ['claude-*'] }, provider: 'claude' },
+        { provider: 'cloud' },
+      ],
       budgets: { day: { tokens: 10_000_000_000 } },
     },
     credentials: { keyFor: () => undefined },
@@ -87,21 +94,42 @@ async function main(): Promise<void> {
   server.keepAliveTimeout = 30_000;
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const routerUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/chat/completions`;
+  // Floor: a bare pass-through proxy (read the body, one keep-alive request upstream, pipe the
+  // stream back) — what any second HTTP hop costs on this machine, before any router work.
+  const bareAgent = new Agent({ keepAliveTimeout: 30_000, connections: 512 });
+  const bare = createServer((req, res) => {
+    void (async () => {
+      const chunks: Buffer[] = [];
+      for await (const c of req) chunks.push(c as Buffer);
+      const up = await request(`${stub.openaiBaseUrl}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: Buffer.concat(chunks), dispatcher: bareAgent });
+      res.writeHead(up.statusCode, { 'content-type': String(up.headers['content-type'] ?? 'text/event-stream') });
+      res.flushHeaders();
+      for await (const c of up.body) res.write(c);
+      res.end();
+    })();
+  });
+  bare.keepAliveTimeout = 30_000;
+  await new Promise<void>((r) => bare.listen(0, '127.0.0.1', r));
+  const bareUrl = `http://127.0.0.1:${(bare.address() as AddressInfo).port}/v1/chat/completions`;
   const directUrl = `${stub.openaiBaseUrl}/chat/completions`;
 
   const sample = JSON.stringify(openclawRequest('warm', 0));
-  console.log(`request body: ${(sample.length / 1024).toFixed(1)} KB, streaming, ${ITER} calls per series\n`);
+  const load = (): string => loadavg().map((l) => l.toFixed(2)).join(' ');
+  console.log(`request body: ${(sample.length / 1024).toFixed(1)} KB, streaming, ${ITER} calls per series; load average at start ${load()}\n`);
 
   // Warm up both paths (JIT, keep-alive connections).
   for (let i = 0; i < 20; i++) {
     await streamCall(directUrl, sample);
     await streamCall(routerUrl, JSON.stringify(openclawRequest('warm', i)));
+    await streamCall(bareUrl, sample);
   }
 
   const series: Record<string, { ttft: number[]; total: number[] }> = {
     direct: { ttft: [], total: [] },
+    'bare pass-through proxy (floor)': { ttft: [], total: [] },
     cold: { ttft: [], total: [] },
     warm: { ttft: [], total: [] },
+    'warm, translated to Anthropic': { ttft: [], total: [] },
   };
   let overheadHeader: number[] = [];
   for (let i = 0; i < ITER; i++) {
@@ -109,12 +137,18 @@ async function main(): Promise<void> {
     const d = await streamCall(directUrl, JSON.stringify(openclawRequest(`direct-${i}`, i)));
     series.direct!.ttft.push(d.ttft);
     series.direct!.total.push(d.total);
+    const b = await streamCall(bareUrl, JSON.stringify(openclawRequest(`bare-${i}`, i)));
+    series['bare pass-through proxy (floor)']!.ttft.push(b.ttft);
+    series['bare pass-through proxy (floor)']!.total.push(b.total);
     const c = await streamCall(routerUrl, JSON.stringify(openclawRequest(`cold-${i}-${Math.random()}`, i)));
     series.cold!.ttft.push(c.ttft);
     series.cold!.total.push(c.total);
     const w = await streamCall(routerUrl, JSON.stringify(openclawRequest('warm', 1000 + i)));
     series.warm!.ttft.push(w.ttft);
     series.warm!.total.push(w.total);
+    const x = await streamCall(routerUrl, JSON.stringify(openclawRequest('warm', 3000 + i, 'claude-bench')));
+    series['warm, translated to Anthropic']!.ttft.push(x.ttft);
+    series['warm, translated to Anthropic']!.total.push(x.total);
   }
   // Router's own overhead header for warm calls.
   overheadHeader = [];
@@ -130,15 +164,15 @@ async function main(): Promise<void> {
   }
 
   const base = series.direct!;
-  console.log('32 KB streaming chat call            p50 ms   p95 ms   added p50   added p95');
-  for (const name of ['direct', 'cold', 'warm'] as const) {
+  console.log('32 KB streaming chat call              p50 ms   p95 ms   added p50   added p95');
+  for (const name of ['direct', 'bare pass-through proxy (floor)', 'cold', 'warm', 'warm, translated to Anthropic'] as const) {
     const s = series[name]!;
     for (const metric of ['ttft', 'total'] as const) {
       const p50 = pct(s[metric], 50);
       const p95 = pct(s[metric], 95);
       const add50 = name === 'direct' ? '' : (p50 - pct(base[metric], 50)).toFixed(2);
       const add95 = name === 'direct' ? '' : (p95 - pct(base[metric], 95)).toFixed(2);
-      console.log(`${`${name} ${metric}`.padEnd(36)} ${p50.toFixed(2).padStart(6)}  ${p95.toFixed(2).padStart(7)}  ${add50.padStart(10)}  ${add95.padStart(10)}`);
+      console.log(`${`${name} ${metric}`.padEnd(38)} ${p50.toFixed(2).padStart(6)}  ${p95.toFixed(2).padStart(7)}  ${add50.padStart(10)}  ${add95.padStart(10)}`);
     }
   }
   console.log(`router overhead header (warm, pre-upstream): p50 ${pct(overheadHeader, 50).toFixed(3)} ms, p95 ${pct(overheadHeader, 95).toFixed(3)} ms`);
@@ -192,9 +226,13 @@ async function main(): Promise<void> {
   console.log(`router                                      ${cr.wall.toFixed(0).padStart(7)}  ${cr.p50.toFixed(0).padStart(7)}  ${cr.p95.toFixed(0).padStart(7)}`);
   console.log(`ratio router/direct wall ${(cr.wall / cd.wall).toFixed(2)}x, p95 ${(cr.p95 / cd.p95).toFixed(2)}x`);
   console.log(`classifier cache: ${JSON.stringify(router.stats().cache)}`);
+  console.log(`load average at end: ${load()}`);
 
   server.closeAllConnections();
   server.close();
+  bare.closeAllConnections();
+  bare.close();
+  await bareAgent.close();
   await router.close();
   await agent.close();
   await stub.close();

@@ -516,7 +516,7 @@ function confirmText(c: Confirm, state: TuiState): { title: string; lines: strin
       w
         ? ` Current ${w.window} window: ${compactNumber(w.tokensUsed)} of ${compactNumber(w.tokensCap)} tokens used.`
         : ' No budget window with a cap is reported yet.',
-      ' The caps are raised by 50% for the running supervisor (recorded in the audit log).',
+      ' The caps of that window are raised by 50% (kept across restarts, recorded in the audit log).',
     ],
   };
 }

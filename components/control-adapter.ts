@@ -1,9 +1,10 @@
 /**
- * The real TuiClient: an adapter over the typed ControlClient (src/control/client.ts). Routes that
- * other parts own (pending approvals, budgets) are reached through the client's generic `request`
- * so the TUI keeps working whichever typed helpers exist.
+ * The real TuiClient: an adapter over the typed ControlClient (src/control/client.ts): held
+ * requests through `pending()` / `decide(id, decision, 'tui')` (egress), the policy through
+ * `getPolicy()` / `policyHistory()`, budgets through `budget()` / `setBudget()` (privacy router).
  */
 import type { ControlClient } from '../src/control/client.js';
+import type { BudgetCaps, BudgetScope } from '../src/inference/index.js';
 import type { ApprovalDecision, FollowHandlers, PolicyView, TuiClient } from './client.js';
 import { budgetReading } from './selectors.js';
 
@@ -17,13 +18,13 @@ export function controlTuiClient(control: ControlClient): TuiClient {
     },
 
     async pending() {
-      const body = await control.request<unknown>('GET', '/v1/pending');
-      const list = Array.isArray(body) ? body : (body as { pending?: unknown } | undefined)?.pending;
+      const list: unknown = await control.pending();
+      // Read defensively: an older or newer supervisor may answer with something else.
       return Array.isArray(list) ? (list.filter((p) => p && typeof p === 'object') as Record<string, unknown>[]) : [];
     },
 
     async decide(id: string, decision: ApprovalDecision) {
-      await control.request('POST', `/v1/pending/${encodeURIComponent(id)}`, { decision, by: 'tui' });
+      await control.decide(id, decision, 'tui');
     },
 
     async follow(handlers: FollowHandlers, signal: AbortSignal) {
@@ -51,25 +52,26 @@ export function controlTuiClient(control: ControlClient): TuiClient {
 
     async budget() {
       try {
-        return await control.request<Record<string, unknown>>('GET', '/v1/budget');
+        return (await control.budget()) as unknown as Record<string, unknown>;
       } catch {
         return undefined; // no privacy router in this supervisor
       }
     },
 
     async raiseBudget() {
-      const snapshot = await control.request<Record<string, unknown>>('GET', '/v1/budget');
+      const snapshot = (await control.budget()) as unknown as Record<string, unknown>;
       const windows = budgetReading(snapshot).windows.filter((w) => w.tokensCap !== undefined || w.costCap !== undefined);
       if (windows.length === 0) return 'no budget cap is set; nothing to raise';
       // Raise the window closest to its cap by 50%.
       const ratio = (w: (typeof windows)[number]) =>
         Math.max(w.tokensCap ? (w.tokensUsed ?? 0) / w.tokensCap : 0, w.costCap ? (w.costUsed ?? 0) / w.costCap : 0);
       const target = [...windows].sort((a, b) => ratio(b) - ratio(a))[0]!;
-      const body: Record<string, unknown> = { scope: target.window };
-      if (target.tokensCap !== undefined) body.tokens = Math.ceil(target.tokensCap * 1.5);
-      if (target.costCap !== undefined) body.usd = Math.round(target.costCap * 1.5 * 100) / 100;
-      await control.request('POST', '/v1/budget', body);
-      const parts = [body.tokens !== undefined ? `${String(body.tokens)} tokens` : '', body.usd !== undefined ? `$${String(body.usd)}` : ''].filter(Boolean);
+      if (target.window !== 'hour' && target.window !== 'day') return `the supervisor reports a "${target.window}" budget the router cannot raise; use \`nemoclaw-tui budget\``;
+      const caps: BudgetCaps = {};
+      if (target.tokensCap !== undefined) caps.tokens = Math.ceil(target.tokensCap * 1.5);
+      if (target.costCap !== undefined) caps.usd = Math.round(target.costCap * 1.5 * 100) / 100;
+      await control.setBudget(target.window satisfies BudgetScope, caps);
+      const parts = [caps.tokens !== undefined ? `${String(caps.tokens)} tokens` : '', caps.usd !== undefined ? `$${String(caps.usd)}` : ''].filter(Boolean);
       return `${target.window} budget raised to ${parts.join(' and ')}`;
     },
   };

@@ -135,7 +135,15 @@ export function heldRowFromPending(p: Record<string, unknown>): HeldRow | undefi
 
 export function netRowFromEvent(ev: TuiEvent): NetRow {
   let verdict = str(ev, 'decision', 'verdict', 'action');
-  if (verdict === MISSING && ev.kind === 'net.request') verdict = 'allow';
+  let reason = str(ev, 'reason');
+  if (verdict === MISSING && ev.kind === 'net.request') verdict = 'request';
+  if (ev.kind === 'approval.decision') {
+    // The operator's answer (once, session, always, deny, deny_always), or what answered instead.
+    const by = field(ev, 'by');
+    if (by === 'timeout') verdict = 'timeout';
+    const latency = num(ev, 'latency_ms');
+    if (by !== undefined) reason = `by ${str(ev, 'by')}${latency === undefined ? '' : ` after ${(latency / 1000).toFixed(1)} s`}`;
+  }
   return {
     key: `${ev.kind}:${ev.seq ?? ''}:${ev.id ?? ''}`,
     ts: ev.ts,
@@ -143,9 +151,9 @@ export function netRowFromEvent(ev: TuiEvent): NetRow {
     port: str(ev, 'port'),
     binary: str(ev, 'binary'),
     ...splitRequest(ev),
-    verdict: ev.kind === 'approval.decision' && verdict !== MISSING ? `${verdict}${field(ev, 'by') === undefined ? '' : ` (${str(ev, 'by')})`}` : verdict,
+    verdict,
     rule: str(ev, 'rule'),
-    reason: str(ev, 'reason'),
+    reason,
     raw: ev,
   };
 }

@@ -187,6 +187,11 @@ export class TuiStore {
   private budgetExceeded: string | undefined;
   private lastUsage: { t: number; used: number } | undefined;
   private noGpu: string | undefined;
+  /**
+   * Method and path of recent requests, by request id (net.request) and by pending id (net.held):
+   * the proxy's decision events do not repeat them, and a decision row without them says little.
+   */
+  private readonly requestLines = new Map<string, { method: string; path: string }>();
 
   private state: TuiState;
 
@@ -333,6 +338,8 @@ export class TuiStore {
       case 'net.held': {
         const row = heldRowFromEvent(ev);
         if (!row) return;
+        this.rememberRequest(`p:${row.id}`, row);
+        if (typeof ev.id === 'string') this.rememberRequest(ev.id, row);
         const prev = this.heldById.get(row.id);
         // A request that joins a held entry adds a hit; the entry's own first event (replayed in a
         // backlog after GET /v1/pending) does not.
@@ -340,17 +347,25 @@ export class TuiStore {
         changed.add('network');
         return;
       }
-      case 'net.request':
+      case 'net.request': {
+        // A request line is not a verdict (it may be held next): remember it for its decision row.
+        if (typeof ev.id === 'string') this.rememberRequest(ev.id, netRowFromEvent(ev));
+        return;
+      }
       case 'net.decision':
       case 'approval.decision': {
         const pid = pendingIdOf(ev);
-        if (pid !== undefined && ev.kind !== 'net.request') {
-          if (this.heldById.delete(pid)) changed.add('network');
-        }
+        if (pid !== undefined && this.heldById.delete(pid)) changed.add('network');
         // A held request's own net.decision with verdict "held" is not history yet.
         const verdict = str(ev, 'decision', 'verdict', 'action');
         if (verdict === 'held' || verdict === 'hold' || verdict === 'pending') return;
-        this.netHistory.push(netRowFromEvent(ev));
+        const row = netRowFromEvent(ev);
+        const line = ev.kind === 'approval.decision' ? (pid === undefined ? undefined : this.requestLines.get(`p:${pid}`)) : typeof ev.id === 'string' ? this.requestLines.get(ev.id) : undefined;
+        if (line && row.method === MISSING) {
+          row.method = line.method;
+          row.path = line.path;
+        }
+        this.netHistory.push(row);
         changed.add('network');
         return;
       }
@@ -427,6 +442,8 @@ export class TuiStore {
         const action = str(ev, 'action', 'state');
         if (action.startsWith('agent.')) this.header = { ...this.header, state: `agent ${action.slice(6)}` };
         else if (action === 'supervisor.stop') this.header = { ...this.header, state: 'stopping' };
+        // A backlog spans restarts: a later start supersedes an earlier stop (and the agent state of before).
+        else if (action === 'supervisor.start') this.header = { ...this.header, state: 'running' };
         this.agentRows.push(agentRowFromEvent(ev));
         changed.add('header');
         changed.add('agent');
@@ -439,6 +456,14 @@ export class TuiStore {
       default:
         return;
     }
+  }
+
+  private rememberRequest(key: string, row: { method: string; path: string }): void {
+    if (row.method === MISSING) return;
+    this.requestLines.delete(key);
+    this.requestLines.set(key, { method: row.method, path: row.path });
+    // Bounded: decisions follow their request within moments, so a few hundred lines are plenty.
+    if (this.requestLines.size > 512) this.requestLines.delete(this.requestLines.keys().next().value as string);
   }
 
   private commit(changed: Set<keyof TuiState>): void {

@@ -59,8 +59,8 @@ function columnsFor(width: number): Column<Cells>[] {
   const wide = width >= 110;
   const cols: Column<Cells>[] = [
     { title: 'TIME/AGE', width: 8, value: (c) => c.time },
-    { title: 'VERDICT', width: 8, value: (c) => c.verdict },
-    { title: 'HOST:PORT', width: wide ? 32 : 24, value: (c) => c.hostPort },
+    { title: 'VERDICT', width: 11, value: (c) => c.verdict },
+    { title: 'HOST:PORT', width: wide ? 32 : 22, value: (c) => c.hostPort },
     { title: 'BINARY', width: wide ? 20 : 12, value: (c) => c.binary },
     { title: 'METHOD', width: 6, value: (c) => c.method },
     { title: 'PATH', width: 0, value: (c) => c.path },

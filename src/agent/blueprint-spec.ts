@@ -42,7 +42,15 @@ export const blueprintSpecSchema = z
     version: z.string().regex(/^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$/, 'a semver version'),
     description: z.string().default(''),
     agent: z.union([
-      z.object({ package: z.string().min(1), version: z.string().min(1), packages_estimate: z.number().int().positive().optional() }).strict(),
+      z
+        .object({
+          package: z.string().min(1),
+          version: z.string().min(1),
+          packages_estimate: z.number().int().positive().optional(),
+          /** Arguments for the pinned Node, run once from the package directory after installing. */
+          post_install: z.array(z.string().min(1)).min(1).optional(),
+        })
+        .strict(),
       z.object({ script: z.string().regex(/^[A-Za-z0-9._-]+$/) }).strict(),
     ]),
     runtime: z.object({ node: z.string().regex(/^\d+\.\d+\.\d+$/) }).strict(),

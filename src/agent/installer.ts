@@ -8,7 +8,8 @@
  * npm runs with `--ignore-scripts`: OpenClaw works without its install scripts (verified with
  * 2026.9.6), and nothing from the registry runs on the host with our privileges.
  */
-import { cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NemoclawError } from '../shared/errors.js';
@@ -22,6 +23,12 @@ export interface AgentRuntimeSpec {
   arch?: 'x64' | 'arm64';
   /** Rough number of tarballs the agent install fetches, for a percentage (OpenClaw 2026.9.6: ~460). */
   packagesEstimate?: number;
+  /**
+   * Run once after the npm install, with the pinned Node, from the package's directory (e.g.
+   * `openclaw.mjs --version`, which completes OpenClaw's own package lifecycle: the sandbox binds the
+   * runtime read-only, so it cannot do that at first start). Runs as an unprivileged uid when root.
+   */
+  postInstall?: string[];
 }
 
 export interface AgentRuntimeLayout {
@@ -136,8 +143,15 @@ export interface InstallProgress {
 
 export interface CommandRunner {
   /** Run `command args` with env; call onLine for each stdout/stderr line; resolve with the exit code. */
-  (command: string, args: string[], opts: { env: Record<string, string | undefined>; onLine: (line: string) => void }): Promise<number>;
+  (
+    command: string,
+    args: string[],
+    opts: { env: Record<string, string | undefined>; onLine: (line: string) => void; cwd?: string; uid?: number; gid?: number },
+  ): Promise<number>;
 }
+
+/** The uid/gid package code runs as on the host when we are root (nobody, as the sandbox's fallback). */
+export const UNPRIVILEGED_ID = 65534;
 
 export interface RunInstallOptions {
   spec: AgentRuntimeSpec;
@@ -194,6 +208,9 @@ export async function runAgentInstall(steps: InstallStep[], layout: AgentRuntime
             details: { npm_output: tail.join('\n') },
           });
         }
+        if (!step.subPath && opts.spec.postInstall && opts.spec.postInstall.length > 0) {
+          await runPostInstall(tmp, layout, step, opts, tail);
+        }
         if (step.subPath) {
           const inner = join(tmp, step.subPath);
           const tmp2 = `${tmp}-inner`;
@@ -214,10 +231,78 @@ export async function runAgentInstall(steps: InstallStep[], layout: AgentRuntime
   }
 }
 
+/**
+ * The agent package's post-install command (its own lifecycle scripts), run before the install is
+ * marked complete. As root it runs as nobody on a tree it owns only for that moment, with an empty
+ * HOME and a minimal environment: registry code never runs with our privileges.
+ */
+async function runPostInstall(prefix: string, layout: AgentRuntimeLayout, step: InstallStep, opts: RunInstallOptions, tail: string[]): Promise<void> {
+  const postInstall = opts.spec.postInstall!;
+  // Real paths: what the unprivileged uid must be able to walk (the agents dir may be a link).
+  prefix = realpathSync(prefix);
+  const nodeDir = realpathSync(layout.nodeDir);
+  const packageDir = join(prefix, 'lib', 'node_modules', opts.spec.agentPackage);
+  const node = join(nodeDir, 'bin', 'node');
+  // As root, drop to nobody where nobody can reach the files (every parent searchable by others);
+  // under a private $NEMOCLAW_HOME (0700) it cannot, and the package's own lifecycle runs as root
+  // with a scrubbed environment (dependencies' install scripts stay disabled either way).
+  const dropToNobody = process.getuid?.() === 0 && searchableByOthers(dirname(prefix)) && searchableByOthers(nodeDir);
+  const home = mkdtempSync(join(tmpdir(), 'nemoclaw-postinstall-'));
+  const fail = (what: string): never => {
+    throw new NemoclawError('io', `finishing the install of ${step.description} failed (${what})`, {
+      nextStep: 'run `nemoclaw-tui onboard` again; if it keeps failing, report it with the output above',
+      details: { output: tail.join('\n') },
+    });
+  };
+  try {
+    const ids = `${UNPRIVILEGED_ID}:${UNPRIVILEGED_ID}`;
+    if (dropToNobody) {
+      if ((await opts.runner('chown', ['-R', ids, prefix, home], { env: { PATH: '/usr/bin:/bin' }, onLine: (l) => tail.push(l) })) !== 0) fail('chown');
+    }
+    const code = await opts.runner(node, postInstall, {
+      env: { PATH: `${join(nodeDir, 'bin')}:/usr/bin:/bin`, HOME: home, NO_COLOR: '1', CI: '1', LANG: 'C.UTF-8' },
+      cwd: packageDir,
+      onLine: (l) => {
+        tail.push(l);
+        if (tail.length > 20) tail.shift();
+      },
+      ...(dropToNobody ? { uid: UNPRIVILEGED_ID, gid: UNPRIVILEGED_ID } : {}),
+    });
+    if (dropToNobody) {
+      if ((await opts.runner('chown', ['-R', '0:0', prefix], { env: { PATH: '/usr/bin:/bin' }, onLine: (l) => tail.push(l) })) !== 0) fail('chown back');
+    }
+    if (code !== 0) fail(`\`${postInstall.join(' ')}\` exited with ${code}`);
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+}
+
+/** Can a uid other than the owner walk down to `dir` (o+x on it and every parent)? */
+function searchableByOthers(dir: string): boolean {
+  for (let d = dir; ; d = dirname(d)) {
+    try {
+      if ((statSync(d).mode & 0o001) === 0) return false;
+    } catch {
+      return false;
+    }
+    if (dirname(d) === d) return true;
+  }
+}
+
 /** The real runner: execa with an argument array, stdout and stderr read line by line. */
 export const execaRunner: CommandRunner = async (command, args, opts) => {
   const { execa } = await import('execa');
-  const child = execa(command, args, { env: opts.env, extendEnv: false, reject: false, stdin: 'ignore', all: true, buffer: false });
+  const child = execa(command, args, {
+    env: opts.env,
+    extendEnv: false,
+    reject: false,
+    stdin: 'ignore',
+    all: true,
+    buffer: false,
+    ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
+    ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+    ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
+  });
   let pending = '';
   child.all?.setEncoding('utf8');
   child.all?.on('data', (chunk: string) => {

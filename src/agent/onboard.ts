@@ -169,9 +169,17 @@ export function planOnboarding(bp: LoadedBlueprint, env: DetectedEnvironment, ch
   }
   const previousInference = base.get('inference') as { toJSON?: () => unknown } | undefined;
   const prevJson = (previousInference?.toJSON?.() ?? {}) as Record<string, unknown>;
+  // A blueprint with its own policy file that already routes to this provider (the drill) keeps its
+  // inference section (routes, redaction, providers); only the chosen provider's entry is replaced.
+  const ownProviders = typeof prevJson.providers === 'object' && prevJson.providers !== null ? (prevJson.providers as Record<string, unknown>) : undefined;
+  const ownRoutes =
+    bp.spec.policy.file !== undefined && Array.isArray(prevJson.routes) && ownProviders !== undefined && providerName in ownProviders
+      ? (prevJson.routes as unknown[])
+      : undefined;
   base.set('inference', {
-    providers: { [providerName]: { ...providerFields, models: chosen.profile.models } },
-    routes: [
+    ...(ownRoutes ? prevJson : {}),
+    providers: { ...(ownRoutes ? ownProviders : {}), [providerName]: { ...providerFields, models: chosen.profile.models } },
+    routes: ownRoutes ?? [
       { name: 'secrets-never-leave', when: { entities: ['secret'] }, block: true, message: 'blocked: the request contains a secret' },
       ...(providerFields.locality === 'cloud'
         ? [{ name: 'pii-redacted', when: { entities: ['email', 'phone', 'credit_card', 'us_ssn', 'iban'] }, redact_then: providerName }]

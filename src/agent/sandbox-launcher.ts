@@ -3,7 +3,7 @@
  * The driver runs one long-lived sandboxed process per launch with pipes for stdout/stderr;
  * this file turns that into an AgentLauncher (line-split output, exit status, stop with grace).
  */
-import { readlinkSync } from 'node:fs';
+import { readlinkSync, statSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { SupervisorContext, SupervisorService } from '../control/types.js';
 import type { SandboxLaunchRequest, SandboxServiceApi } from '../sandbox/index.js';
@@ -74,21 +74,47 @@ function pipeLines(stream: Readable | null, name: OutputStream, onLine: (s: Outp
   });
 }
 
+function sandboxService(ctx: SupervisorContext): SandboxServiceApi {
+  const svc = ctx.service('sandbox');
+  if (!isSandboxService(svc)) {
+    throw new NemoclawError('prerequisite_missing', 'the sandbox driver service is not running in this supervisor', {
+      nextStep: 'run `nemoclaw-tui doctor` and restart the supervisor (`nemoclaw-tui down && nemoclaw-tui up`)',
+    });
+  }
+  return svc;
+}
+
 export function sandboxLauncher(ctx: SupervisorContext, opts: { stopGraceMs?: number } = {}): AgentLauncher {
   return {
-    async launch(spec: AgentProcessSpec, onLine): Promise<LaunchedProcess> {
-      const svc = ctx.service('sandbox');
-      if (!isSandboxService(svc)) {
-        throw new NemoclawError('prerequisite_missing', 'the sandbox driver service is not running in this supervisor', {
-          nextStep: 'run `nemoclaw-tui doctor` and restart the supervisor (`nemoclaw-tui down && nemoclaw-tui up`)',
-        });
+    /**
+     * The driver creates the workdir and gives it to the sandbox's uid at launch. Before the very
+     * first launch (it does not exist yet, or is still root's) a no-op command lets the driver do
+     * that with its own identity rules, so the agent's config can then be written with the right owner.
+     */
+    async prepareWorkdir(workdir: string): Promise<void> {
+      let owner: number | undefined;
+      try {
+        owner = statSync(workdir).uid;
+      } catch {
+        owner = undefined;
       }
+      if (owner !== undefined && (owner !== 0 || process.getuid?.() !== 0)) return;
+      const sb = await sandboxService(ctx).launch({ command: ['/bin/true'], stdio: 'pipe' });
+      sb.stdout?.resume();
+      sb.stderr?.resume();
+      await sb.wait();
+    },
+
+    async launch(spec: AgentProcessSpec, onLine): Promise<LaunchedProcess> {
+      const svc = sandboxService(ctx);
       const request: SandboxLaunchRequest & AgentLaunchExtras = {
         command: spec.argv,
         cwd: spec.cwd,
         env: spec.env,
         readOnlyBinds: spec.readOnlyBinds,
         stdio: 'pipe',
+        // The agent's main process: `exec` / `connect` join its network namespace (its gateway port).
+        role: 'agent',
       };
       const handle: SandboxProcessHandle = await svc.launch(request);
       pipeLines(handle.stdout, 'stdout', onLine);

@@ -11,11 +11,11 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { ControlRoute, SupervisorContext, SupervisorOptions, SupervisorService } from '../control/types.js';
 import type { InferenceService } from '../inference/index.js';
-import { packageInfo } from '../control/index.js';
 import { NemoclawError, describeError } from '../shared/errors.js';
 import { loadBlueprintSpec, packagedBlueprintDir, type LoadedBlueprint } from './blueprint-spec.js';
 import {
   agentRuntimeLayout,
+  defaultProjectRoot,
   execaRunner,
   planAgentInstall,
   runAgentInstall,
@@ -85,6 +85,7 @@ export function runtimeSpecOf(bp: LoadedBlueprint): AgentRuntimeSpec | undefined
     agentVersion: a.version,
     nodeVersion: bp.spec.runtime.node,
     ...(a.packages_estimate !== undefined ? { packagesEstimate: a.packages_estimate } : {}),
+    ...(a.post_install !== undefined ? { postInstall: a.post_install } : {}),
   };
 }
 
@@ -129,7 +130,7 @@ export function createAgentService(options: SupervisorOptions, deps: AgentServic
     const spec = bp.spec;
     const runtime = runtimeSpecOf(bp) ?? { agentPackage: 'none', agentVersion: '0.0.0', nodeVersion: spec.runtime.node };
     const layout = agentRuntimeLayout(c.home.agentsDir, runtime);
-    const plan = planAgentInstall(layout, runtime, { projectRoot: deps.packageRoot ?? packageInfo().root }).filter(
+    const plan = planAgentInstall(layout, runtime, { projectRoot: deps.packageRoot ?? defaultProjectRoot() }).filter(
       (s) => runtimeSpecOf(bp) !== undefined || s.target === layout.nodeDir,
     );
     if (plan.length > 0) {
@@ -168,6 +169,10 @@ export function createAgentService(options: SupervisorOptions, deps: AgentServic
 
     const token = (deps.sandboxToken ?? defaultSandboxToken)(c);
     const binds = resolveBinds(bp, layout);
+    const launcher = (deps.launcher ?? sandboxLauncher)(c);
+    // The agent's files go into the workdir: it must exist and be the sandbox uid's first.
+    await launcher.prepareWorkdir?.(c.paths.workdir);
+    if (stopped) return;
     let env: Record<string, string> = { ...spec.sandbox.env, NEMOCLAW_INFERENCE_TOKEN: token };
     if (runtimeSpecOf(bp)?.agentPackage === 'openclaw') {
       const written = writeOpenClawConfig(
@@ -189,7 +194,7 @@ export function createAgentService(options: SupervisorOptions, deps: AgentServic
       'listen' in spec.health ? { kind: 'listen', port: spec.health.listen, timeoutMs: spec.health.timeout } : { kind: 'started' };
     supervisor = new AgentSupervisor({
       spec: processSpec,
-      launcher: (deps.launcher ?? sandboxLauncher)(c),
+      launcher,
       health,
       restart: spec.start.restart,
       emit: (e) => c.events.emit(e),
@@ -208,7 +213,7 @@ export function createAgentService(options: SupervisorOptions, deps: AgentServic
       const previous = readAgentState(stateFile);
       const requested = typeof options.blueprint === 'string' && options.blueprint.length > 0 ? options.blueprint : undefined;
       if (!requested && !previous) return; // a plain sandbox: `run`/`exec` only, no agent
-      const packageRoot = deps.packageRoot ?? packageInfo().root;
+      const packageRoot = deps.packageRoot ?? defaultProjectRoot();
       const dir = requested ? resolveBlueprintDir(requested, packageRoot) : previous!.blueprint_dir;
       // Bad blueprints refuse the start: the operator asked for an agent that cannot run.
       blueprint = loadBlueprintSpec(dir);

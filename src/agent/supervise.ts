@@ -6,6 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { EventInput } from '../audit/events.js';
+import { isNemoclawError } from '../shared/errors.js';
 
 export interface ReadOnlyBind {
   /** Host path. */
@@ -39,6 +40,11 @@ export type OutputStream = 'stdout' | 'stderr';
 
 export interface AgentLauncher {
   launch(spec: AgentProcessSpec, onLine: (stream: OutputStream, line: string) => void): Promise<LaunchedProcess>;
+  /**
+   * Make sure the sandbox's workdir exists and belongs to the sandbox's uid before the agent's
+   * files are written into it (optional: launchers without a separate uid need nothing).
+   */
+  prepareWorkdir?(workdir: string): Promise<void>;
 }
 
 export type HealthCheck =
@@ -191,7 +197,11 @@ export class AgentSupervisor {
           emit({ kind: 'agent.log', level: stream === 'stderr' ? 'warn' : 'info', stream, line, pid: this.current?.pid });
         });
       } catch (err) {
-        this.lifecycle('launch_failed', 'error', { attempt, reason: (err as Error).message });
+        this.lifecycle('launch_failed', 'error', {
+          attempt,
+          reason: err instanceof Error ? err.message : String(err),
+          ...(isNemoclawError(err) && err.nextStep ? { next_step: err.nextStep } : {}),
+        });
         this.lastExit = undefined;
         if (!(await this.scheduleRestart(restart === 'never' ? 'never' : 'always', true))) return;
         continue;

@@ -33,6 +33,8 @@ export interface SupervisorStatus {
   last_seq: number;
   policy: { revision: number; sha256: string; author: string; time: string };
   audit: { dir: string; last_seq: number };
+  /** The blueprint the sandbox is pinned to (lock file), verified in the store at start; absent when none. */
+  blueprint?: { name: string; version: string; digest: string; dir: string; locked_at: string; signer: string };
   services: Record<string, Record<string, unknown>>;
   routes: Array<{ method: string; path: string }>;
 }
@@ -91,7 +93,7 @@ export interface StreamOptions {
 
 export type StreamEnd = 'eof' | 'aborted';
 
-const EXIT_CODE_FOR: Partial<Record<ErrorCode, number>> = { invalid_input: 2, policy_invalid: 2 };
+const EXIT_CODE_FOR: Partial<Record<ErrorCode, number>> = { invalid_input: 2, policy_invalid: 2, policy_static_change: 2 };
 
 function isConnectionError(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;

@@ -2,7 +2,7 @@
  * Lifecycle of the detached supervisor daemon: find out whether a sandbox is supervised (cleaning
  * up after a crash), start one, stop one.
  */
-import { closeSync, lstatSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, openSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { spawn } from 'node:child_process';
 import { NemoclawError } from '../shared/errors.js';
@@ -48,9 +48,10 @@ function existsQuiet(path: string): boolean {
   }
 }
 
-function tail(path: string, lines: number): string {
+/** The last `lines` lines written to `path` after byte offset `from` (this start's output only). */
+function tail(path: string, lines: number, from = 0): string {
   try {
-    const text = readFileSync(path, 'utf8').trimEnd().split('\n');
+    const text = readFileSync(path).subarray(from).toString('utf8').trimEnd().split('\n');
     return text.slice(-lines).join('\n');
   } catch {
     return '';
@@ -95,6 +96,7 @@ export async function startDaemon(opts: StartDaemonOptions): Promise<StartDaemon
   if (opts.policyFile) args.push('--policy', resolve(opts.policyFile));
   if (opts.unsafeAllowLoopbackUpstreams) args.push('--unsafe-allow-loopback-upstreams');
   const logFd = openSync(paths.daemonLog, 'a', 0o600);
+  const logStart = fstatSync(logFd).size;
   let exited: { code: number | undefined; signal: string | undefined } | undefined;
   let childPid: number | undefined;
   try {
@@ -130,7 +132,7 @@ export async function startDaemon(opts: StartDaemonOptions): Promise<StartDaemon
     }
     if (exited || (childPid !== undefined && !isProcessAlive(childPid))) {
       const code = exited?.code;
-      throw new NemoclawError('io', `the supervisor of sandbox "${opts.name}" exited during start${code !== undefined ? ` (exit code ${code})` : ''}:\n${indent(tail(paths.daemonLog, 15))}`, {
+      throw new NemoclawError('io', `the supervisor of sandbox "${opts.name}" exited during start${code !== undefined ? ` (exit code ${code})` : ''}:\n${indent(tail(paths.daemonLog, 15, logStart))}`, {
         nextStep: `fix the cause above and run up again; full log: ${paths.daemonLog}`,
       });
     }

@@ -11,7 +11,8 @@ import { createPolicyStore, DEFAULT_POLICY_PATH } from '../policy/index.js';
 import type { RevisionAuthor } from '../policy/types.js';
 import { systemClock, type Clock } from '../shared/clock.js';
 import { NemoclawError, describeError } from '../shared/errors.js';
-import { ensureSandboxDirs, homePaths, resolveHome, sandboxPaths, type HomePaths, type SandboxPaths } from '../shared/home.js';
+import { DEFAULT_SANDBOX_NAME, ensureSandboxDirs, homePaths, resolveHome, sandboxPaths, type HomePaths, type SandboxPaths } from '../shared/home.js';
+import { verifiedLockedBlueprint, type LockedBlueprint } from './blueprint-lock.js';
 import type { PolicySetResult, SupervisorStatus } from './client.js';
 import { SupervisorEventBus } from './eventbus.js';
 import { acquirePidLock, releasePidLock } from './pidfile.js';
@@ -55,6 +56,8 @@ export class Supervisor {
   readonly policy: PolicyStore;
   readonly operators: OperatorPresenceTracker;
   readonly options: SupervisorOptions;
+  /** The blueprint this sandbox is pinned to (verified in the store at start), if any. */
+  readonly blueprint: LockedBlueprint | undefined;
   private readonly audit: AuditLog;
   private readonly clock: Clock;
   private readonly log: (line: string) => void;
@@ -77,6 +80,7 @@ export class Supervisor {
     policy: PolicyStore;
     operators: OperatorPresenceTracker;
     options: SupervisorOptions;
+    blueprint: LockedBlueprint | undefined;
     clock: Clock;
     log: (line: string) => void;
     pid: number;
@@ -89,6 +93,7 @@ export class Supervisor {
     this.policy = init.policy;
     this.operators = init.operators;
     this.options = init.options;
+    this.blueprint = init.blueprint;
     this.clock = init.clock;
     this.log = init.log;
     this.pid = init.pid;
@@ -108,6 +113,8 @@ export class Supervisor {
     ensureSandboxDirs(paths, root);
 
     const { text: baseText, source } = resolveBasePolicy(config, paths);
+    // A sandbox pinned to a blueprint runs it only from the store, and only if that copy still verifies.
+    const blueprint = verifiedLockedBlueprint(paths, home);
     acquirePidLock(paths, pid);
     let audit: AuditLog | undefined;
     try {
@@ -145,6 +152,8 @@ export class Supervisor {
       });
       // The store keeps paths.policyFile current, so a later `up` without --policy runs the same base.
       const options: SupervisorOptions = { ...(config.options ?? {}), unsafeAllowLoopbackUpstreams: unsafe };
+      // The agent service reads `options.blueprint` (a packaged name or a directory): give it the stored copy.
+      if (blueprint && options.blueprint === undefined) options.blueprint = blueprint.dir;
       const sup = new Supervisor({
         config,
         paths,
@@ -154,6 +163,7 @@ export class Supervisor {
         policy,
         operators: new OperatorPresenceTracker(),
         options,
+        blueprint,
         clock,
         log,
         pid,
@@ -183,6 +193,7 @@ export class Supervisor {
       policy_revision: rev.number,
       policy_sha256: rev.sha256,
       unsafe_allow_loopback_upstreams: this.options.unsafeAllowLoopbackUpstreams,
+      ...(this.blueprint ? { blueprint: this.blueprint.name, blueprint_version: this.blueprint.version, blueprint_digest: this.blueprint.digest } : {}),
     });
     const ctx = this.context();
     const factories = config.services ?? serviceFactories;
@@ -247,6 +258,7 @@ export class Supervisor {
       last_seq: this.events.lastSeq(),
       policy: { revision: rev.number, sha256: rev.sha256, author: rev.author, time: rev.time },
       audit: { dir: this.paths.auditDir, last_seq: this.audit.lastSeq },
+      ...(this.blueprint ? { blueprint: { ...this.blueprint } } : {}),
       services,
       routes: this.server?.routes() ?? [],
     };
@@ -306,7 +318,9 @@ export class Supervisor {
           }
           const source = typeof body.source === 'string' && body.source.length > 0 ? body.source : '<PUT /v1/policy>';
           const before = this.policy.revision();
-          const revision = await this.policy.apply(body.yaml, author as RevisionAuthor, source);
+          const revision = await this.policy.apply(body.yaml, author as RevisionAuthor, source).catch((err: unknown) => {
+            throw withRestartCommand(err, this.name, source);
+          });
           const result: PolicySetResult = { revision, changed: revision.number !== before.number };
           return { status: 200, body: result };
         },
@@ -323,6 +337,21 @@ export class Supervisor {
       },
     ];
   }
+}
+
+/**
+ * A refused change of a static section tells the operator to restart; the restart command has to
+ * address this sandbox (`--name N` unless it is the default one).
+ */
+function withRestartCommand(err: unknown, name: string, source: string): unknown {
+  if (!(err instanceof NemoclawError) || err.code !== 'policy_static_change' || name === DEFAULT_SANDBOX_NAME) return err;
+  const file = source.includes('/') || source.endsWith('.yaml') ? source : 'FILE';
+  return new NemoclawError(err.code, err.message, {
+    nextStep: `restart the sandbox with the new file: nemoclaw-tui down --name ${name} && nemoclaw-tui up --name ${name} --policy ${file}`,
+    exitCode: err.exitCode,
+    details: err.details,
+    cause: err,
+  });
 }
 
 function resolveBasePolicy(config: SupervisorConfig, paths: SandboxPaths): { text: string; source: string } {

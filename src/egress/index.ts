@@ -1,5 +1,5 @@
 /** The egress part: the proxy every outbound connection of the sandbox goes through. */
-export { createEgressService, EGRESS_SERVICE_NAME } from './service.js';
+export { createEgressService, EGRESS_SERVICE_NAME, terminatedHosts } from './service.js';
 export type { EgressService, EgressServiceOptions } from './service.js';
 export { createEgressProxy, INFERENCE_HOST } from './proxy.js';
 export type { EgressProxy, EgressProxyOptions, EgressCounters, DecideResult, RefusalCode } from './proxy.js';
@@ -9,3 +9,5 @@ export { canonicalHost, classifyAddress, guardDestination, normaliseIpv4Literal,
 export type { Resolver, ResolvedAddress } from './ssrf.js';
 export { createBinaryIdentifier } from './identity.js';
 export { parseRequestHead, MAX_HEAD_BYTES } from './parser.js';
+export { loadOrCreateSandboxCa, trustEnv, SANDBOX_TRUST_DIR } from './tls.js';
+export type { SandboxCa, SandboxTrustBundle } from './tls.js';

@@ -6,7 +6,9 @@
  * inside a CONNECT tunnel) is checked per request by the L7 rules.
  */
 import { Agent, request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
-import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { connect as netConnect, createServer, isIP, type Server, type Socket } from 'node:net';
+import { TLSSocket, getCACertificates, type SecureContext } from 'node:tls';
 import { chmod, rm } from 'node:fs/promises';
 import type { EventInput } from '../audit/events.js';
 import type { OverlayRule } from '../control/types.js';
@@ -33,6 +35,12 @@ export interface EgressProxyOptions {
   unsafeAllowLoopbackUpstreams?: boolean;
   /** Binary identity of the client connection (best effort; undefined = unknown). */
   identify?(socket: Socket): Promise<string | undefined>;
+  /**
+   * Whether a policy rule with `binaries[]` could match (host, port). When false, the decision
+   * does not depend on the binary, so identity (~25 ms per new connection) is looked up in the
+   * background for the events only. Default: always true (identity awaited before deciding).
+   */
+  binaryMatters?(host: string, port: number): boolean;
   /** Unix socket of the privacy router, or undefined when it is not running. */
   inferenceSocket?(): string | undefined;
   /** Side effects of session / always / deny-always decisions (policy store). */
@@ -42,6 +50,14 @@ export interface EgressProxyOptions {
   headTimeoutMs?: number;
   /** Upstream connect timeout (default 10 s). */
   connectTimeoutMs?: number;
+  /**
+   * TLS termination (the per-sandbox CA, tls.ts): CONNECT tunnels to L7 endpoints and to
+   * inference.local:443 are decrypted with a leaf for the host, checked per request, and
+   * re-originated with TLS. Without it such tunnels are refused (L7 cannot be enforced).
+   */
+  tls?: { contextFor(host: string): Promise<SecureContext> };
+  /** Roots that verify re-originated upstream TLS (default: Node's bundled roots + the system's). */
+  upstreamCa?: string | string[];
 }
 
 export interface DecideResult {
@@ -63,6 +79,10 @@ export interface EgressCounters {
   ssrf_denied: number;
   parse_errors: number;
   revoked: number;
+  /** CONNECT tunnels decrypted for L7 (TLS termination). */
+  tls_terminated: number;
+  /** Client TLS handshakes that failed (usually: the client does not trust the sandbox CA). */
+  tls_handshake_failed: number;
 }
 
 export interface EgressProxy {
@@ -126,6 +146,8 @@ const NEXT_STEPS: Record<RefusalCode, string[]> = {
 };
 
 let requestSeq = 0;
+/** Stream buffer per direction of a tunnel: fewer pause/resume turns than the 64 KiB default. */
+const TUNNEL_HIGH_WATER_MARK = 256 * 1024;
 
 export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
   const clock = opts.clock;
@@ -152,6 +174,18 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     ssrf_denied: 0,
     parse_errors: 0,
     revoked: 0,
+    tls_terminated: 0,
+    tls_handshake_failed: 0,
+  };
+  let httpsAgent: HttpsAgent | undefined;
+  const upstreamTlsAgent = (): HttpsAgent => {
+    if (!httpsAgent) {
+      // Node verifies with its bundled roots by default; an operator's host may add roots to the
+      // system store, so both are used (computed once: reading the system store costs a few ms).
+      const ca = opts.upstreamCa ?? [...new Set([...getCACertificates('default'), ...getCACertificates('system')])];
+      httpsAgent = new HttpsAgent({ keepAlive: true, maxFreeSockets: 256, scheduling: 'lifo', ca });
+    }
+    return httpsAgent;
   };
 
   const emit = (e: EventInput): void => {
@@ -229,7 +263,16 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
    * Decide whether (host, port, binary) may be reached: explicit deny → allow → held → deny,
    * then the SSRF guard picks the one address that will be dialled.
    */
-  async function admit(reqId: string, host: string, port: number, binary: string | undefined, summary: string, t0: number): Promise<Admission | Refusal> {
+  async function admit(
+    reqId: string,
+    host: string,
+    port: number,
+    knownBinary: string | undefined,
+    summary: string,
+    t0: number,
+    conn: { emit(e: EventInput): void; resolveBinary(): Promise<string | undefined> },
+  ): Promise<Admission | Refusal> {
+    let binary = knownBinary;
     const base = { host, port, binary };
     const decision = opts.decide({ host, port, binary });
     let source: Admission['source'] = 'policy';
@@ -238,7 +281,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     const refuse = (code: RefusalCode, detail: string, rule: string | undefined): Refusal => {
       counters.denied++;
       if (code === 'ssrf_denied') counters.ssrf_denied++;
-      emit({
+      conn.emit({
         kind: 'net.decision',
         level: 'warn',
         id: reqId,
@@ -257,6 +300,11 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     };
     if (decision.verdict === 'deny') return refuse('policy_denied', decision.reason, decision.rule);
     if (decision.verdict === 'unknown') {
+      // A prompt names the binary (and joins by it); the wait for a human dwarfs the lookup.
+      if (binary === undefined) {
+        binary = await conn.resolveBinary();
+        base.binary = binary;
+      }
       const approvals = opts.approvals();
       const attached = opts.operatorsAttached() > 0;
       if (approvals.mode !== 'ask') return refuse('policy_denied', `${host}:${port} is not in the policy (approvals.mode: deny)`, undefined);
@@ -272,7 +320,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       const held = queue.hold({ host, port, binary, request: summary, timeoutMs, maxPending: approvals.max_pending });
       pendingId = held.pendingId;
       counters.held++;
-      emit({
+      conn.emit({
         kind: 'net.held',
         level: 'notice',
         id: reqId,
@@ -307,7 +355,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     const verdict = await guardDestination(host, resolver, { exactHost, allowedIps: endpoint?.allowed_ips ?? [], unsafeAllowLoopback: unsafe });
     if (!verdict.ok) return refuse('ssrf_denied', verdict.reason, after.rule);
     counters.allowed++;
-    emit({
+    conn.emit({
       kind: 'net.decision',
       level: 'info',
       id: reqId,
@@ -342,24 +390,37 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     closed = false;
     /** Body bytes still owed to the current upstream request (Content-Length framing). */
     bodySink: ((chunk: Buffer) => void) | undefined;
-    /** Set when plain HTTP is spoken inside a CONNECT tunnel (or to inference.local). */
-    tunnel: { authority: Authority; admission: Admission | 'inference' } | undefined;
+    /** Set when plain HTTP is spoken inside a CONNECT tunnel (or to inference.local); `tls`: decrypted by us. */
+    tunnel: { authority: Authority; admission: Admission | 'inference'; tls?: boolean } | undefined;
     /** Last admission on this connection (keep-alive reuse and revocation). */
     admission: Admission | undefined;
     rawTunnel: Socket | undefined;
     binary: Promise<string | undefined> | undefined;
+    /** The binary once the lookup finished (events emitted before that wait for it, in order). */
+    binaryKnown = false;
+    binaryValue: string | undefined;
+    eventTail: Promise<unknown> | undefined;
     inflight: ClientRequest | undefined;
     revoked = false;
 
-    constructor(readonly socket: Socket) {
-      socket.setNoDelay(true);
+    /** Where requests are read and answers written: the accepted socket, or the TLS layer over it. */
+    socket: Socket;
+
+    /** `raw`: the accepted socket (binary identity looks up its inode). */
+    constructor(readonly raw: Socket) {
+      this.socket = raw;
+      raw.setNoDelay(true);
+      this.listen(raw);
+      raw.on('error', () => this.close());
+      raw.on('close', () => this.close());
+    }
+
+    listen(socket: Socket): void {
       socket.setTimeout(headTimeoutMs);
       socket.on('timeout', () => {
         if (!this.busy && !this.rawTunnel) socket.destroy();
       });
       socket.on('data', (chunk: Buffer) => this.onData(chunk));
-      socket.on('error', () => this.close());
-      socket.on('close', () => this.close());
     }
 
     /** `graceful`: the socket was ended and may still be flushing; let it finish on its own. */
@@ -370,7 +431,10 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       counters.open_connections--;
       this.inflight?.destroy();
       this.rawTunnel?.destroy();
-      if (!graceful || !this.socket.writableEnded) this.socket.destroy();
+      if (!graceful || !this.socket.writableEnded) {
+        this.socket.destroy();
+        if (this.raw !== this.socket) this.raw.destroy();
+      }
     }
 
     onData(chunk: Buffer): void {
@@ -383,8 +447,32 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     }
 
     identify(): Promise<string | undefined> {
-      this.binary ??= opts.identify ? opts.identify(this.socket).catch(() => undefined) : Promise.resolve(undefined);
+      if (!this.binary) {
+        if (!opts.identify) {
+          this.binaryKnown = true;
+          this.binary = Promise.resolve(undefined);
+        } else {
+          this.binary = opts.identify(this.raw).then(
+            (b) => b,
+            () => undefined,
+          );
+          void this.binary.then((b) => {
+            this.binaryValue = b;
+            this.binaryKnown = true;
+            if (b !== undefined && this.admission && this.admission.binary === undefined) this.admission.binary = b;
+          });
+        }
+      }
       return this.binary;
+    }
+
+    /** Emit an event of this connection with its binary filled in; waits (in order) for the lookup. */
+    emitConn(e: EventInput): void {
+      if (!opts.identify) return emit(e);
+      const send = (): void => emit(e.binary == null && this.binaryValue !== undefined ? { ...e, binary: this.binaryValue } : e);
+      if (this.binaryKnown && !this.eventTail) return send();
+      this.identify();
+      this.eventTail = (this.eventTail ?? (this.binary as Promise<unknown>)).then(send);
     }
 
     next(): void {
@@ -423,18 +511,20 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     async admitFor(head: RequestHead, reqId: string, t0: number): Promise<Admission | Refusal | 'inference'> {
       if (this.tunnel) return this.tunnel.admission;
       const host = canonicalHost(head.host);
-      if (host === INFERENCE_HOST && head.port === 80) return 'inference';
-      const binary = await this.identify();
+      if (host === INFERENCE_HOST && (head.port === 80 || (head.port === 443 && head.method === 'CONNECT'))) return 'inference';
+      // Identity only delays the request when a rule's binaries[] could decide it.
+      const needed = opts.identify !== undefined && (opts.binaryMatters?.(host, head.port) ?? true);
+      const binary = needed ? await this.identify() : this.binaryKnown ? this.binaryValue : (this.identify(), undefined);
       const summary = head.method === 'CONNECT' ? `CONNECT ${host}:${head.port}` : `${head.method} ${head.path}`;
-      emit({ kind: 'net.request', level: 'info', id: reqId, method: head.method, host, port: head.port, path: head.method === 'CONNECT' ? null : head.path, binary: binary ?? null });
+      this.emitConn({ kind: 'net.request', level: 'info', id: reqId, method: head.method, host, port: head.port, path: head.method === 'CONNECT' ? null : head.path, binary: binary ?? null });
       const prev = this.admission;
       if (prev && prev.host === host && prev.port === head.port && prev.generation === generation && prev.binary === binary) {
         // Same target on a keep-alive connection under the same policy: reuse the checked address.
         counters.allowed++;
-        emit({ kind: 'net.decision', level: 'info', id: reqId, action: 'allow', source: prev.source, reason: 'same target on a keep-alive connection', host, port: head.port, binary: binary ?? null, rule: prev.rule ?? null, address: prev.address, reused: true, decision_ms: 0 });
+        this.emitConn({ kind: 'net.decision', level: 'info', id: reqId, action: 'allow', source: prev.source, reason: 'same target on a keep-alive connection', host, port: head.port, binary: binary ?? null, rule: prev.rule ?? null, address: prev.address, reused: true, decision_ms: 0 });
         return prev;
       }
-      return admit(reqId, host, head.port, binary, summary, t0);
+      return admit(reqId, host, head.port, binary, summary, t0, { emit: (e) => this.emitConn(e), resolveBinary: () => this.identify() });
     }
 
     async handleConnect(head: RequestHead): Promise<void> {
@@ -446,12 +536,14 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       if (this.closed) return;
       if (isRefusal(admission)) return writeRefusal(this.socket, admission);
       if (admission === 'inference') {
+        if (head.port === 443) return this.inspectTunnel(admission, { host, port: head.port });
         this.socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
         this.tunnel = { authority: { host, port: head.port }, admission };
         return this.done();
       }
       this.admission = admission;
-      const upstream = netConnect({ host: admission.address, port: admission.port, family: admission.family });
+      if (terminatesTls(admission.endpoint)) return this.inspectTunnel(admission, { host, port: head.port });
+      const upstream = netConnect({ host: admission.address, port: admission.port, family: admission.family, highWaterMark: TUNNEL_HIGH_WATER_MARK });
       upstream.setNoDelay(true);
       const timer = setTimeout(() => upstream.destroy(new Error(`connect to ${admission.address}:${admission.port} timed out`)), connectTimeoutMs);
       upstream.once('error', (err) => {
@@ -484,17 +576,19 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     classifyTunnel(admission: Admission, authority: Authority): void {
       const upstream = this.rawTunnel as Socket;
       const pipeRaw = (): void => {
-        this.socket.setTimeout(0);
+        // From here on the bytes are none of our business: stream.pipe both ways, no JS per chunk
+        // beyond pipe's own backpressure (our data listener and timeout go away).
+        const client = this.socket;
+        client.setTimeout(0);
+        client.removeAllListeners('data');
+        client.removeAllListeners('timeout');
         upstream.removeListener('data', onUpstreamFirst);
         if (this.buf.length > 0) upstream.write(this.buf);
         this.buf = Buffer.alloc(0);
-        this.bodySink = (chunk) => {
-          if (!upstream.write(chunk)) this.socket.pause();
-        };
-        upstream.on('drain', () => this.socket.resume());
-        upstream.pipe(this.socket);
-        this.socket.on('end', () => upstream.end());
-        this.socket.resume();
+        this.bodySink = undefined;
+        upstream.pipe(client);
+        client.pipe(upstream);
+        client.resume();
       };
       const onUpstreamFirst = (chunk: Buffer): void => {
         upstream.pause();
@@ -527,6 +621,101 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       this.socket.resume();
     }
 
+    /**
+     * CONNECT to an L7 endpoint or to inference.local:443: answer 200 and look at the first bytes.
+     * TLS is terminated with a leaf for the host, plain HTTP is inspected as is, anything else is
+     * closed, since the per-request rules could not be applied to it.
+     */
+    inspectTunnel(admission: Admission | 'inference', authority: Authority): void {
+      this.socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      const classify = (): void => {
+        const first = this.buf[0] as number;
+        if (first === 0x16) {
+          void this.terminateTls(admission, authority);
+          return;
+        }
+        if (first >= 0x41 && first <= 0x5a) {
+          this.tunnel = { authority, admission };
+          this.bodySink = undefined;
+          this.busy = false;
+          this.next();
+          return;
+        }
+        this.refuseTunnel(admission, authority, 'l7_unenforceable', 'the client spoke neither TLS nor HTTP in a tunnel whose endpoint has L7 rules');
+      };
+      if (this.buf.length > 0) return classify();
+      this.bodySink = (chunk) => {
+        this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+        this.bodySink = undefined;
+        this.socket.pause();
+        classify();
+      };
+      this.socket.resume();
+    }
+
+    refuseTunnel(admission: Admission | 'inference', authority: Authority, error: string, reason: string): void {
+      counters.denied++;
+      const a = admission === 'inference' ? undefined : admission;
+      emit({ kind: 'net.decision', level: 'warn', action: 'deny', error, reason, host: authority.host, port: authority.port, binary: a?.binary ?? null, rule: a?.rule ?? null });
+      this.close();
+    }
+
+    async terminateTls(admission: Admission | 'inference', authority: Authority): Promise<void> {
+      if (!opts.tls) {
+        return this.refuseTunnel(admission, authority, 'tls_termination_unavailable', 'TLS termination is not configured, so the endpoint\'s L7 rules cannot be enforced on HTTPS');
+      }
+      let secureContext: SecureContext;
+      try {
+        secureContext = await opts.tls.contextFor(authority.host);
+      } catch (err) {
+        return this.refuseTunnel(admission, authority, 'tls_certificate_failed', (err as Error).message);
+      }
+      if (this.closed) return;
+      const raw = this.raw;
+      raw.removeAllListeners('data');
+      raw.removeAllListeners('timeout');
+      raw.setTimeout(0);
+      // Bytes already read (the ClientHello) go back to the socket; the TLS layer reads them first.
+      if (this.buf.length > 0) raw.unshift(this.buf);
+      this.buf = Buffer.alloc(0);
+      const secure = new TLSSocket(raw, { isServer: true, secureContext, ALPNProtocols: ['http/1.1'] });
+      let established = false;
+      secure.once('secure', () => {
+        established = true;
+        counters.tls_terminated++;
+      });
+      // A client that rejects our leaf usually just hangs up (no alert reaches us as an error), so
+      // a close before the handshake completed counts as a failed handshake too.
+      const handshakeFailed = (why: string): void => {
+        if (established) return;
+        established = true;
+        counters.tls_handshake_failed++;
+        emit({
+          kind: 'net.decision',
+          level: 'warn',
+          action: 'deny',
+          error: 'tls_handshake_failed',
+          reason: `TLS handshake with the sandbox client failed (${why}); does the client trust the sandbox CA (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS)?`,
+          host: authority.host,
+          port: authority.port,
+          binary: admission === 'inference' ? null : (admission.binary ?? null),
+        });
+      };
+      secure.on('error', (err: Error) => {
+        handshakeFailed(err.message);
+        this.close();
+      });
+      secure.on('close', () => {
+        handshakeFailed('the client closed the connection during the handshake');
+        this.close();
+      });
+      this.socket = secure;
+      this.listen(secure);
+      this.tunnel = { authority, admission, tls: true };
+      this.bodySink = undefined;
+      this.busy = false;
+    }
+
     async handleHttp(head: RequestHead): Promise<void> {
       counters.requests++;
       const reqId = `r-${++requestSeq}`;
@@ -536,14 +725,14 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       if (isRefusal(admission)) return writeRefusal(this.socket, admission);
       if (admission !== 'inference') {
         if (!this.tunnel) this.admission = admission;
-        if (this.tunnel) emit({ kind: 'net.request', level: 'info', id: reqId, method: head.method, host: admission.host, port: admission.port, path: head.path, binary: admission.binary ?? null, tunnelled: true });
+        if (this.tunnel) this.emitConn({ kind: 'net.request', level: 'info', id: reqId, method: head.method, host: admission.host, port: admission.port, path: head.path, binary: admission.binary ?? null, tunnelled: true, ...(this.tunnel.tls ? { tls: true } : {}) });
         if (endpointHasL7(admission.endpoint)) {
           // Per-request L7 (method + path) is the policy engine's call, on every keep-alive request.
           const d = opts.decide({ host: admission.host, port: admission.port, binary: admission.binary, method: head.method, path: head.path });
           const refused = d.verdict === 'deny' || (d.verdict === 'unknown' && admission.source === 'policy');
           if (refused) {
             counters.denied++;
-            emit({ kind: 'net.decision', level: 'warn', id: reqId, action: 'deny', error: 'policy_denied', reason: d.reason, host: admission.host, port: admission.port, method: head.method, path: head.path, binary: admission.binary ?? null, rule: d.rule ?? admission.rule ?? null, l7: true });
+            this.emitConn({ kind: 'net.decision', level: 'warn', id: reqId, action: 'deny', error: 'policy_denied', reason: d.reason, host: admission.host, port: admission.port, method: head.method, path: head.path, binary: admission.binary ?? null, rule: d.rule ?? admission.rule ?? null, l7: true });
             return writeRefusal(this.socket, { code: 'policy_denied', detail: d.reason, host: admission.host, port: admission.port, binary: admission.binary, rule: d.rule ?? admission.rule });
           }
         }
@@ -572,13 +761,31 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         if (HOP_BY_HOP.has(lower) || connectionNamed.has(lower) || lower === 'host') continue;
         headers.push(name, value);
       }
-      const hostHeader = target === 'inference' ? INFERENCE_HOST : head.port === 80 ? formatHost(head.host) : `${formatHost(head.host)}:${head.port}`;
+      const overTls = this.tunnel?.tls === true;
+      const defaultPort = overTls ? 443 : 80;
+      const hostHeader = target === 'inference' ? INFERENCE_HOST : head.port === defaultPort ? formatHost(head.host) : `${formatHost(head.host)}:${head.port}`;
       headers.unshift('Host', hostHeader);
       const hasBody = head.chunked || head.contentLength > 0;
-      const req =
-        target === 'inference'
-          ? httpRequest({ socketPath: opts.inferenceSocket?.(), method: head.method, path: head.pathAndQuery, headers, agent: inferenceAgent, setHost: false })
-          : httpRequest({ host: target.address, port: target.port, family: target.family, method: head.method, path: head.pathAndQuery, headers, agent, setHost: false });
+      let req: ClientRequest;
+      if (target === 'inference') {
+        req = httpRequest({ socketPath: opts.inferenceSocket?.(), method: head.method, path: head.pathAndQuery, headers, agent: inferenceAgent, setHost: false });
+      } else if (overTls) {
+        // Re-originate TLS to exactly the checked address, verifying the certificate for the host name.
+        const servername = isIP(head.host) === 0 ? head.host : undefined;
+        req = httpsRequest({
+          host: target.address,
+          port: target.port,
+          family: target.family,
+          ...(servername ? { servername } : {}),
+          method: head.method,
+          path: head.pathAndQuery,
+          headers,
+          agent: upstreamTlsAgent(),
+          setHost: false,
+        });
+      } else {
+        req = httpRequest({ host: target.address, port: target.port, family: target.family, method: head.method, path: head.pathAndQuery, headers, agent, setHost: false });
+      }
       this.inflight = req;
       let responded = false;
       req.on('error', (err) => {
@@ -691,6 +898,12 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     }
   }
 
+  /** Tunnels to endpoints with L7 rules are decrypted (unless the endpoint says `tls: passthrough`). */
+  function terminatesTls(ep: Endpoint | undefined): boolean {
+    if (!ep || ep.protocol === 'tcp' || ep.tls === 'passthrough') return false;
+    return ep.tls === 'terminate' || endpointHasL7(ep);
+  }
+
   function formatHost(host: string): string {
     return host.includes(':') ? `[${host}]` : host;
   }
@@ -703,7 +916,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
 
   return {
     async listen(target) {
-      server = createServer({ noDelay: true }, onConnection);
+      server = createServer({ noDelay: true, highWaterMark: TUNNEL_HIGH_WATER_MARK }, onConnection);
       server.maxConnections = 20_000;
       if (typeof target === 'string') {
         await rm(target, { force: true });
@@ -728,6 +941,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       for (const c of [...connections]) c.close();
       agent.destroy();
       inferenceAgent.destroy();
+      httpsAgent?.destroy();
       if (server) await new Promise<void>((resolve) => (server as Server).close(() => resolve()));
       if (socketPath) await rm(socketPath, { force: true });
     },

@@ -7,7 +7,12 @@ import type { ControlRoute, SupervisorContext, SupervisorService } from '../cont
 import { NemoclawError } from '../shared/errors.js';
 import { ensurePrivateDir } from '../shared/home.js';
 import { createBinaryIdentifier, type IdentifyTarget } from './identity.js';
-import { createEgressProxy, type EgressProxy } from './proxy.js';
+import { join } from 'node:path';
+import type { PolicyDocument } from '../policy/types.js';
+import { createEgressProxy, INFERENCE_HOST, type EgressProxy } from './proxy.js';
+import { endpointHasL7 } from './l7.js';
+import { binaryMatters } from './binaries.js';
+import { loadOrCreateSandboxCa, type SandboxCa, type SandboxTrustBundle } from './tls.js';
 import { APPROVAL_DECISIONS, type ApprovalDecision } from './pending.js';
 import type { Resolver } from './ssrf.js';
 
@@ -16,6 +21,10 @@ export const EGRESS_SERVICE_NAME = 'egress';
 export interface EgressServiceOptions {
   /** Replaces the system resolver (tests). */
   resolver?: Resolver;
+  /** Roots for verifying re-originated upstream TLS (tests: their own CA; default system roots). */
+  upstreamCa?: string | string[];
+  /** The openssl binary (default `openssl` on PATH). */
+  openssl?: string;
 }
 
 export interface EgressService extends SupervisorService {
@@ -23,6 +32,24 @@ export interface EgressService extends SupervisorService {
   /** Unix socket the sandbox bridge connects to (valid after start). */
   readonly socketPath: string;
   proxy(): EgressProxy;
+  /**
+   * What every sandboxed process needs to trust the per-sandbox CA (TLS termination for L7 on
+   * HTTPS): bind `source` read-only at `target` and add `env`. Undefined before start, or when the
+   * CA could not be made (then L7 tunnels over TLS are refused and status says why).
+   */
+  sandboxTrust(): SandboxTrustBundle | undefined;
+}
+
+/** Exact host names of endpoints whose CONNECT tunnels are decrypted: their leaves are minted ahead. */
+export function terminatedHosts(doc: PolicyDocument): string[] {
+  const hosts = new Set<string>([INFERENCE_HOST]);
+  for (const p of Object.values(doc.network_policies)) {
+    for (const ep of p.endpoints) {
+      if (ep.host.includes('*') || ep.protocol === 'tcp' || ep.tls === 'passthrough') continue;
+      if (ep.tls === 'terminate' || endpointHasL7(ep)) hosts.add(ep.host.toLowerCase());
+    }
+  }
+  return [...hosts];
 }
 
 /** What the egress proxy needs from the sandbox driver (structural, so neither imports the other). */
@@ -43,6 +70,8 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
   let socketPath = '';
   let unsubscribe: (() => void) | undefined;
   let ctxRef: SupervisorContext | undefined;
+  let ca: SandboxCa | undefined;
+  let caError: string | undefined;
 
   const requireProxy = (): EgressProxy => {
     if (!proxy) throw new NemoclawError('not_running', 'the egress proxy is not running', { nextStep: 'check `nemoclaw-tui status`' });
@@ -81,10 +110,26 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
       return socketPath;
     },
     proxy: requireProxy,
+    sandboxTrust: () => ca?.trustBundle(),
     async start(ctx) {
       ctxRef = ctx;
       ensurePrivateDir(ctx.paths.runDir);
       socketPath = ctx.paths.proxySocket;
+      try {
+        ca = await loadOrCreateSandboxCa({
+          privateDir: join(ctx.paths.dir, 'tls'),
+          trustDir: join(ctx.paths.dir, 'trust'),
+          sandboxName: ctx.name,
+          now: () => ctx.clock.now(),
+          ...(opts.openssl ? { openssl: opts.openssl } : {}),
+        });
+        caError = undefined;
+        ca.prewarm(terminatedHosts(ctx.policy.current()));
+      } catch (err) {
+        // The proxy still runs: tunnels that need TLS termination are refused, status says why.
+        ca = undefined;
+        caError = err instanceof Error ? err.message : String(err);
+      }
       const identifier = createBinaryIdentifier(() => {
         const sandbox = ctx.service<SandboxServiceView>('sandbox');
         const list = sandbox?.instances?.() ?? [];
@@ -101,12 +146,18 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
         ...(opts.resolver ? { resolver: opts.resolver } : {}),
         unsafeAllowLoopbackUpstreams: ctx.options.unsafeAllowLoopbackUpstreams === true,
         identify: (socket) => identifier.identify(socket),
+        binaryMatters: (host, port) => binaryMatters(ctx.policy.current(), host, port),
         inferenceSocket: () => ctx.service<InferenceServiceView>('inference')?.socketPath || undefined,
         addSessionAllow: (rule) => ctx.policy.addSessionAllow(rule),
         addOverlayRule: (rule, reason) => ctx.policy.addOverlayRule(rule, 'approval', reason),
+        ...(ca ? { tls: ca } : {}),
+        ...(opts.upstreamCa ? { upstreamCa: opts.upstreamCa } : {}),
       });
       await proxy.listen(socketPath);
-      unsubscribe = ctx.policy.onChange((rev) => proxy?.policyChanged(rev.number));
+      unsubscribe = ctx.policy.onChange((rev) => {
+        proxy?.policyChanged(rev.number);
+        ca?.prewarm(terminatedHosts(ctx.policy.current()));
+      });
     },
     async stop() {
       try {
@@ -126,6 +177,7 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
         pending: proxy.pending().length,
         held_waiting: proxy.pending().reduce((n, p) => n + p.waiters, 0),
         unsafe_allow_loopback_upstreams: ctxRef?.options.unsafeAllowLoopbackUpstreams === true,
+        tls_termination: ca ? { ca_cert: ca.caCertPath, bundle: ca.bundlePath, leaves_minted: ca.minted() } : { disabled: caError ?? 'not started' },
         counters: c,
       };
     },

@@ -67,6 +67,7 @@ export class BudgetLedger {
   private state: PersistedState;
   private readonly inFlight = new Set<CallUsage>();
   private persistTimer: NodeJS.Timeout | undefined;
+  private effectiveCaps: Record<BudgetScope, BudgetCaps> | undefined;
   private dirty = false;
 
   constructor(
@@ -81,14 +82,22 @@ export class BudgetLedger {
 
   setPolicyCaps(caps: BudgetsConfig): void {
     this.policyCaps = caps;
+    this.effectiveCaps = undefined;
   }
 
+  /** Policy caps with operator overrides on top (computed once per change: check() runs per streamed delta). */
   caps(scope: BudgetScope): BudgetCaps {
-    return { ...this.policyCaps[scope], ...this.state.overrides[scope] };
+    this.effectiveCaps ??= {
+      hour: Object.freeze({ ...this.policyCaps.hour, ...this.state.overrides.hour }),
+      day: Object.freeze({ ...this.policyCaps.day, ...this.state.overrides.day }),
+      request: Object.freeze({ ...this.policyCaps.request, ...this.state.overrides.request }),
+    };
+    return this.effectiveCaps[scope];
   }
 
   /** Operator raises (or lowers) a cap at run time; persisted, survives policy reloads. */
   setOverride(scope: BudgetScope, caps: BudgetCaps): void {
+    this.effectiveCaps = undefined;
     this.state.overrides[scope] = { ...this.state.overrides[scope], ...caps };
     this.persist();
   }

@@ -264,8 +264,14 @@ export function anthropicMessageToOpenAi(msg: Obj, created: number): Obj {
   };
 }
 
-/** An OpenAI chat.completion → an Anthropic message. */
-export function openAiCompletionToAnthropic(json: Obj): Obj {
+/** Rough token count of generated text (~4 characters a token), for providers that report no usage. */
+const estimateTokens = (chars: number): number => Math.ceil(chars / 4);
+
+/**
+ * An OpenAI chat.completion → an Anthropic message. `estimatedPromptTokens` stands in when the
+ * provider reports no usage (Anthropic callers always get a usage block, and budgets need one).
+ */
+export function openAiCompletionToAnthropic(json: Obj, estimatedPromptTokens = 0): Obj {
   const choice = ((json.choices as Obj[] | undefined) ?? [])[0] ?? {};
   const message = isObj(choice.message) ? choice.message : {};
   const content: Obj[] = [];
@@ -276,6 +282,7 @@ export function openAiCompletionToAnthropic(json: Obj): Obj {
     content.push({ type: 'tool_use', id: call.id, name: fn.name, input: parseArguments(fn.arguments) });
   }
   const u = isObj(json.usage) ? json.usage : {};
+  const generated = text.length + content.reduce((n, b) => n + (b.type === 'tool_use' ? JSON.stringify(b.input).length : 0), 0);
   return {
     id: typeof json.id === 'string' ? json.id : 'msg_translated',
     type: 'message',
@@ -284,7 +291,10 @@ export function openAiCompletionToAnthropic(json: Obj): Obj {
     content,
     stop_reason: OPENAI_TO_ANTHROPIC_STOP[String(choice.finish_reason)] ?? 'end_turn',
     stop_sequence: null,
-    usage: { input_tokens: typeof u.prompt_tokens === 'number' ? u.prompt_tokens : 0, output_tokens: typeof u.completion_tokens === 'number' ? u.completion_tokens : 0 },
+    usage: {
+      input_tokens: typeof u.prompt_tokens === 'number' ? u.prompt_tokens : estimatedPromptTokens,
+      output_tokens: typeof u.completion_tokens === 'number' ? u.completion_tokens : estimateTokens(generated),
+    },
   };
 }
 
@@ -414,7 +424,9 @@ export function openAiStreamToAnthropic(estimatedPromptTokens: number, errorBody
   let id = 'msg_translated';
   let model: unknown = undefined;
   let prompt: number | undefined;
-  let completion = 0;
+  let completion: number | undefined;
+  /** Characters generated, for an estimate when the provider streams no usage. */
+  let generated = 0;
   let stop: string | undefined;
   let nextIndex = 0;
   /** The open content block: text, or the OpenAI tool_call index it carries. */
@@ -442,7 +454,7 @@ export function openAiStreamToAnthropic(estimatedPromptTokens: number, errorBody
     start(out);
     closeBlock(out);
     stopped = true;
-    const usage: Obj = { output_tokens: completion };
+    const usage: Obj = { output_tokens: completion ?? estimateTokens(generated) };
     if (prompt !== undefined) usage.input_tokens = prompt;
     out.push(ev('message_delta', { delta: { stop_reason: stop ?? 'end_turn', stop_sequence: null }, usage }));
     out.push(ev('message_stop', {}));
@@ -476,6 +488,7 @@ export function openAiStreamToAnthropic(estimatedPromptTokens: number, errorBody
       if (!choice) return out;
       const delta = isObj(choice.delta) ? choice.delta : {};
       if (typeof delta.content === 'string' && delta.content.length > 0) {
+        generated += delta.content.length;
         if (!open || open.tool !== undefined) {
           closeBlock(out);
           open = { index: nextIndex++, tool: undefined };
@@ -495,6 +508,7 @@ export function openAiStreamToAnthropic(estimatedPromptTokens: number, errorBody
         }
         const index = toolBlocks.get(tool)!;
         if (typeof fn.arguments === 'string' && fn.arguments.length > 0) {
+          generated += fn.arguments.length;
           out.push(ev('content_block_delta', { index, delta: { type: 'input_json_delta', partial_json: fn.arguments } }));
         }
       }

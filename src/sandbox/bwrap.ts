@@ -67,6 +67,20 @@ const BUILT_IN = new Set(['/', '/proc', '/dev', '/tmp', SANDBOX_WORKDIR, '/usr',
 
 export type NetMode = 'bridge-outside' | 'relay-inside';
 
+/** A host directory or file bound read-only inside (the agent's runtime, a blueprint). */
+export interface ReadOnlyBind {
+  source: string;
+  target: string;
+}
+
+/** Where extra read-only binds may go: below these, and nowhere that shadows what the driver builds. */
+export const BIND_TARGET_ROOTS = ['/opt', SANDBOX_WORKDIR];
+/** Variables the driver owns: a request's env never overrides them (the proxy is the only way out). */
+export const PROXY_ENV_KEYS = [
+  'HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'all_proxy', 'no_proxy',
+  'NODE_USE_ENV_PROXY',
+];
+
 export interface SandboxLaunch {
   id: string;
   command: string[];
@@ -78,14 +92,23 @@ export interface SandboxLaunch {
   proxySocket: string;
   filesystem: FilesystemPolicy;
   process: ProcessPolicy;
-  /** Host Node binary bound at /opt/nemoclaw/node/bin/node. */
+  /** Host Node binary bound at /opt/nemoclaw/node/bin/node (skipped when a bind covers that path). */
   nodeBinary?: string;
+  /** Extra environment, merged over the policy's `process.env` (never over the proxy variables). */
+  env?: Record<string, string>;
+  /** Extra host paths bound read-only (targets below /opt or /sandbox; see validateReadOnlyBinds). */
+  readOnlyBinds?: ReadOnlyBind[];
   /** 'pipe' gives streams on the instance; 'inherit' passes the caller's stdio. */
   stdio?: 'pipe' | 'inherit';
   /** Working directory inside (default /sandbox). */
   cwd?: string;
   /** Forced network mode (default: bridge-outside when root, else relay-inside). */
   netMode?: NetMode;
+  /**
+   * Share the network namespace of this running sandbox (its root pid, and the mode it was started
+   * in) instead of creating one: same loopback, same bridge, no second bridge. Root only (nsenter).
+   */
+  joinNetns?: { pid: number; netMode: NetMode };
   onViolation?: (v: FsViolation) => void;
   /** Injected for tests. */
   cgroupLayout?: CgroupLayout;
@@ -108,6 +131,10 @@ export interface SandboxInstanceInfo {
   netMode: NetMode;
   startedAt: number;
   command: string[];
+  /** 'agent' for the agent's main process (exec joins its network), 'exec' for run/exec commands. */
+  role?: 'agent' | 'exec';
+  /** Id of the instance whose network namespace this one shares. */
+  joined?: string;
 }
 
 export interface RunningSandbox extends SandboxInstanceInfo {
@@ -120,6 +147,8 @@ export interface RunningSandbox extends SandboxInstanceInfo {
   monitor: boolean;
   /** Milliseconds from launch() to the command being released. */
   startupMs: number;
+  /** Something the caller should tell the user (e.g. why a join fell back to a fresh sandbox). */
+  note?: string;
   wait(): Promise<ExitStatus>;
   kill(signal?: NodeJS.Signals): void;
 }
@@ -147,12 +176,30 @@ export function pathRules(fs: FilesystemPolicy): PathRules {
   return { readOnly: fs.read_only.map(sandboxPath), readWrite, hidden: fs.hidden.map(sandboxPath) };
 }
 
-export function sandboxEnv(policyEnv: Record<string, string>, netMode: NetMode): Record<string, string> {
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * The sandbox's whole environment: the policy's `process.env`, then the request's `extra` (e.g. the
+ * agent's PATH and tokens), then the proxy variables, which nothing overrides. Nothing comes from the
+ * host environment.
+ */
+export function sandboxEnv(policyEnv: Record<string, string>, netMode: NetMode, extra: Record<string, string> = {}): Record<string, string> {
   void netMode;
+  const requested: Record<string, string> = {};
+  for (const [k, v] of Object.entries(extra)) {
+    if (!ENV_NAME.test(k) || typeof v !== 'string' || v.includes('\0')) {
+      throw new NemoclawError('invalid_input', `sandbox environment variable ${JSON.stringify(k)} is not a NAME=string pair`, {
+        nextStep: 'use names of letters, digits and _ (not starting with a digit) and string values without NUL bytes',
+        exitCode: 2,
+      });
+    }
+    if (!PROXY_ENV_KEYS.includes(k)) requested[k] = v;
+  }
   return {
     ...policyEnv,
     HOME: SANDBOX_WORKDIR,
     PATH: '/opt/nemoclaw/node/bin:/usr/local/bin:/usr/bin:/bin',
+    ...requested,
     HTTP_PROXY: PROXY_URL,
     HTTPS_PROXY: PROXY_URL,
     ALL_PROXY: PROXY_URL,
@@ -165,6 +212,53 @@ export function sandboxEnv(policyEnv: Record<string, string>, netMode: NetMode):
   };
 }
 
+/**
+ * Check extra read-only binds: absolute, existing sources; targets strictly below /opt or /sandbox,
+ * without `..`, not under a hidden path and not bound twice. Returns them normalised, parents first
+ * (so a nested bind lands on top of its parent).
+ */
+export function validateReadOnlyBinds(
+  binds: unknown,
+  hidden: string[] = [],
+  exists: (p: string) => boolean = existsSync,
+): ReadOnlyBind[] {
+  if (binds === undefined) return [];
+  const bad = (what: string, next: string): never => {
+    throw new NemoclawError('invalid_input', `read-only bind ${what}`, { nextStep: next, exitCode: 2 });
+  };
+  if (!Array.isArray(binds)) return bad('list is not an array of {source, target}', 'pass readOnlyBinds as [{ "source": "/host/dir", "target": "/opt/name" }]');
+  const out: ReadOnlyBind[] = [];
+  const seen = new Set<string>();
+  const hiddenPaths = hidden.map(sandboxPath);
+  for (const b of binds as unknown[]) {
+    const { source, target } = (b ?? {}) as { source?: unknown; target?: unknown };
+    if (typeof source !== 'string' || typeof target !== 'string') {
+      bad(`${JSON.stringify(b)} needs string "source" and "target"`, 'pass readOnlyBinds as [{ "source": "/host/dir", "target": "/opt/name" }]');
+    }
+    const src = source as string;
+    const tgt = target as string;
+    if (!src.startsWith('/') || src.includes('\0')) bad(`source "${src}" is not an absolute host path`, 'give the host path from the root, e.g. $NEMOCLAW_HOME/agents/…');
+    if (!tgt.startsWith('/') || tgt.includes('\0') || tgt.split('/').includes('..')) {
+      bad(`target "${tgt}" is not an absolute path without ".."`, 'give the path inside the sandbox, e.g. /opt/nemoclaw/openclaw');
+    }
+    const t = sandboxPath(tgt);
+    if (!BIND_TARGET_ROOTS.some((r) => t.startsWith(`${r}/`))) {
+      bad(
+        `target "${tgt}" is outside /opt/… and /sandbox/… (it would shadow a system path or the sandbox's own layout)`,
+        'bind runtimes below /opt (e.g. /opt/nemoclaw/<name>) or data below /sandbox/<dir>',
+      );
+    }
+    if (hiddenPaths.some((h) => t === h || t.startsWith(`${h}/`) || h.startsWith(`${t}/`))) {
+      bad(`target "${tgt}" overlaps a hidden path of the policy`, 'choose a target outside filesystem_policy.hidden');
+    }
+    if (seen.has(t)) bad(`target "${tgt}" is bound twice`, 'bind each target once');
+    seen.add(t);
+    if (!exists(src)) bad(`source "${src}" does not exist`, 'install the runtime or blueprint first (`nemoclaw-tui onboard`), or fix the path');
+    out.push({ source: posix.normalize(src), target: t });
+  }
+  return out.sort((a, b) => a.target.split('/').length - b.target.split('/').length);
+}
+
 /** File descriptors handed to bwrap (indexes into the child's fd table). */
 interface FdPlan {
   info: number;
@@ -173,6 +267,26 @@ interface FdPlan {
   passwd: number;
   group: number;
   hosts: number;
+  /**
+   * `--setenv` pairs read by bwrap from this fd (`--args`), so environment values (tokens) never
+   * appear in a command line that every host user can read in /proc/PID/cmdline.
+   */
+  env?: number;
+}
+
+/** The NUL-separated `--setenv NAME VALUE` arguments for bwrap's `--args FD`. */
+export function envArgsData(env: Record<string, string>): Buffer {
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(env)) {
+    if (k.includes('\0') || v.includes('\0')) {
+      throw new NemoclawError('invalid_input', `sandbox environment variable ${JSON.stringify(k)} contains a NUL byte`, {
+        nextStep: 'remove the NUL byte from process.env in the policy (or from the request)',
+        exitCode: 2,
+      });
+    }
+    parts.push('--setenv', k, v);
+  }
+  return Buffer.from(parts.map((x) => `${x}\0`).join(''));
 }
 
 /** Host paths bound into the sandbox (as seen by the inner bwrap: staged ones live under STAGE). */
@@ -180,6 +294,10 @@ interface SourcePlan {
   workdir: string;
   node?: string;
   proxyDir?: string;
+  /** Extra read-only binds (sources as seen by the inner bwrap). */
+  binds?: ReadOnlyBind[];
+  /** An empty root-owned file with mode 000, bound over hidden files (opening one fails EACCES). */
+  hiddenMask?: string;
 }
 
 /**
@@ -190,18 +308,25 @@ interface SourcePlan {
  */
 const STAGE = '/tmp/.nemoclaw-stage';
 
+/** Where each host source appears inside the staging namespace. */
+export function stagedSources(src: SourcePlan): SourcePlan {
+  return {
+    workdir: `${STAGE}/sandbox`,
+    ...(src.node ? { node: `${STAGE}/node` } : {}),
+    ...(src.proxyDir ? { proxyDir: `${STAGE}/proxy` } : {}),
+    ...(src.binds ? { binds: src.binds.map((b, i) => ({ source: `${STAGE}/bind-${i}`, target: b.target })) } : {}),
+    ...(src.hiddenMask ? { hiddenMask: `${STAGE}/hidden-mask` } : {}),
+  };
+}
+
 export function buildStageArgs(src: SourcePlan, identity: SandboxIdentity, inner: string[]): { args: string[]; staged: SourcePlan } {
-  const staged: SourcePlan = { workdir: `${STAGE}/sandbox` };
+  const staged = stagedSources(src);
   // bwrap creates missing parents 0700, so the stage dir is made traversable explicitly.
   const args = ['--dev-bind', '/', '/', '--tmpfs', '/tmp', '--perms', '0755', '--dir', STAGE, '--bind', src.workdir, staged.workdir];
-  if (src.node) {
-    staged.node = `${STAGE}/node`;
-    args.push('--ro-bind', src.node, staged.node);
-  }
-  if (src.proxyDir) {
-    staged.proxyDir = `${STAGE}/proxy`;
-    args.push('--ro-bind', src.proxyDir, staged.proxyDir);
-  }
+  if (src.node && staged.node) args.push('--ro-bind', src.node, staged.node);
+  if (src.proxyDir && staged.proxyDir) args.push('--ro-bind', src.proxyDir, staged.proxyDir);
+  (src.binds ?? []).forEach((b, i) => args.push('--ro-bind', b.source, staged.binds![i]!.source));
+  if (src.hiddenMask && staged.hiddenMask) args.push('--ro-bind', src.hiddenMask, staged.hiddenMask);
   args.push('--die-with-parent', '--', findBinary('setpriv') ?? 'setpriv',
     `--reuid=${identity.uid}`, `--regid=${identity.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--',
     ...inner);
@@ -218,6 +343,8 @@ export function buildBwrapArgs(opts: {
   cwd: string;
   command: string[];
   netMode: NetMode;
+  /** Keep the network namespace bwrap starts in (set up by the caller with nsenter). */
+  shareNet?: boolean;
   /** Host directory behind /sandbox, to find hidden paths inside it. */
   workdirHost?: string;
   exists?: (p: string) => boolean;
@@ -230,7 +357,7 @@ export function buildBwrapArgs(opts: {
   const hidden = filesystem.hidden.map(sandboxPath);
   const isHidden = (p: string): boolean => hidden.some((h) => p === h || p.startsWith(`${h}/`));
   const a: string[] = [
-    '--unshare-all', '--unshare-user', '--disable-userns', '--die-with-parent', '--new-session',
+    '--unshare-all', ...(opts.shareNet ? ['--share-net'] : []), '--unshare-user', '--disable-userns', '--die-with-parent', '--new-session',
     '--clearenv', '--cap-drop', 'ALL',
     '--uid', String(opts.identity.uid), '--gid', String(opts.identity.gid),
     '--hostname', 'sandbox',
@@ -246,10 +373,14 @@ export function buildBwrapArgs(opts: {
   a.push('--ro-bind-data', String(fd.passwd), '/etc/passwd');
   a.push('--ro-bind-data', String(fd.group), '/etc/group');
   a.push('--ro-bind-data', String(fd.hosts), '/etc/hosts');
-  if (src.node !== undefined) a.push('--ro-bind', src.node, SANDBOX_NODE);
+  const binds = src.binds ?? [];
+  const nodeCovered = binds.some((b) => SANDBOX_NODE === b.target || SANDBOX_NODE.startsWith(`${b.target}/`));
+  if (src.node !== undefined && !nodeCovered) a.push('--ro-bind', src.node, SANDBOX_NODE);
   a.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
   if (filesystem.include_workdir !== false) a.push('--bind', src.workdir, SANDBOX_WORKDIR);
   else a.push('--dir', SANDBOX_WORKDIR);
+  // After the workdir (a target may sit below /sandbox), before the hidden masks; parents first.
+  for (const b of binds) a.push('--ro-bind', b.source, b.target);
   for (const raw of filesystem.read_only) {
     const p = sandboxPath(raw);
     if (BUILT_IN.has(p) || p.startsWith('/proc/') || p.startsWith('/dev/') || p.startsWith(`${SANDBOX_WORKDIR}/`)) continue;
@@ -263,7 +394,9 @@ export function buildBwrapArgs(opts: {
     a.push('--bind-try', p, p);
   }
   // A hidden path inside something bound (e.g. ~/.ssh in the workdir) is masked: an empty read-only
-  // tmpfs over a directory, /dev/null over a file.
+  // tmpfs over a directory (what was in it is gone: ENOENT), and over a file an empty file nobody may
+  // open (EACCES), so a read attempt fails visibly and the monitor reports it, where /dev/null
+  // would have read as empty and gone unnoticed.
   const bound = [
     ...filesystem.read_only.map(sandboxPath),
     ...filesystem.read_write.map(sandboxPath),
@@ -275,16 +408,17 @@ export function buildBwrapArgs(opts: {
     else if (h.startsWith('/usr/') || bound.some((b) => h.startsWith(`${b}/`))) host = h;
     if (!host || !exists(host)) continue;
     if ((opts.isDir ?? isDirectory)(host)) a.push('--tmpfs', h, '--remount-ro', h);
-    else a.push('--ro-bind', '/dev/null', h);
+    else a.push('--ro-bind', src.hiddenMask ?? '/dev/null', h);
   }
   if (opts.netMode === 'relay-inside' && src.proxyDir !== undefined) {
     a.push('--bind', src.proxyDir, dirname(INSIDE_PROXY_SOCKET));
   }
-  for (const [k, v] of Object.entries(opts.env)) a.push('--setenv', k, v);
+  if (fd.env !== undefined) a.push('--args', String(fd.env));
+  else for (const [k, v] of Object.entries(opts.env)) a.push('--setenv', k, v);
   a.push('--remount-ro', '/');
   a.push('--chdir', opts.cwd);
   a.push('--');
-  if (opts.netMode === 'relay-inside') {
+  if (opts.netMode === 'relay-inside' && !opts.shareNet) {
     // The relay must run inside the netns; the script is fixed text, the command goes as "$@".
     a.push(
       '/bin/sh', '-c',
@@ -414,7 +548,14 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
     });
   }
   const root = isRoot();
-  const netMode: NetMode = spec.netMode ?? (root ? 'bridge-outside' : 'relay-inside');
+  const readOnlyBinds = validateReadOnlyBinds(spec.readOnlyBinds, spec.filesystem.hidden);
+  const env = sandboxEnv(spec.process.env ?? {}, spec.netMode ?? (root ? 'bridge-outside' : 'relay-inside'), spec.env ?? {});
+  if (spec.joinNetns && !root) {
+    throw new NemoclawError('prerequisite_missing', "joining a running sandbox's network namespace needs a root supervisor", {
+      nextStep: 'run the supervisor as root (`sudo nemoclaw-tui up`), or run the command in a sandbox of its own',
+    });
+  }
+  const netMode: NetMode = spec.joinNetns?.netMode ?? spec.netMode ?? (root ? 'bridge-outside' : 'relay-inside');
   const monitor = spec.filesystem.monitor !== false && root && hasCommand('strace');
   const identity = spec.identity ?? (root ? resolveSandboxIdentity(spec.process.run_as_user) : currentIdentity());
   const instDir = join(spec.runDir, `sbx-${spec.id}`);
@@ -465,18 +606,21 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
     passwd: place(open(write('passwd', files.passwd))),
     group: place(open(write('group', files.group))),
     hosts: place(open(write('hosts', HOSTS))),
+    env: place(open(write('env.args', envArgsData(env)))),
   };
   const hostSrc: SourcePlan = { workdir: spec.workdir };
   if (spec.nodeBinary) hostSrc.node = spec.nodeBinary;
+  if (readOnlyBinds.length > 0) hostSrc.binds = readOnlyBinds;
+  if (spec.filesystem.hidden.length > 0) {
+    const mask = write('hidden-mask', '');
+    chmodSync(mask, 0o000);
+    hostSrc.hiddenMask = mask;
+  }
   if (netMode === 'relay-inside') {
     mkdirSync(dirname(spec.proxySocket), { recursive: true });
     hostSrc.proxyDir = dirname(spec.proxySocket);
   }
-  const stagedSrc: SourcePlan = root
-    ? { workdir: `${STAGE}/sandbox`, ...(hostSrc.node ? { node: `${STAGE}/node` } : {}), ...(hostSrc.proxyDir ? { proxyDir: `${STAGE}/proxy` } : {}) }
-    : hostSrc;
-
-  const env = sandboxEnv(spec.process.env ?? {}, netMode);
+  const stagedSrc: SourcePlan = root ? stagedSources(hostSrc) : hostSrc;
   const bwrapArgs = buildBwrapArgs({
     fd: fdPlan,
     src: stagedSrc,
@@ -486,6 +630,7 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
     cwd: spec.cwd ?? SANDBOX_WORKDIR,
     command: spec.command,
     netMode,
+    ...(spec.joinNetns ? { shareNet: true } : {}),
     workdirHost: spec.workdir,
   });
 
@@ -519,7 +664,10 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
       extendEnv: false,
       cleanup: true,
     } as unknown as Options;
-    child = execa(findBinary('prlimit') ?? 'prlimit', argv, options);
+    const prlimit = findBinary('prlimit') ?? 'prlimit';
+    child = spec.joinNetns
+      ? execa(findBinary('nsenter') ?? 'nsenter', [`--net=/proc/${spec.joinNetns.pid}/ns/net`, '--', prlimit, ...argv], options)
+      : execa(prlimit, argv, options);
   } finally {
     for (const fd of opened) if (fd !== blockFd) closeSync(fd);
   }
@@ -565,7 +713,8 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
   }
   cgroup?.addPid(childPid);
 
-  if (netMode === 'bridge-outside') {
+  // A joined sandbox uses the bridge already listening in the namespace it shares.
+  if (netMode === 'bridge-outside' && !spec.joinNetns) {
     const bridge = execa(
       findBinary('nsenter') ?? 'nsenter',
       [

@@ -119,6 +119,20 @@ export async function runDoctor(): Promise<DoctorReport> {
     fix: `useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin ${SANDBOX_USER}`,
     fixArgv: ['useradd', '--system', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', SANDBOX_USER],
   });
+  // Without root, bwrap itself must create the user namespace (no setuid bwrap on Debian), and the
+  // bridge cannot be started from outside (nsenter needs CAP_SYS_ADMIN): relay-inside mode.
+  const sysctls = `user.max_user_namespaces=${maxNs}, kernel.unprivileged_userns_clone=${unpriv ?? 'absent (no such switch on this kernel)'}${apparmor !== undefined ? `, kernel.apparmor_restrict_unprivileged_userns=${apparmor}` : ''}`;
+  const relayOk = userns && findBinary('bwrap') !== undefined && findBinary('socat') !== undefined;
+  checks.push({
+    id: 'relay-inside',
+    title: 'non-root supervisor (network mode relay-inside) can start sandboxes',
+    ok: relayOk,
+    severity: root ? 'warn' : 'error',
+    detail: relayOk
+      ? `yes: unprivileged user namespaces are enabled (${sysctls}); socat relays 127.0.0.1:3128 inside the sandbox to the proxy socket, AF_UNIX stays allowed, no fs-violation monitor, rlimits instead of cgroups`
+      : `no: ${userns ? 'bwrap or socat is missing' : `unprivileged user namespaces are off (${sysctls})`}`,
+    fix: userns ? 'apt-get install -y bubblewrap socat' : 'sysctl -w user.max_user_namespaces=15000 (and kernel.unprivileged_userns_clone=1 where it exists), or run the supervisor as root',
+  });
   checks.push({
     id: 'root',
     title: 'supervisor runs as root (bridge outside, monitor, cgroups)',

@@ -4,13 +4,28 @@
  */
 import { connect } from 'node:net';
 import { NemoclawError } from '../shared/errors.js';
-import { FrameDecoder, encodeFrame, type ExecStart } from './exec-protocol.js';
+import { FrameDecoder, encodeFrame, type ExecStart, type ExecStarted } from './exec-protocol.js';
+
+/** Where the client's signals come from (process by default; an EventEmitter in tests). */
+export interface SignalSource {
+  on(signal: NodeJS.Signals, fn: (signal: NodeJS.Signals) => void): unknown;
+  removeListener(signal: NodeJS.Signals, fn: (signal: NodeJS.Signals) => void): unknown;
+}
 
 export interface ExecIo {
   stdin: NodeJS.ReadableStream | null;
   stdout: NodeJS.WritableStream;
   stderr: NodeJS.WritableStream;
+  /**
+   * SIGINT, SIGTERM and SIGHUP received here are forwarded to the command (so Ctrl-C lets it clean
+   * up) instead of ending this process; the third SIGINT kills it. `false` forwards nothing.
+   */
+  signals?: SignalSource | false;
 }
+
+export const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+/** After this many SIGINTs the command is killed outright (it may be ignoring them). */
+const SIGINTS_BEFORE_KILL = 3;
 
 export interface ExecResult {
   code: number | null;
@@ -23,9 +38,22 @@ export function execInSandbox(socketPath: string, start: ExecStart, io: ExecIo):
     const socket = connect(socketPath);
     const decoder = new FrameDecoder();
     let settled = false;
+    const signals = io.signals === false ? undefined : (io.signals ?? process);
+    let sigints = 0;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (socket.destroyed) return;
+      if (signal === 'SIGINT' && ++sigints >= SIGINTS_BEFORE_KILL) {
+        io.stderr.write(`nemoclaw-tui: ${sigints} interrupts: killing the command\n`);
+        socket.write(encodeFrame('K', { signal: 'SIGKILL' }));
+        return;
+      }
+      socket.write(encodeFrame('K', { signal }));
+    };
+    for (const sig of FORWARDED_SIGNALS) signals?.on(sig, onSignal);
     const settle = (fn: () => void): void => {
       if (settled) return;
       settled = true;
+      for (const sig of FORWARDED_SIGNALS) signals?.removeListener(sig, onSignal);
       io.stdin?.removeListener('data', onStdin);
       io.stdin?.removeListener('end', onStdinEnd);
       io.stdin?.pause?.();
@@ -43,6 +71,13 @@ export function execInSandbox(socketPath: string, start: ExecStart, io: ExecIo):
     socket.on('data', (chunk: Buffer) => {
       for (const f of decoder.push(chunk)) {
         if (f.type === 'P') {
+          let started: Partial<ExecStarted> = {};
+          try {
+            started = JSON.parse(f.payload.toString('utf8')) as ExecStarted;
+          } catch {
+            /* an older supervisor sent no details */
+          }
+          if (started.note) io.stderr.write(`nemoclaw-tui: note: ${started.note}\n`);
           if (io.stdin) {
             io.stdin.on('data', onStdin);
             io.stdin.on('end', onStdinEnd);
@@ -83,7 +118,7 @@ export function execInSandbox(socketPath: string, start: ExecStart, io: ExecIo):
   });
 }
 
-/** Forward a signal to the sandboxed command (used by `run` on SIGINT/SIGTERM). */
+/** A frame that forwards a signal to the sandboxed command. */
 export function killFrame(signal: NodeJS.Signals): Buffer {
   return encodeFrame('K', { signal });
 }

@@ -3,10 +3,13 @@
  * (`<sandbox dir>/exec.sock`, 0600 in the 0700 sandbox dir, next to the control socket).
  * A frame is 1 type byte, a 4-byte big-endian length and the payload.
  *
- *   client → supervisor: S start {command, workdir?, cwd?}   I stdin bytes   E stdin EOF   K {signal}
- *   supervisor → client: O stdout bytes   R stderr bytes   X exit {code, signal, exitCode}   F failure {error, message, next_step}
+ *   client → supervisor: S start {command, workdir?, cwd?, env?, readOnlyBinds?, join?}   I stdin bytes
+ *                        E stdin EOF   K {signal} (the client's SIGINT/SIGTERM/SIGHUP, forwarded)
+ *   supervisor → client: P started {id, pid, net_mode, joined?, note?}   O stdout bytes   R stderr bytes
+ *                        X exit {code, signal, exitCode}   F failure {error, message, next_step}
  *
- * If the client disconnects, the sandboxed command is killed.
+ * A K frame that arrives before the sandbox is up is delivered once it is. If the client disconnects
+ * before the command exits, the command is killed (SIGKILL).
  */
 export type FrameType = 'S' | 'I' | 'E' | 'K' | 'O' | 'R' | 'X' | 'F' | 'P';
 
@@ -16,6 +19,26 @@ export interface ExecStart {
   workdir?: string;
   /** Working directory inside the sandbox (default /sandbox). */
   cwd?: string;
+  /** Extra environment over the policy's `process.env` (never over the proxy variables). */
+  env?: Record<string, string>;
+  /** Extra host paths bound read-only (targets below /opt or /sandbox). */
+  readOnlyBinds?: Array<{ source: string; target: string }>;
+  /**
+   * 'agent' (the default): share the running agent sandbox's network namespace, so the command
+   * reaches the agent's gateway on 127.0.0.1; without a running agent it gets a fresh sandbox and the
+   * P frame carries a note saying so. 'none': always a fresh sandbox (what `run` uses).
+   */
+  join?: 'agent' | 'none';
+}
+
+/** What the P frame carries. */
+export interface ExecStarted {
+  id: string;
+  pid: number;
+  net_mode: string;
+  /** Id of the agent instance whose network this command shares. */
+  joined?: string;
+  note?: string;
 }
 
 export const MAX_FRAME = 16 * 1024 * 1024;

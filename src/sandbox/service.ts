@@ -10,7 +10,10 @@ import { resolve } from 'node:path';
 import { NemoclawError, isNemoclawError } from '../shared/errors.js';
 import type { ControlRoute, SupervisorContext, SupervisorService } from '../control/types.js';
 import { createBwrapDriver, type RunningSandbox, type SandboxDriver, type SandboxInstanceInfo } from './bwrap.js';
-import { FrameDecoder, encodeFrame, execSocketPath, type ExecStart } from './exec-protocol.js';
+import { FrameDecoder, encodeFrame, execSocketPath, type ExecStart, type ExecStarted } from './exec-protocol.js';
+
+/** Signals a client may forward to its command. */
+const FORWARDABLE = new Set<string>(['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGKILL', 'SIGWINCH', 'SIGCONT', 'SIGTSTP']);
 import { detectCgroups } from './limits.js';
 
 export interface SandboxLaunchRequest {
@@ -18,6 +21,14 @@ export interface SandboxLaunchRequest {
   workdir?: string;
   cwd?: string;
   stdio?: 'pipe' | 'inherit';
+  /** Extra environment over the policy's `process.env` (never over the proxy variables). */
+  env?: Record<string, string>;
+  /** Extra host paths bound read-only (staged from root, so they may live under $NEMOCLAW_HOME). */
+  readOnlyBinds?: Array<{ source: string; target: string }>;
+  /** 'agent' marks the agent's main process: `exec` joins its network namespace. */
+  role?: 'agent' | 'exec';
+  /** 'agent': share the agent instance's network namespace (fresh sandbox with a note if none runs). */
+  join?: 'agent' | 'none';
 }
 
 /** What other services (meters, egress, agent) use. */
@@ -54,7 +65,18 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
       netMode: r.netMode,
       startedAt: r.startedAt,
       command: r.command,
+      ...(r.role ? { role: r.role } : {}),
+      ...(r.joined ? { joined: r.joined } : {}),
     }));
+
+  /**
+   * The agent's main instance: the one launched with role 'agent', else the oldest instance that
+   * another service launched directly (run/exec come through the exec socket with role 'exec').
+   */
+  const agentInstance = (): RunningSandbox | undefined => {
+    const all = [...running.values()];
+    return all.find((r) => r.role === 'agent') ?? all.filter((r) => r.role === undefined && !r.joined).sort((a, b) => a.startedAt - b.startedAt)[0];
+  };
   const changed = (): void => {
     const list = view();
     for (const l of listeners) {
@@ -78,7 +100,26 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
     const policy = c.policy.current();
     const id = `${c.clock.now().toString(36)}-${randomBytes(3).toString('hex')}`;
     const workdir = resolve(req.workdir ?? (typeof c.options.workdir === 'string' ? c.options.workdir : c.paths.workdir));
-    c.events.emit({ kind: 'sandbox.lifecycle', id, phase: 'starting', command: req.command, workdir });
+    let joinTarget: RunningSandbox | undefined;
+    let note: string | undefined;
+    if (req.join === 'agent') {
+      const agent = agentInstance();
+      const root = process.getuid?.() === 0;
+      if (!agent) {
+        note = 'no agent sandbox is running, so the command runs in a fresh sandbox of its own (its 127.0.0.1 is not the agent\'s)';
+      } else if (!root || agent.netMode !== 'bridge-outside') {
+        note = `the supervisor is not root (network mode ${agent.netMode}), so the command cannot join the agent's network and runs in a fresh sandbox`;
+      } else joinTarget = agent;
+    }
+    c.events.emit({
+      kind: 'sandbox.lifecycle',
+      id,
+      phase: 'starting',
+      command: req.command,
+      workdir,
+      ...(req.role ? { role: req.role } : {}),
+      ...(joinTarget ? { joined: joinTarget.id } : {}),
+    });
     let sb: RunningSandbox;
     try {
       sb = await driver.launch({
@@ -92,6 +133,9 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
         nodeBinary: opts.nodeBinary ?? process.execPath,
         stdio: req.stdio ?? 'pipe',
         ...(req.cwd ? { cwd: req.cwd } : {}),
+        ...(req.env ? { env: req.env } : {}),
+        ...(req.readOnlyBinds ? { readOnlyBinds: req.readOnlyBinds } : {}),
+        ...(joinTarget ? { joinNetns: { pid: joinTarget.rootPid, netMode: joinTarget.netMode } } : {}),
         clock: () => c.clock.now(),
         onViolation: (v) => {
           c.events.emit({ kind: 'fs.violation', level: 'warn', id, ...v });
@@ -107,6 +151,9 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
       });
       throw err;
     }
+    if (req.role) sb.role = req.role;
+    if (joinTarget) sb.joined = joinTarget.id;
+    if (note) sb.note = note;
     running.set(id, sb);
     c.events.emit({
       kind: 'sandbox.lifecycle',
@@ -118,6 +165,9 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
       monitor: sb.monitor,
       limits: sb.limits,
       startup_ms: Math.round(sb.startupMs * 10) / 10,
+      ...(sb.role ? { role: sb.role } : {}),
+      ...(sb.joined ? { joined: sb.joined } : {}),
+      ...(note ? { note } : {}),
     });
     changed();
     void sb.wait().then((st) => {
@@ -145,6 +195,7 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
     let sb: RunningSandbox | undefined;
     let starting = false;
     let finished = false;
+    const pendingSignals: NodeJS.Signals[] = [];
     const send = (type: Parameters<typeof encodeFrame>[0], payload?: Buffer | string | object): void => {
       if (!socket.destroyed) socket.write(encodeFrame(type, payload));
     };
@@ -174,10 +225,18 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
             failAndClose(new NemoclawError('invalid_input', 'exec start frame is not JSON', { exitCode: 2 }));
             return;
           }
+          if (start.join !== undefined && start.join !== 'agent' && start.join !== 'none') {
+            failAndClose(new NemoclawError('invalid_input', `exec "join" must be "agent" or "none", not ${JSON.stringify(start.join)}`, { exitCode: 2 }));
+            return;
+          }
           launch({
             command: start.command,
             ...(start.workdir ? { workdir: start.workdir } : {}),
             ...(start.cwd ? { cwd: start.cwd } : {}),
+            ...(start.env !== undefined ? { env: start.env } : {}),
+            ...(start.readOnlyBinds !== undefined ? { readOnlyBinds: start.readOnlyBinds } : {}),
+            role: 'exec',
+            join: start.join ?? 'agent',
           }).then(
             (s) => {
               sb = s;
@@ -185,10 +244,18 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
                 s.kill('SIGKILL');
                 return;
               }
-              send('P', { id: s.id, pid: s.rootPid, net_mode: s.netMode });
+              const started: ExecStarted = {
+                id: s.id,
+                pid: s.rootPid,
+                net_mode: s.netMode,
+                ...(s.joined ? { joined: s.joined } : {}),
+                ...(s.note ? { note: s.note } : {}),
+              };
+              send('P', started);
               s.stdout?.on('data', (d: Buffer) => send('O', d));
               s.stderr?.on('data', (d: Buffer) => send('R', d));
               s.stdin?.on('error', () => undefined);
+              for (const sig of pendingSignals.splice(0)) s.kill(sig);
               void s.wait().then(async (st) => {
                 // Let the last output reach the client before the exit frame.
                 await Promise.all([ended(s.stdout), ended(s.stderr)]);
@@ -204,12 +271,15 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
         } else if (f.type === 'E') {
           sb?.stdin?.end();
         } else if (f.type === 'K') {
+          let signal: NodeJS.Signals | undefined;
           try {
-            const { signal } = JSON.parse(f.payload.toString('utf8')) as { signal?: NodeJS.Signals };
-            sb?.kill(signal ?? 'SIGTERM');
+            signal = ((JSON.parse(f.payload.toString('utf8')) as { signal?: NodeJS.Signals }).signal ?? 'SIGTERM');
           } catch {
             /* ignore a malformed kill frame */
           }
+          if (signal === undefined || !FORWARDABLE.has(signal)) continue;
+          if (sb) sb.kill(signal);
+          else if (pendingSignals.length < 8) pendingSignals.push(signal);
         }
       }
     });
@@ -249,9 +319,13 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
     },
     status(): Record<string, unknown> {
       const cg = detectCgroups();
+      const mode = supervisorMode();
       return {
-        driver: driver.name,
-        cgroups: cg.mode,
+        // Shown as is by `status`: the driver and the network mode this supervisor gives sandboxes.
+        driver: `${driver.name}, network ${mode.network_mode}${mode.root ? '' : ` (${mode.detail})`}`,
+        network_mode: mode.network_mode,
+        supervisor_root: mode.root,
+        cgroups: mode.root ? cg.mode : 'not used (not root)',
         instances: [...running.values()].map((r) => ({
           id: r.id,
           pid: r.rootPid,
@@ -265,6 +339,8 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
           started_at: new Date(r.startedAt).toISOString(),
           command: r.command,
           cgroup: r.cgroupPath,
+          ...(r.role ? { role: r.role } : {}),
+          ...(r.joined ? { joined: r.joined } : {}),
         })),
         recently_exited: exited.slice(-5),
       };
@@ -288,6 +364,18 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
     },
     launch,
   };
+}
+
+/** What a supervisor running as this user can give a sandbox. */
+export function supervisorMode(): { root: boolean; network_mode: 'bridge-outside' | 'relay-inside'; detail: string } {
+  const root = process.getuid?.() === 0;
+  return root
+    ? { root, network_mode: 'bridge-outside', detail: 'root: bridge outside the sandbox, AF_UNIX blocked, fs-violation monitor, cgroups' }
+    : {
+        root,
+        network_mode: 'relay-inside',
+        detail: 'supervisor not root: relay inside the sandbox, AF_UNIX allowed, no fs-violation monitor, rlimits only',
+      };
 }
 
 function ended(stream: NodeJS.ReadableStream | null): Promise<void> {

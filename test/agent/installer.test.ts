@@ -95,6 +95,33 @@ describe('agent runtime installer', () => {
     ]);
   });
 
+  it('runs the package\'s post-install command once, from its directory, before marking it installed', async () => {
+    const withPost = { ...spec, postInstall: ['openclaw.mjs', '--version'] };
+    const agentsDir = mkdtempSync(join(tmpdir(), 'ncl-agents-'));
+    const layout = agentRuntimeLayout(agentsDir, withPost);
+    const plan = planAgentInstall(layout, withPost, { projectRoot: fakeProject() });
+    const seen: Array<{ command: string; args: string[]; cwd: string | undefined; home: string | undefined; installedYet: boolean }> = [];
+    const npm = npmLike([]);
+    const runner = (exit: number): CommandRunner => async (command, args, opts) => {
+      if (command === 'npm') return npm(command, args, opts);
+      seen.push({ command, args, cwd: opts.cwd, home: opts.env.HOME, installedYet: isRuntimeInstalled(layout).agent });
+      return command.endsWith('/bin/node') ? exit : 0;
+    };
+    const err = await runAgentInstall(plan, layout, { spec: withPost, runner: runner(1) }).catch((e: unknown) => e as any);
+    expect(err.message).toMatch(/finishing the install of openclaw@2026.9.6 failed \(`openclaw.mjs --version` exited with 1\)/);
+    expect(isRuntimeInstalled(layout).agent).toBe(false);
+
+    seen.length = 0;
+    await runAgentInstall(planAgentInstall(layout, withPost, { projectRoot: fakeProject() }), layout, { spec: withPost, runner: runner(0) });
+    const post = seen.find((c) => c.command.endsWith('/bin/node'))!;
+    expect(post.args).toEqual(['openclaw.mjs', '--version']);
+    expect(post.command).toBe(join(layout.nodeDir, 'bin', 'node'));
+    expect(post.cwd).toMatch(/\/lib\/node_modules\/openclaw$/);
+    expect(post.home).not.toMatch(/^\/root/);
+    expect(post.installedYet).toBe(false);
+    expect(isRuntimeInstalled(layout).agent).toBe(true);
+  });
+
   it('refuses versions that could escape the agents directory', () => {
     expect(() => agentRuntimeLayout('/x', { ...spec, agentVersion: '../../etc' })).toThrow(/invalid agent runtime name or version/);
   });

@@ -93,7 +93,14 @@ describe('onboarding', () => {
   it('needs nothing for the drill: its stub profile is always available', async () => {
     const plan = planOnboarding(drill, await detectEnvironment(drill, detectors()), {}, REPO_ROOT);
     expect(plan.profile).toBe('stub');
-    expect(parse(plan.policyText).inference.providers['drill-stub'].base_url).toBe('http://127.0.0.1:9/v1');
+    const doc = parse(plan.policyText);
+    expect(doc.inference.providers['drill-stub'].base_url).toBe('http://127.0.0.1:9/v1');
+    // The drill's own routes and budgets stay (PII redacted, secrets blocked, a small hourly budget),
+    // and the result is a policy the router accepts.
+    expect(doc.inference.routes.map((r: { name: string }) => r.name)).toEqual(['secrets-never-leave', 'pii-redacted', 'default']);
+    expect(doc.inference.budgets.hour).toEqual({ tokens: 20000 });
+    expect(doc.approvals.when_unattended).toBe('hold');
+    validateInferencePolicy(parsePolicy(plan.policyText, 'onboard').doc.inference);
   });
 
   it('stores keys 0600, keeps other keys, and refuses a file others can read', () => {

@@ -2,7 +2,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { buildProgram, defaultArgs, main } from '../../src/cli/main.js';
+import { buildProgram, defaultArgs, loadCommandModules, main } from '../../src/cli/main.js';
 import { parseSince, type CliIo } from '../../src/cli/util.js';
 import { parseKinds } from '../../src/cli/commands/logs.js';
 import { daemonCommands } from '../../src/cli/commands/daemon.js';
@@ -45,7 +45,7 @@ describe('CLI', () => {
   });
 
   it('has --help on every command', async () => {
-    const paths = allCommandPaths(buildProgram(captureIo({}).io));
+    const paths = allCommandPaths(buildProgram(captureIo({}).io, await loadCommandModules()));
     for (const p of ['up', 'down', 'status', 'logs', 'policy validate', 'policy show', 'policy set', 'policy history', 'audit verify']) {
       expect(paths.map((x) => x.join(' '))).toContain(p);
     }
@@ -64,9 +64,9 @@ describe('CLI', () => {
     }
   });
 
-  it('with no command runs the default of the last module that declares one (up + logs -f until the TUI claims it)', () => {
+  it('with no command runs the default of the last module that declares one (up + logs -f until the TUI claims it)', async () => {
     expect(daemonCommands.defaultArgs).toEqual(['start']);
-    expect(buildProgram(captureIo({}).io).commands.map((c) => c.name())).toContain('start');
+    expect(buildProgram(captureIo({}).io, await loadCommandModules()).commands.map((c) => c.name())).toContain('start');
     expect(defaultArgs([{ register: () => undefined, defaultArgs: ['start'] }, { register: () => undefined, defaultArgs: ['tui'] }])).toEqual(['tui']);
   });
 

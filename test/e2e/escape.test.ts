@@ -17,7 +17,7 @@ filesystem_policy:
   include_workdir: true
   read_only: [/usr, /etc/ssl]
   read_write: [/sandbox, /tmp]
-  hidden: ["~/.ssh", /etc/shadow, /etc/gshadow, /root]
+  hidden: ["~/.ssh", /etc/shadow, /etc/gshadow, /root, "~/.netrc"]
 process:
   run_as_user: sandbox
   limits: { pids: 64, memory: 256Mi }
@@ -38,6 +38,9 @@ const EXPECTED: Record<string, string> = {
   read_etc_gshadow: 'errno:ENOENT',
   list_host_root_home: 'errno:ENOENT',
   read_ssh_key_in_home: 'errno:ENOENT',
+  // A hidden file inside the workdir is masked by an empty file nobody may open (not /dev/null,
+  // which read as empty and left no trace).
+  read_hidden_file_in_home: 'errno:EACCES',
   host_home_invisible: 'absent',
   host_repo_invisible: 'absent',
   etc_passwd_is_synthetic: 'synthetic',
@@ -105,6 +108,7 @@ const EXPECTED_VIOLATIONS: Array<[string, string]> = [
   ['/etc/gshadow', 'hidden[2]: /etc/gshadow'],
   ['/root', 'hidden[3]: /root'],
   ['/sandbox/.ssh/id_rsa', 'hidden[0]: /sandbox/.ssh'],
+  ['/sandbox/.netrc', 'hidden[4]: /sandbox/.netrc'],
 ];
 
 function requireTools(): void {
@@ -131,6 +135,7 @@ describe('escape battery through `nemoclaw-tui run`', () => {
     const workdir = join(home.dir, 'work');
     mkdirSync(join(workdir, '.ssh'), { recursive: true });
     writeFileSync(join(workdir, '.ssh', 'id_rsa'), 'PRIVATE KEY that must stay hidden\n');
+    writeFileSync(join(workdir, '.netrc'), 'machine example.com password hunter2\n');
     copyFileSync(join(REPO_ROOT, 'test/e2e/probes/escape.py'), join(workdir, 'escape.py'));
     chmodSync(workdir, 0o755);
     const policy = join(home.dir, 'policy.yaml');

@@ -80,6 +80,27 @@ describe('Classifier', () => {
     expect(c.stats()).toMatchObject({ hits: 1, misses: 1, entries: 1 });
   });
 
+  it('answers an already scanned text synchronously, and a new one with a scan', async () => {
+    const c = new Classifier();
+    const system = 'You are OpenClaw. Follow the rules. '.repeat(700); // long: keyed by content hash
+    const first = c.lookup(system);
+    expect(first).toBeInstanceOf(Promise);
+    const scanned = await first;
+    const again = c.lookup(system);
+    expect(again).not.toBeInstanceOf(Promise);
+    expect(again).toBe(scanned);
+    expect(c.lookup(`${system}!`)).toBeInstanceOf(Promise);
+    expect(c.stats()).toMatchObject({ hits: 1, misses: 2 });
+  });
+
+  it('does not leave secretlint profiler marks behind in the process (a leak in a long-running router)', async () => {
+    const c = new Classifier({ cacheEntries: 1 });
+    await c.classify('warm up the scanner');
+    const before = performance.getEntriesByType('mark').length;
+    for (let i = 0; i < 20; i++) await c.classify(`message number ${i} with nothing secret in it`);
+    expect(performance.getEntriesByType('mark').length).toBe(before);
+  });
+
   it('skips disabled detectors', async () => {
     const c = new Classifier({ disabled: ['ip_address'] });
     const r = await c.classify('server 10.1.2.3 mail ops@example.com');

@@ -149,6 +149,41 @@ describe('wire formats', () => {
   });
 });
 
+describe('forwarding the caller\'s bytes', () => {
+  it('sends an unchanged body upstream byte for byte (adding only stream_options to a stream)', async () => {
+    await start();
+    const text = `{ "messages" : [ {"role":"user","content":"hi\\u0021 there"} ],\n  "model":"gpt-4o" }`;
+    expect((await post(`${h!.url}/v1/chat/completions`, text)).status).toBe(200);
+    expect(cloud.requests[0]!.raw).toBe(text);
+    const streamed = `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"yo"}]}`;
+    await post(`${h!.url}/v1/chat/completions`, streamed);
+    expect(cloud.requests[1]!.raw).toBe(`${streamed.slice(0, -1)},"stream_options":{"include_usage":true}}`);
+  });
+
+  it('serialises again when a key repeats, so the provider reads only what was classified', async () => {
+    await start();
+    for (const key of ['messages', 'messag\\u0065s']) {
+      const text = `{"model":"gpt-4o","messages":[{"role":"user","content":"mail ${EMAIL} now"}],"${key}":[{"role":"user","content":"hello"}]}`;
+      const res = await post(`${h!.url}/v1/chat/completions`, text);
+      expect(res.status).toBe(200);
+    }
+    expect(cloud.requests).toHaveLength(2);
+    expect(cloud.receivedText()).not.toContain(EMAIL);
+    expect(cloud.requests.map((r) => lastUserText(r.body))).toEqual(['hello', 'hello']);
+  });
+
+  it('serialises again when the body is not valid UTF-8', async () => {
+    await start();
+    const bytes = Buffer.concat([Buffer.from('{"model":"gpt-4o","messages":[{"role":"user","content":"a'), Buffer.from([0xc0, 0x80]), Buffer.from('b"}]}')]);
+    const res = await fetch(`${h!.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${SANDBOX_TOKEN}` }, body: bytes });
+    expect(res.status).toBe(200);
+    // Forwarded as is, the provider would get the 2 invalid bytes; serialised again, valid UTF-8 only.
+    const received = cloud.requests[0]!;
+    expect(Number(received.headers['content-length'])).toBe(Buffer.byteLength(received.raw));
+    expect(Number(received.headers['content-length'])).not.toBe(bytes.length);
+  });
+});
+
 describe('routing and redaction', () => {
   it('routes by detected entity: cards stay local, plain prompts go to the cloud', async () => {
     await start();

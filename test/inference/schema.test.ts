@@ -92,3 +92,52 @@ describe('baseline policy spellings', () => {
     expect(cfg.budgets).toEqual({ day: { tokens: 10 }, hour: { usd: 1 }, request: { tokens: 5 } });
   });
 });
+
+describe('wire request schemas', () => {
+  it('only check a request and never change it (the router forwards the parsed body itself)', async () => {
+    const { REQUEST_SCHEMAS } = await import('../../src/inference/wire.js');
+    const samples = {
+      'openai.chat': {
+        model: 'm',
+        messages: [
+          { role: 'system', content: 's' },
+          { role: 'user', content: [{ type: 'text', text: 'a' }, { type: 'image_url', image_url: { url: 'https://x' } }] },
+          { role: 'assistant', content: null, tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{}' } }] },
+          { role: 'tool', tool_call_id: 'c', content: 'r' },
+        ],
+        stream: true,
+        stream_options: { include_usage: true },
+        tools: [{ type: 'function', function: { name: 'f', parameters: {} } }],
+        max_tokens: 5,
+        extra_vendor_field: { keep: true },
+      },
+      'openai.completions': { model: 'm', prompt: ['a', 'b'], stream: false, max_tokens: null },
+      'openai.embeddings': { model: 'm', input: [[1, 2], [3]] },
+      'anthropic.messages': {
+        model: 'm',
+        max_tokens: 5,
+        system: [{ type: 'text', text: 's', cache_control: { type: 'ephemeral' } }],
+        messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: 't', content: 'x' }] }],
+        tools: [{ name: 'f', input_schema: {} }],
+        metadata: { user_id: 'u' },
+      },
+    } as const;
+    for (const [api, body] of Object.entries(samples)) {
+      const result = REQUEST_SCHEMAS[api as keyof typeof REQUEST_SCHEMAS].safeParse(structuredClone(body));
+      expect(result.success, api).toBe(true);
+      expect(result.data, api).toEqual(body);
+    }
+  });
+});
+
+describe('forwardableAsIs', () => {
+  it('accepts plain JSON whatever its strings contain, and refuses repeated keys at any depth', async () => {
+    const { forwardableAsIs } = await import('../../src/inference/wire.js');
+    const ok = (text: string) => forwardableAsIs(Buffer.from(text), text);
+    expect(ok('{"a":"x{\\"a\\":1,\\"a\\":2}y","b":[{"a":1},{"a":2}],"c":"\\\\","d":{"a":"\\\\\\""}}')).toBe(true);
+    expect(ok('{"a":1,"b":{"x":1,"y":[{"k":1,"k":2}]}}')).toBe(false);
+    expect(ok('{"a":1,"b":2,"a":3}')).toBe(false);
+    expect(ok('{"a":1,"\\u0061":2}')).toBe(false);
+    expect(ok('{"a":{"a":{"a":1}}}')).toBe(true);
+  });
+});

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { anthropicToOpenAiChat, openAiChatToAnthropic } from '../../src/inference/translate.js';
+import { anthropicToOpenAiChat, openAiChatToAnthropic, openAiCompletionToAnthropic, openAiStreamToAnthropic } from '../../src/inference/translate.js';
 import { assembleAnthropicStream, assembleOpenAiStream, lastUserText, startStubUpstream, type StubUpstream } from '../stubs/upstream.js';
 import { post, SANDBOX_TOKEN, startRouter, until, type RouterHarness } from './harness.js';
 
@@ -288,5 +288,27 @@ describe('request translation details', () => {
     );
     expect(o.messages).toEqual([{ role: 'user', content: [{ type: 'text', text: 'see' }, { type: 'image_url', image_url: { url: 'data:image/jpeg;base64,BBBB' } }] }]);
     expect(o.tool_choice).toBe('required');
+  });
+});
+
+describe('providers that report no usage', () => {
+  it('still give Anthropic callers (and the budget) token counts, estimated', () => {
+    const whole = openAiCompletionToAnthropic({ id: 'x', model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: 'a'.repeat(40) }, finish_reason: 'stop' }] }, 123);
+    expect(whole.usage).toEqual({ input_tokens: 123, output_tokens: 10 });
+    const t = openAiStreamToAnthropic(55, (kind, message) => ({ kind, message }));
+    const chunk = (delta: unknown, finish: string | null = null) => ({ data: JSON.stringify({ id: 'c', model: 'm', choices: [{ index: 0, delta, finish_reason: finish }] }), event: undefined, id: undefined });
+    const out = [...t.push(chunk({ role: 'assistant', content: 'b'.repeat(20) })), ...t.push(chunk({}, 'stop')), ...t.push({ data: '[DONE]', event: undefined, id: undefined })];
+    const start = JSON.parse(out.find((e) => e.event === 'message_start')!.data);
+    expect(start.message.usage).toEqual({ input_tokens: 55, output_tokens: 0 });
+    const delta = JSON.parse(out.find((e) => e.event === 'message_delta')!.data);
+    expect(delta).toMatchObject({ delta: { stop_reason: 'end_turn' }, usage: { output_tokens: 5 } });
+    expect(out.at(-1)!.event).toBe('message_stop');
+    expect(t.end()).toEqual([]);
+  });
+
+  it('closes a translated stream that ends without [DONE]', () => {
+    const t = openAiStreamToAnthropic(1, (kind, message) => ({ kind, message }));
+    t.push({ data: JSON.stringify({ id: 'c', choices: [{ index: 0, delta: { content: 'partial' }, finish_reason: null }] }), event: undefined, id: undefined });
+    expect(t.end().map((e) => e.event)).toEqual(['content_block_stop', 'message_delta', 'message_stop']);
   });
 });

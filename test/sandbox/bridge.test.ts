@@ -70,6 +70,8 @@ describe('bubblewrap driver', () => {
     try {
       expect(sb.rootPid).toBeGreaterThan(1);
       expect(sb.pids()).toContain(sb.rootPid);
+      // The sandbox's init forks the command just after its release.
+      for (let i = 0; i < 50 && sb.pids().length < 2; i++) await new Promise((r) => setTimeout(r, 20));
       expect(sb.pids().length).toBeGreaterThanOrEqual(2);
       expect(sb.limits.pids).toBe(32);
     } finally {

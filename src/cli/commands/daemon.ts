@@ -1,18 +1,18 @@
 /**
  * `up`, `down`, `status` and the internal `__supervise` (the detached daemon's own entry), plus the
  * hidden `start` that runs when no command is given: `up`, then `logs -f`.
+ * The supervisor, the policy engine and the blueprint code are imported only by the commands that
+ * use them, so `status` and `down` start fast.
  */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { inspectSandbox, startDaemon, stopDaemon } from '../../control/daemon.js';
-import { Supervisor } from '../../control/supervisor.js';
-import { formatPolicyIssues, loadPolicyFile } from '../../policy/index.js';
-import { runLogs } from '../../headless/follow.js';
-import { ensurePrivateDir } from '../../shared/home.js';
+import { ensurePrivateDir, homePaths } from '../../shared/home.js';
+import { NemoclawError } from '../../shared/errors.js';
 import type { SupervisorStatus } from '../../control/client.js';
+import { describeStatus } from '../status-text.js';
 import { EXIT, action, ensureHome, humanDuration, nameFlag, type CliContext } from '../util.js';
 import type { CommandModule } from './index.js';
-import { prepareBlueprintForUp } from '../../agent/cli.js';
 
 interface UpOptions {
   policy?: string;
@@ -27,6 +27,7 @@ interface UpOptions {
 async function checkPolicyFile(ctx: CliContext, file: string | undefined): Promise<string | undefined> {
   if (!file) return undefined;
   const path = resolve(file);
+  const { formatPolicyIssues, loadPolicyFile } = await import('../../policy/index.js');
   const parsed = await loadPolicyFile(path);
   if (parsed.warnings.length > 0) ctx.err(`warning: not enforced here:\n${formatPolicyIssues(parsed.warnings)}`);
   return path;
@@ -35,6 +36,7 @@ async function checkPolicyFile(ctx: CliContext, file: string | undefined): Promi
 /** Run a supervisor in this process until SIGTERM/SIGINT or POST /v1/shutdown. */
 async function runForeground(ctx: CliContext, opts: UpOptions, daemon: boolean): Promise<number> {
   const stamp = (line: string): string => (daemon ? `${new Date().toISOString()} ${line}` : line);
+  const { Supervisor } = await import('../../control/supervisor.js');
   const sup = await Supervisor.start({
     name: ctx.name,
     home: ctx.home,
@@ -57,26 +59,73 @@ async function runForeground(ctx: CliContext, opts: UpOptions, daemon: boolean):
   return EXIT.ok;
 }
 
-function describeRunning(ctx: CliContext, s: SupervisorStatus): string[] {
-  return [
-    `sandbox "${s.name}": running (pid ${s.pid}, up ${humanDuration(s.uptime_ms)})`,
-    `  socket     ${s.socket}`,
-    `  policy     revision ${s.policy.revision} (sha256 ${s.policy.sha256.slice(0, 12)}, by ${s.policy.author} at ${s.policy.time})`,
-    `  events     last seq ${s.last_seq}, audit log ${s.audit.dir}`,
-    `  operators  ${s.operators} attached`,
-    ...(s.unsafe_allow_loopback_upstreams ? ['  UNSAFE     loopback upstreams allowed (--unsafe-allow-loopback-upstreams)'] : []),
-    ...Object.entries(s.services).map(([name, st]) => `  ${name.padEnd(10)} ${JSON.stringify(st)}`),
-    `  log        ${ctx.paths.daemonLog}`,
-  ];
+function shortDigest(digest: string): string {
+  return digest.slice(0, 'sha256:'.length + 12);
+}
+
+/** The blueprint directory `up --blueprint ARG` means, verified (a tampered copy is refused here, naming the file). */
+async function verifySourceBlueprint(ctx: CliContext, arg: string): Promise<{ name: string; version: string; digest: string }> {
+  const [{ resolveBlueprintDir }, { packageInfo }, { packageKeysDir, verifyBlueprint }] = await Promise.all([
+    import('../../agent/index.js'),
+    import('../../control/version.js'),
+    import('../../blueprint/index.js'),
+  ]);
+  const dir = resolveBlueprintDir(arg, packageInfo().root);
+  return verifyBlueprint(dir, { trustedKeyDirs: [homePaths(ctx.home).trustedKeysDir, packageKeysDir()] });
+}
+
+/**
+ * A sandbox stays on the blueprint digest it was created with: a different one (edited, replaced,
+ * a new version, another blueprint) needs `--upgrade`, and the refusal names both digests and the
+ * exact command.
+ */
+async function refuseChangedBlueprint(ctx: CliContext, arg: string, upgrade: boolean): Promise<void> {
+  const { readBlueprintLock } = await import('../../control/blueprint-lock.js');
+  const source = await verifySourceBlueprint(ctx, arg);
+  const lock = readBlueprintLock(ctx.paths);
+  if (!lock || lock.digest === source.digest) return;
+  const was = `${lock.name} ${lock.version} (${lock.digest})`;
+  const now = `${source.name} ${source.version} (${source.digest})`;
+  if (upgrade) {
+    ctx.err(`upgrading sandbox "${ctx.name}" from blueprint ${was} to ${now}`);
+    return;
+  }
+  throw new NemoclawError('conflict', `blueprint changed: sandbox "${ctx.name}" was created with ${was}, and ${arg} is ${now}; nothing was started`, {
+    nextStep: `to switch the sandbox to the new blueprint, run \`nemoclaw-tui up${nameFlag(ctx.name)} --blueprint ${arg} --upgrade\`; to keep the old one, use an untouched copy of it`,
+  });
+}
+
+/** `up --blueprint` on a running sandbox changes nothing under it (lock, policy, agent state stay). */
+async function reportRunningBlueprint(ctx: CliContext, status: SupervisorStatus, arg: string): Promise<number> {
+  ctx.out(`sandbox "${ctx.name}" is already running (pid ${status.pid}, up ${humanDuration(status.uptime_ms)}, policy revision ${status.policy.revision})`);
+  const running = status.blueprint;
+  const source = await verifySourceBlueprint(ctx, arg);
+  if (running && running.digest === source.digest) {
+    ctx.out(`  blueprint ${running.name} ${running.version} ${shortDigest(running.digest)}`);
+    return EXIT.ok;
+  }
+  const what = running ? `blueprint ${running.name} ${running.version} (${running.digest})` : 'no blueprint';
+  ctx.err(`note: it runs ${what}; ${arg} (${source.name} ${source.version}, ${source.digest}) was not applied to the running supervisor`);
+  ctx.err(`  to switch: nemoclaw-tui down${nameFlag(ctx.name)} && nemoclaw-tui up${nameFlag(ctx.name)} --blueprint ${arg}${running ? ' --upgrade' : ''}`);
+  return EXIT.ok;
 }
 
 async function up(ctx: CliContext, opts: UpOptions): Promise<number> {
   ensureHome(ctx);
   let policy = await checkPolicyFile(ctx, opts.policy);
-  // --blueprint: verify it, pin it (lock), write its policy and agent state; the agent service starts it.
+  // --blueprint: verify it, pin it (lock), store it, write its policy and agent state; the
+  // supervisor then runs it from the store (options.blueprint) and the agent service starts it.
   if (opts.blueprint) {
+    const state = await inspectSandbox(ctx.paths);
+    if (state.state === 'running') return reportRunningBlueprint(ctx, state.status, opts.blueprint);
+    await refuseChangedBlueprint(ctx, opts.blueprint, opts.upgrade === true);
+    const { prepareBlueprintForUp } = await import('../../agent/cli.js');
     const blueprintPolicy = await prepareBlueprintForUp(ctx, opts.blueprint, opts.profile, opts.upgrade === true);
     policy = policy ?? blueprintPolicy;
+  } else {
+    // Pinned to a blueprint: say here, not in the daemon log, when its stored copy no longer verifies.
+    const { verifiedLockedBlueprint } = await import('../../control/blueprint-lock.js');
+    verifiedLockedBlueprint(ctx.paths, homePaths(ctx.home));
   }
   if (opts.foreground) return runForeground(ctx, { ...opts, policy }, false);
   const res = await startDaemon({
@@ -93,6 +142,8 @@ async function up(ctx: CliContext, opts: UpOptions): Promise<number> {
   }
   if (res.cleanedStale) ctx.err(`note: removed a stale pid file/socket left by a supervisor that did not stop cleanly`);
   ctx.out(`started the supervisor of sandbox "${ctx.name}" (pid ${res.pid}, policy revision ${res.status.policy.revision})`);
+  const bp = res.status.blueprint;
+  if (bp) ctx.out(`  blueprint ${bp.name} ${bp.version} ${shortDigest(bp.digest)}, running from ${bp.dir}`);
   ctx.out(`  follow it: nemoclaw-tui logs -f${nameFlag(ctx.name)}    stop it: nemoclaw-tui down${nameFlag(ctx.name)}`);
   return EXIT.ok;
 }
@@ -142,7 +193,7 @@ export const daemonCommands: CommandModule = {
           const state = await inspectSandbox(ctx.paths);
           if (state.state === 'running') {
             if (opts.json) ctx.json({ running: true, ...state.status });
-            else for (const l of describeRunning(ctx, state.status)) ctx.out(l);
+            else for (const l of describeStatus(state.status, { daemonLog: ctx.paths.daemonLog })) ctx.out(l);
             return EXIT.ok;
           }
           if (opts.json) {
@@ -182,6 +233,7 @@ export const daemonCommands: CommandModule = {
           const onSignal = (): void => stop.abort();
           process.once('SIGINT', onSignal);
           process.once('SIGTERM', onSignal);
+          const { runLogs } = await import('../../headless/follow.js');
           try {
             return await runLogs({
               client: ctx.client(),

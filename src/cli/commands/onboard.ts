@@ -6,10 +6,10 @@
  * Re-running it is idempotent.
  */
 import { createInterface } from 'node:readline/promises';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { packageInfo } from '../../control/index.js';
-import { startDaemon } from '../../control/daemon.js';
+import { inspectSandbox, startDaemon } from '../../control/daemon.js';
 import {
   agentRuntimeLayout,
   detectEnvironment,
@@ -23,7 +23,8 @@ import {
   resolveBlueprintDir,
 } from '../../agent/index.js';
 import { prepareBlueprintLaunch } from '../../agent/launch.js';
-import { runtimeSpecOf } from '../../agent/service.js';
+import { agentStateFile, runtimeSpecOf } from '../../agent/service.js';
+import { prepareBlueprintForUp } from '../../agent/cli.js';
 import { NemoclawError } from '../../shared/errors.js';
 import { EXIT, action, ensureHome, nameFlag, type CliContext } from '../util.js';
 import type { CommandModule } from './index.js';
@@ -56,7 +57,18 @@ function gib(bytes: number): string {
   return `${(bytes / 2 ** 30).toFixed(1)} GiB`;
 }
 
-export async function onboard(ctx: CliContext, opts: OnboardOptions): Promise<number> {
+/** What onboarding prepared: the base policy to start the supervisor with, and what was chosen. */
+export interface OnboardPrepared {
+  blueprintName: string;
+  policyFile: string;
+  isOpenClaw: boolean;
+}
+
+/**
+ * Onboarding up to (not including) starting the supervisor: detect, choose, store the key, write
+ * the policy and agent state, install the runtime. `say` prints each progress line.
+ */
+export async function prepareOnboarding(ctx: CliContext, opts: OnboardOptions, say: (line: string) => void = (l) => ctx.out(l)): Promise<OnboardPrepared> {
   ensureHome(ctx);
   const env = ctx.io.env;
   const interactive = !(opts.nonInteractive || env.NEMOCLAW_NON_INTERACTIVE === '1') && process.stdin.isTTY === true;
@@ -67,12 +79,12 @@ export async function onboard(ctx: CliContext, opts: OnboardOptions): Promise<nu
 
   // 1. What this machine offers.
   const bp = loadBlueprintSpec(resolveBlueprintDir(blueprintArg, packageRoot));
-  ctx.out(`onboarding sandbox "${ctx.name}" with blueprint ${bp.spec.name} ${bp.spec.version}`);
+  say(`onboarding sandbox "${ctx.name}" with blueprint ${bp.spec.name} ${bp.spec.version}`);
   const detected = await detectEnvironment(bp, detectors);
-  ctx.out(`  memory     ${gib(detected.memoryBytes)}`);
-  ctx.out(`  GPUs       ${detected.gpus.length === 0 ? 'none found (nvidia-smi)' : detected.gpus.map((g) => `${g.name} (${g.memoryMiB} MiB)`).join(', ')}`);
+  say(`  memory     ${gib(detected.memoryBytes)}`);
+  say(`  GPUs       ${detected.gpus.length === 0 ? 'none found (nvidia-smi)' : detected.gpus.map((g) => `${g.name} (${g.memoryMiB} MiB)`).join(', ')}`);
   const options = profileOptions(bp, detected);
-  for (const o of options) ctx.out(`  profile    ${o.available ? '✓' : '·'} ${o.name.padEnd(14)} ${o.reason}`);
+  for (const o of options) say(`  profile    ${o.available ? '✓' : '·'} ${o.name.padEnd(14)} ${o.reason}`);
 
   // 2. Choices: flag > environment > prompt > detection.
   let profile = opts.profile ?? env.NEMOCLAW_PROFILE;
@@ -106,21 +118,21 @@ export async function onboard(ctx: CliContext, opts: OnboardOptions): Promise<nu
     const key = env[keyVar];
     if (key && key.length > 0) {
       const r = storeCredential(credentialsFile, plan.credential, key);
-      ctx.out(`  key        ${r.changed ? 'stored' : 'already stored'} as "${plan.credential}" in ${credentialsFile} (0600), from $${keyVar}`);
+      say(`  key        ${r.changed ? 'stored' : 'already stored'} as "${plan.credential}" in ${credentialsFile} (0600), from $${keyVar}`);
     } else if (interactive && !detected.storedCredentials.includes(plan.credential)) {
       ctx.err(`no key for profile ${plan.profile}: export ${keyVar}=… and run \`nemoclaw-tui onboard\` again`);
     }
   }
-  ctx.out(`  blueprint  verified ${prepared.blueprint.spec.name} ${prepared.blueprint.spec.version}, digest ${prepared.digest}, ${prepared.signer ? `signed by ${prepared.signer}` : 'unsigned'}; runs from ${prepared.blueprint.dir}`);
-  ctx.out(`  chose      profile ${plan.profile} (${plan.profileReason}); presets: ${plan.presets.length ? plan.presets.join(', ') : 'none'}`);
-  ctx.out(`  policy     ${prepared.policyFile} (your always-allow rules in ${ctx.paths.overlayFile} are kept)`);
+  say(`  blueprint  verified ${prepared.blueprint.spec.name} ${prepared.blueprint.spec.version}, digest ${prepared.digest}, ${prepared.signer ? `signed by ${prepared.signer}` : 'unsigned'}; runs from ${prepared.blueprint.dir}`);
+  say(`  chose      profile ${plan.profile} (${plan.profileReason}); presets: ${plan.presets.length ? plan.presets.join(', ') : 'none'}`);
+  say(`  policy     ${prepared.policyFile} (your always-allow rules in ${ctx.paths.overlayFile} are kept)`);
 
   // 4. The agent's runtime, with progress.
   const runtime = runtimeSpecOf(bp);
   if (runtime) {
     const layout = agentRuntimeLayout(`${ctx.home}/agents`, runtime);
     const steps = planAgentInstall(layout, runtime, { projectRoot: packageRoot });
-    if (steps.length === 0) ctx.out(`  runtime    ${runtime.agentPackage}@${runtime.agentVersion} and Node ${runtime.nodeVersion} already installed`);
+    if (steps.length === 0) say(`  runtime    ${runtime.agentPackage}@${runtime.agentVersion} and Node ${runtime.nodeVersion} already installed`);
     let lastPct = -5;
     await runAgentInstall(steps, layout, {
       spec: runtime,
@@ -130,23 +142,28 @@ export async function onboard(ctx: CliContext, opts: OnboardOptions): Promise<nu
         if (p.phase === 'progress' && (p.percent ?? 0) < lastPct + 5) return;
         if (p.phase === 'progress') lastPct = p.percent ?? lastPct;
         if (p.phase === 'start') lastPct = -5;
-        ctx.out(`  install    ${p.message}${p.phase === 'progress' && p.percent !== undefined ? ` (${p.percent}%)` : ''}`);
+        say(`  install    ${p.message}${p.phase === 'progress' && p.percent !== undefined ? ` (${p.percent}%)` : ''}`);
       },
     });
   }
 
+  return { blueprintName: bp.spec.name, policyFile: prepared.policyFile, isOpenClaw: runtime?.agentPackage === 'openclaw' };
+}
+
+export async function onboard(ctx: CliContext, opts: OnboardOptions): Promise<number> {
+  const { blueprintName, policyFile, isOpenClaw } = await prepareOnboarding(ctx, opts);
   if (opts.start === false) {
     ctx.out(`ready; start it with: nemoclaw-tui up${nameFlag(ctx.name)}`);
     return EXIT.ok;
   }
 
   // 5. Start the supervisor (it starts the agent), or update the running one.
-  const res = await startDaemon({ name: ctx.name, home: ctx.home, policyFile: prepared.policyFile, env });
+  const res = await startDaemon({ name: ctx.name, home: ctx.home, policyFile, env: ctx.io.env });
   if (res.started) {
     ctx.out(`started the supervisor of sandbox "${ctx.name}" (pid ${res.pid}); the agent starts inside it`);
   } else {
     try {
-      await ctx.client().setPolicy(readFileSync(prepared.policyFile, 'utf8'), { author: 'onboard', source: prepared.policyFile });
+      await ctx.client().setPolicy(readFileSync(policyFile, 'utf8'), { author: 'onboard', source: policyFile });
       ctx.out(`sandbox "${ctx.name}" was running (pid ${res.pid}); applied the new policy to it`);
     } catch (err) {
       if (err instanceof NemoclawError && err.code === 'policy_static_change') {
@@ -154,15 +171,71 @@ export async function onboard(ctx: CliContext, opts: OnboardOptions): Promise<nu
       } else throw err;
     }
   }
-  const n = nameFlag(ctx.name);
   ctx.out('');
-  ctx.out(`${bp.spec.name} runs supervised in sandbox "${ctx.name}".`);
-  ctx.out(`  attach (TUI):         nemoclaw-tui${n}`);
-  ctx.out(`  follow the log:       nemoclaw-tui logs -f${n}`);
-  ctx.out(`  approve hosts:        nemoclaw-tui logs -f --approver${n}   (or the TUI's a / d / A keys)`);
-  if (runtime?.agentPackage === 'openclaw') ctx.out(`  talk to the agent:    nemoclaw-tui exec${n} -- openclaw agent --agent main --message "hello"`);
-  ctx.out(`  survive reboots:      nemoclaw-tui service install${n}`);
+  for (const line of attachHints(ctx, blueprintName, isOpenClaw)) ctx.out(line);
   return EXIT.ok;
+}
+
+/** The closing summary: what runs and how to attach, follow, approve, talk to it and keep it. */
+export function attachHints(ctx: CliContext, blueprintName: string, isOpenClaw: boolean): string[] {
+  const n = nameFlag(ctx.name);
+  return [
+    `${blueprintName} runs supervised in sandbox "${ctx.name}".`,
+    `  attach (TUI):         nemoclaw-tui${n}`,
+    `  follow the log:       nemoclaw-tui logs -f${n}`,
+    `  approve hosts:        nemoclaw-tui logs -f --approver${n}   (or the TUI's a / d / A keys; \`nemoclaw-tui pending\` / \`approve ID\`)`,
+    ...(isOpenClaw ? [`  talk to the agent:    nemoclaw-tui exec${n} -- openclaw agent --agent main --message "hello"`] : []),
+    `  a shell beside it:    nemoclaw-tui connect${n}`,
+    `  survive reboots:      nemoclaw-tui service install${n}`,
+    `  stop it:              nemoclaw-tui down${n}`,
+  ];
+}
+
+/** Would onboarding find an inference provider for OpenClaw (key in the environment or stored, Ollama, vLLM)? */
+async function openClawProviderFound(ctx: CliContext): Promise<boolean> {
+  const bp = loadBlueprintSpec(resolveBlueprintDir('openclaw', packageInfo().root));
+  const detected = await detectEnvironment(bp, systemDetectors(`${ctx.home}/credentials.json`, ctx.io.env));
+  return profileOptions(bp, detected).some((o) => o.available);
+}
+
+/**
+ * What `nemoclaw-tui` (the TUI or its headless follow) must prepare before it starts the
+ * supervisor, when none runs: with `--blueprint X`, that blueprint (verified, pinned, its policy);
+ * on the very first start of a sandbox (never onboarded, never started), onboarding with its
+ * non-interactive defaults: OpenClaw when an inference provider is found, otherwise the drill (no
+ * key, no model). Returns the base policy file to start with, or undefined to start as before.
+ * Progress goes to stderr, so a headless follow's stdout stays the event stream.
+ */
+export async function prepareAgentForAttach(ctx: CliContext, opts: { blueprint?: string | undefined; profile?: string | undefined }): Promise<string | undefined> {
+  ensureHome(ctx);
+  const running = await inspectSandbox(ctx.paths);
+  if (running.state === 'running') {
+    if (opts.blueprint) {
+      ctx.err(`note: sandbox "${ctx.name}" is already running; --blueprint ${opts.blueprint} is not applied (restart with it: nemoclaw-tui down${nameFlag(ctx.name)} && nemoclaw-tui up --blueprint ${opts.blueprint}${nameFlag(ctx.name)})`);
+    }
+    return undefined;
+  }
+  if (opts.blueprint) return prepareBlueprintForUp(ctx, opts.blueprint, opts.profile, false);
+  const neverStarted = !existsSync(agentStateFile({ paths: ctx.paths })) && !existsSync(ctx.paths.policyFile) && !existsSync(ctx.paths.auditDir);
+  if (!neverStarted) return undefined;
+  const blueprint = ctx.io.env.NEMOCLAW_BLUEPRINT ?? ((await openClawProviderFound(ctx)) ? 'openclaw' : 'drill');
+  const say = (line: string): void => ctx.err(line);
+  // What the sandbox lacks on this machine, with the command that fixes each (the agent cannot start without them).
+  const { runDoctor } = await import('../../sandbox/index.js');
+  const blocking = (await runDoctor()).checks.filter((c) => !c.ok && c.severity === 'error');
+  if (blocking.length > 0) {
+    say('the sandbox cannot start on this machine yet:');
+    for (const c of blocking) say(`  missing: ${c.title}${c.fix ? `\n    fix: ${c.fix}` : ''}`);
+    say('  (or run `nemoclaw-tui doctor --fix`); the supervisor starts anyway and shows why the agent does not run');
+  }
+  if (blueprint === 'drill' && ctx.io.env.NEMOCLAW_BLUEPRINT === undefined) {
+    say('first start: no inference provider found (no NVIDIA_API_KEY, nothing on 127.0.0.1:11434 or :8000), so this runs the drill:');
+    say('  a scripted agent with a local stub model that exercises every guard (network approvals, file violations, PII, secrets, budget).');
+    say(`  for OpenClaw: export NVIDIA_API_KEY=… (or start Ollama / vLLM), then: nemoclaw-tui down${nameFlag(ctx.name)} && nemoclaw-tui onboard${nameFlag(ctx.name)}`);
+  }
+  const prepared = await prepareOnboarding(ctx, { blueprint, nonInteractive: true, ...(opts.profile ? { profile: opts.profile } : {}) }, say);
+  for (const line of attachHints(ctx, prepared.blueprintName, prepared.isOpenClaw)) say(line);
+  return prepared.policyFile;
 }
 
 export const onboardCommands: CommandModule = {

@@ -39,6 +39,8 @@ async function run(ctx: CliContext, command: string[], opts: RunOptions): Promis
       execSocketPath(ctx.paths.dir),
       {
         command,
+        // `run` is a sandbox of its own; `exec` is the one that joins the agent's network.
+        join: 'none',
         ...(opts.workdir ? { workdir: resolve(opts.workdir) } : {}),
         ...(opts.cwd ? { cwd: opts.cwd } : {}),
       },

@@ -16,6 +16,7 @@ interface TuiOptions {
   ascii?: boolean;
   theme: string;
   host?: string;
+  blueprint?: string;
 }
 
 /** Why the full-screen UI cannot run here, or undefined when it can. */
@@ -50,7 +51,9 @@ async function tui(ctx: CliContext, opts: TuiOptions): Promise<number> {
     client = new ControlClient({ socketPath: forward.socketPath, sandbox: `${ctx.name}@${opts.host}` });
   } else {
     ensureHome(ctx);
-    const res = await startDaemon({ name: ctx.name, home: ctx.home, env: ctx.io.env });
+    // --blueprint, or on a sandbox's very first start onboarding's defaults (the drill when no provider is found).
+    const policyFile = await (await import('./onboard.js')).prepareAgentForAttach(ctx, { blueprint: opts.blueprint });
+    const res = await startDaemon({ name: ctx.name, home: ctx.home, env: ctx.io.env, ...(policyFile ? { policyFile } : {}) });
     if (res.started) ctx.err(`started the supervisor of sandbox "${ctx.name}" (pid ${res.pid})`);
     client = ctx.client();
   }
@@ -108,6 +111,7 @@ export const tuiCommands: CommandModule = {
       .option('--ascii', 'draw gauges with # and . only (also automatic on TERM=linux/dumb or a non-UTF-8 locale)')
       .option('--theme <theme>', 'dark or light', 'dark')
       .option('--host <user@box>', "attach to that box's supervisor through ssh (needs nemoclaw-tui on the remote PATH)")
+      .option('--blueprint <name>', 'when no supervisor runs: start it with this blueprint\'s agent (drill, openclaw, or a directory)')
       .action(action(tui));
 
     program

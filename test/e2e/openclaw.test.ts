@@ -1,0 +1,160 @@
+/**
+ * OpenClaw end to end, inside the real sandbox: the pinned OpenClaw and its Node 24 are installed
+ * by the agent service into the test's $NEMOCLAW_HOME/agents (a link to a machine-wide cache keyed
+ * by version, so reruns on one machine skip the ~45 s, ~650 MB download), `up --blueprint` starts
+ * `openclaw gateway run` as the sandbox's main process, and one agent turn runs through
+ * `nemoclaw-tui exec -- openclaw agent …` (which joins the agent's network namespace and talks to
+ * its gateway). The router's only provider is a stub upstream on loopback (the router runs outside
+ * the sandbox and dials it directly; the egress proxy's SSRF guard is not involved).
+ *
+ * Asserts: the stub's reply reached the caller; exactly one inference.route and one inference.done
+ * for the turn; and no connection other than to inference.local was attempted (that would show as
+ * a net.request / a denied net.decision).
+ *
+ * Needs root, bubblewrap, strace, socat and access to the npm registry on the first run.
+ */
+import { execFileSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseDocument } from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ControlClient } from '../../src/control/client.js';
+import type { EventKind } from '../../src/audit/events.js';
+import { writeManifest } from '../../src/blueprint/index.js';
+import { REPO_ROOT, makeTempHome, runCli, type TempHome } from '../helpers/supervisor.js';
+import { startStubUpstream, type StubUpstream } from '../stubs/upstream.js';
+
+/** Installed runtimes shared by every run on this machine (directory names carry the versions). */
+const CACHE_AGENTS = process.env.NEMOCLAW_TEST_AGENT_CACHE ?? '/var/cache/nemoclaw-test/agents';
+const REPLY = 'PONG-4417: the stub model answered through the privacy router';
+const MODEL = 'e2e-model';
+
+type Event = Record<string, unknown> & { kind: string; seq: number };
+
+function requirePrerequisites(): void {
+  if (process.getuid?.() !== 0) throw new Error('the OpenClaw e2e test needs root (the sandbox bridge, uid switch and netns join)');
+  for (const tool of ['bwrap', 'strace', 'socat', 'nsenter']) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+    } catch {
+      throw new Error(`the OpenClaw e2e test needs ${tool}: apt-get install -y bubblewrap strace socat util-linux (see .ci/run)`);
+    }
+  }
+}
+
+/** The packaged openclaw blueprint plus one profile whose provider is the stub. */
+function stubBlueprint(dir: string, stubBaseUrl: string): string {
+  const target = join(dir, 'openclaw');
+  cpSync(join(REPO_ROOT, 'blueprints', 'openclaw'), target, { recursive: true });
+  const file = join(target, 'blueprint.yaml');
+  const doc = parseDocument(readFileSync(file, 'utf8'));
+  doc.setIn(['inference', 'profiles', 'e2e-stub'], {
+    description: 'stub upstream started by the e2e test',
+    provider: { name: 'e2e-stub', type: 'openai', base_url: stubBaseUrl, locality: 'local' },
+    models: [MODEL],
+  });
+  writeFileSync(file, doc.toString());
+  writeManifest(target);
+  return target;
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number, state: () => Promise<string>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${await state()}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+describe('OpenClaw inside the real sandbox', () => {
+  let home: TempHome;
+  let stub: StubUpstream;
+  let client: ControlClient;
+  const timings: Record<string, number> = {};
+
+  const events = async (kinds?: EventKind[]): Promise<Event[]> =>
+    (await client.events({ ...(kinds ? { kinds } : {}), n: 1_000_000 })) as unknown as Event[];
+  const agentState = async (): Promise<string> => {
+    const tail = (await events(['sandbox.lifecycle', 'agent.log']).catch(() => [])).slice(-40);
+    return tail.map((e) => `${e.kind} ${String(e.action ?? e.phase ?? '')} ${String(e.line ?? e.reason ?? e.message ?? '')}`).join('\n');
+  };
+
+  beforeAll(async () => {
+    requirePrerequisites();
+    home = await makeTempHome('nct-oc-');
+    mkdirSync(CACHE_AGENTS, { recursive: true, mode: 0o755 });
+    symlinkSync(CACHE_AGENTS, join(home.dir, 'agents'));
+    stub = await startStubUpstream({ reply: () => ({ text: REPLY }), models: [MODEL] });
+    client = ControlClient.forSandbox('default', home.dir);
+  });
+
+  afterAll(async () => {
+    if (home) {
+      await runCli(['down'], { home: home.dir, timeoutMs: 60_000 });
+      rmSync(join(home.dir, 'agents'), { force: true }); // the link, never the cache
+      await home.cleanup();
+    }
+    await stub?.close();
+    // eslint-disable-next-line no-console
+    console.log(`openclaw e2e timings (ms): ${JSON.stringify(timings)}`);
+  }, 90_000);
+
+  it('installs, starts the gateway, answers one turn through inference.local and reaches nothing else', async () => {
+    const blueprint = stubBlueprint(home.dir, stub.openaiBaseUrl);
+    const env = { NVIDIA_API_KEY: undefined };
+    let t0 = Date.now();
+    const up = await runCli(['up', '--blueprint', blueprint, '--profile', 'e2e-stub'], { home: home.dir, env, timeoutMs: 60_000 });
+    expect(up.code, `${up.stdout}\n${up.stderr}`).toBe(0);
+    expect(up.stderr).toMatch(/blueprint openclaw 1\.0\.1 \(sha256:[0-9a-f]{12}…\), profile e2e-stub/);
+
+    // Installing (first run on a machine) and then the gateway listening on its port in the sandbox.
+    const healthy = await until(
+      'the OpenClaw gateway to be healthy',
+      async () => {
+        const life = await events(['sandbox.lifecycle']);
+        const failed = life.find((e) => e.action === 'agent.failed');
+        if (failed) throw new Error(`the agent failed: ${String(failed.reason)}\n${await agentState()}`);
+        return life.find((e) => e.action === 'agent.healthy');
+      },
+      420_000,
+      agentState,
+    );
+    timings.up_to_healthy = Date.now() - t0;
+    const installed = (await events(['sandbox.lifecycle'])).some((e) => e.action === 'agent.installing');
+    timings.installed_now = installed ? 1 : 0;
+    expect(existsSync(join(CACHE_AGENTS, 'openclaw-2026.9.6', '.nemoclaw-installed.json'))).toBe(true);
+    expect(existsSync(join(home.dir, 'sandboxes', 'default', 'workdir', '.openclaw', 'openclaw.json'))).toBe(true);
+    const afterHealthy = healthy.seq;
+
+    // One agent turn from a second process, through the gateway on the sandbox's loopback.
+    t0 = Date.now();
+    const turn = await runCli(['exec', '--', 'openclaw', 'agent', '--agent', 'main', '--message', 'Say pong.', '--json'], {
+      home: home.dir,
+      env,
+      timeoutMs: 240_000,
+    });
+    timings.agent_turn = Date.now() - t0;
+    expect(turn.code, `stdout:\n${turn.stdout}\nstderr:\n${turn.stderr}\n${await agentState()}`).toBe(0);
+    expect(turn.stdout).toContain(REPLY);
+
+    // The router saw exactly this turn: one route, one done, to the stub, answered 200.
+    const all = await events();
+    const routes = all.filter((e) => e.kind === 'inference.route');
+    const done = all.filter((e) => e.kind === 'inference.done');
+    expect(routes, JSON.stringify(routes, null, 1)).toHaveLength(1);
+    expect(done).toHaveLength(1);
+    expect(routes[0]).toMatchObject({ provider: 'e2e-stub', model: MODEL, action: 'provider', rule: 'default' });
+    expect(done[0]).toMatchObject({ id: routes[0]!.id, provider: 'e2e-stub', status: 200, outcome: 'ok' });
+    expect(routes[0]!.seq).toBeGreaterThan(afterHealthy);
+    const chats = stub.requests.filter((r) => r.method === 'POST' && r.path.endsWith('/chat/completions'));
+    expect(chats).toHaveLength(1);
+    // The sandbox's token never reaches the provider: the router replaces the caller's Authorization.
+    expect(String(chats[0]!.headers.authorization ?? '')).not.toMatch(/Bearer \S{20,}/);
+
+    // Nothing but inference.local: any other connection attempt would be a net.request and a decision.
+    const net = all.filter((e) => e.kind === 'net.request' || e.kind === 'net.decision' || e.kind === 'net.held');
+    expect(net, JSON.stringify(net, null, 1)).toEqual([]);
+  }, 900_000);
+});
