@@ -58,7 +58,7 @@ if (major < 24 && !process.env.NEMOCLAW_NO_REEXEC) {
   }
   const { main, nodeFlagsFor } = await import(entry);
   // V8 heap flags only take effect at process start, so a command that wants some (the TUI:
-  // --max-semi-space-size) runs in a child started with them. execArgv tells whether we are it.
+  // a small heap) runs in a child started with them. execArgv tells whether we are it.
   const missing = nodeFlagsFor(args).filter((f) => !process.execArgv.includes(f));
   if (missing.length > 0) {
     relaunch(process.execPath, [...process.execArgv, ...missing], process.env);

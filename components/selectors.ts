@@ -292,6 +292,22 @@ export function agentRowFromEvent(ev: TuiEvent): AgentRow {
   let stream = str(ev, 'stream');
   if (ev.kind === 'agent.log') {
     line = str(ev, 'line', 'message', 'text');
+  } else if (ev.kind === 'sandbox.lifecycle' && field(ev, 'phase') !== undefined && field(ev, 'action') === undefined) {
+    // A sandboxed command (`run`, `exec`): its phase, and the command when it starts.
+    stream = str(ev, 'role') !== MISSING ? str(ev, 'role') : 'sandbox';
+    const phase = str(ev, 'phase');
+    const command = field(ev, 'command');
+    const detail =
+      phase === 'starting' && Array.isArray(command)
+        ? `: ${command.map(String).join(' ')}`
+        : phase === 'exited'
+          ? ` (exit ${str(ev, 'exit_code', 'code')})`
+          : phase === 'failed'
+            ? `: ${str(ev, 'message', 'reason')}`
+            : field(ev, 'pid') !== undefined
+              ? ` (pid ${str(ev, 'pid')})`
+              : '';
+    line = `${phase}${detail}`;
   } else if (ev.kind === 'sandbox.lifecycle') {
     stream = 'sandbox';
     const detail = field(ev, 'reason', 'message', 'detail', 'exit_code', 'code');
@@ -323,22 +339,24 @@ export interface GpuReading {
 
 /** nvidia-smi style readings: utilisation in % (0-100) or a 0..1 fraction; memory in MiB or bytes. */
 export function gpuReadings(ev: TuiEvent): GpuReading[] {
-  const list = field(ev, 'gpus');
+  // Live samples carry `gpus`; the audited minute summaries (what a backlog replays) `summary.gpus`.
+  const summary = field(ev, 'summary');
+  const list = field(ev, 'gpus') ?? (summary && typeof summary === 'object' ? field(summary as Record<string, unknown>, 'gpus') : undefined);
   if (!Array.isArray(list)) return [];
   const out: GpuReading[] = [];
   list.forEach((g, i) => {
     if (!g || typeof g !== 'object') return;
     const o = g as Record<string, unknown>;
     // Utilisation is a percentage (nvidia-smi's utilization.gpu), memory in MiB.
-    const util = num(o, 'util_gpu_pct', 'util', 'utilization');
+    const util = num(o, 'util_gpu_pct', 'util_gpu_avg_pct', 'util', 'utilization');
     out.push({
       index: num(o, 'index') ?? i,
       name: str(o, 'name'),
       util: util === undefined ? undefined : util / 100,
-      memUsed: num(o, 'mem_used_mib', 'mem_used', 'memory_used'),
+      memUsed: num(o, 'mem_used_mib', 'mem_used_max_mib', 'mem_used', 'memory_used'),
       memTotal: num(o, 'mem_total_mib', 'mem_total', 'memory_total'),
-      temp: num(o, 'temp_c', 'temp', 'temperature'),
-      power: num(o, 'power_w', 'power'),
+      temp: num(o, 'temp_c', 'temp_max_c', 'temp', 'temperature'),
+      power: num(o, 'power_w', 'power_avg_w', 'power'),
     });
   });
   return out;
@@ -353,6 +371,12 @@ export interface ProcReading {
 }
 
 export function procReading(ev: TuiEvent): ProcReading {
+  const summary = field(ev, 'summary');
+  if (summary && typeof summary === 'object' && field(ev, 'total') === undefined) {
+    // The audited minute summary (a backlog replays these; live samples follow once attached).
+    const m = summary as Record<string, unknown>;
+    return { cpu: num(m, 'cpu_avg_pct'), rss: num(m, 'rss_max_bytes'), memLimit: undefined, pids: num(m, 'pids_max') };
+  }
   const total = field(ev, 'total');
   if (total && typeof total === 'object') {
     const t = total as Record<string, unknown>;

@@ -16,6 +16,11 @@ export interface FilesystemPaneProps {
   filter: string;
 }
 
+/** `filesystem_policy.read_only[1]: /etc` → `read_only: /etc` (the detail view keeps the full text). */
+export function shortRule(rule: string): string {
+  return rule.replace(/^filesystem_policy\./, '').replace(/^([a-z_]+)\[\d+\]/, '$1');
+}
+
 function columnsFor(width: number): Column<FsRow>[] {
   const cols: Column<FsRow>[] = [{ title: 'TIME', width: 8, value: (r) => clockTime(r.ts) }];
   if (width < 50) {
@@ -26,7 +31,7 @@ function columnsFor(width: number): Column<FsRow>[] {
     cols.push({ title: 'SYSCALL', width: 10, value: (r) => r.syscall });
     cols.push({ title: 'PATH', width: 0, value: (r) => r.path });
     if (width >= 70) cols.push({ title: 'ERRNO', width: 7, value: (r) => r.errno });
-    if (width >= 70) cols.push({ title: 'RULE', width: 16, value: (r) => r.rule });
+    if (width >= 70) cols.push({ title: 'RULE', width: width >= 90 ? 22 : 16, value: (r) => shortRule(r.rule) });
   }
   return flex(cols, width - 2);
 }

@@ -62,7 +62,7 @@ function columnsFor(width: number): Column<Cells>[] {
     { title: 'VERDICT', width: 11, value: (c) => c.verdict },
     { title: 'HOST:PORT', width: wide ? 32 : 22, value: (c) => c.hostPort },
     { title: 'BINARY', width: wide ? 20 : 12, value: (c) => c.binary },
-    { title: 'METHOD', width: 6, value: (c) => c.method },
+    { title: 'METHOD', width: 7, value: (c) => c.method },
     { title: 'PATH', width: 0, value: (c) => c.path },
   ];
   if (wide) cols.push({ title: 'RULE/REASON', width: 24, value: (c) => c.rule });

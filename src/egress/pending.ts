@@ -2,13 +2,18 @@
  * The queue of requests held for an operator's decision. Requests for the same (host, port, binary)
  * while one is held join that entry (one prompt, many waiters). The queue is bounded: when full, the
  * oldest entry is refused with `queue_full`. An entry that was refused because nobody was attached
- * stays listed (no waiters) so the operator can still turn it into an always-allow.
+ * stays listed (no waiters) so the operator can still turn it into an always-allow, until nobody
+ * acted on it for `unattendedTtlMs` (default 10 min): then it expires, so a long unattended run does
+ * not leave a screenful of stale prompts that only the queue bound would ever clear.
  */
 import type { Clock } from '../shared/clock.js';
 
 export type ApprovalDecision = 'once' | 'session' | 'always' | 'deny' | 'deny_always';
 export const APPROVAL_DECISIONS: readonly ApprovalDecision[] = ['once', 'session', 'always', 'deny', 'deny_always'];
-export type DecidedBy = 'cli' | 'tui' | 'timeout' | 'queue_full' | 'policy';
+export type DecidedBy = 'cli' | 'tui' | 'timeout' | 'queue_full' | 'policy' | 'expired';
+
+/** How long a refused-while-unattended entry stays listed by default. */
+export const DEFAULT_UNATTENDED_TTL_MS = 10 * 60 * 1000;
 
 export interface HoldOutcome {
   allowed: boolean;
@@ -29,7 +34,7 @@ export interface PendingView {
   state: 'held' | 'unattended';
   waiters: number;
   created_at: string;
-  /** ms epoch when held requests time out (held only). */
+  /** ms epoch when held requests time out, or when an unattended entry expires. */
   deadline: number | null;
   age_ms: number;
 }
@@ -51,8 +56,10 @@ interface Entry {
 
 export interface PendingQueueOptions {
   clock: Clock;
-  /** Called when an entry ends by timeout or overflow (the service emits approval.decision). */
-  onAutoDecision?: (entry: PendingView, reason: 'approval_timeout' | 'queue_full', latencyMs: number) => void;
+  /** Called when an entry ends by timeout, overflow or expiry (the service emits approval.decision). */
+  onAutoDecision?: (entry: PendingView, reason: 'approval_timeout' | 'queue_full' | 'expired', latencyMs: number) => void;
+  /** Lifetime of an entry refused while nobody was attached (default 10 min). */
+  unattendedTtlMs?: number;
   /** Called when a new entry (prompt) appears. */
   onNewEntry?: (entry: PendingView) => void;
 }
@@ -126,8 +133,22 @@ export class PendingQueue {
   recordUnattended(req: Omit<HoldRequest, 'timeoutMs'>): string {
     const key = pendingKey(req.host, req.port, req.binary);
     const existing = this.byKey.get(key);
-    if (existing) return existing.id;
-    return this.add({ ...req, timeoutMs: 0 }, 'unattended').id;
+    if (existing) {
+      // Asked again: the entry is still of interest, so its lifetime starts over.
+      if (existing.state === 'unattended') this.armExpiry(existing);
+      return existing.id;
+    }
+    const e = this.add({ ...req, timeoutMs: 0 }, 'unattended');
+    this.armExpiry(e);
+    return e.id;
+  }
+
+  private armExpiry(e: Entry): void {
+    const ttl = this.opts.unattendedTtlMs ?? DEFAULT_UNATTENDED_TTL_MS;
+    if (e.timer) clearTimeout(e.timer);
+    e.deadline = this.clock.now() + ttl;
+    e.timer = setTimeout(() => this.autoEnd(e, 'expired'), ttl);
+    e.timer.unref?.();
   }
 
   /** Resolve every waiter of entry `id` and remove it. Returns the view and latency, or undefined. */
@@ -181,9 +202,9 @@ export class PendingQueue {
     return e;
   }
 
-  private autoEnd(e: Entry, reason: 'approval_timeout' | 'queue_full'): void {
+  private autoEnd(e: Entry, reason: 'approval_timeout' | 'queue_full' | 'expired'): void {
     if (!this.entries.has(e.id)) return;
-    const res = this.resolve(e.id, false, reason, reason === 'approval_timeout' ? 'timeout' : 'queue_full');
+    const res = this.resolve(e.id, false, reason, reason === 'approval_timeout' ? 'timeout' : reason);
     if (res) this.opts.onAutoDecision?.(res.entry, reason, res.latencyMs);
   }
 

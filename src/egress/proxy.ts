@@ -50,6 +50,8 @@ export interface EgressProxyOptions {
   headTimeoutMs?: number;
   /** Upstream connect timeout (default 10 s). */
   connectTimeoutMs?: number;
+  /** How long a request refused while nobody was attached stays in `pending` (default 10 min). */
+  unattendedTtlMs?: number;
   /**
    * TLS termination (the per-sandbox CA, tls.ts): CONNECT tunnels to L7 endpoints and to
    * inference.local:443 are decrypted with a leaf for the host, checked per request, and
@@ -198,15 +200,16 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
 
   const queue = new PendingQueue({
     clock,
+    ...(opts.unattendedTtlMs !== undefined ? { unattendedTtlMs: opts.unattendedTtlMs } : {}),
     onAutoDecision: (entry, reason, latencyMs) => {
       emit({
         kind: 'approval.decision',
-        level: 'warn',
+        level: reason === 'expired' ? 'info' : 'warn',
         id: entry.id,
         pending_id: entry.id,
-        decision: 'deny',
+        decision: reason === 'expired' ? 'expire' : 'deny',
         reason,
-        by: reason === 'approval_timeout' ? 'timeout' : 'queue_full',
+        by: reason === 'approval_timeout' ? 'timeout' : reason,
         latency_ms: Math.round(latencyMs),
         host: entry.host,
         port: entry.port,
@@ -543,7 +546,9 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       }
       this.admission = admission;
       if (terminatesTls(admission.endpoint)) return this.inspectTunnel(admission, { host, port: head.port });
-      const upstream = netConnect({ host: admission.address, port: admission.port, family: admission.family, highWaterMark: TUNNEL_HIGH_WATER_MARK });
+      // highWaterMark is passed on to the socket's Duplex (not in the connect options' types).
+      const streamOpts = { highWaterMark: TUNNEL_HIGH_WATER_MARK };
+      const upstream = netConnect({ host: admission.address, port: admission.port, family: admission.family, ...streamOpts });
       upstream.setNoDelay(true);
       const timer = setTimeout(() => upstream.destroy(new Error(`connect to ${admission.address}:${admission.port} timed out`)), connectTimeoutMs);
       upstream.once('error', (err) => {

@@ -25,6 +25,11 @@ export interface EgressServiceOptions {
   upstreamCa?: string | string[];
   /** The openssl binary (default `openssl` on PATH). */
   openssl?: string;
+  /**
+   * Lifetime of a pending entry refused while nobody was attached (default 10 min; the supervisor
+   * option `pendingTtlSeconds` sets it too).
+   */
+  unattendedTtlMs?: number;
 }
 
 export interface EgressService extends SupervisorService {
@@ -63,6 +68,12 @@ interface SandboxServiceView extends SupervisorService {
 }
 interface InferenceServiceView extends SupervisorService {
   readonly socketPath?: string;
+}
+
+function unattendedTtl(opts: EgressServiceOptions, ctx: SupervisorContext): { unattendedTtlMs?: number } {
+  if (opts.unattendedTtlMs !== undefined) return { unattendedTtlMs: opts.unattendedTtlMs };
+  const s = ctx.options.pendingTtlSeconds;
+  return typeof s === 'number' && Number.isFinite(s) && s > 0 ? { unattendedTtlMs: s * 1000 } : {};
 }
 
 export function createEgressService(opts: EgressServiceOptions = {}): EgressService {
@@ -152,6 +163,7 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
         addOverlayRule: (rule, reason) => ctx.policy.addOverlayRule(rule, 'approval', reason),
         ...(ca ? { tls: ca } : {}),
         ...(opts.upstreamCa ? { upstreamCa: opts.upstreamCa } : {}),
+        ...unattendedTtl(opts, ctx),
       });
       await proxy.listen(socketPath);
       unsubscribe = ctx.policy.onChange((rev) => {

@@ -271,6 +271,7 @@ export function inspectRequest(api: ApiKind, body: Obj): RequestFacts {
  */
 export function forwardableAsIs(raw: Buffer, text: string): boolean {
   if (!isUtf8(raw)) return false;
+  // Keys of each open object; undefined for an array.
   const stack: Array<Set<string> | undefined> = [];
   let keyNext = false;
   const n = text.length;

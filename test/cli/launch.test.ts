@@ -163,7 +163,7 @@ describe('no command: the default command with its own options', () => {
 describe('Node flags per command', () => {
   it('the TUI path (explicit or default) asks for a small heap; nothing else does', () => {
     for (const argv of [[], ['--ascii'], ['--name', 'x', '--theme', 'light'], ['tui', '--headless']]) {
-      expect(nodeFlagsFor(argv), argv.join(' ')).toEqual(['--max-semi-space-size=4', '--max-old-space-size=384']);
+      expect(nodeFlagsFor(argv), argv.join(' ')).toEqual(['--max-semi-space-size=8', '--max-old-space-size=384']);
     }
     for (const argv of [['status'], ['--version'], ['--help'], ['tui', '--help'], ['logs', '-f'], ['up', '--foreground'], ['__supervise']]) {
       expect(nodeFlagsFor(argv), argv.join(' ')).toEqual([]);
@@ -179,7 +179,7 @@ describe('Node flags per command', () => {
       const children = readFileSync(`/proc/${p.pid}/task/${p.pid}/children`, 'utf8').trim().split(/\s+/);
       expect(children).toHaveLength(1);
       const argv = readFileSync(`/proc/${children[0]}/cmdline`, 'utf8').replace(/\0$/, '').split('\0');
-      expect(argv).toContain('--max-semi-space-size=4');
+      expect(argv).toContain('--max-semi-space-size=8');
       expect(argv).toContain('--max-old-space-size=384');
       expect(argv).toContain(BIN);
       expect(argv.slice(-2)).toEqual(['--headless', '--ascii']);

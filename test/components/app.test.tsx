@@ -60,9 +60,9 @@ describe.each([
 test('the wide layout shows every column (rule, errno, reason, VRAM, temperature)', async () => {
   const { frame } = await open(200, 50);
   const f = frame();
-  expect(f).toContain('baseline/deny-metadata');
+  expect(f).toContain('metadata/0');
   expect(f).toContain('EROFS');
-  expect(f).toContain('read_only:/usr');
+  expect(f).toContain('read_only: /usr');
   expect(f).toContain('pii-stays-local');
   expect(f).toMatch(/VRAM0\s+█+.?\s+24\.0G\/80\.0G/);
   expect(f).toContain('52°C');

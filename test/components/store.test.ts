@@ -25,7 +25,7 @@ describe('TuiStore batching', () => {
     expect(store.getSnapshot().filesystem).toHaveLength(0);
     fire();
     expect(notified).toBe(1);
-    expect(store.getSnapshot().filesystem.map((r) => r.path)).toEqual(['-', '/usr/lib/node_modules/evil', '/etc/shadow']);
+    expect(store.getSnapshot().filesystem.map((r) => r.path)).toEqual(['/etc/hosts', '/usr/lib/node_modules/evil', '/etc/shadow']);
   });
 
   test('a pane slice keeps its identity when a batch does not touch it', () => {

@@ -8,7 +8,8 @@ import type { Command } from 'commander';
 export interface CommandModule {
   register(program: Command): void;
   /**
-   * Arguments to run when `nemoclaw-tui` is started with no command (only global options).
+   * Arguments to run when `nemoclaw-tui` is started with no command (only global options and the
+   * options of that default command, e.g. `nemoclaw-tui --ascii`).
    * The LAST module in the list that sets this wins (the TUI module sets `['tui']`).
    */
   defaultArgs?: string[];
@@ -47,10 +48,10 @@ export const commandModules: CommandModuleEntry[] = [
   lazy({ commands: ['onboard'] }, async () => (await import('./onboard.js')).onboardCommands),
   lazy({ commands: ['service'] }, async () => (await import('./service.js')).serviceCommands),
   lazy({ commands: ['exec', 'connect'] }, async () => (await import('./exec.js')).execCommands),
-  // The TUI keeps V8's heap small (a 4 MB young generation; an old-space ceiling, which also makes
-  // V8 grow the heap in smaller steps): peak RSS ~130 MB instead of ~280 MB at 10k events/s (bench/tui.ts).
+  // The TUI keeps V8's heap small (an 8 MB young generation; an old-space ceiling, which also makes
+  // V8 grow the heap in smaller steps): peak RSS ~140 MB instead of ~270 MB at 10k events/s (bench/tui.ts).
   lazy(
-    { commands: ['tui', '__bridge'], defaultArgs: ['tui'], nodeFlags: { tui: ['--max-semi-space-size=4', '--max-old-space-size=384'] } },
+    { commands: ['tui', '__bridge'], defaultArgs: ['tui'], nodeFlags: { tui: ['--max-semi-space-size=8', '--max-old-space-size=384'] } },
     async () => (await import('./tui.js')).tuiCommands,
   ),
   lazy({ commands: ['pending', 'approve', 'deny'] }, async () => (await import('./approvals.js')).approvalsCommands),
