@@ -56,6 +56,62 @@ describe('TuiStore batching', () => {
     store.dispose();
   });
 
+  test('a request line is never shown as a verdict; its decision row carries its method and path', () => {
+    const store = new TuiStore({ batchMs: 1000 });
+    store.pushAll(fixture('network'));
+    store.flush();
+    const history = store.getSnapshot().network.history;
+    expect(history.map((r) => `${r.verdict} ${r.host} ${r.method} ${r.path}`)).toEqual([
+      'allow github.com CONNECT -',
+      'deny 169.254.169.254 GET /latest/meta-data/',
+      'allow registry.npmjs.org GET /left-pad',
+    ]);
+    store.dispose();
+  });
+
+  test("an operator's decision row names the request, who decided and after how long", () => {
+    const store = new TuiStore({ batchMs: 1000 });
+    store.pushAll(fixture('network'));
+    store.push({ kind: 'approval.decision', ts: '2026-11-22T10:00:00Z', id: 'p-1', pending_id: 'p-1', decision: 'once', by: 'tui', latency_ms: 4200, host: 'api.example.test', port: 8443 });
+    store.push({ kind: 'approval.decision', ts: '2026-11-22T10:00:01Z', id: 'p-2', pending_id: 'p-2', decision: 'deny', by: 'timeout', reason: 'approval_timeout', latency_ms: 120000, host: 'telemetry.vendor.test', port: 443 });
+    store.flush();
+    const [timedOut, once] = store.getSnapshot().network.history;
+    expect(once).toMatchObject({ verdict: 'once', method: 'POST', path: '/v1/upload', reason: 'by tui after 4.2 s' });
+    expect(timedOut).toMatchObject({ verdict: 'timeout', method: 'CONNECT', reason: 'by timeout after 120.0 s' });
+    expect(store.getSnapshot().network.held).toHaveLength(0);
+    store.dispose();
+  });
+
+  test('a backlog that spans a restart ends in the state of the newest start', () => {
+    const store = new TuiStore({ batchMs: 1000 });
+    store.push({ kind: 'sandbox.lifecycle', action: 'supervisor.start' });
+    store.push({ kind: 'sandbox.lifecycle', action: 'supervisor.stop', reason: 'shutdown requested' });
+    store.push({ kind: 'sandbox.lifecycle', action: 'supervisor.start' });
+    store.flush();
+    expect(store.getSnapshot().header.state).toBe('running');
+    store.dispose();
+  });
+
+  test('audited minute summaries (what a backlog replays) fill the meters until live samples come', () => {
+    const store = new TuiStore({ batchMs: 1000 });
+    store.push({ kind: 'proc.sample', id: 'proc', summary: { window_ms: 60019, samples: 3, cpu_avg_pct: 12.5, cpu_max_pct: 40, rss_max_bytes: 11841536, pids_max: 2 } });
+    store.push({ kind: 'gpu.sample', id: 'gpu', summary: { window_ms: 60000, samples: 60, gpus: [{ index: 0, uuid: 'GPU-0', name: 'NVIDIA H100', util_gpu_avg_pct: 30, mem_used_max_mib: 4096, mem_total_mib: 81920, temp_max_c: 40 }] } });
+    store.flush();
+    const m = store.getSnapshot().meters;
+    expect(m.proc).toMatchObject({ cpu: 12.5, rss: 11841536, pids: 2 });
+    expect(m.gpus[0]?.reading).toMatchObject({ util: 0.3, memUsed: 4096, memTotal: 81920, temp: 40 });
+    store.dispose();
+  });
+
+  test('a sandboxed command shows its command line and exit code in the agent tail', () => {
+    const store = new TuiStore({ batchMs: 1000 });
+    store.push({ kind: 'sandbox.lifecycle', id: 's-1', phase: 'starting', role: 'exec', command: ['curl', '-s', 'http://x.test/'] });
+    store.push({ kind: 'sandbox.lifecycle', id: 's-1', phase: 'exited', role: 'exec', code: 0, exit_code: 0 });
+    store.flush();
+    expect(store.getSnapshot().agent.map((r) => `${r.stream} ${r.line}`)).toEqual(['exec exited (exit 0)', 'exec starting: curl -s http://x.test/']);
+    store.dispose();
+  });
+
   test('the authoritative pending list replaces what events suggested', () => {
     const store = new TuiStore({ batchMs: 1000 });
     store.pushAll(fixture('network'));

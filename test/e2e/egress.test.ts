@@ -229,11 +229,11 @@ setTimeout(()=>{console.log('timeout '+done+' '+JSON.stringify(codes));process.e
     let prompts: Pending[] = [];
     for (let i = 0; i < 600; i++) {
       const r = await runCli(['pending', '--json'], { home: d.home });
-      prompts = (JSON.parse(r.stdout) as Pending[]).filter(isH);
+      if (r.code === 0) prompts = (JSON.parse(r.stdout) as Pending[]).filter(isH);
       if (prompts.reduce((n, p) => n + p.waiters, 0) >= N) break;
       await new Promise((res) => setTimeout(res, 100));
     }
-    expect(prompts.map((p) => p.host).sort()).toEqual(['h1.test', 'h2.test', 'h3.test']);
+    expect(prompts.map((p) => p.host).sort(), JSON.stringify(prompts)).toEqual(['h1.test', 'h2.test', 'h3.test']);
     expect(prompts.reduce((n, p) => n + p.waiters, 0)).toBe(N);
     for (const p of prompts) expect((await runCli(['approve', p.id], { home: d.home })).code).toBe(0);
     const r = await run;
