@@ -96,7 +96,9 @@ function splitRequest(ev: Record<string, unknown>): { method: string; path: stri
   const summary = field(ev, 'request');
   if (typeof summary !== 'string') return { method, path };
   const sp = summary.indexOf(' ');
-  return sp < 0 ? { method: summary, path: MISSING } : { method: summary.slice(0, sp), path: summary.slice(sp + 1) };
+  // `CONNECT host:port` repeats the host column: a tunnel has no path of its own.
+  if (sp < 0 || summary.slice(0, sp) === 'CONNECT') return { method: sp < 0 ? summary : 'CONNECT', path: MISSING };
+  return { method: summary.slice(0, sp), path: summary.slice(sp + 1) };
 }
 
 export function heldRowFromEvent(ev: TuiEvent): HeldRow | undefined {

@@ -30,8 +30,24 @@ function columnsFor(width: number, ascii: boolean): Column<InferenceRow>[] {
   cols.push({ title: 'TOKENS', width: 9, align: 'right', value: (r) => r.tokens });
   cols.push({ title: 'TTFT', width: 6, align: 'right', value: (r) => r.ttft });
   if (width >= 100) cols.push({ title: 'TOTAL', width: 7, align: 'right', value: (r) => r.total });
-  cols.push({ title: 'STATUS', width: 6, value: (r) => r.status });
+  cols.push({ title: 'STATUS', width: 7, value: (r) => statusLabel(r.status) });
   return flex(cols, width - 2);
+}
+
+/** The router's outcomes, short enough for the column (the detail view has the full record). */
+const STATUS_LABELS: Record<string, string> = {
+  budget_exceeded: 'budget',
+  budget_cut: 'cut:bdg',
+  rate_limited: 'rate',
+  no_route: 'noroute',
+  unauthenticated: 'noauth',
+  upstream_error: 'upstrm',
+  client_abort: 'aborted',
+  format_mismatch: 'format',
+};
+
+export function statusLabel(status: string): string {
+  return STATUS_LABELS[status] ?? status;
 }
 
 function statusColor(theme: Theme, status: string): string | undefined {

@@ -30,6 +30,13 @@ interface Cells {
   rule: string;
 }
 
+const WIDE_BINARY = 20;
+
+/** The full path when it fits the wide column, else the name (the detail view has the path). */
+function binaryCell(binary: string, wide: boolean): string {
+  return wide && binary.length <= WIDE_BINARY ? binary : basename(binary);
+}
+
 function cells(item: NetworkItem, now: number, wide: boolean): Cells {
   if (item.type === 'held') {
     const r = item.row;
@@ -37,7 +44,7 @@ function cells(item: NetworkItem, now: number, wide: boolean): Cells {
       time: r.heldAt === undefined ? '-' : duration(now - r.heldAt),
       verdict: r.hits > 1 ? `HELD×${r.hits}` : 'HELD',
       hostPort: `${r.host}:${r.port}`,
-      binary: wide ? r.binary : basename(r.binary),
+      binary: binaryCell(r.binary, wide),
       method: r.method,
       path: r.path,
       rule: 'awaiting you',
@@ -48,7 +55,7 @@ function cells(item: NetworkItem, now: number, wide: boolean): Cells {
     time: clockTime(r.ts),
     verdict: r.verdict,
     hostPort: `${r.host}:${r.port}`,
-    binary: wide ? r.binary : basename(r.binary),
+    binary: binaryCell(r.binary, wide),
     method: r.method,
     path: r.path,
     rule: r.rule !== '-' ? r.rule : r.reason,
@@ -61,7 +68,7 @@ function columnsFor(width: number): Column<Cells>[] {
     { title: 'TIME/AGE', width: 8, value: (c) => c.time },
     { title: 'VERDICT', width: 11, value: (c) => c.verdict },
     { title: 'HOST:PORT', width: wide ? 32 : 22, value: (c) => c.hostPort },
-    { title: 'BINARY', width: wide ? 20 : 12, value: (c) => c.binary },
+    { title: 'BINARY', width: wide ? WIDE_BINARY : 12, value: (c) => c.binary },
     { title: 'METHOD', width: 7, value: (c) => c.method },
     { title: 'PATH', width: 0, value: (c) => c.path },
   ];

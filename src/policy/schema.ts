@@ -193,7 +193,10 @@ export const approvalsSchema = z
   })
   .prefault({});
 
-/** Permissive for now: the privacy router refines these in its own schema. */
+/**
+ * Only the outline here: the privacy router owns the precise schema (`validateInferencePolicy` in
+ * src/inference), which parsePolicy runs on this section and reports with file:line:col.
+ */
 export const inferenceSchema = z
   .looseObject({
     providers: z.record(z.string(), z.looseObject({})).default({}),

@@ -79,7 +79,7 @@ export interface ApprovalsPolicy {
   max_pending: number;
 }
 
-/** The router issue refines these; kept permissive here. */
+/** The section as written (validated at parse time by the router's schema; the router normalises it). */
 export interface InferencePolicy {
   providers: Record<string, Record<string, unknown>>;
   routes: Array<Record<string, unknown>>;

@@ -12,6 +12,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execa } from 'execa';
 import { startUpstream, type Upstream } from '../egress/harness.js';
@@ -110,7 +111,11 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  if (tmuxStarted) await execa('tmux', ['-L', SOCKET, 'kill-server'], { reject: false });
+  if (tmuxStarted) {
+    const socketPath = (await execa('tmux', ['-L', SOCKET, 'display-message', '-p', '#{socket_path}'], { reject: false })).stdout.trim();
+    await execa('tmux', ['-L', SOCKET, 'kill-server'], { reject: false });
+    if (socketPath.includes(SOCKET)) rmSync(socketPath, { force: true });
+  }
   await keeper?.kill();
   await d?.stop();
   await up?.close();

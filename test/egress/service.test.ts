@@ -4,6 +4,8 @@
  * decides. Upstreams are on loopback, so the supervisor runs with unsafeAllowLoopbackUpstreams.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { createEgressService } from '../../src/egress/index.js';
 import { makeTempHome, runCli, startTestSupervisor, type TestSupervisor } from '../helpers/supervisor.js';
 import { proxyConnect, proxyRequest, startEcho, startUpstream, testResolver } from './harness.js';
@@ -145,6 +147,34 @@ describe('egress service in a supervisor', () => {
     await closed;
     const revoked = await t.client.events({ kinds: ['net.decision'] });
     expect(revoked.some((e) => e.action === 'revoke' && e.host === 'allowed.test')).toBe(true);
+  });
+});
+
+describe('egress service: TLS termination material for the sandbox', () => {
+  it('makes the sandbox CA under the sandbox dir, offers its trust bundle, pre-mints leaves and reports it in status', async () => {
+    const home = await makeTempHome();
+    cleanups.push(() => home.cleanup());
+    const egress = createEgressService({ resolver });
+    const t = await startTestSupervisor({ home: home.dir, policyText: policy(4443), unsafeAllowLoopbackUpstreams: true, services: [() => egress] });
+    cleanups.push(() => t.stop());
+    const trust = egress.sandboxTrust();
+    expect(trust).toMatchObject({ source: join(t.paths.dir, 'trust'), target: '/opt/nemoclaw/trust' });
+    expect(trust!.env).toMatchObject({
+      NODE_EXTRA_CA_CERTS: '/opt/nemoclaw/trust/ca.pem',
+      SSL_CERT_FILE: '/opt/nemoclaw/trust/ca-bundle.pem',
+      REQUESTS_CA_BUNDLE: '/opt/nemoclaw/trust/ca-bundle.pem',
+      CURL_CA_BUNDLE: '/opt/nemoclaw/trust/ca-bundle.pem',
+      GIT_SSL_CAINFO: '/opt/nemoclaw/trust/ca-bundle.pem',
+    });
+    expect(readdirSync(trust!.source).sort()).toEqual(['ca-bundle.pem', 'ca.pem']);
+    expect(statSync(join(t.paths.dir, 'tls', 'ca.key')).mode & 0o777).toBe(0o600);
+    // rest.test (an L7 endpoint) and inference.local are minted ahead of the first CONNECT.
+    const status = (await t.client.status()) as { services: Record<string, { tls_termination?: { leaves_minted?: number } }> };
+    for (let i = 0; i < 100 && (status.services.egress?.tls_termination?.leaves_minted ?? 0) < 2; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      Object.assign(status, await t.client.status());
+    }
+    expect(status.services.egress?.tls_termination).toMatchObject({ ca_cert: join(t.paths.dir, 'trust', 'ca.pem'), leaves_minted: 2 });
   });
 });
 

@@ -6,8 +6,8 @@ import { EXIT, action, humanDuration, nameFlag } from '../util.js';
 import type { CommandModule } from './index.js';
 
 function describeWait(p: PendingView, now: number): string {
-  if (p.state === 'unattended') return 'refused (nobody attached)';
   const left = p.deadline === null ? 0 : Math.max(0, p.deadline - now);
+  if (p.state === 'unattended') return p.deadline === null ? 'refused (nobody attached)' : `refused (nobody attached), listed ${humanDuration(left)} more`;
   return `${p.waiters} waiting, ${humanDuration(left)} left`;
 }
 
