@@ -3,16 +3,20 @@
 //  2. CONNECT throughput vs direct
 //  3. 1,000 concurrent client connections held at once
 //  4. approval latency: from decide('once') to the first byte reaching the held client
+//  6. TLS termination (L7 on HTTPS): leaf minting cold vs cached, keep-alive GET and a new
+//     tunnel (CONNECT + handshake + GET) through the terminating proxy vs HTTPS direct
 //  5. new-connection latency with binary identity (~25 ms, simulated) awaited (before: every
 //     connection) vs looked up in the background (now: when no binaries[] rule covers the host)
 // Run: npx tsc -p . && node bench/proxy.ts   (tinyproxy: apt-get install -y tinyproxy)
 import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { connect, createServer as createNetServer, type Socket } from 'node:net';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createEgressProxy } from '../dist/src/egress/index.js';
+import { createEgressProxy, loadOrCreateSandboxCa } from '../dist/src/egress/index.js';
 
 const LATENCY_REQUESTS = 3000;
 const WARMUP = 300;
@@ -24,6 +28,8 @@ const APPROVALS = 60;
 const NEW_CONNECTIONS = 100;
 /** What a real identity lookup costs in the sandbox (nsenter + ss + /proc walks), measured in the issue. */
 const IDENTITY_MS = 25;
+const TLS_REQUESTS = 1000;
+const TLS_NEW_TUNNELS = 50;
 
 const clock = { now: () => Date.now(), monotonic: () => performance.now() };
 const approvalsPolicy = { mode: 'ask' as const, timeout: 60, when_unattended: 'hold' as const, max_pending: 10_000 };
@@ -333,6 +339,117 @@ async function main(): Promise<void> {
   ] as Array<[string, { p50: number; p99: number }]>) {
     process.stdout.write(`${name.padEnd(50)} ${v.p50.toFixed(3).padStart(8)} ${v.p99.toFixed(3).padStart(8)} ${(v.p50 - ncDirect.p50).toFixed(3).padStart(8)}\n`);
   }
+
+  // 6. TLS termination. The terminating proxy runs in this process (client and upstream too).
+  const sbxCa = await loadOrCreateSandboxCa({ privateDir: join(dir, 'sbx-tls'), trustDir: join(dir, 'sbx-trust'), sandboxName: 'bench' });
+  const pubCa = await loadOrCreateSandboxCa({ privateDir: join(dir, 'pub-tls'), trustDir: join(dir, 'pub-trust'), sandboxName: 'bench-public' });
+  const mintMs: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    const t0 = performance.now();
+    await sbxCa.contextFor(`mint-${i}.bench.test`);
+    mintMs.push(performance.now() - t0);
+  }
+  const cachedMs: number[] = [];
+  for (let i = 0; i < 1000; i++) {
+    const t0 = performance.now();
+    await sbxCa.contextFor('mint-0.bench.test');
+    cachedMs.push(performance.now() - t0);
+  }
+  mintMs.sort((a, b) => a - b);
+  cachedMs.sort((a, b) => a - b);
+  const upCtx = await pubCa.contextFor('bench.test');
+  const hs = createHttpsServer({ SNICallback: (_n, cb) => cb(null, upCtx), keepAliveTimeout: 60_000 }, (_req, res) => {
+    res.setHeader('Content-Length', body.length);
+    res.end(body);
+  });
+  await new Promise<void>((r) => hs.listen(0, '127.0.0.1', () => r()));
+  const hsPort = (hs.address() as { port: number }).port;
+  const restEndpoint = (q: { host: string; port: number }) => ({ host: q.host, ports: [q.port], protocol: 'rest', rules: [{ method: 'GET', path: '/**' }], deny_rules: [], allowed_ips: [] });
+  const tlsProxy = createEgressProxy({
+    decide: (q: { host: string; port: number }) => ({ verdict: 'allow', rule: 'bench/tls', reason: 'bench', endpoint: restEndpoint(q) }),
+    approvals: () => approvalsPolicy,
+    operatorsAttached: () => 1,
+    emit: () => void emitted++,
+    clock,
+    unsafeAllowLoopbackUpstreams: true,
+    resolver: async () => [{ address: '127.0.0.1', family: 4 }],
+    tls: sbxCa,
+    upstreamCa: pubCa.caCertPem,
+  });
+  const tlsPath = join(dir, 'tls.sock');
+  await tlsProxy.listen(tlsPath);
+  await sbxCa.contextFor('bench.test');
+  const overTls = (s: TLSSocket, text: string): Promise<void> =>
+    new Promise((resolve) => {
+      let buf = '';
+      const onData = (c: Buffer): void => {
+        buf += c.toString('latin1');
+        if (buf.includes('\r\n\r\n') && buf.endsWith(body)) {
+          s.removeListener('data', onData);
+          resolve();
+        }
+      };
+      s.on('data', onData);
+      s.write(text);
+    });
+  const tlsDirect = (): Promise<TLSSocket> =>
+    new Promise((resolve, reject) => {
+      const s = tlsConnect({ host: '127.0.0.1', port: hsPort, servername: 'bench.test', ca: pubCa.caCertPem }, () => resolve(s));
+      s.once('error', reject);
+    });
+  const tlsTunnel = async (): Promise<TLSSocket> => {
+    const raw = connect(tlsPath);
+    await new Promise<void>((r) => raw.once('connect', () => r()));
+    raw.write(`CONNECT bench.test:${hsPort} HTTP/1.1\r\nHost: bench.test:${hsPort}\r\n\r\n`);
+    await new Promise<void>((r) => raw.once('data', () => r()));
+    return new Promise((resolve, reject) => {
+      const s = tlsConnect({ socket: raw, servername: 'bench.test', ca: sbxCa.caCertPem }, () => resolve(s));
+      s.once('error', reject);
+    });
+  };
+  const tlsGet = `GET /item HTTP/1.1\r\nHost: bench.test:${hsPort}\r\n\r\n`;
+  const keepAliveRtts = async (open: () => Promise<TLSSocket>): Promise<number[]> => {
+    const s = await open();
+    for (let i = 0; i < WARMUP; i++) await overTls(s, tlsGet);
+    const out: number[] = [];
+    for (let i = 0; i < TLS_REQUESTS; i++) {
+      const t0 = performance.now();
+      await overTls(s, tlsGet);
+      out.push(performance.now() - t0);
+    }
+    s.destroy();
+    return out.sort((a, b) => a - b);
+  };
+  const newTunnelRtts = async (open: () => Promise<TLSSocket>): Promise<number[]> => {
+    const out: number[] = [];
+    for (let i = 0; i < TLS_NEW_TUNNELS; i++) {
+      const t0 = performance.now();
+      const s = await open();
+      await overTls(s, tlsGet);
+      out.push(performance.now() - t0);
+      s.destroy();
+    }
+    return out.sort((a, b) => a - b);
+  };
+  const kaDirect = await keepAliveRtts(tlsDirect);
+  const kaTunnel = await keepAliveRtts(tlsTunnel);
+  const ntDirect = await newTunnelRtts(tlsDirect);
+  const ntTunnel = await newTunnelRtts(tlsTunnel);
+  process.stdout.write(`\n6. TLS termination (proxy in this process), leaf mint: cold p50 ${pct(mintMs, 50).toFixed(1)} ms (openssl), cached p50 ${(pct(cachedMs, 50) * 1000).toFixed(1)} µs\n`);
+  process.stdout.write(`${'path (ms)'.padEnd(50)} ${'p50'.padStart(8)} ${'p99'.padStart(8)} ${'+p50'.padStart(8)} ${'+p99'.padStart(8)}\n`);
+  for (const [name, v, base] of [
+    [`keep-alive GET, HTTPS direct (${TLS_REQUESTS})`, kaDirect, kaDirect],
+    ['keep-alive GET, terminated + re-originated', kaTunnel, kaDirect],
+    [`new connection + handshake + GET, direct (${TLS_NEW_TUNNELS})`, ntDirect, ntDirect],
+    ['new CONNECT + handshake + GET, terminated', ntTunnel, ntDirect],
+  ] as Array<[string, number[], number[]]>) {
+    process.stdout.write(
+      `${name.padEnd(50)} ${pct(v, 50).toFixed(3).padStart(8)} ${pct(v, 99).toFixed(3).padStart(8)} ${(pct(v, 50) - pct(base, 50)).toFixed(3).padStart(8)} ${(pct(v, 99) - pct(base, 99)).toFixed(3).padStart(8)}\n`,
+    );
+  }
+  await tlsProxy.close();
+  hs.closeAllConnections();
+  hs.close();
 
   process.stdout.write(`\ngoals: +p50 <= 0.2 ms, +p99 <= 1 ms over direct; CONNECT >= 70% of direct; ${CONCURRENT} connections without errors; approval <= 50 ms\n`);
   process.stdout.write(`(events emitted and counted, not written: ${emitted})\n`);

@@ -2,7 +2,9 @@
  * TUI under load: 10k events/s for 10 s into the real UI (dist/components/run.js) running in a
  * real pseudo-terminal of 80x24 (a tmux pane). Reports CPU % of one core, frames/s, peak RSS and
  * bytes written per second, for a baseline (events flushed every tick, Ink defaults: 30 fps,
- * whole-frame redraws) and ours (80 ms batches, 12 fps, changed lines only), with ratios.
+ * whole-frame redraws) and ours (80 ms batches, 12 fps, changed lines only), the latter both
+ * without and with the V8 flags the launcher (bin/nemoclaw-tui.js) gives the TUI process
+ * (`nodeFlagsFor(['tui'])`: a small young generation), with ratios.
  *
  *   npx tsc -p . && node bench/tui.ts            (needs tmux)
  */
@@ -116,11 +118,12 @@ async function child(variant: string, outFile: string): Promise<void> {
   writeFileSync(outFile, JSON.stringify(result));
 }
 
-function runVariant(variant: string, dir: string): Result {
+function runVariant(variant: string, dir: string, nodeFlags: string[] = []): Result {
   const out = join(dir, `${variant}.json`);
   const sock = join(dir, `tmux-${variant}.sock`);
   const script = new URL(import.meta.url).pathname;
-  const cmd = [process.execPath, script, '--child', variant, out].map((a) => `'${a}'`).join(' ');
+  const childVariant = variant === 'launcher' ? 'ours' : variant;
+  const cmd = [process.execPath, ...nodeFlags, script, '--child', childVariant, out].map((a) => `'${a}'`).join(' ');
   execFileSync('tmux', ['-S', sock, 'new-session', '-d', '-x', '80', '-y', '24', '-s', variant, `env LANG=C.UTF-8 TERM=xterm-256color ${cmd}`]);
   const deadline = Date.now() + (SECONDS + 20) * 1000;
   while (!existsSync(out) && Date.now() < deadline) spawnSync('sleep', ['0.5']);
@@ -138,8 +141,12 @@ if (process.argv[2] === '--child') {
   }
   const dir = mkdtempSync(join(tmpdir(), 'bench-tui-'));
   try {
+    // The flags the real launcher adds for `nemoclaw-tui` (the default command).
+    const { nodeFlagsFor } = (await import('../dist/src/cli/main.js')) as typeof import('../src/cli/main.js');
+    const tuiFlags = nodeFlagsFor(['tui']);
     const base = runVariant('baseline', dir);
-    const ours = runVariant('ours', dir);
+    const plain = runVariant('ours', dir);
+    const ours = runVariant('launcher', dir, tuiFlags);
     const rows: Array<[string, (r: Result) => number, string, string]> = [
       ['events/s fed', (r) => r.events / r.seconds, '', '10000'],
       ['CPU % of one core', (r) => r.cpuPct, '%', '<= 30'],
@@ -147,12 +154,13 @@ if (process.argv[2] === '--child') {
       ['peak RSS MB', (r) => r.rssMb, '', '<= 150'],
       ['bytes written/s', (r) => r.bytesPerSec, '', ''],
     ];
-    console.log(`TUI, 80x24 tmux pane, ${RATE} events/s for ${SECONDS} s (after 1 s warm-up)`);
-    console.log(`${'metric'.padEnd(20)} ${'baseline'.padStart(12)} ${'ours'.padStart(12)} ${'ours/base'.padStart(10)}  goal`);
+    console.log(`TUI, 80x24 tmux pane, ${RATE} events/s for ${SECONDS} s (after 1 s warm-up); launcher flags: ${tuiFlags.join(' ') || '(none)'}`);
+    console.log(`${'metric'.padEnd(20)} ${'baseline'.padStart(12)} ${'ours'.padStart(12)} ${'ours+flags'.padStart(12)} ${'+flags/base'.padStart(11)}  goal`);
     for (const [name, get, , goal] of rows) {
       const b = get(base);
+      const p = get(plain);
       const o = get(ours);
-      console.log(`${name.padEnd(20)} ${b.toFixed(1).padStart(12)} ${o.toFixed(1).padStart(12)} ${(b > 0 ? o / b : NaN).toFixed(2).padStart(10)}  ${goal}`);
+      console.log(`${name.padEnd(20)} ${b.toFixed(1).padStart(12)} ${p.toFixed(1).padStart(12)} ${o.toFixed(1).padStart(12)} ${(b > 0 ? o / b : NaN).toFixed(2).padStart(11)}  ${goal}`);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -185,7 +185,8 @@ export class TuiStore {
   private budget: BudgetReading | undefined;
   private readonly tpmSeries: Series;
   private budgetExceeded: string | undefined;
-  private lastUsage: { t: number; used: number } | undefined;
+  /** (time, tokens used) of recent budget updates, for tokens in the last minute. */
+  private usage: Array<{ t: number; used: number }> = [];
   private noGpu: string | undefined;
   /**
    * Method and path of recent requests, by request id (net.request) and by pending id (net.held):
@@ -314,7 +315,10 @@ export class TuiStore {
   }
 
   setBudget(budget: Record<string, unknown>): void {
-    this.budget = budgetReading(budget);
+    const reading = budgetReading(budget);
+    // GET /v1/budget reports usage, not a rate: keep the rate derived from the live updates.
+    if (reading.tokensPerMin === undefined) reading.tokensPerMin = this.budget?.tokensPerMin;
+    this.budget = reading;
     this.budgetExceeded = undefined;
     this.commit(new Set(['meters']));
   }
@@ -413,13 +417,7 @@ export class TuiStore {
         const reading = budgetReading(ev);
         const t = ev.ts ? Date.parse(ev.ts) : NaN;
         const used = reading.windows.find((w) => w.window === 'day')?.tokensUsed ?? reading.windows[0]?.tokensUsed;
-        if (reading.tokensPerMin === undefined && used !== undefined && !Number.isNaN(t)) {
-          // The router reports usage, not a rate: derive tokens/min from consecutive updates.
-          const prev = this.lastUsage;
-          if (prev && t > prev.t && used >= prev.used) reading.tokensPerMin = ((used - prev.used) * 60_000) / (t - prev.t);
-          else if (prev) reading.tokensPerMin = this.budget?.tokensPerMin;
-          this.lastUsage = { t, used };
-        }
+        if (reading.tokensPerMin === undefined && used !== undefined && !Number.isNaN(t)) reading.tokensPerMin = this.tokensInLastMinute(t, used);
         this.budget = reading;
         this.tpmSeries.push(reading.tokensPerMin);
         changed.add('meters');
@@ -456,6 +454,24 @@ export class TuiStore {
       default:
         return;
     }
+  }
+
+  /**
+   * The router reports usage, not a rate: tokens used over the last minute of updates. A burst of
+   * calls a few milliseconds apart is not extrapolated to a per-minute rate; a span longer than a
+   * minute is scaled down to one.
+   */
+  private tokensInLastMinute(t: number, used: number): number | undefined {
+    const last = this.usage.at(-1);
+    if (last && (used < last.used || t < last.t)) this.usage = []; // the window reset (or a restart)
+    this.usage.push({ t, used });
+    // Keep one sample at or before the minute's start as the anchor.
+    while (this.usage.length > 2 && this.usage[1]!.t <= t - 60_000) this.usage.shift();
+    if (this.usage.length > 240) this.usage.splice(1, this.usage.length - 240);
+    const anchor = this.usage[0]!;
+    if (anchor === this.usage.at(-1)) return this.budget?.tokensPerMin;
+    const span = t - anchor.t;
+    return span > 60_000 ? ((used - anchor.used) * 60_000) / span : used - anchor.used;
   }
 
   private rememberRequest(key: string, row: { method: string; path: string }): void {

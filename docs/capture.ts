@@ -1,82 +1,105 @@
 /**
- * Regenerates the text captures in docs/tui.md: runs the real UI (dist/components/run.js) in a
- * tmux pane at 80x24 and 200x50, fed with the recorded event streams of the component tests,
- * and stores `tmux capture-pane` output.
+ * Regenerates the text captures in docs/tui.md from the real UI attached to a live supervisor:
+ * a temporary $NEMOCLAW_HOME runs the drill blueprint (a scripted agent with a local stub model
+ * that walks through every guard), one of its walks completes (its unknown host approved from
+ * the CLI), then a sandboxed curl asks for a host no rule mentions and is held. While it is held,
+ * `nemoclaw-tui` runs in tmux at 80x24 and 200x50 and `tmux capture-pane` stores both screens.
+ * Afterwards the held request is denied and the supervisor stopped (`down`).
  *
- *   npx tsc -p . && node docs/capture.ts
+ *   npx tsc -p . && node docs/capture.ts          (needs tmux, bwrap; about 30 s)
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
-const FIXTURES = ['agent', 'inference', 'filesystem', 'network', 'meters'];
+const BIN = join(root, 'bin', 'nemoclaw-tui.js');
+const home = mkdtempSync('/tmp/nct-capture-');
+const env = { ...process.env, NEMOCLAW_HOME: home, NO_COLOR: '1' };
+const SOCKET = `nct-capture-${process.pid}`;
+const HELD_URL = 'http://downloads.example.test/models/weights.bin';
 
-/** The fixtures end at 2026-11-22T10:00Z; shift them so ages and uptime read naturally today. */
-const SHIFT = Date.now() - Date.parse('2026-11-22T10:00:05.000Z');
-const shifted = (ts: unknown) => (typeof ts === 'string' ? new Date(Date.parse(ts) + SHIFT).toISOString() : ts);
-
-function events(): Record<string, unknown>[] {
-  return FIXTURES.flatMap((f) =>
-    readFileSync(join(root, 'test/components/fixtures', `${f}.jsonl`), 'utf8')
-      .split('\n')
-      .filter((l) => l.trim())
-      .map((l) => JSON.parse(l) as Record<string, unknown>)
-      .map((e) => ({ ...e, ts: shifted(e.ts) })),
-  );
+function cli(...args: string[]): string {
+  return execFileSync(process.execPath, [BIN, ...args], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-async function child(): Promise<void> {
-  const { runTui } = (await import('../dist/components/run.js')) as typeof import('../components/run.js');
-  const evs = events();
-  const held = evs.filter((e) => e.kind === 'net.held' && e.joined === false);
-  await runTui({
-    name: 'demo',
-    client: {
-      status: async () => ({ name: 'demo', state: 'running', policy: { revision: 4 }, started_at: shifted('2026-11-22T08:55:00.000Z') }),
-      pending: async () => held.map((e) => ({ ...e, id: e.pending_id, created_at: e.ts, waiters: e.pending_id === 'p-2' ? 2 : 1 })),
-      decide: async () => undefined,
-      policy: async () => ({ revision: 4, yaml: '', history: [] }),
-      budget: async () => undefined,
-      raiseBudget: async () => '',
-      follow(h, signal) {
-        for (const e of evs) h.onEvent(e as never);
-        h.onOpen?.(); // like the real client: backlog first, then GET /v1/pending
-        return new Promise((r) => signal.addEventListener('abort', () => r()));
-      },
-    },
-  });
+function sleep(ms: number): void {
+  spawnSync('sleep', [String(ms / 1000)]);
 }
 
-function capture(columns: number, rows: number, dir: string): string {
-  const sock = join(dir, `tmux-${columns}x${rows}.sock`);
-  const cmd = `env LANG=C.UTF-8 TERM=xterm-256color '${process.execPath}' '${new URL(import.meta.url).pathname}' --child`;
-  execFileSync('tmux', ['-S', sock, 'new-session', '-d', '-x', String(columns), '-y', String(rows), '-s', 'cap', cmd]);
-  spawnSync('sleep', ['2.5']);
-  const text = execFileSync('tmux', ['-S', sock, 'capture-pane', '-p', '-t', 'cap'], { encoding: 'utf8' });
-  spawnSync('tmux', ['-S', sock, 'kill-server']);
-  return text.replace(/\s+$/gm, '');
+function until<T>(what: string, timeoutMs: number, probe: () => T | undefined): T {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`capture: ${what} did not happen within ${timeoutMs / 1000} s (home ${home})`);
+    sleep(300);
+  }
 }
 
-if (process.argv[2] === '--child') {
-  await child();
-} else {
-  const dir = mkdtempSync(join(tmpdir(), 'tui-capture-'));
+function pending(): Array<{ id: string; host: string }> {
+  return JSON.parse(cli('pending', '--json')) as Array<{ id: string; host: string }>;
+}
+
+function tmux(...args: string[]): string {
+  return execFileSync('tmux', ['-L', SOCKET, ...args], { encoding: 'utf8' });
+}
+
+function tuiCommand(): string[] {
+  return ['env', `NEMOCLAW_HOME=${home}`, 'LANG=C.UTF-8', 'TERM=xterm-256color', `PATH=${process.env.PATH ?? '/usr/bin:/bin'}`, process.execPath, BIN];
+}
+
+const curls: ChildProcess[] = [];
+let small = '';
+let large = '';
+try {
+  cli('up', '--blueprint', 'drill');
+  // The drill's first walk: approve its unknown host from the CLI, then let it run to the end
+  // (file violations, PII redaction, a blocked secret, the token budget running out).
+  const first = until('the drill\'s held request', 30_000, () => pending()[0]);
+  cli('approve', first.id);
+  until('the drill\'s first walk', 90_000, () => (cli('logs', '-n', '400').includes('walk complete') ? true : undefined));
+  // Two sandboxed requests for a host no rule mentions: one prompt, two waiters (HELD×2).
+  for (let i = 0; i < 2; i++) {
+    curls.push(spawn(process.execPath, [BIN, 'run', '--', 'curl', '-s', '-x', 'http://127.0.0.1:3128', HELD_URL], { env, stdio: 'ignore' }));
+  }
+  until('the held request', 30_000, () => (pending().some((p) => p.host === 'downloads.example.test') ? true : undefined));
+  sleep(1000);
+
+  tmux('-f', '/dev/null', 'new-session', '-d', '-x', '80', '-y', '24', '-s', 'small', ...tuiCommand());
+  tmux('new-session', '-d', '-x', '200', '-y', '50', '-s', 'large', ...tuiCommand());
+  const shows = (s: string) => s.includes('connected') && s.includes('HELD');
+  until('both captures', 20_000, () => (shows(tmux('capture-pane', '-p', '-t', 'small')) && shows(tmux('capture-pane', '-p', '-t', 'large')) ? true : undefined));
+  sleep(1500); // one more tick of the meters and ages
+  small = tmux('capture-pane', '-p', '-t', 'small').replace(/\s+$/gm, '');
+  large = tmux('capture-pane', '-p', '-t', 'large').replace(/\s+$/gm, '');
+} finally {
+  const socketPath = spawnSync('tmux', ['-L', SOCKET, 'display-message', '-p', '#{socket_path}'], { encoding: 'utf8' }).stdout.trim();
+  spawnSync('tmux', ['-L', SOCKET, 'kill-server']);
+  if (socketPath.includes(SOCKET)) rmSync(socketPath, { force: true });
   try {
-    const small = capture(80, 24, dir);
-    const large = capture(200, 50, dir);
-    writeFileSync(join(root, 'docs/tui-80x24.txt'), small + '\n');
-    writeFileSync(join(root, 'docs/tui-200x50.txt'), large + '\n');
-    const page = `# The TUI
+    for (const p of pending()) cli('deny', p.id);
+  } catch {
+    // the supervisor is gone already
+  }
+  for (const c of curls) if (c.exitCode === null) c.kill();
+  spawnSync(process.execPath, [BIN, 'down'], { env, stdio: 'ignore' });
+  rmSync(home, { recursive: true, force: true });
+}
+
+writeFileSync(join(root, 'docs/tui-80x24.txt'), small + '\n');
+writeFileSync(join(root, 'docs/tui-200x50.txt'), large + '\n');
+const page = `# The TUI
 
 \`nemoclaw-tui\` (no arguments) attaches this full-screen UI to the supervisor of the default
 sandbox, starting it first when none runs. \`q\` (or Ctrl-C) detaches; the supervisor and the agent
 keep running, and \`nemoclaw-tui\` attaches again with the history.
 
-Captures below are \`tmux capture-pane\` text of the real UI fed with the recorded event streams of
-the component tests (\`test/components/fixtures/*.jsonl\`). Regenerate them with
-\`npx tsc -p . && node docs/capture.ts\`.
+Captures below are \`tmux capture-pane\` text of the real UI attached to a live supervisor running
+the drill blueprint (a scripted agent with a local stub model): one walk through every guard has
+completed (its unknown host approved from the CLI, files refused, PII redacted, a secret blocked,
+the hourly token budget spent), and a sandboxed \`curl\` (run twice) is held for
+\`downloads.example.test\`. Regenerate them with \`npx tsc -p . && node docs/capture.ts\`.
 
 ## 80x24
 
@@ -127,9 +150,5 @@ pane) read with \`useSyncExternalStore\`; lists are sliced to the visible rows; 
 are redrawn. The alternate screen is always left on exit, signal or crash. Losing the supervisor
 shows a banner and the UI reconnects, resuming after the last event it saw.
 `;
-    writeFileSync(join(root, 'docs/tui.md'), page);
-    console.log('wrote docs/tui.md, docs/tui-80x24.txt, docs/tui-200x50.txt');
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
+writeFileSync(join(root, 'docs/tui.md'), page);
+console.log('wrote docs/tui.md, docs/tui-80x24.txt, docs/tui-200x50.txt');

@@ -25,7 +25,7 @@ function columnsFor(width: number, ascii: boolean): Column<InferenceRow>[] {
   ];
   if (width >= 100) cols.push({ title: 'RULE', width: width >= 115 ? 18 : 12, value: (r) => r.rule });
   if (width >= 140) cols.push({ title: 'REASON', width: 20, value: (r) => r.reason });
-  cols.push({ title: 'ENTITIES', width: width >= 140 ? 16 : 9, value: (r) => r.entities });
+  cols.push({ title: 'ENTITIES', width: width >= 140 ? 16 : 8, value: (r) => r.entities });
   cols.push({ title: 'RED', width: 3, align: 'right', value: (r) => r.redactions });
   cols.push({ title: 'TOKENS', width: 9, align: 'right', value: (r) => r.tokens });
   cols.push({ title: 'TTFT', width: 6, align: 'right', value: (r) => r.ttft });

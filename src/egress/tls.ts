@@ -95,7 +95,7 @@ function opensslFailed(what: string, err: unknown): NemoclawError {
   const e = err as { code?: string; stderr?: string; message?: string };
   if (e.code === 'ENOENT') {
     return new NemoclawError('prerequisite_missing', `openssl is not installed, so the egress proxy cannot ${what}`, {
-      nextStep: 'apt-get install -y openssl   (or run `nemoclaw-tui doctor --fix`)',
+      nextStep: 'apt-get install -y openssl',
     });
   }
   return new NemoclawError('internal', `openssl could not ${what}: ${(e.stderr || e.message || String(err)).trim().slice(0, 300)}`, {

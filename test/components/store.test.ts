@@ -82,6 +82,36 @@ describe('TuiStore batching', () => {
     store.dispose();
   });
 
+  test('tokens/min counts the tokens of the last minute; a burst is not extrapolated', () => {
+    const store = new TuiStore({ batchMs: 1000 });
+    const update = (ts: string, tokens: number) => ({ kind: 'budget.update', ts, hour: { caps: { tokens: 20000 }, used: { tokens, usd: 0 } }, day: { caps: {}, used: { tokens, usd: 0 } } });
+    // 11 calls of ~2k tokens within half a second.
+    for (let i = 0; i <= 10; i++) store.push(update(`2026-11-22T10:00:00.${String(i * 50).padStart(3, '0')}Z`, 100 + i * 2000));
+    store.flush();
+    expect(store.getSnapshot().meters.budget?.tokensPerMin).toBe(20000);
+    // Two minutes later, 600 more tokens over the last two minutes: 300 per minute.
+    store.push(update('2026-11-22T10:02:00.500Z', 20700));
+    store.flush();
+    expect(store.getSnapshot().meters.budget?.tokensPerMin).toBe(300);
+    // The window resets: usage restarts, and so does the count.
+    store.push(update('2026-11-22T11:00:01.000Z', 50));
+    store.push(update('2026-11-22T11:00:31.000Z', 450));
+    store.flush();
+    expect(store.getSnapshot().meters.budget?.tokensPerMin).toBe(400);
+    store.dispose();
+  });
+
+  test('a budget snapshot from the control API keeps the tokens/min rate derived from live updates', () => {
+    const store = new TuiStore({ batchMs: 1000 });
+    store.pushAll(fixture('meters'));
+    store.flush();
+    const rate = store.getSnapshot().meters.budget?.tokensPerMin;
+    expect(rate).toBeGreaterThan(0);
+    store.setBudget({ hour: { caps: { tokens: 150000 }, used: { tokens: 42000, usd: 1.25 } }, day: { caps: { tokens: 1000000 }, used: { tokens: 42000, usd: 1.25 } } });
+    expect(store.getSnapshot().meters.budget).toMatchObject({ tokensPerMin: rate, windows: [{ window: 'hour', tokensCap: 150000 }, { window: 'day' }] });
+    store.dispose();
+  });
+
   test('a backlog that spans a restart ends in the state of the newest start', () => {
     const store = new TuiStore({ batchMs: 1000 });
     store.push({ kind: 'sandbox.lifecycle', action: 'supervisor.start' });

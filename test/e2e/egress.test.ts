@@ -6,7 +6,7 @@
  * told `--noproxy ''` because the sandbox exports NO_PROXY for loopback.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -122,9 +122,7 @@ beforeAll(async () => {
   });
   // The sandbox gets the sandbox CA (and the test CA) through its workdir.
   workdir = join(dir, 'workdir');
-  mkdtempSync(join(dir, 'x'));
-  rmSync(workdir, { recursive: true, force: true });
-  await execa('mkdir', ['-p', workdir]);
+  mkdirSync(workdir, { recursive: true });
   copyFileSync(join(d.home, 'sandboxes', 'default', 'trust', 'ca.pem'), join(workdir, 'sandbox-ca.pem'));
   copyFileSync(testCa.caCertPath, join(workdir, 'test-ca.pem'));
 }, 90_000);
