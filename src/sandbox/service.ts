@@ -16,6 +16,13 @@ import { FrameDecoder, encodeFrame, execSocketPath, type ExecStart, type ExecSta
 const FORWARDABLE = new Set<string>(['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGKILL', 'SIGWINCH', 'SIGCONT', 'SIGTSTP']);
 import { detectCgroups } from './limits.js';
 
+/** What the egress service's `sandboxTrust()` gives: the CA bundle to bind and the variables that point at it. */
+interface TrustBundle {
+  source: string;
+  target: string;
+  env: Record<string, string>;
+}
+
 export interface SandboxLaunchRequest {
   command: string[];
   workdir?: string;
@@ -120,6 +127,16 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
       ...(req.role ? { role: req.role } : {}),
       ...(joinTarget ? { joined: joinTarget.id } : {}),
     });
+    // The egress proxy terminates TLS for L7 endpoints with a per-sandbox CA: the sandbox must
+    // trust it (bundle bound read-only, the usual CA variables pointed at it). Structural lookup,
+    // so the sandbox does not import the egress part.
+    const trust = c
+      .service<SupervisorService & { sandboxTrust?(): TrustBundle | undefined }>('egress')
+      ?.sandboxTrust?.();
+    const env = trust ? { ...trust.env, ...(req.env ?? {}) } : req.env;
+    const readOnlyBinds = trust
+      ? [{ source: trust.source, target: trust.target }, ...(req.readOnlyBinds ?? [])]
+      : req.readOnlyBinds;
     let sb: RunningSandbox;
     try {
       sb = await driver.launch({
@@ -133,8 +150,8 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
         nodeBinary: opts.nodeBinary ?? process.execPath,
         stdio: req.stdio ?? 'pipe',
         ...(req.cwd ? { cwd: req.cwd } : {}),
-        ...(req.env ? { env: req.env } : {}),
-        ...(req.readOnlyBinds ? { readOnlyBinds: req.readOnlyBinds } : {}),
+        ...(env ? { env } : {}),
+        ...(readOnlyBinds ? { readOnlyBinds } : {}),
         ...(joinTarget ? { joinNetns: { pid: joinTarget.rootPid, netMode: joinTarget.netMode } } : {}),
         clock: () => c.clock.now(),
         onViolation: (v) => {

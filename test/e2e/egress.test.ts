@@ -239,12 +239,13 @@ setTimeout(()=>{console.log('timeout '+done+' '+JSON.stringify(codes));process.e
     expect(JSON.parse(r.stdout.trim())).toEqual({ 'HTTP/1.1 200': N });
   }, 150_000);
 
-  it('HTTPS to a rest endpoint is terminated with the sandbox CA: GET passes, POST gets the JSON 403', async () => {
-    const get = await curlInSandbox(`https://tls.test:${httpsPort}/repo`, ['--cacert', '/sandbox/sandbox-ca.pem']);
+  it('HTTPS to a rest endpoint is terminated with the sandbox CA, which the sandbox trusts on its own: GET passes, POST gets the JSON 403', async () => {
+    // No --cacert: curl finds the CA through CURL_CA_BUNDLE, set by the sandbox from the egress trust bundle.
+    const get = await curlInSandbox(`https://tls.test:${httpsPort}/repo`, []);
     const g = split(get.stdout);
     expect(g.code, get.stderr).toBe(200);
     expect(JSON.parse(g.body)).toMatchObject({ from: 'https-upstream', method: 'GET', url: '/repo' });
-    const post = await curlInSandbox(`https://tls.test:${httpsPort}/repo`, ['--cacert', '/sandbox/sandbox-ca.pem', '-X', 'POST', '-d', 'x']);
+    const post = await curlInSandbox(`https://tls.test:${httpsPort}/repo`, ['-X', 'POST', '-d', 'x']);
     const p = split(post.stdout);
     expect(p.code, post.stderr).toBe(403);
     expect(JSON.parse(p.body)).toMatchObject({ error: 'policy_denied', host: 'tls.test', port: httpsPort });
@@ -260,7 +261,7 @@ setTimeout(()=>{console.log('timeout '+done+' '+JSON.stringify(codes));process.e
   }, 90_000);
 
   it('https://inference.local reaches the privacy router', async () => {
-    const r = await curlInSandbox('https://inference.local/nemoclaw-probe', ['--cacert', '/sandbox/sandbox-ca.pem']);
+    const r = await curlInSandbox('https://inference.local/nemoclaw-probe', []);
     const { body, code } = split(r.stdout);
     expect(r.stderr).not.toMatch(/SSL|certificate/i);
     expect(code).toBe(404);

@@ -90,7 +90,8 @@ const EXPECTED: Record<string, string> = {
   // The unprivileged host uid (nemoclaw-sandbox when `doctor --fix` created it, else 65534).
   uid_inside: String(resolveSandboxIdentity('sandbox').uid),
   hostname: 'sandbox',
-  environment: 'ALL_PROXY,HOME,HTTPS_PROXY,HTTP_PROXY,LANG,NODE_USE_ENV_PROXY,NO_PROXY,PATH,PWD,all_proxy,http_proxy,https_proxy,no_proxy',
+  // Proxy variables, the CA-bundle variables of the egress trust bundle, and the policy's own: nothing from the host.
+  environment: 'ALL_PROXY,CURL_CA_BUNDLE,GIT_SSL_CAINFO,HOME,HTTPS_PROXY,HTTP_PROXY,LANG,NODE_EXTRA_CA_CERTS,NODE_USE_ENV_PROXY,NO_PROXY,PATH,PWD,REQUESTS_CA_BUNDLE,SSL_CERT_FILE,all_proxy,http_proxy,https_proxy,no_proxy',
   fork_bomb_stopped: 'errno:EAGAIN below-limit',
   memory_balloon_stopped: 'signal:9',
 };

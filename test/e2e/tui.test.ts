@@ -61,7 +61,20 @@ async function waitForScreen(what: string, ok: (text: string) => boolean, timeou
 
 /** The TUI as an operator would start it, in a 100x30 tmux pane that stays readable after exit. */
 async function attachTui(): Promise<void> {
-  const command = ['env', `NEMOCLAW_HOME=${d.home}`, 'LANG=C.UTF-8', 'TERM=xterm-256color', `PATH=${process.env.PATH ?? '/usr/bin:/bin'}`, process.execPath, BIN];
+  // A wrapper shell reports the exit status on the (remain-on-exit) pane; the arguments go through "$@".
+  const command = [
+    'env',
+    `NEMOCLAW_HOME=${d.home}`,
+    'LANG=C.UTF-8',
+    'TERM=xterm-256color',
+    `PATH=${process.env.PATH ?? '/usr/bin:/bin'}`,
+    'sh',
+    '-c',
+    '"$@"; echo "[nemoclaw-tui exited with $?]"',
+    'sh',
+    process.execPath,
+    BIN,
+  ];
   if (!tmuxStarted) {
     await tmux('-f', '/dev/null', 'new-session', '-d', '-x', String(COLUMNS), '-y', String(ROWS), '-s', SESSION, ...command, ';', 'set-option', '-t', SESSION, 'remain-on-exit', 'on');
     tmuxStarted = true;
@@ -71,10 +84,10 @@ async function attachTui(): Promise<void> {
   await waitForScreen('the attached panes', (s) => s.includes('connected') && s.includes('Network') && s.includes(' pending'));
 }
 
-async function paneDead(): Promise<{ dead: boolean; status: string }> {
-  const out = await tmux('display-message', '-p', '-t', SESSION, '#{pane_dead} #{pane_dead_status}');
-  const [dead, status] = out.trim().split(' ');
-  return { dead: dead === '1', status: status ?? '' };
+/** Waits for the TUI process to end and returns its exit status, as the wrapper shell printed it. */
+async function tuiExit(): Promise<string> {
+  const text = await waitForScreen('the TUI exiting', (s) => /\[nemoclaw-tui exited with \d+\]/.test(s), 10_000, true);
+  return /\[nemoclaw-tui exited with (\d+)\]/.exec(text)![1]!;
 }
 
 function policy(port: number): string {
@@ -159,9 +172,8 @@ describe('the TUI in tmux against a real supervisor and sandbox', () => {
 
     // q detaches (nothing is held, so it does not ask) and says the supervisor keeps running.
     await tmux('send-keys', '-t', SESSION, 'q');
-    await waitForScreen('the detach message', (s) => s.includes('detached from sandbox "default"'), 10_000, true);
-    const exit = await paneDead();
-    expect(exit).toEqual({ dead: true, status: '0' });
+    expect(await tuiExit()).toBe('0');
+    expect(await screen(true)).toContain('detached from sandbox "default"; the supervisor and the agent keep running');
 
     const status = await runCli(['status', '--json'], { home: d.home });
     expect(status.code, status.stderr).toBe(0);
@@ -177,8 +189,6 @@ describe('the TUI in tmux against a real supervisor and sandbox', () => {
     expect(onceLine).toMatch(/GET\s+\/held-by-tui/);
 
     await tmux('send-keys', '-t', SESSION, 'q');
-    const deadline = Date.now() + 10_000;
-    while (!(await paneDead()).dead && Date.now() < deadline) await new Promise((res) => setTimeout(res, 200));
-    expect((await paneDead()).dead).toBe(true);
+    await waitForScreen('the second exit', (s) => (s.match(/\[nemoclaw-tui exited with 0\]/g) ?? []).length === 2, 10_000, true);
   }, 120_000);
 });
