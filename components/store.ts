@@ -353,7 +353,14 @@ export class TuiStore {
       }
       case 'net.request': {
         // A request line is not a verdict (it may be held next): remember it for its decision row.
-        if (typeof ev.id === 'string') this.rememberRequest(ev.id, netRowFromEvent(ev));
+        const row = netRowFromEvent(ev);
+        if (typeof ev.id === 'string') this.rememberRequest(ev.id, row);
+        if (field(ev, 'tunnelled') === true) {
+          // Inside a tunnel the proxy already admitted, a request gets no decision of its own unless
+          // a method/path rule refuses it (that decision then replaces this row).
+          this.netHistory.push({ ...row, verdict: 'allow', reason: field(ev, 'tls') === true ? 'in an admitted TLS tunnel' : 'in an admitted tunnel' });
+          changed.add('network');
+        }
         return;
       }
       case 'net.decision':
@@ -369,7 +376,11 @@ export class TuiStore {
           row.method = line.method;
           row.path = line.path;
         }
-        this.netHistory.push(row);
+        const replaced =
+          ev.kind === 'net.decision' &&
+          typeof ev.id === 'string' &&
+          this.netHistory.replaceRecent((r) => r.raw.kind === 'net.request' && r.raw.id === ev.id && field(r.raw, 'tunnelled') === true, () => row, 64);
+        if (!replaced) this.netHistory.push(row);
         changed.add('network');
         return;
       }

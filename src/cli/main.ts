@@ -4,7 +4,7 @@
  * Returns the exit code (0 ok, 1 failure, 2 usage / invalid input); never calls process.exit.
  */
 import { Command, CommanderError, type Option } from 'commander';
-import { packageInfo } from '../control/version.js';
+import { packageInfo } from '../shared/package.js';
 import { commandModules, type CommandModule, type CommandModuleEntry, type LazyCommandModule } from './commands/index.js';
 import { EXIT, attachRunState, guardClosedPipes, printError, processIo, type CliIo } from './util.js';
 

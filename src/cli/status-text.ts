@@ -4,7 +4,8 @@
  * defensively, so a service that reports something new or odd still prints; services this file
  * does not know get a generic `key=value` line.
  */
-import type { SupervisorStatus } from '../control/client.js';
+import type { SupervisorStatus } from '../control/index.js';
+import { humanDuration, nameFlag } from './util.js';
 
 type Obj = Record<string, unknown>;
 
@@ -230,17 +231,6 @@ const RENDERERS: Record<string, ServiceRenderer> = {
   agent: agentLines,
 };
 
-function humanDuration(ms: number): string {
-  const s = Math.floor(ms / 1000);
-  const d = Math.floor(s / 86_400);
-  const h = Math.floor((s % 86_400) / 3_600);
-  const m = Math.floor((s % 3_600) / 60);
-  if (d > 0) return `${d}d ${h}h`;
-  if (h > 0) return `${h}h ${m}m`;
-  if (m > 0) return `${m}m ${s % 60}s`;
-  return `${s % 60}s`;
-}
-
 const LABEL_WIDTH = 11;
 
 function section(label: string, lines: string[]): string[] {
@@ -258,7 +248,7 @@ export function describeStatus(s: SupervisorStatus, opts: { daemonLog?: string }
     out.push('  !! UNSAFE: --unsafe-allow-loopback-upstreams is on: the egress proxy may dial loopback upstreams (tests only)');
   }
   const pending = num(obj(services.egress)?.pending) ?? 0;
-  if (pending > 0) out.push(`  !! ${plural(pending, 'request')} waiting for approval: nemoclaw-tui pending${s.name === 'default' ? '' : ` --name ${s.name}`}`);
+  if (pending > 0) out.push(`  !! ${plural(pending, 'request')} waiting for approval: nemoclaw-tui pending${nameFlag(s.name)}`);
   const p = s.policy;
   out.push(...section('policy', [p ? `revision ${p.revision} (sha256 ${p.sha256.slice(0, 12)}, by ${p.author} at ${p.time})` : 'unknown']));
   if (s.blueprint) {

@@ -5,6 +5,7 @@
  */
 import type { Command } from 'commander';
 import { ControlClient } from '../control/client.js';
+import type { LogsOptions } from '../headless/index.js';
 import { NemoclawError, describeError, isNemoclawError } from '../shared/errors.js';
 import { DEFAULT_SANDBOX_NAME, ensurePrivateDir, resolveHome, sandboxPaths, validateSandboxName, type SandboxPaths } from '../shared/home.js';
 
@@ -199,10 +200,29 @@ export function parseSince(value: string, now: number = Date.now()): number {
   });
 }
 
-/** `--name` flag text for next-step hints (empty for the default sandbox). */
-export function nameFlag(name: string): string {
-  return name === DEFAULT_SANDBOX_NAME ? '' : ` --name ${name}`;
+/**
+ * `runLogs` on this command's streams until it ends or SIGINT/SIGTERM stops it (Ctrl-C ends a
+ * follow cleanly, exit 0). The headless part is imported here, only by the commands that follow.
+ */
+export async function followLogs(
+  ctx: CliContext,
+  client: ControlClient,
+  opts: Omit<LogsOptions, 'client' | 'stdout' | 'stderr' | 'env' | 'signal'>,
+): Promise<number> {
+  const { runLogs } = await import('../headless/index.js');
+  const stop = new AbortController();
+  const onSignal = (): void => stop.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    return await runLogs({ ...opts, client, stdout: ctx.io.stdout, stderr: ctx.io.stderr, env: ctx.io.env, signal: stop.signal });
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
 }
+
+export { nameFlag } from '../shared/home.js';
 
 /** "5m 3s" style durations for humans. */
 export function humanDuration(ms: number): string {

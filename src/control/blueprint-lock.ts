@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LOCK_FILE, packageKeysDir, storeDirName, verifyBlueprint, type BlueprintLock } from '../blueprint/index.js';
 import { NemoclawError, describeError } from '../shared/errors.js';
-import type { HomePaths, SandboxPaths } from '../shared/home.js';
+import { nameFlag, type HomePaths, type SandboxPaths } from '../shared/home.js';
 
 /** What `status` reports under `blueprint`. */
 export interface LockedBlueprint {
@@ -21,10 +21,6 @@ export interface LockedBlueprint {
   locked_at: string;
   /** Key id of a trusted signature, or `unsigned`. */
   signer: string;
-}
-
-function nameFlag(name: string): string {
-  return name === 'default' ? '' : ` --name ${name}`;
 }
 
 export function readBlueprintLock(paths: SandboxPaths): BlueprintLock | undefined {

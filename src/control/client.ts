@@ -8,7 +8,7 @@ import type { ApprovalDecision, DecideResult, PendingView } from '../egress/inde
 import type { PolicyRevision, RevisionAuthor } from '../policy/types.js';
 import type { BudgetCaps, BudgetScope, BudgetSnapshot } from '../inference/index.js';
 import { NemoclawError, type ErrorCode } from '../shared/errors.js';
-import { DEFAULT_SANDBOX_NAME, resolveHome, sandboxPaths } from '../shared/home.js';
+import { DEFAULT_SANDBOX_NAME, nameFlag, resolveHome, sandboxPaths } from '../shared/home.js';
 
 export interface ControlClientOptions {
   socketPath: string;
@@ -148,9 +148,8 @@ export class ControlClient {
   }
 
   notRunningError(cause?: unknown): NemoclawError {
-    const nameFlag = this.sandbox === DEFAULT_SANDBOX_NAME ? '' : ` --name ${this.sandbox}`;
     return new NemoclawError('not_running', `the supervisor of sandbox "${this.sandbox}" is not running (nothing answers on ${this.socketPath})`, {
-      nextStep: `start it with \`nemoclaw-tui up${nameFlag}\``,
+      nextStep: `start it with \`nemoclaw-tui up${nameFlag(this.sandbox)}\``,
       cause,
     });
   }

@@ -9,7 +9,7 @@ import { NemoclawError } from '../shared/errors.js';
 import { ensureSandboxDirs, resolveHome, sandboxPaths, type SandboxPaths } from '../shared/home.js';
 import { ControlClient, type SupervisorStatus } from './client.js';
 import { isProcessAlive, pidRecordAlive, readPidFile, removeStaleFiles } from './pidfile.js';
-import { binPath } from './version.js';
+import { binPath } from '../shared/package.js';
 
 export type SandboxState =
   | { state: 'running'; pid: number; status: SupervisorStatus }

@@ -19,5 +19,5 @@ export type { SandboxState, StartDaemonResult, StopDaemonResult } from './daemon
 export { isProcessAlive } from './pidfile.js';
 export { serviceFactories } from './services.js';
 export type { ServiceFactory } from './services.js';
-export { packageInfo, binPath } from './version.js';
+export { packageInfo, binPath } from '../shared/package.js';
 export type * from './types.js';

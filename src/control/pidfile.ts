@@ -6,19 +6,17 @@
 import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { NemoclawError } from '../shared/errors.js';
 import type { SandboxPaths } from '../shared/home.js';
+import { readProcStat } from '../shared/procfs.js';
 
 /** Process start time in clock ticks since boot, or undefined when the process does not exist. */
 export function processStartTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // comm (field 2) may contain spaces and parentheses: split after the last ')'.
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // rest[0] is field 3 (state); field 22 is rest[19].
-    if (rest[0] === 'Z' || rest[0] === 'X') return undefined;
-    return rest[19];
-  } catch {
-    return undefined;
-  }
+  const fields = readProcStat(pid);
+  if (fields === undefined || isDead(fields)) return undefined;
+  return fields[19];
+}
+
+function isDead(fields: string[]): boolean {
+  return fields[0] === 'Z' || fields[0] === 'X';
 }
 
 /** Alive and not a zombie. */
@@ -30,13 +28,8 @@ export function isProcessAlive(pid: number): boolean {
     if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
   }
   // kill(0) succeeds on zombies (a crashed daemon whose parent never reaped it).
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return true; // no procfs: trust kill(0)
-  }
+  const fields = readProcStat(pid);
+  return fields === undefined || !isDead(fields); // no procfs: trust kill(0)
 }
 
 export interface PidRecord {

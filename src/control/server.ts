@@ -3,18 +3,16 @@
  * `GET /v1/events` streams newline-delimited JSON (backlog, then live); every other route is a
  * ControlRoute (built-in ones from the supervisor, more contributed by services).
  */
-import { chmodSync, existsSync, unlinkSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
 import { isEventKind, type AuditEvent, type EventKind } from '../audit/events.js';
 import { ensurePrivateDir } from '../shared/home.js';
+import { listenUnixSocket } from '../shared/socket.js';
 import { NemoclawError, isNemoclawError, type ErrorCode } from '../shared/errors.js';
 import { Router } from './router.js';
 import type { OperatorPresenceTracker } from './presence.js';
 import type { ControlRoute, EventBus, EventFilter } from './types.js';
-
-/** Linux limit for sun_path (108 bytes including the terminating NUL). */
-export const MAX_SOCKET_PATH_BYTES = 107;
 
 export interface ControlServerOptions {
   socketPath: string;
@@ -100,25 +98,8 @@ export class ControlServer {
   }
 
   async listen(): Promise<void> {
-    const socketPath = this.opts.socketPath;
-    if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH_BYTES) {
-      throw new NemoclawError('invalid_input', `control socket path is too long for a Unix socket: ${socketPath}`, {
-        nextStep: 'set NEMOCLAW_HOME to a shorter directory (the socket path must stay under 108 bytes)',
-        exitCode: 2,
-      });
-    }
-    ensurePrivateDir(dirname(socketPath));
-    // The caller (supervisor) holds the pid lock, so a socket file left here is stale.
-    if (existsSync(socketPath)) unlinkSync(socketPath);
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error): void => reject(err);
-      this.server.once('error', onError);
-      this.server.listen(socketPath, () => {
-        this.server.off('error', onError);
-        resolve();
-      });
-    });
-    chmodSync(socketPath, 0o600);
+    ensurePrivateDir(dirname(this.opts.socketPath));
+    await listenUnixSocket(this.server, this.opts.socketPath, { what: 'control socket' });
     this.listening = true;
   }
 

@@ -20,7 +20,7 @@ import { OperatorPresenceTracker } from './presence.js';
 import { ControlServer } from './server.js';
 import { serviceFactories, type ServiceFactory } from './services.js';
 import type { ControlRoute, PolicyStore, SupervisorContext, SupervisorOptions, SupervisorService } from './types.js';
-import { packageInfo } from './version.js';
+import { packageInfo } from '../shared/package.js';
 
 export interface SupervisorConfig {
   name: string;

@@ -14,35 +14,10 @@
 import { readFile, readdir, readlink } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { execa } from 'execa';
+import { parseProcNetTcp, type TcpEntry } from '../shared/procfs.js';
 
-export interface TcpEntry {
-  localAddress: string;
-  localPort: number;
-  remoteAddress: string;
-  remotePort: number;
-  state: number;
-  inode: number;
-}
-
-/** Parse /proc/PID/net/tcp or tcp6. Addresses stay hex (we only compare ports and inodes). */
-export function parseProcNetTcp(text: string): TcpEntry[] {
-  const out: TcpEntry[] = [];
-  for (const line of text.split('\n').slice(1)) {
-    const f = line.trim().split(/\s+/);
-    if (f.length < 10) continue;
-    const [la, lp] = (f[1] as string).split(':');
-    const [ra, rp] = (f[2] as string).split(':');
-    out.push({
-      localAddress: la ?? '',
-      localPort: parseInt(lp ?? '', 16),
-      remoteAddress: ra ?? '',
-      remotePort: parseInt(rp ?? '', 16),
-      state: parseInt(f[3] as string, 16),
-      inode: Number(f[9]),
-    });
-  }
-  return out;
-}
+export { parseProcNetTcp };
+export type { TcpEntry };
 
 export interface UnixSocketRow {
   localInode: number;

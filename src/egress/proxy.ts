@@ -9,12 +9,13 @@ import { Agent, request as httpRequest, type ClientRequest, type IncomingMessage
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { connect as netConnect, createServer, isIP, type Server, type Socket } from 'node:net';
 import { TLSSocket, getCACertificates, type SecureContext } from 'node:tls';
-import { chmod, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import type { EventInput } from '../audit/events.js';
 import type { OverlayRule } from '../control/types.js';
 import type { ApprovalsPolicy, Endpoint, NetworkDecision, NetworkQuery } from '../policy/types.js';
 import type { Clock } from '../shared/clock.js';
 import { NemoclawError } from '../shared/errors.js';
+import { listenUnixSocket } from '../shared/socket.js';
 import { endpointHasL7 } from './l7.js';
 import { ChunkedDecoder, parseRequestHead, type Authority, type RequestHead } from './parser.js';
 import { PendingQueue, type ApprovalDecision, type DecidedBy, type HoldOutcome, type PendingView } from './pending.js';
@@ -921,21 +922,20 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
 
   return {
     async listen(target) {
-      server = createServer({ noDelay: true, highWaterMark: TUNNEL_HIGH_WATER_MARK }, onConnection);
-      server.maxConnections = 20_000;
+      const s = createServer({ noDelay: true, highWaterMark: TUNNEL_HIGH_WATER_MARK }, onConnection);
+      s.maxConnections = 20_000;
+      server = s;
+      // A burst of connects beyond the backlog is refused outright on a Unix socket (EAGAIN).
       if (typeof target === 'string') {
-        await rm(target, { force: true });
         socketPath = target;
+        // 0600: the bridge connects as root from the sandbox's network namespace; nobody else needs it.
+        await listenUnixSocket(s, target, { what: 'egress proxy socket', backlog: 4096 });
+        return;
       }
       await new Promise<void>((resolve, reject) => {
-        const s = server as Server;
         s.once('error', reject);
-        // A burst of connects beyond the backlog is refused outright on a Unix socket (EAGAIN).
-        if (typeof target === 'string') s.listen({ path: target, backlog: 4096 }, () => resolve());
-        else s.listen({ port: target.port, host: target.host, backlog: 4096 }, () => resolve());
+        s.listen({ port: target.port, host: target.host, backlog: 4096 }, () => resolve());
       });
-      // The bridge connects as root from the sandbox's network namespace; nobody else needs it.
-      if (socketPath) await chmod(socketPath, 0o600);
     },
     port() {
       const a = server?.address();

@@ -15,13 +15,14 @@
  * sandbox at /opt/nemoclaw/trust.
  */
 import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { execa } from 'execa';
 import { NemoclawError } from '../shared/errors.js';
 import { ensurePrivateDir } from '../shared/home.js';
+import { writeFileAtomicSync } from '../shared/fs.js';
 
 /** Where the trust directory appears inside the sandbox (a read-only bind below /opt). */
 export const SANDBOX_TRUST_DIR = '/opt/nemoclaw/trust';
@@ -111,19 +112,8 @@ function certValidUntil(pem: string): number | undefined {
   }
 }
 
-function writePrivate(path: string, data: string): void {
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, data, { mode: 0o600 });
-  chmodSync(tmp, 0o600);
-  renameSync(tmp, path);
-}
-
-function writePublic(path: string, data: string): void {
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, data, { mode: 0o644 });
-  chmodSync(tmp, 0o644);
-  renameSync(tmp, path);
-}
+const writePrivate = (path: string, data: string): void => writeFileAtomicSync(path, data, 0o600);
+const writePublic = (path: string, data: string): void => writeFileAtomicSync(path, data, 0o644);
 
 /**
  * Load the sandbox's CA from `privateDir`/`trustDir`, or make a new one (also when the files are

@@ -11,8 +11,12 @@ import { formatEvent, isJournal, shouldColor } from './format.js';
 export interface LogsWriter {
   write(chunk: string): boolean;
   isTTY?: boolean | undefined;
+  /** Bytes written but not yet taken by the reader (Node streams); followers bound it. */
+  readonly writableLength?: number;
   on?(event: 'error', listener: (err: Error) => void): unknown;
   off?(event: 'error', listener: (err: Error) => void): unknown;
+  once?(event: 'drain' | 'close', listener: () => void): unknown;
+  removeListener?(event: 'drain' | 'close', listener: () => void): unknown;
 }
 
 export interface LogsOptions {
@@ -31,7 +35,16 @@ export interface LogsOptions {
   /** Backoff bounds for reconnects (tests shorten them). */
   minBackoffMs?: number;
   maxBackoffMs?: number;
+  /**
+   * A follower whose reader lets more than this pile up unread (a stalled pipe) stops reading the
+   * supervisor until the output drains, then resumes after the last seq it printed: its memory
+   * stays bounded and no audited event is lost. Default 8 MiB.
+   */
+  maxPendingOutputBytes?: number;
 }
+
+/** Default bound of unread follower output. */
+export const DEFAULT_MAX_PENDING_OUTPUT = 8 * 1024 * 1024;
 
 /** Lines printed when following without -n or --since. */
 export const DEFAULT_FOLLOW_BACKLOG = 10;
@@ -82,25 +95,79 @@ export async function runLogs(opts: LogsOptions): Promise<number> {
       return 0;
     }
     let lostSaid = false;
-    await opts.client.followEvents(query, print, {
-      signal: stop.signal,
-      minBackoffMs: opts.minBackoffMs,
-      maxBackoffMs: opts.maxBackoffMs,
-      onReconnecting: (info) => {
-        // One line per outage, not one per attempt.
-        if (lostSaid) return;
-        lostSaid = true;
-        opts.stderr.write(`nemoclaw-tui: lost the supervisor of sandbox "${opts.client.sandbox}" (${info.reason}); reconnecting…\n`);
-      },
-      onResumed: (info) => {
-        lostSaid = false;
-        opts.stderr.write(`nemoclaw-tui: reconnected; resuming after seq ${info.afterSeq ?? 0}\n`);
-      },
-    });
-    return 0;
+    const maxPending = opts.maxPendingOutputBytes ?? DEFAULT_MAX_PENDING_OUTPUT;
+    let lastPrinted: number | undefined;
+    let pausedSaidAt = Number.NEGATIVE_INFINITY;
+    let round = query;
+    for (;;) {
+      // One follow per round; a round ends early when the reader stalls (see maxPendingOutputBytes).
+      const paused = new AbortController();
+      const onStop = (): void => paused.abort();
+      stop.signal.addEventListener('abort', onStop, { once: true });
+      let overflow = false;
+      try {
+        await opts.client.followEvents(
+          round,
+          (e) => {
+            if (overflow) return;
+            print(e);
+            if (e.transient !== true) lastPrinted = e.seq;
+            if ((opts.stdout.writableLength ?? 0) > maxPending) {
+              overflow = true;
+              paused.abort();
+            }
+          },
+          {
+            signal: paused.signal,
+            minBackoffMs: opts.minBackoffMs,
+            maxBackoffMs: opts.maxBackoffMs,
+            onReconnecting: (info) => {
+              // One line per outage, not one per attempt.
+              if (lostSaid) return;
+              lostSaid = true;
+              opts.stderr.write(`nemoclaw-tui: lost the supervisor of sandbox "${opts.client.sandbox}" (${info.reason}); reconnecting…\n`);
+            },
+            onResumed: (info) => {
+              lostSaid = false;
+              opts.stderr.write(`nemoclaw-tui: reconnected; resuming after seq ${info.afterSeq ?? 0}\n`);
+            },
+          },
+        );
+      } finally {
+        stop.signal.removeEventListener('abort', onStop);
+      }
+      if (!overflow || stop.signal.aborted || readerGone) return 0;
+      // A reader that is just slow pauses us again and again: say it once a minute, not every time.
+      const now = Date.now();
+      if (now - pausedSaidAt >= 60_000) {
+        pausedSaidAt = now;
+        opts.stderr.write(
+          `nemoclaw-tui: output is not being read (more than ${maxPending} bytes waiting); paused, resuming after seq ${lastPrinted ?? 0} once it drains\n`,
+        );
+      }
+      await drained(opts.stdout, stop.signal);
+      if (stop.signal.aborted || readerGone) return 0;
+      round = { kinds: query.kinds, approver: query.approver, ...(lastPrinted !== undefined ? { since: lastPrinted } : { n: 0 }) };
+    }
   } finally {
     opts.signal?.removeEventListener('abort', onOuterAbort);
     // The stdout error listener stays: writes still queued on the pipe may fail with EPIPE after
     // we return, and that must stay quiet too.
   }
+}
+
+/** Resolves once the writer has no unread output left (or it closed, or the signal aborted). */
+function drained(out: LogsWriter, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted || (out.writableLength ?? 0) === 0 || !out.once) return resolve();
+    const done = (): void => {
+      out.removeListener?.('drain', done);
+      out.removeListener?.('close', done);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    out.once?.('drain', done);
+    out.once?.('close', done);
+    signal.addEventListener('abort', done, { once: true });
+  });
 }

@@ -3,10 +3,10 @@
  * Window usage and operator overrides persist in the sandbox's budget state file (0600, written
  * atomically) so a restart does not hand the agent a fresh allowance.
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { readFileSync } from 'node:fs';
 import type { Clock } from '../shared/clock.js';
 import { NemoclawError } from '../shared/errors.js';
+import { writeFileAtomicSync } from '../shared/fs.js';
 import type { BudgetCaps, BudgetsConfig } from './schema.js';
 
 export type WindowName = 'hour' | 'day';
@@ -265,11 +265,8 @@ export class BudgetLedger {
   private persist(): void {
     if (!this.file) return;
     this.dirty = false;
-    const tmp = `${this.file}.tmp-${process.pid}`;
     try {
-      mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
-      writeFileSync(tmp, JSON.stringify(this.state), { mode: 0o600 });
-      renameSync(tmp, this.file);
+      writeFileAtomicSync(this.file, JSON.stringify(this.state));
     } catch (err) {
       // Keep serving: the in-memory ledger is still authoritative for this run.
       process.stderr.write(`nemoclaw: cannot persist budget state to ${this.file}: ${(err as Error).message}\n`);

@@ -3,11 +3,12 @@
  * (the egress proxy forwards every request for that host there), follows policy changes (an invalid
  * inference section is refused and the previous one kept), and exposes the budget on the control API.
  */
-import { chmodSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import type { ControlRoute, SupervisorContext, SupervisorOptions, SupervisorService } from '../control/types.js';
 import { NemoclawError, describeError } from '../shared/errors.js';
+import { listenUnixSocket } from '../shared/socket.js';
 import type { BudgetScope } from './budget.js';
 import { FileAndEnvCredentials, loadOrCreateSandboxToken } from './credentials.js';
 import { createRouter, type Router } from './router.js';
@@ -106,18 +107,10 @@ export function createInferenceService(options: InferenceServiceOptions = {}): I
         }
       });
       socketPath = join(context.paths.runDir, 'inference.sock');
-      rmSync(socketPath, { force: true });
       const srv = createServer((req, res) => core!.handle(req, res));
       srv.keepAliveTimeout = 60_000;
       server = srv;
-      await new Promise<void>((resolve, reject) => {
-        srv.once('error', reject);
-        srv.listen(socketPath, () => {
-          srv.off('error', reject);
-          resolve();
-        });
-      });
-      chmodSync(socketPath, 0o600);
+      await listenUnixSocket(srv, socketPath, { what: 'privacy router socket' });
     },
 
     async stop(): Promise<void> {

@@ -1,11 +1,11 @@
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
 import { validateInferencePolicy } from '../inference/index.js';
 import { NemoclawError, isNemoclawError } from '../shared/errors.js';
+import { packageInfo } from '../shared/package.js';
 import { policyFileSchema, presetFileSchema } from './schema.js';
 import type { Endpoint, L7Rule, NetworkPolicy, PolicyDocument } from './types.js';
 
@@ -31,16 +31,7 @@ export interface ParseOptions {
   presetsDir?: string | undefined;
 }
 
-/** The package root: the nearest ancestor with package.json and policies/ (src/policy or dist/src/policy). */
-function findPackageRoot(): string {
-  const here = dirname(fileURLToPath(import.meta.url));
-  for (let dir = here; ; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'policies'))) return dir;
-    if (dirname(dir) === dir) return join(here, '..', '..');
-  }
-}
-
-const PACKAGE_ROOT = findPackageRoot();
+const PACKAGE_ROOT = packageInfo().root;
 /** The baseline policy shipped in the package (works from src/ and dist/). */
 export const DEFAULT_POLICY_PATH = join(PACKAGE_ROOT, 'policies', 'openclaw-sandbox.yaml');
 export const DEFAULT_PRESETS_DIR = join(PACKAGE_ROOT, 'policies', 'presets');

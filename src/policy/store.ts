@@ -1,10 +1,11 @@
-import { appendFile, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { stringify } from 'yaml';
 import type { EventInput } from '../audit/events.js';
 import type { OverlayRule, PolicyStore } from '../control/types.js';
 import { systemClock, type Clock } from '../shared/clock.js';
 import { NemoclawError } from '../shared/errors.js';
+import { writeFileAtomic } from '../shared/fs.js';
 import type { SandboxPaths } from '../shared/home.js';
 import { canonicalPolicyYaml, sha256Hex, stableJson } from './canonical.js';
 import { unifiedDiff } from './diff.js';
@@ -37,13 +38,6 @@ interface HistoryLine extends PolicyRevision {
 const EMPTY_OVERLAY_NOTE =
   '# Operator overlay of nemoclaw-tui: "always allow" / "always deny" rules, merged on top of the policy.\n' +
   '# Written by the TUI and approvals; it survives restarts. Edit with care (it is validated on start).\n';
-
-async function writeFileAtomic(path: string, text: string): Promise<void> {
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, text, { mode: 0o600 });
-  await rename(tmp, path);
-}
 
 async function readOptional(path: string): Promise<string | undefined> {
   try {

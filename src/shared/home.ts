@@ -55,6 +55,11 @@ export function validateSandboxName(name: string): string {
   return name;
 }
 
+/** `--name` flag text for commands named in messages and next steps (empty for the default sandbox). */
+export function nameFlag(name: string): string {
+  return name === DEFAULT_SANDBOX_NAME ? '' : ` --name ${name}`;
+}
+
 export function resolveHome(env: NodeJS.ProcessEnv = process.env): string {
   const fromEnv = env.NEMOCLAW_HOME;
   return resolve(fromEnv && fromEnv.length > 0 ? fromEnv : join(homedir(), '.nemoclaw'));

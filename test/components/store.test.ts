@@ -69,6 +69,20 @@ describe('TuiStore batching', () => {
     store.dispose();
   });
 
+  test('requests inside an admitted TLS tunnel are listed; a method/path refusal replaces its row', () => {
+    const store = new TuiStore({ batchMs: 1000 });
+    const inner = (id: string, method: string, path: string) => ({ kind: 'net.request', id, method, host: 'api.github.com', port: 443, path, binary: '/usr/bin/git', tunnelled: true, tls: true });
+    store.push(inner('r-7', 'GET', '/repos/x'));
+    store.push(inner('r-8', 'DELETE', '/repos/x'));
+    store.push({ kind: 'net.decision', id: 'r-8', action: 'deny', error: 'policy_denied', reason: 'DELETE is not allowed', host: 'api.github.com', port: 443, method: 'DELETE', path: '/repos/x', binary: '/usr/bin/git', rule: 'github/0', l7: true });
+    store.flush();
+    expect(store.getSnapshot().network.history.map((r) => `${r.verdict} ${r.method} ${r.path} ${r.rule !== '-' ? r.rule : r.reason}`)).toEqual([
+      'deny DELETE /repos/x github/0',
+      'allow GET /repos/x in an admitted TLS tunnel',
+    ]);
+    store.dispose();
+  });
+
   test("an operator's decision row names the request, who decided and after how long", () => {
     const store = new TuiStore({ batchMs: 1000 });
     store.pushAll(fixture('network'));

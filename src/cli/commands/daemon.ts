@@ -9,9 +9,9 @@ import type { Command } from 'commander';
 import { inspectSandbox, startDaemon, stopDaemon } from '../../control/daemon.js';
 import { ensurePrivateDir, homePaths } from '../../shared/home.js';
 import { NemoclawError } from '../../shared/errors.js';
-import type { SupervisorStatus } from '../../control/client.js';
+import type { SupervisorStatus } from '../../control/index.js';
 import { describeStatus } from '../status-text.js';
-import { EXIT, action, ensureHome, humanDuration, nameFlag, type CliContext } from '../util.js';
+import { EXIT, action, ensureHome, followLogs, humanDuration, nameFlag, type CliContext } from '../util.js';
 import type { CommandModule } from './index.js';
 
 interface UpOptions {
@@ -36,7 +36,7 @@ async function checkPolicyFile(ctx: CliContext, file: string | undefined): Promi
 /** Run a supervisor in this process until SIGTERM/SIGINT or POST /v1/shutdown. */
 async function runForeground(ctx: CliContext, opts: UpOptions, daemon: boolean): Promise<number> {
   const stamp = (line: string): string => (daemon ? `${new Date().toISOString()} ${line}` : line);
-  const { Supervisor } = await import('../../control/supervisor.js');
+  const { Supervisor } = await import('../../control/index.js');
   const sup = await Supervisor.start({
     name: ctx.name,
     home: ctx.home,
@@ -67,7 +67,7 @@ function shortDigest(digest: string): string {
 async function verifySourceBlueprint(ctx: CliContext, arg: string): Promise<{ name: string; version: string; digest: string }> {
   const [{ resolveBlueprintDir }, { packageInfo }, { packageKeysDir, verifyBlueprint }] = await Promise.all([
     import('../../agent/index.js'),
-    import('../../control/version.js'),
+    import('../../shared/package.js'),
     import('../../blueprint/index.js'),
   ]);
   const dir = resolveBlueprintDir(arg, packageInfo().root);
@@ -229,26 +229,7 @@ export const daemonCommands: CommandModule = {
         action(async (ctx) => {
           const code = await up(ctx, {});
           if (code !== EXIT.ok) return code;
-          const stop = new AbortController();
-          const onSignal = (): void => stop.abort();
-          process.once('SIGINT', onSignal);
-          process.once('SIGTERM', onSignal);
-          const { runLogs } = await import('../../headless/follow.js');
-          try {
-            return await runLogs({
-              client: ctx.client(),
-              stdout: ctx.io.stdout,
-              stderr: ctx.io.stderr,
-              env: ctx.io.env,
-              follow: true,
-              output: 'text',
-              approver: true,
-              signal: stop.signal,
-            });
-          } finally {
-            process.off('SIGINT', onSignal);
-            process.off('SIGTERM', onSignal);
-          }
+          return followLogs(ctx, ctx.client(), { follow: true, output: 'text', approver: true });
         }),
       );
   },

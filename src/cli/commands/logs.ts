@@ -1,9 +1,8 @@
 /** `logs [-f] [-n N] [--since 10m] [--kind K,…] [--output text|jsonl] [--approver]`. */
 import type { Command } from 'commander';
 import { EVENT_KINDS, isEventKind, type EventKind } from '../../audit/events.js';
-import { runLogs } from '../../headless/follow.js';
 import { NemoclawError } from '../../shared/errors.js';
-import { EXIT, action, parseCount, parseSince } from '../util.js';
+import { EXIT, action, followLogs, parseCount, parseSince } from '../util.js';
 import type { CommandModule } from './index.js';
 
 /** `net.decision,policy.revision`, `net` or `net.*` (every net.* kind). */
@@ -55,28 +54,14 @@ export const logsCommands: CommandModule = {
           const n = opts.lines !== undefined ? parseCount(opts.lines, '-n') : undefined;
           const sinceTs = opts.since !== undefined ? parseSince(opts.since) : undefined;
           const kinds = opts.kind !== undefined ? parseKinds(opts.kind) : undefined;
-          const stop = new AbortController();
-          const onSignal = (): void => stop.abort();
-          process.once('SIGINT', onSignal);
-          process.once('SIGTERM', onSignal);
-          try {
-            return await runLogs({
-              client: ctx.client(),
-              stdout: ctx.io.stdout,
-              stderr: ctx.io.stderr,
-              env: ctx.io.env,
-              follow: opts.follow === true,
-              n,
-              sinceTs,
-              kinds,
-              output: opts.output,
-              approver: opts.approver === true,
-              signal: stop.signal,
-            });
-          } finally {
-            process.off('SIGINT', onSignal);
-            process.off('SIGTERM', onSignal);
-          }
+          return followLogs(ctx, ctx.client(), {
+            follow: opts.follow === true,
+            n,
+            sinceTs,
+            kinds,
+            output: opts.output,
+            approver: opts.approver === true,
+          });
         }),
       );
   },

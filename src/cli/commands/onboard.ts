@@ -8,7 +8,7 @@
 import { createInterface } from 'node:readline/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { packageInfo } from '../../control/index.js';
+import { packageInfo } from '../../shared/package.js';
 import { inspectSandbox, startDaemon } from '../../control/daemon.js';
 import {
   agentRuntimeLayout,

@@ -6,7 +6,7 @@ import type { AuditEvent } from '../../audit/events.js';
 import { formatPolicyIssues, loadPolicyFile } from '../../policy/index.js';
 import type { PolicyRevision } from '../../policy/types.js';
 import { NemoclawError } from '../../shared/errors.js';
-import type { ControlClient } from '../../control/client.js';
+import type { ControlClient } from '../../control/index.js';
 import { EXIT, action, commandGroup } from '../util.js';
 import type { CommandModule } from './index.js';
 

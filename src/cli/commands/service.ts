@@ -5,7 +5,7 @@
  */
 import { existsSync, rmSync } from 'node:fs';
 import type { Command } from 'commander';
-import { binPath } from '../../control/index.js';
+import { binPath } from '../../shared/package.js';
 import { installSystemdUnit } from '../../agent/index.js';
 import { unitPath, unitName } from '../../agent/systemd.js';
 import { NemoclawError } from '../../shared/errors.js';

@@ -6,9 +6,8 @@
 import type { Command } from 'commander';
 import { ControlClient } from '../../control/client.js';
 import { startDaemon } from '../../control/daemon.js';
-import { runLogs } from '../../headless/follow.js';
 import { NemoclawError } from '../../shared/errors.js';
-import { EXIT, action, ensureHome, type CliContext } from '../util.js';
+import { EXIT, action, ensureHome, followLogs, nameFlag, type CliContext } from '../util.js';
 import type { CommandModule } from './index.js';
 
 interface TuiOptions {
@@ -64,27 +63,7 @@ async function tui(ctx: CliContext, opts: TuiOptions): Promise<number> {
       stdoutTty: Boolean(ctx.io.stdout.isTTY),
       env: ctx.io.env,
     });
-    const stop = new AbortController();
-    if (reason) {
-      const onSignal = (): void => stop.abort();
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
-      try {
-        return await runLogs({
-          client,
-          stdout: ctx.io.stdout,
-          stderr: ctx.io.stderr,
-          env: ctx.io.env,
-          follow: true,
-          output: 'text',
-          approver: false,
-          signal: stop.signal,
-        });
-      } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-      }
-    }
+    if (reason) return await followLogs(ctx, client, { follow: true, output: 'text', approver: false });
     const [{ runTui }, { controlTuiClient }] = await Promise.all([import('../../../components/run.js'), import('../../../components/control-adapter.js')]);
     const code = await runTui({
       client: controlTuiClient(client),
@@ -94,7 +73,7 @@ async function tui(ctx: CliContext, opts: TuiOptions): Promise<number> {
       host: opts.host,
       env: ctx.io.env,
     });
-    ctx.err(`detached from sandbox "${ctx.name}"; the supervisor and the agent keep running (re-attach: nemoclaw-tui${ctx.name === 'default' ? '' : ` --name ${ctx.name}`})`);
+    ctx.err(`detached from sandbox "${ctx.name}"; the supervisor and the agent keep running (re-attach: nemoclaw-tui${nameFlag(ctx.name)})`);
     return code;
   } finally {
     await forward?.close();

@@ -2,10 +2,20 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-let cached: { root: string; version: string } | undefined;
+export interface PackageInfo {
+  /** The installed package's root (holds package.json, policies/, blueprints/, bin/). */
+  root: string;
+  version: string;
+}
 
-/** The package root and version, found by walking up from this file (works from src/ and dist/src/). */
-export function packageInfo(): { root: string; version: string } {
+let cached: PackageInfo | undefined;
+
+/**
+ * The package root and version, found once by walking up from this file to the package.json named
+ * `nemoclaw-tui` (works from src/ under vitest and from dist/src/ when built). Every part that needs
+ * a file shipped in the package (baseline policy, presets, blueprints, trusted keys, bin/) starts here.
+ */
+export function packageInfo(): PackageInfo {
   if (cached) return cached;
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 6; i++) {
