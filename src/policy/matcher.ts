@@ -58,6 +58,10 @@ export function pathGlobToRegex(glob: string): RegExp | undefined {
         if (glob[i + 1] === '/') {
           i++;
           re += '(?:.*/)?';
+        } else if (re.endsWith('/') && i === glob.length - 1) {
+          // A trailing `/**` covers the directory itself too: a deny rule for `/admin/**` must also
+          // refuse `/admin`, or the rule is bypassed by dropping the slash.
+          re = `${re.slice(0, -1)}(?:/.*)?`;
         } else re += '.*';
       } else re += '[^/]*';
     } else if (c === '?') re += '[^/]';
