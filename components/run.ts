@@ -85,6 +85,10 @@ export async function runTui(opts: RunTuiOptions): Promise<number> {
       stdin: opts.stdin ?? process.stdin,
       exitOnCtrlC: false,
       alternateScreen: true,
+      // Ink turns itself into "print the last frame at exit" when the CI variable is set; an
+      // operator's shell (or a CI job driving the TUI in tmux) may export it, and the screen would
+      // stay blank. The TUI is only ever started on a terminal, so the terminal decides.
+      interactive: Boolean(stdout.isTTY),
       maxFps: opts.maxFps ?? 12,
       incrementalRendering: opts.incrementalRendering ?? true,
       patchConsole: true,

@@ -67,6 +67,9 @@ async function attachTui(): Promise<void> {
     `NEMOCLAW_HOME=${d.home}`,
     'LANG=C.UTF-8',
     'TERM=xterm-256color',
+    // CI exports CI=true; Ink would then draw nothing until exit. Set it here too, so this test
+    // proves the TUI draws live on a terminal whatever the environment says.
+    'CI=true',
     `PATH=${process.env.PATH ?? '/usr/bin:/bin'}`,
     'sh',
     '-c',
