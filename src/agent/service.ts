@@ -173,7 +173,9 @@ export function createAgentService(options: SupervisorOptions, deps: AgentServic
     // The agent's files go into the workdir: it must exist and be the sandbox uid's first.
     await launcher.prepareWorkdir?.(c.paths.workdir);
     if (stopped) return;
-    let env: Record<string, string> = { ...spec.sandbox.env, NEMOCLAW_INFERENCE_TOKEN: token };
+    // `up --agent-env` comes after the blueprint's env (the operator's word wins) and before the token.
+    const agentEnv = (c.options.agentEnv ?? {}) as Record<string, string>;
+    let env: Record<string, string> = { ...spec.sandbox.env, ...agentEnv, NEMOCLAW_INFERENCE_TOKEN: token };
     if (runtimeSpecOf(bp)?.agentPackage === 'openclaw') {
       const written = writeOpenClawConfig(
         c.paths.workdir,

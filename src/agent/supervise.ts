@@ -207,6 +207,9 @@ export class AgentSupervisor {
         continue;
       }
       this.current = proc;
+      // stop() may have arrived while the launch was in flight: it found no process to stop, so
+      // this loop must stop the one it just got, or it would wait on it forever.
+      if (this.stopping) await proc.stop().catch(() => undefined);
       let exited: ExitStatus | undefined;
       void proc.exited.then((st) => {
         exited = st;

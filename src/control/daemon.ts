@@ -63,6 +63,8 @@ export interface StartDaemonOptions {
   home?: string;
   policyFile?: string;
   unsafeAllowLoopbackUpstreams?: boolean;
+  /** `KEY=VALUE` pairs for the agent's environment (already validated). */
+  agentEnv?: string[];
   /** How long to wait for the control socket to answer (default 20 s). */
   timeoutMs?: number;
   /** Entry to run under process.execPath (default bin/nemoclaw-tui.js). */
@@ -95,6 +97,7 @@ export async function startDaemon(opts: StartDaemonOptions): Promise<StartDaemon
   const args = [opts.bin ?? binPath(), '__supervise', '--name', opts.name];
   if (opts.policyFile) args.push('--policy', resolve(opts.policyFile));
   if (opts.unsafeAllowLoopbackUpstreams) args.push('--unsafe-allow-loopback-upstreams');
+  for (const pair of opts.agentEnv ?? []) args.push('--agent-env', pair);
   const logFd = openSync(paths.daemonLog, 'a', 0o600);
   const logStart = fstatSync(logFd).size;
   let exited: { code: number | undefined; signal: string | undefined } | undefined;

@@ -47,6 +47,8 @@ export interface SupervisorConfig {
 }
 
 const AUTHORS: readonly RevisionAuthor[] = ['cli', 'tui', 'approval', 'startup', 'onboard'];
+/** How long one service may take to stop before the supervisor gives up on it and goes on (the agent gets a 10 s grace). */
+const SERVICE_STOP_TIMEOUT_MS = 15_000;
 
 export class Supervisor {
   readonly name: string;
@@ -272,11 +274,21 @@ export class Supervisor {
 
   private async doStop(reason: string): Promise<void> {
     this.state = 'stopping';
+    this.log(`supervisor of sandbox "${this.name}" stopping (${reason})`);
     for (const s of [...this.started].reverse()) {
+      // A service that never finishes stopping must not keep the supervisor (and `down`) waiting
+      // forever: give each a bounded time, say which one overran, and go on with the others.
+      let timer: NodeJS.Timeout | undefined;
+      const overran = new Promise<'overran'>((resolve) => {
+        timer = setTimeout(() => resolve('overran'), SERVICE_STOP_TIMEOUT_MS);
+      });
       try {
-        await s.stop();
+        const outcome = await Promise.race([s.stop().then(() => 'stopped' as const), overran]);
+        if (outcome === 'overran') this.log(`service ${s.name} did not stop within ${SERVICE_STOP_TIMEOUT_MS / 1000} s; stopping the others`);
       } catch (err) {
         this.log(`service ${s.name} failed to stop cleanly: ${describeError(err)}`);
+      } finally {
+        clearTimeout(timer);
       }
     }
     this.started.length = 0;

@@ -327,8 +327,13 @@ export function buildStageArgs(src: SourcePlan, identity: SandboxIdentity, inner
   if (src.proxyDir && staged.proxyDir) args.push('--ro-bind', src.proxyDir, staged.proxyDir);
   (src.binds ?? []).forEach((b, i) => args.push('--ro-bind', b.source, staged.binds![i]!.source));
   if (src.hiddenMask && staged.hiddenMask) args.push('--ro-bind', src.hiddenMask, staged.hiddenMask);
-  args.push('--die-with-parent', '--', findBinary('setpriv') ?? 'setpriv',
-    `--reuid=${identity.uid}`, `--regid=${identity.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--',
+  // Its own PID namespace: when this (root) bwrap dies with the supervisor, its init is SIGKILLed
+  // and the kernel tears down everything below it. The unprivileged inner bwrap cannot be relied
+  // on for that: its uid switch clears the parent-death signal.
+  args.push('--unshare-pid', '--die-with-parent', '--', findBinary('setpriv') ?? 'setpriv',
+    `--reuid=${identity.uid}`, `--regid=${identity.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all',
+    // Changing uid clears the parent-death signal the outer bwrap set; set it again after the switch.
+    '--pdeathsig', 'KILL', '--',
     ...inner);
   return { args, staged };
 }
@@ -478,6 +483,34 @@ async function waitListening(pid: number, timeoutMs: number): Promise<boolean> {
 }
 
 /** All descendants of `root` (inclusive), by scanning /proc/*\/stat. */
+/**
+ * Prefix for every long-lived process the supervisor starts for a sandbox (the prlimit → strace →
+ * bwrap chain, the egress bridge): the kernel SIGKILLs it when the supervisor dies, even by
+ * SIGKILL or OOM, so no agent outlives its supervisor unwatched. The signal survives the execs down
+ * the chain; bwrap's --die-with-parent carries it on into the sandbox.
+ */
+function dieWithSupervisor(...command: string[]): [string, string[]] {
+  return [findBinary('setpriv') ?? 'setpriv', ['--pdeathsig', 'KILL', '--', ...command]];
+}
+
+/**
+ * The host pid of the process under `ancestor` whose pid one namespace down is `nsPid`
+ * (/proc/PID/status NSpid lists the pid in each namespace, outermost first).
+ */
+export function hostPidOf(ancestor: number | undefined, nsPid: number): number | undefined {
+  if (ancestor === undefined) return undefined;
+  for (const pid of descendants(ancestor)) {
+    try {
+      const m = /^NSpid:\s+(.+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+      const ids = m ? m[1]!.trim().split(/\s+/).map(Number) : [];
+      if (ids.length >= 2 && ids[1] === nsPid) return pid;
+    } catch {
+      /* exited */
+    }
+  }
+  return undefined;
+}
+
 export function descendants(root: number): number[] {
   const children = new Map<number, number[]>();
   let entries: string[] = [];
@@ -665,9 +698,10 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
       cleanup: true,
     } as unknown as Options;
     const prlimit = findBinary('prlimit') ?? 'prlimit';
-    child = spec.joinNetns
-      ? execa(findBinary('nsenter') ?? 'nsenter', [`--net=/proc/${spec.joinNetns.pid}/ns/net`, '--', prlimit, ...argv], options)
-      : execa(prlimit, argv, options);
+    const chain = spec.joinNetns
+      ? [findBinary('nsenter') ?? 'nsenter', `--net=/proc/${spec.joinNetns.pid}/ns/net`, '--', prlimit, ...argv]
+      : [prlimit, ...argv];
+    child = execa(...dieWithSupervisor(...chain), options);
   } finally {
     for (const fd of opened) if (fd !== blockFd) closeSync(fd);
   }
@@ -704,7 +738,10 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
   };
 
   const infoStream = (child as unknown as { stdio: Array<Readable | null> }).stdio[fdPlan.info];
-  const childPid = await readChildPid(infoStream ?? null, exited);
+  const reportedPid = await readChildPid(infoStream ?? null, exited);
+  // Staged as root, the inner bwrap runs in the staging PID namespace and reports its child's pid
+  // as seen there; signals, cgroups and /proc need the host's.
+  const childPid = reportedPid !== undefined && root ? hostPidOf(child.pid, reportedPid) : reportedPid;
   if (childPid === undefined) {
     return fail(
       'the sandbox did not start (bubblewrap exited before reporting its child pid)',
@@ -716,11 +753,11 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
   // A joined sandbox uses the bridge already listening in the namespace it shares.
   if (netMode === 'bridge-outside' && !spec.joinNetns) {
     const bridge = execa(
-      findBinary('nsenter') ?? 'nsenter',
-      [
+      ...dieWithSupervisor(
+        findBinary('nsenter') ?? 'nsenter',
         `--net=/proc/${childPid}/ns/net`, '--',
         findBinary('socat') ?? 'socat', `TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,fork,reuseaddr,backlog=512`, `UNIX-CONNECT:${spec.proxySocket}`,
-      ],
+      ),
       { reject: false, stdio: ['ignore', 'ignore', 'pipe'], buffer: false, cleanup: true },
     );
     let bridgeErr = '';

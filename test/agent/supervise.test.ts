@@ -132,4 +132,37 @@ describe('agent supervision', () => {
     expect(sup.status().state).toBe('failed');
     await sup.stop();
   });
+
+  it('a stop that arrives while the agent is still being launched stops the agent it gets (down never hangs)', async () => {
+    const { events, emit, waitFor } = collect();
+    const inner = hostLauncher();
+    let releaseLaunch!: () => void;
+    const launchGate = new Promise<void>((r) => (releaseLaunch = r));
+    let launched: { pid: number } | undefined;
+    // The sandbox launch takes a while (bwrap, bridge); stop() lands in the middle of it.
+    const slowLauncher: typeof inner = {
+      ...inner,
+      async launch(spec, onLine) {
+        const proc = await inner.launch(spec, onLine);
+        launched = proc;
+        await launchGate;
+        return proc;
+      },
+    };
+    const sup = new AgentSupervisor({
+      spec: { argv: [NODE, '-e', 'setInterval(() => {}, 1000)'], env: {}, readOnlyBinds: [], cwd: '/' },
+      launcher: slowLauncher,
+      health: { kind: 'started' },
+      restart: 'always',
+      emit,
+    });
+    sup.start();
+    await waitFor(() => launched !== undefined);
+    const stopped = sup.stop();
+    releaseLaunch();
+    await stopped;
+    expect(sup.status().state).toBe('stopped');
+    expect(() => process.kill(launched!.pid, 0), 'the agent launched during stop() is still running').toThrow();
+    expect(states(events)).not.toContain('restarting');
+  });
 });

@@ -6,7 +6,7 @@
 import { appendFileSync, chmodSync, cpSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { REPO_ROOT, makeTempHome, runCli, type TempHome } from '../helpers/supervisor.js';
+import { DRILL_OFFLINE_ENV, REPO_ROOT, makeTempHome, runCli, type TempHome } from '../helpers/supervisor.js';
 
 interface StatusJson {
   running: boolean;
@@ -23,7 +23,7 @@ function storeEntries(home: string): string[] {
   return existsSync(dir) ? readdirSync(dir).filter((n) => n.startsWith('sha256-')) : [];
 }
 
-describe('up --blueprint (real bin)', () => {
+describe('up --blueprint (real bin)', { timeout: 120_000 }, () => {
   let home: TempHome;
   let bp: string;
   const started: string[] = [];
@@ -45,10 +45,10 @@ describe('up --blueprint (real bin)', () => {
       walk(store);
     }
     await home.cleanup();
-  });
+  }, 90_000);
 
   async function up(name: string, ...args: string[]) {
-    const r = await runCli(['up', '--name', name, ...args], { home: home.dir, timeoutMs: 60_000 });
+    const r = await runCli(['up', '--name', name, ...args], { home: home.dir, env: DRILL_OFFLINE_ENV, timeoutMs: 60_000 });
     if (r.code === 0) started.push(name);
     return r;
   }
@@ -111,7 +111,7 @@ describe('up --blueprint (real bin)', () => {
     const d1 = lockOf(home.dir, 'busy')!.digest;
     writeFileSync(join(bp, 'blueprint.yaml'), readFileSync(join(bp, 'blueprint.yaml'), 'utf8').replace('version: 1.0.0', 'version: 1.0.1'));
     expect((await runCli(['blueprint', 'manifest', bp], { home: home.dir })).code).toBe(0);
-    const again = await runCli(['up', '--name', 'busy', '--blueprint', bp, '--upgrade'], { home: home.dir });
+    const again = await runCli(['up', '--name', 'busy', '--blueprint', bp, '--upgrade'], { home: home.dir, env: DRILL_OFFLINE_ENV });
     expect(again.code).toBe(0);
     expect(again.stdout).toContain('sandbox "busy" is already running');
     expect(again.stderr).toContain('was not applied to the running supervisor');

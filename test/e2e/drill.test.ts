@@ -9,12 +9,20 @@
  * Then `nemoclaw-tui --blueprint drill` with stdout not a terminal (headless) must start the same
  * drill and follow its log.
  *
+ * Tests talk only to loopback: the drill's allowed and unknown hosts are loopback test servers
+ * (127.0.0.2 allowed through the operator overlay, 127.0.0.3 unknown), reached through the real
+ * proxy with --unsafe-allow-loopback-upstreams; the other runs keep the drill off the network
+ * (DRILL_OFFLINE_ENV).
+ *
  * Needs root, bubblewrap, strace and socat (CI installs them through .ci/run).
  */
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EVENT_KINDS } from '../../src/audit/events.js';
-import { makeTempHome, runCli, spawnCli, type BackgroundCli, type TempHome } from '../helpers/supervisor.js';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startUpstream, type Upstream } from '../egress/harness.js';
+import { DRILL_OFFLINE_ENV, makeTempHome, runCli, spawnCli, type BackgroundCli, type TempHome } from '../helpers/supervisor.js';
 
 type Event = Record<string, unknown> & { kind: string; seq?: number };
 
@@ -56,14 +64,20 @@ async function until<T>(what: string, probe: () => Promise<T | undefined> | T | 
 describe('drill blueprint inside the real sandbox', () => {
   let home: TempHome;
   let follower: BackgroundCli | undefined;
+  let allowedUpstream: Upstream | undefined;
+  let unknownUpstream: Upstream | undefined;
 
   beforeAll(async () => {
     requirePrerequisites();
     home = await makeTempHome('nct-drill-');
+    allowedUpstream = await startUpstream('drill-allowed', '127.0.0.2');
+    unknownUpstream = await startUpstream('drill-unknown', '127.0.0.3');
   });
 
   afterAll(async () => {
     await follower?.kill();
+    await allowedUpstream?.close();
+    await unknownUpstream?.close();
     if (home) {
       await runCli(['down'], { home: home.dir, timeoutMs: 30_000 });
       await home.cleanup();
@@ -72,7 +86,24 @@ describe('drill blueprint inside the real sandbox', () => {
 
   it('`up --blueprint drill` runs the drill with no API key and every event kind appears', async () => {
     const env = { NVIDIA_API_KEY: undefined };
-    const up = await runCli(['up', '--blueprint', 'drill'], { home: home.dir, env, timeoutMs: 60_000 });
+    const allowed = `127.0.0.2:${allowedUpstream!.port}`;
+    const unknown = `127.0.0.3:${unknownUpstream!.port}`;
+    // The operator's "always allow" overlay (kept across restarts) lets the drill's allowed host through.
+    const sandboxDir = join(home.dir, 'sandboxes', 'default');
+    mkdirSync(sandboxDir, { recursive: true, mode: 0o700 });
+    writeFileSync(
+      join(sandboxDir, 'overlay.yaml'),
+      `version: 1\nrules:\n  - { action: allow, host: 127.0.0.2, port: ${allowedUpstream!.port}, author: cli, reason: the drill's allowed host }\n`,
+      { mode: 0o600 },
+    );
+    const up = await runCli(
+      [
+        'up', '--blueprint', 'drill', '--unsafe-allow-loopback-upstreams',
+        '--agent-env', `DRILL_ALLOWED_URL=http://${allowed}/ping`,
+        '--agent-env', `DRILL_UNKNOWN_URL=http://${unknown}/unknown`,
+      ],
+      { home: home.dir, env, timeoutMs: 60_000 },
+    );
     expect(up.code, `${up.stdout}\n${up.stderr}`).toBe(0);
     expect(up.stderr).toMatch(/blueprint drill \d+\.\d+\.\d+ \(sha256:[0-9a-f]{12}…\), profile stub/);
 
@@ -95,12 +126,13 @@ describe('drill blueprint inside the real sandbox', () => {
         const r = await runCli(['pending', '--json'], { home: home.dir });
         if (r.code !== 0) return undefined;
         const list = JSON.parse(r.stdout) as Array<{ id: string; host: string; port: number }>;
-        return list.find((p) => p.host === 'unknown.drill.nemoclaw.invalid');
+        return list.find((p) => p.host === '127.0.0.3');
       },
       90_000,
       state,
     );
-    expect(pending.port).toBe(443);
+    expect(pending.port).toBe(unknownUpstream!.port);
+    expect(unknownUpstream!.requests, 'the held request reached the upstream before approval').toHaveLength(0);
     const approved = await runCli(['approve', pending.id], { home: home.dir });
     expect(approved.code, approved.stderr).toBe(0);
 
@@ -127,11 +159,16 @@ describe('drill blueprint inside the real sandbox', () => {
     expect(of('sandbox.lifecycle').some((e) => e.action === 'agent.configured' && e.blueprint === 'drill')).toBe(true);
 
     // Network: the unknown host was requested, held, approved by the CLI and decided.
-    expect(of('net.request').some((e) => e.host === 'unknown.drill.nemoclaw.invalid')).toBe(true);
-    expect(of('net.held').some((e) => e.host === 'unknown.drill.nemoclaw.invalid')).toBe(true);
-    expect(of('approval.decision').some((e) => e.by === 'cli' && e.host === 'unknown.drill.nemoclaw.invalid')).toBe(true);
-    expect(of('net.decision').some((e) => e.host === 'unknown.drill.nemoclaw.invalid')).toBe(true);
-    expect(of('net.decision').some((e) => e.host === 'registry.npmjs.org')).toBe(true);
+    expect(of('net.request').some((e) => e.host === '127.0.0.3')).toBe(true);
+    expect(of('net.held').some((e) => e.host === '127.0.0.3')).toBe(true);
+    expect(of('approval.decision').some((e) => e.by === 'cli' && e.host === '127.0.0.3')).toBe(true);
+    expect(of('net.decision').some((e) => e.host === '127.0.0.3')).toBe(true);
+    expect(of('net.decision').some((e) => e.host === '127.0.0.2' && e.action === 'allow')).toBe(true);
+    // The approved request and the allowed one reached their (loopback) upstreams, and the drill saw both answers.
+    expect(unknownUpstream!.requests.map((q) => q.url)).toContain('/unknown');
+    expect(allowedUpstream!.requests.map((q) => q.url)).toContain('/ping');
+    expect(lines).toContain(`drill[1] unknown-host: HTTP 200 (http://${unknown}/unknown)`);
+    expect(lines).toContain(`drill[1] allowed-host: HTTP 200 (http://${allowed}/ping)`);
 
     // Filesystem: the write outside /sandbox is a violation with its path.
     expect(of('fs.violation').some((e) => String(e.path).startsWith('/etc/drill-was-here'))).toBe(true);
@@ -173,7 +210,7 @@ describe('`nemoclaw-tui --blueprint drill` without a terminal', () => {
   }, 60_000);
 
   it('starts the drill in the sandbox and follows its log (headless)', async () => {
-    tui = spawnCli(['--blueprint', 'drill'], { home: home.dir, env: { NVIDIA_API_KEY: undefined } });
+    tui = spawnCli(['--blueprint', 'drill'], { home: home.dir, env: { NVIDIA_API_KEY: undefined, ...DRILL_OFFLINE_ENV } });
     // The headless follow prints the drill's own lines as agent.log events.
     const line = await tui.waitForLine((l) => l.includes('drill[1] allowed-host: '), 90_000);
     expect(line).toContain('agent.log');
@@ -204,7 +241,7 @@ describe('the README main command on a machine with nothing set up', () => {
 
   it('`nemoclaw-tui` onboards with the defaults, picks the drill when no provider is found, and follows it', async () => {
     // What `npm start` runs (bin/nemoclaw-tui.js with no arguments), here without a terminal.
-    tui = spawnCli([], { home: home.dir, env: { NVIDIA_API_KEY: undefined, NEMOCLAW_BLUEPRINT: undefined } });
+    tui = spawnCli([], { home: home.dir, env: { NVIDIA_API_KEY: undefined, NEMOCLAW_BLUEPRINT: undefined, ...DRILL_OFFLINE_ENV } });
     await tui.waitForLine((l) => l.includes('drill[1] allowed-host: '), 90_000);
     const said = tui.stderrLines.join('\n');
     expect(said).toContain('first start: no inference provider found');
@@ -216,7 +253,7 @@ describe('the README main command on a machine with nothing set up', () => {
 
     // Detaching leaves the agent running; the next start is not a first start and re-attaches.
     await tui.kill();
-    tui = spawnCli([], { home: home.dir, env: { NVIDIA_API_KEY: undefined } });
+    tui = spawnCli([], { home: home.dir, env: { NVIDIA_API_KEY: undefined, ...DRILL_OFFLINE_ENV } });
     await tui.waitForLine((l) => l.includes('agent.log'), 30_000);
     expect(tui.stderrLines.join('\n')).not.toContain('first start');
   }, 150_000);

@@ -11,8 +11,8 @@ import type { EventInput } from '../../src/audit/events.js';
 import type { OverlayRule } from '../../src/control/types.js';
 import { createEgressProxy, type EgressProxy, type EgressProxyOptions } from '../../src/egress/proxy.js';
 import type { Resolver } from '../../src/egress/ssrf.js';
-import { checkL7 } from '../../src/egress/l7.js';
-import type { ApprovalsPolicy, Endpoint, NetworkDecision, NetworkQuery } from '../../src/policy/types.js';
+import { compileNetworkMatcher } from '../../src/policy/index.js';
+import type { ApprovalsPolicy, Endpoint, NetworkDecision, NetworkQuery, PolicyDocument } from '../../src/policy/types.js';
 import { systemClock } from '../../src/shared/clock.js';
 
 export interface TestRule {
@@ -30,6 +30,12 @@ function hostMatches(pattern: string, host: string): boolean {
   return p.length === h.length && p.every((label, i) => label === '*' || label === h[i]);
 }
 
+/** The policy matcher over one allowed endpoint (only `network_policies` is read). */
+function l7Matcher(endpoint: Endpoint) {
+  const doc = { network_policies: { test: { name: 'test', endpoints: [endpoint], binaries: [], action: 'allow' } } } as unknown as PolicyDocument;
+  return compileNetworkMatcher(doc);
+}
+
 export class TestPolicy {
   rules: TestRule[] = [];
   approvals: ApprovalsPolicy = { mode: 'ask', timeout: 30, when_unattended: 'hold', max_pending: 100 };
@@ -44,8 +50,9 @@ export class TestPolicy {
         const r = this.rules[i] as TestRule;
         const endpoint: Endpoint = { host: r.host, ports: [r.port], rules: [], deny_rules: [], allowed_ips: [], ...r.endpoint };
         if (action === 'allow' && q.method !== undefined) {
-          const l7 = checkL7(endpoint, q.method, q.path ?? '/');
-          if (!l7.allowed) return { verdict: 'deny', rule: `test/${i}`, reason: l7.reason, endpoint };
+          // Per-request checks by the real policy matcher, as the supervisor's policy store does.
+          const l7 = l7Matcher(endpoint).decide({ host: q.host, port: q.port, method: q.method, path: q.path ?? '/' });
+          if (l7.verdict !== 'allow') return { verdict: 'deny', rule: `test/${i}`, reason: l7.reason, endpoint };
         }
         return { verdict: action, rule: `test/${i}`, reason: `${action} by test rule ${i}`, endpoint };
       }
@@ -116,7 +123,7 @@ export interface Upstream {
 }
 
 /** HTTP server on 127.0.0.1 that echoes what it got. */
-export async function startUpstream(name = 'upstream'): Promise<Upstream> {
+export async function startUpstream(name = 'upstream', host = '127.0.0.1'): Promise<Upstream> {
   const requests: Upstream['requests'] = [];
   const server: Server = createHttpServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -128,7 +135,7 @@ export async function startUpstream(name = 'upstream'): Promise<Upstream> {
       res.end(JSON.stringify({ from: name, method: req.method, url: req.url, host: req.headers.host, body }));
     });
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  await new Promise<void>((r) => server.listen(0, host, () => r()));
   const port = (server.address() as { port: number }).port;
   return {
     port,
@@ -195,7 +202,8 @@ export function proxyRequest(socketPath: string, url: string, opts: { method?: s
 }
 
 /** Write raw bytes to the proxy and collect everything until it closes (or `untilText` appears). */
-export function rawExchange(socketPath: string, payload: string | Buffer, untilText?: string, timeoutMs = 5_000): Promise<string> {
+/** `halfClose`: send FIN right after the payload (`printf ... | nc -U` does this). */
+export function rawExchange(socketPath: string, payload: string | Buffer, untilText?: string, timeoutMs = 5_000, opts: { halfClose?: boolean } = {}): Promise<string> {
   return new Promise((resolve, reject) => {
     const s = connect(socketPath);
     let data = '';
@@ -217,6 +225,7 @@ export function rawExchange(socketPath: string, payload: string | Buffer, untilT
     });
     s.on('error', () => {});
     s.write(payload);
+    if (opts.halfClose) s.end();
   });
 }
 

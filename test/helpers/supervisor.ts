@@ -26,6 +26,15 @@ import { sandboxPaths, type SandboxPaths } from '../../src/shared/home.js';
 export const REPO_ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 export const BIN = join(REPO_ROOT, 'bin', 'nemoclaw-tui.js');
 
+/**
+ * Environment that keeps the drill blueprint off the network in tests: its "allowed host" step asks
+ * the router (inference.local, answered on the box) and its "unknown host" is a loopback address
+ * the proxy holds and never dials. Without it the drill reaches registry.npmjs.org.
+ */
+export const DRILL_OFFLINE_ENV = {
+  NEMOCLAW_AGENT_ENV: 'DRILL_ALLOWED_URL=http://inference.local/v1/models DRILL_UNKNOWN_URL=http://127.0.0.2:9/unknown',
+} as const;
+
 /** A minimal valid policy (no presets, one allowed host). */
 export const MINIMAL_POLICY = `version: 1
 network_policies:

@@ -18,6 +18,8 @@ interface UpOptions {
   policy?: string;
   foreground?: boolean;
   unsafeAllowLoopbackUpstreams?: boolean;
+  /** `--agent-env KEY=VALUE`, repeatable. */
+  agentEnv?: string[];
   blueprint?: string;
   profile?: string;
   upgrade?: boolean;
@@ -42,6 +44,7 @@ async function runForeground(ctx: CliContext, opts: UpOptions, daemon: boolean):
     home: ctx.home,
     policyFile: opts.policy ? resolve(opts.policy) : undefined,
     unsafeAllowLoopbackUpstreams: opts.unsafeAllowLoopbackUpstreams === true,
+    options: { agentEnv: parseAgentEnv([...agentEnvFromEnvironment(ctx.io.env), ...(opts.agentEnv ?? [])]) },
     log: (line) => ctx.err(stamp(line)),
   });
   if (opts.unsafeAllowLoopbackUpstreams) {
@@ -57,6 +60,42 @@ async function runForeground(ctx: CliContext, opts: UpOptions, daemon: boolean):
     for (const s of signals) process.off(s, onSignal);
   }
   return EXIT.ok;
+}
+
+/** NEMOCLAW_AGENT_ENV="KEY=VALUE KEY2=VALUE2": the same as --agent-env, for every way the supervisor starts (the TUI, systemd). */
+export function agentEnvFromEnvironment(env: NodeJS.ProcessEnv): string[] {
+  return (env.NEMOCLAW_AGENT_ENV ?? '').split(/\s+/).filter((p) => p.length > 0);
+}
+
+function collectAgentEnv(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/**
+ * `--agent-env KEY=VALUE`: extra variables for the agent. The guard's own variables (the proxy,
+ * the CA bundle, the inference token: anything NEMOCLAW_*, *_PROXY, NODE_EXTRA_CA_CERTS,
+ * SSL_CERT_*) cannot be overridden from here.
+ */
+export function parseAgentEnv(pairs: string[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    const key = eq > 0 ? pair.slice(0, eq) : '';
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) {
+      throw new NemoclawError('invalid_input', `--agent-env expects KEY=VALUE with a variable name, got "${pair}"`, {
+        nextStep: 'e.g. `--agent-env DRILL_STEP_PAUSE_MS=0`',
+        exitCode: 2,
+      });
+    }
+    if (/^NEMOCLAW_/i.test(key) || /_PROXY$/i.test(key) || /^(NODE_EXTRA_CA_CERTS|SSL_CERT_FILE|SSL_CERT_DIR|REQUESTS_CA_BUNDLE|CURL_CA_BUNDLE|NODE_USE_ENV_PROXY)$/i.test(key)) {
+      throw new NemoclawError('invalid_input', `--agent-env cannot set ${key}: the supervisor sets it to keep the agent behind the egress proxy and the router`, {
+        nextStep: 'drop that --agent-env; network access is changed through the policy (`nemoclaw-tui policy set`)',
+        exitCode: 2,
+      });
+    }
+    env[key] = pair.slice(eq + 1);
+  }
+  return env;
 }
 
 function shortDigest(digest: string): string {
@@ -110,6 +149,33 @@ async function reportRunningBlueprint(ctx: CliContext, status: SupervisorStatus,
   return EXIT.ok;
 }
 
+/**
+ * The supervisor that just started (pid `pid`) repaired a torn audit-log tail left by a crash: say
+ * so here, where the operator looks, not only in the daemon log. The repair is the
+ * `sandbox.lifecycle` event `audit.recovered` emitted just before that supervisor's own
+ * `supervisor.start`.
+ */
+async function reportAuditRecovery(ctx: CliContext, pid: number): Promise<void> {
+  let events: Awaited<ReturnType<ReturnType<CliContext['client']>['events']>>;
+  try {
+    events = await ctx.client().events({ kinds: ['sandbox.lifecycle'], n: 50 });
+  } catch {
+    return; // the start itself succeeded; this is only a report
+  }
+  const startIndex = events.findLastIndex((e) => e.action === 'supervisor.start' && e.pid === pid);
+  if (startIndex < 0) return;
+  for (let i = startIndex - 1; i >= 0; i--) {
+    const e = events[i]!;
+    if (e.action === 'supervisor.start') return; // an earlier run's events
+    if (e.action !== 'audit.recovered') continue;
+    const bytes = typeof e.torn_bytes === 'number' ? `${e.torn_bytes} bytes` : 'the bytes';
+    const seq = typeof e.continued_from_seq === 'number' ? `; chain continues from seq ${e.continued_from_seq}` : '';
+    ctx.err(`audit log: recovered from a torn tail (${bytes} of an unfinished record set aside in ${String(e.saved_to)})${seq}`);
+    ctx.err(`  the supervisor stopped mid-write last time; \`nemoclaw-tui audit verify${nameFlag(ctx.name)}\` checks the chain`);
+    return;
+  }
+}
+
 async function up(ctx: CliContext, opts: UpOptions): Promise<number> {
   ensureHome(ctx);
   let policy = await checkPolicyFile(ctx, opts.policy);
@@ -127,12 +193,17 @@ async function up(ctx: CliContext, opts: UpOptions): Promise<number> {
     const { verifiedLockedBlueprint } = await import('../../control/blueprint-lock.js');
     verifiedLockedBlueprint(ctx.paths, homePaths(ctx.home));
   }
+  // Checked here, so a bad pair fails `up` itself rather than the daemon; NEMOCLAW_AGENT_ENV
+  // reaches the daemon through its environment, the flags as arguments.
+  parseAgentEnv(agentEnvFromEnvironment(ctx.io.env));
+  const agentEnvPairs = Object.entries(parseAgentEnv(opts.agentEnv ?? [])).map(([k, v]) => `${k}=${v}`);
   if (opts.foreground) return runForeground(ctx, { ...opts, policy }, false);
   const res = await startDaemon({
     name: ctx.name,
     home: ctx.home,
     policyFile: policy,
     unsafeAllowLoopbackUpstreams: opts.unsafeAllowLoopbackUpstreams === true,
+    agentEnv: agentEnvPairs,
     env: ctx.io.env,
   });
   if (!res.started) {
@@ -142,6 +213,7 @@ async function up(ctx: CliContext, opts: UpOptions): Promise<number> {
   }
   if (res.cleanedStale) ctx.err(`note: removed a stale pid file/socket left by a supervisor that did not stop cleanly`);
   ctx.out(`started the supervisor of sandbox "${ctx.name}" (pid ${res.pid}, policy revision ${res.status.policy.revision})`);
+  await reportAuditRecovery(ctx, res.pid);
   const bp = res.status.blueprint;
   if (bp) ctx.out(`  blueprint ${bp.name} ${bp.version} ${shortDigest(bp.digest)}, running from ${bp.dir}`);
   ctx.out(`  follow it: nemoclaw-tui logs -f${nameFlag(ctx.name)}    stop it: nemoclaw-tui down${nameFlag(ctx.name)}`);
@@ -157,6 +229,7 @@ export const daemonCommands: CommandModule = {
       .option('--policy <file>', 'base policy file (default: the one this sandbox last ran with, else the baseline)')
       .option('--foreground', 'run in this terminal; SIGTERM / Ctrl-C stops it cleanly')
       .option('--unsafe-allow-loopback-upstreams', 'TESTS ONLY: let the egress proxy dial loopback upstreams')
+      .option('--agent-env <KEY=VALUE>', 'extra environment for the agent in the sandbox (repeatable; for this run of the supervisor)', collectAgentEnv, [])
       .option('--blueprint <name>', 'run this blueprint\'s agent (openclaw, drill, or a directory); remembered for later `up`s')
       .option('--profile <name>', 'inference profile of the blueprint (default: detected)')
       .option('--upgrade', 'accept a blueprint that differs from the one this sandbox is locked to')
@@ -214,6 +287,7 @@ export const daemonCommands: CommandModule = {
       .command('__supervise', { hidden: true })
       .option('--policy <file>')
       .option('--unsafe-allow-loopback-upstreams')
+      .option('--agent-env <KEY=VALUE>', '', collectAgentEnv, [])
       .action(
         action(async (ctx, opts: UpOptions) => {
           ensurePrivateDir(ctx.home);
