@@ -133,7 +133,15 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
     const trust = c
       .service<SupervisorService & { sandboxTrust?(): TrustBundle | undefined }>('egress')
       ?.sandboxTrust?.();
-    const env = trust ? { ...trust.env, ...(req.env ?? {}) } : req.env;
+    // inference.local wants the per-sandbox token (never a real key): hand it to every command in
+    // the sandbox under the names SDKs read, so `run -- python agent.py` reaches the router as is.
+    const inferenceToken = c.service<SupervisorService & { sandboxToken?(): string }>('inference')?.sandboxToken?.();
+    // Defaults only: a variable the policy's process.env sets stays the policy's.
+    const policyEnv = policy.process?.env ?? {};
+    const inferenceEnv: Record<string, string> = Object.fromEntries(
+      Object.entries(inferenceToken ? inferenceClientEnv(inferenceToken) : {}).filter(([k]) => !(k in policyEnv)),
+    );
+    const env = trust || inferenceToken ? { ...inferenceEnv, ...(trust?.env ?? {}), ...(req.env ?? {}) } : req.env;
     const readOnlyBinds = trust
       ? [{ source: trust.source, target: trust.target }, ...(req.readOnlyBinds ?? [])]
       : req.readOnlyBinds;
@@ -403,4 +411,16 @@ function ended(stream: NodeJS.ReadableStream | null): Promise<void> {
     s.once('end', () => r());
     s.once('close', () => r());
   });
+}
+
+/** What a command in the sandbox needs to call inference.local with an unmodified OpenAI or Anthropic SDK. */
+export function inferenceClientEnv(token: string): Record<string, string> {
+  return {
+    NEMOCLAW_INFERENCE_TOKEN: token,
+    NEMOCLAW_INFERENCE_URL: 'http://inference.local/v1',
+    OPENAI_BASE_URL: 'http://inference.local/v1',
+    OPENAI_API_KEY: token,
+    ANTHROPIC_BASE_URL: 'http://inference.local',
+    ANTHROPIC_API_KEY: token,
+  };
 }

@@ -19,11 +19,16 @@ import { startStubUpstream, type StubUpstream } from '../stubs/upstream.js';
 const ENV_KEY = 'sk-e2e-env-key-0f1e2d3c4b5a69788796a5b4c3d2e1f0';
 const FILE_KEY = 'sk-e2e-file-key-a1b2c3d4e5f60718293a4b5c6d7e8f90';
 
-/** Runs inside the sandbox; prints one JSON report on stdout. The token arrives on stdin. */
+/**
+ * Runs inside the sandbox; prints one JSON report on stdout. It finds the router the way an
+ * unmodified OpenAI SDK would: OPENAI_BASE_URL and OPENAI_API_KEY (the per-sandbox token), which
+ * the supervisor puts into every sandbox's environment.
+ */
 const PROBE = String.raw`
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-const token = readFileSync(0, 'utf8').trim();
+const token = process.env.OPENAI_API_KEY;
+const base = process.env.OPENAI_BASE_URL;
 const report = { env: process.env, environ: {}, cmdline: {}, files: {}, unreadable: [], calls: {}, credentials: null };
 for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
   for (const what of ['environ', 'cmdline']) {
@@ -45,7 +50,7 @@ walk('/sandbox');
 try { report.credentials = readFileSync(process.argv[2], 'utf8'); } catch (e) { report.credentials = 'unreadable: ' + e.code; }
 const call = async (name, model, auth) => {
   try {
-    const res = await fetch('http://inference.local/v1/chat/completions', {
+    const res = await fetch(base + '/chat/completions', {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...(auth ? { authorization: 'Bearer ' + auth } : {}) },
       body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hello from ' + name }] }),
@@ -111,7 +116,7 @@ describe('provider keys stay outside the sandbox', () => {
     writeFileSync(join(d!.paths.workdir, 'notes.txt'), 'agent working files live here\n');
 
     const credentialsPath = join(home.dir, 'credentials.json');
-    const r = await runCli(['run', '--', 'node', '/sandbox/probe.mjs', credentialsPath], { home: home.dir, input: `${token}\n`, timeoutMs: 90_000 });
+    const r = await runCli(['run', '--', 'node', '/sandbox/probe.mjs', credentialsPath], { home: home.dir, timeoutMs: 90_000 });
     expect(r.code, `run failed:\n${r.stderr}`).toBe(0);
     const report = JSON.parse(r.stdout) as {
       env: Record<string, string>;
@@ -122,6 +127,14 @@ describe('provider keys stay outside the sandbox', () => {
       calls: Record<string, { status?: number; body?: string; error?: string }>;
     };
 
+    // The sandbox got the router's address and its own token (never a provider key) under SDK names.
+    expect(report.env).toMatchObject({
+      OPENAI_BASE_URL: 'http://inference.local/v1',
+      OPENAI_API_KEY: token,
+      ANTHROPIC_BASE_URL: 'http://inference.local',
+      ANTHROPIC_API_KEY: token,
+      NEMOCLAW_INFERENCE_TOKEN: token,
+    });
     // The probe really looked: it ran behind the proxy, read process environments and the workdir.
     expect(report.env.HTTP_PROXY ?? report.env.http_proxy).toMatch(/^http:\/\/127\.0\.0\.1:/);
     expect(Object.keys(report.environ).length).toBeGreaterThan(0);
