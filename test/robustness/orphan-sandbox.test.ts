@@ -4,8 +4,8 @@
  * with it, so no agent keeps running unsupervised, and a later `up` starts from a clean slate.
  * Needs root, bubblewrap, strace and socat (CI installs them through .ci/run).
  */
-import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { descendants } from '../../src/sandbox/bwrap.js';
 import { makeTempHome, runCli, spawnCli, startDaemonSupervisor, type BackgroundCli, type DaemonSupervisor, type TempHome } from '../helpers/supervisor.js';
 import { DENY_POLICY, processAlive, supervisorPid, waitUntil } from './helpers.js';
 
@@ -24,37 +24,6 @@ afterAll(async () => {
   await home?.cleanup();
 }, 60_000);
 
-/** Every process whose parent chain leads to `root` (root included). */
-function tree(root: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const e of readdirSafe('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(e)]);
-    } catch {
-      /* gone */
-    }
-  }
-  const out: number[] = [];
-  const stack = [root];
-  while (stack.length > 0) {
-    const p = stack.pop()!;
-    out.push(p);
-    stack.push(...(children.get(p) ?? []));
-  }
-  return out;
-}
-
-function readdirSafe(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch {
-    return [];
-  }
-}
-
 describe('a supervisor killed with SIGKILL', () => {
   it('takes every sandbox it started with it: no orphaned agent, bridge or monitor', async () => {
     keeper = spawnCli(['run', '--', 'sleep', '600'], { home: home.dir });
@@ -68,7 +37,7 @@ describe('a supervisor killed with SIGKILL', () => {
 
     const supervisor = supervisorPid(d.paths);
     // Everything the supervisor started: the sandbox chain, the sleep inside it, the egress bridge.
-    const started = tree(supervisor).filter((p) => p !== supervisor);
+    const started = descendants(supervisor).filter((p) => p !== supervisor);
     expect(started, 'the sandbox process itself is under the supervisor').toContain(instancePid);
     expect(started.length).toBeGreaterThanOrEqual(4);
 
