@@ -354,7 +354,10 @@ async function readJsonBody(req: IncomingMessage, maxBytes: number): Promise<unk
     size += buf.length;
     if (size > maxBytes) {
       req.resume();
-      throw new NemoclawError('invalid_input', `request body is larger than ${maxBytes} bytes`, { exitCode: 2 });
+      throw new NemoclawError('invalid_input', `request body is larger than ${maxBytes} bytes (${Math.round(maxBytes / 1024)} KiB), the most this API accepts; nothing was changed`, {
+        nextStep: 'send a smaller body: a policy is at most 1 MiB (`nemoclaw-tui policy validate FILE` checks a file, `nemoclaw-tui policy set FILE` sends it)',
+        exitCode: 2,
+      });
     }
     chunks.push(buf);
   }

@@ -2,11 +2,14 @@
 export {
   DEFAULT_POLICY_PATH,
   DEFAULT_PRESETS_DIR,
+  MAX_POLICY_BYTES,
+  checkPolicySize,
   formatPolicyIssues,
   listPresets,
   loadPolicyFile,
   mergeNetworkPolicies,
   parsePolicy,
+  readPolicyFile,
 } from './parse.js';
 export type { ParsedPolicy, ParseOptions, PolicyIssue } from './parse.js';
 export { canonicalPolicyYaml, policyDigest } from './canonical.js';

@@ -1,7 +1,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
+import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, type Document, type Node, type Pair, type YAMLMap } from 'yaml';
 import type { z } from 'zod';
 import { validateInferencePolicy } from '../inference/index.js';
 import { NemoclawError, isNemoclawError } from '../shared/errors.js';
@@ -18,6 +18,8 @@ export interface PolicyIssue {
   path: string;
   expected: string;
   message: string;
+  /** Set on a closing entry that stands for this many further issues, not listed to keep errors short. */
+  omitted?: number;
 }
 
 export interface ParsedPolicy {
@@ -38,29 +40,92 @@ export const DEFAULT_PRESETS_DIR = join(PACKAGE_ROOT, 'policies', 'presets');
 
 type PathKey = string | number;
 
+/** Longest key shown in a field path (a garbage file can have a key of a megabyte). */
+const MAX_KEY_CHARS = 60;
+
 export function formatPath(path: readonly PathKey[]): string {
   let out = '';
   for (const key of path) {
     if (typeof key === 'number') out += `[${key}]`;
-    else if (/^[A-Za-z_][A-Za-z0-9_-]*$/.test(key)) out += out.length > 0 ? `.${key}` : key;
-    else out += `[${JSON.stringify(key)}]`;
+    else if (/^[A-Za-z_][A-Za-z0-9_-]*$/.test(key) && key.length <= MAX_KEY_CHARS) out += out.length > 0 ? `.${key}` : key;
+    else out += `[${JSON.stringify(key.length > MAX_KEY_CHARS ? `${key.slice(0, MAX_KEY_CHARS - 3)}...` : key)}]`;
   }
   return out.length > 0 ? out : '(document)';
 }
 
+/** Issues listed in one error; the rest are counted (fixing the first ones usually fixes many more). */
+export const MAX_LISTED_ISSUES = 20;
+/** Longest message shown for one issue. */
+const MAX_ISSUE_CHARS = 200;
+/** yaml's messages quote the offending source; a short excerpt of it is enough to find it. */
+const MAX_YAML_MESSAGE_CHARS = 120;
+
+/**
+ * One line per issue, at most `MAX_LISTED_ISSUES` of them and each at most ~200 characters, with
+ * control characters escaped: a wrong file (binary, megabytes) must not flood the terminal.
+ */
 export function formatPolicyIssues(issues: readonly PolicyIssue[]): string {
-  return issues
-    .map((i) => `${i.file}${i.line > 0 ? `:${i.line}:${i.col}` : ''} ${i.path}: ${i.message}`)
-    .join('\n');
+  const lines = issues
+    .filter((i) => i.omitted === undefined)
+    .slice(0, MAX_LISTED_ISSUES)
+    .map((i) => printable(`${i.file}${i.line > 0 ? `:${i.line}:${i.col}` : ''} ${i.path}: ${shorten(i.message, MAX_ISSUE_CHARS)}`));
+  const more = countIssues(issues) - lines.length;
+  if (more > 0) lines.push(`... and ${more} more`);
+  return lines.join('\n');
+}
+
+/** How many problems `issues` stands for (a closing `omitted` entry counts what it stands for). */
+export function countIssues(issues: readonly PolicyIssue[]): number {
+  return issues.reduce((n, i) => n + (i.omitted ?? 1), 0);
+}
+
+/** Issues kept per parse (errors and warnings): enough to fix a file, small enough to send and print. */
+const MAX_KEPT_ISSUES = 100;
+
+/** At most MAX_KEPT_ISSUES issues, the rest counted in one closing entry. */
+function capIssues(issues: PolicyIssue[], what: string): PolicyIssue[] {
+  const total = countIssues(issues);
+  if (issues.length <= MAX_KEPT_ISSUES) return issues;
+  const kept = issues.slice(0, MAX_KEPT_ISSUES);
+  const omitted = total - countIssues(kept);
+  const file = kept[0]!.file;
+  kept.push({ file, line: 0, col: 0, path: '(document)', expected: what, message: `${omitted} more not listed`, omitted });
+  return kept;
+}
+
+function shorten(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max - 3)}...` : text;
+}
+
+/** Control characters shown as escapes, never sent raw to a terminal. */
+function printable(text: string): string {
+  return text.replace(/[\x00-\x08\x0a-\x1f\x7f-\x9f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** A YAML document with what is needed to name positions in it. */
 class SourceMap {
+  /** Key → pair per mapping, built on first lookup: positions of many issues stay linear. */
+  private readonly pairsByKey = new WeakMap<YAMLMap, Map<string, Pair>>();
+
   constructor(
     readonly file: string,
     readonly doc: Document.Parsed,
     readonly lines: LineCounter,
   ) {}
+
+  private pairOf(map: YAMLMap, key: PathKey): Pair | undefined {
+    let index = this.pairsByKey.get(map);
+    if (!index) {
+      index = new Map();
+      for (const p of map.items) {
+        if (!isScalar(p.key)) continue;
+        const k = String(p.key.value);
+        if (!index.has(k)) index.set(k, p);
+      }
+      this.pairsByKey.set(map, index);
+    }
+    return index.get(String(key));
+  }
 
   private resolve(node: unknown): unknown {
     return isAlias(node) ? node.resolve(this.doc) : node;
@@ -73,7 +138,7 @@ class SourceMap {
     for (const key of path) {
       keyNode = undefined;
       if (isMap(node)) {
-        const pair = node.items.find((p) => (isScalar(p.key) ? String(p.key.value) === String(key) : false));
+        const pair = this.pairOf(node, key);
         if (!pair) return { node, keyNode: undefined, exact: false };
         keyNode = pair.key as Node;
         const value = this.resolve(pair.value) as Node | null;
@@ -274,7 +339,7 @@ function zodIssuesToPolicyIssues(zodIssues: readonly RawZodIssue[], prefix: read
     issues.push({ file, line: pos.line, col: pos.col, path: formatPath(path), expected, message: `expected ${expected}, got ${got}` });
   }
   issues.sort((a, b) => a.line - b.line || a.col - b.col);
-  return dedupeIssues(issues);
+  return capIssues(dedupeIssues(issues), 'a valid policy');
 }
 
 /**
@@ -286,26 +351,47 @@ export function validateYaml<S extends z.ZodType>(
   file: string,
   schema: S,
 ): { ok: true; value: ValidatedYaml<z.output<S>> } | { ok: false; issues: PolicyIssue[] } {
+  const unreadable = prescanIssue(text, file);
+  if (unreadable) return { ok: false, issues: [unreadable] };
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    return {
-      ok: false,
-      issues: doc.errors.map((err) => {
-        const pos = err.linePos?.[0] ?? lines.linePos(err.pos[0]);
-        const msg = err.message.split('\n')[0]!.replace(/ at line \d+, column \d+.*$/, '');
-        return { file, line: pos.line, col: pos.col, path: '(document)', expected: 'valid YAML', message: `invalid YAML: ${msg}` };
-      }),
-    };
+  let doc: Document.Parsed;
+  try {
+    // yaml's own uniqueKeys check compares every key with every earlier one (quadratic: minutes for
+    // a big mapping); duplicateKeyIssues below does the same check in one pass.
+    doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: false });
+  } catch (err) {
+    // The composer recurses per nesting level: thousands of `[` overflow the stack.
+    return { ok: false, issues: [wholeDocumentIssue(file, err)] };
+  }
+  const syntaxIssues = doc.errors.slice(0, MAX_KEPT_ISSUES + 1).map((err): PolicyIssue => {
+    const pos = err.linePos?.[0] ?? lines.linePos(err.pos[0]);
+    const first = err.message.split('\n')[0]!.replace(/ at line \d+, column \d+.*$/, '');
+    // yaml reports its own stack overflow (deep nesting) as an error whose text is about a regex.
+    const msg = /stack overflow|call stack/i.test(first) ? 'nested too deeply' : first;
+    return { file, line: pos.line, col: pos.col, path: '(document)', expected: 'valid YAML', message: `invalid YAML: ${shorten(msg, MAX_YAML_MESSAGE_CHARS)}` };
+  });
+  const issues = [...syntaxIssues, ...duplicateKeyIssues(doc, file, lines)];
+  if (issues.length > 0) {
+    issues.sort((a, b) => (a.line === 0 ? 1 : 0) - (b.line === 0 ? 1 : 0) || a.line - b.line || a.col - b.col);
+    const capped = capIssues(dedupeIssues(issues), 'valid YAML');
+    // Errors beyond those turned into issues above still count.
+    const unlisted = doc.errors.length - syntaxIssues.length;
+    if (unlisted > 0) {
+      const last = capped[capped.length - 1]!;
+      if (last.omitted !== undefined) {
+        last.omitted += unlisted;
+        last.message = `${last.omitted} more not listed`;
+      } else {
+        capped.push({ file, line: 0, col: 0, path: '(document)', expected: 'valid YAML', message: `${unlisted} more not listed`, omitted: unlisted });
+      }
+    }
+    return { ok: false, issues: capped };
   }
   let raw: unknown;
   try {
     raw = doc.toJS({ maxAliasCount: 100 });
   } catch (err) {
-    return {
-      ok: false,
-      issues: [{ file, line: 1, col: 1, path: '(document)', expected: 'valid YAML', message: `invalid YAML: ${(err as Error).message}` }],
-    };
+    return { ok: false, issues: [wholeDocumentIssue(file, err)] };
   }
   const source = new SourceMap(file, doc, lines);
   const result = schema.safeParse(raw);
@@ -318,7 +404,7 @@ export function validateYaml<S extends z.ZodType>(
   const warnings = unknown.map((path): PolicyIssue => {
     const pos = source.position(path, true);
     const name = String(path[path.length - 1]);
-    const suggestion = knownSiblings(schema, path).find((k) => editDistance(k, name) <= 2);
+    const suggestion = name.length <= 40 ? knownSiblings(schema, path).find((k) => editDistance(k, name) <= 2) : undefined;
     const note = suggestion ? ` (did you mean \`${suggestion}\`?)` : '';
     return {
       file,
@@ -339,7 +425,100 @@ export function validateYaml<S extends z.ZodType>(
     }
   }
   warnings.sort((a, b) => a.line - b.line || a.col - b.col);
-  return { ok: true, value: { data: result.data, warnings, source, raw } };
+  return { ok: true, value: { data: result.data, warnings: capIssues(warnings, 'a field this engine enforces'), source, raw } };
+}
+
+/**
+ * yaml's lexer recurses per flow level and gives up (stack overflow) somewhere near 700 levels,
+ * after seconds and a gigabyte of memory for a file of `[`. No policy nests flow collections even
+ * tens deep, so a cheap bracket count refuses such a file up front.
+ */
+const MAX_FLOW_DEPTH = 500;
+
+/**
+ * One linear scan before the YAML parser: a control character YAML does not allow (a binary file)
+ * or absurd flow nesting is one clear issue, rather than hundreds of parser errors quoting garbage.
+ * Only a `[` or `{` that can start a flow collection counts (at a token boundary, outside comments
+ * and quoted scalars), so `path: /v1/[id` or a `# [` comment never adds to the depth.
+ */
+function prescanIssue(text: string, file: string): PolicyIssue | undefined {
+  let depth = 0;
+  let line = 1;
+  let lineStart = 0;
+  let quote = 0; // the quote character of the quoted scalar we are in, or 0
+  let comment = false;
+  const issue = (i: number, message: string): PolicyIssue => ({ file, line, col: i - lineStart + 1, path: '(document)', expected: 'valid YAML', message });
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x0a) {
+      line++;
+      lineStart = i + 1;
+      comment = false;
+      continue;
+    }
+    if ((c < 0x20 && c !== 0x09 && c !== 0x0d) || c === 0x7f) {
+      const code = `U+${c.toString(16).toUpperCase().padStart(4, '0')}`;
+      return issue(i, `invalid YAML: control character ${code}, which YAML does not allow; a policy is a text file — is this the right file?`);
+    }
+    if (comment) continue;
+    if (quote !== 0) {
+      if (c === 0x5c && quote === 0x22) i++; // an escape in a double-quoted scalar
+      else if (c === quote) quote = 0;
+      continue;
+    }
+    const prev = i === lineStart ? 0x20 : text.charCodeAt(i - 1);
+    const atTokenStart = prev === 0x20 || prev === 0x09 || prev === 0x5b || prev === 0x7b || prev === 0x2c || prev === 0x3a;
+    if (!atTokenStart) {
+      if ((c === 0x5d || c === 0x7d) && depth > 0) depth--;
+      continue;
+    }
+    if (c === 0x23 && (prev === 0x20 || prev === 0x09)) comment = true;
+    else if (c === 0x22 || c === 0x27) quote = c;
+    else if (c === 0x5d || c === 0x7d) depth = Math.max(0, depth - 1);
+    else if ((c === 0x5b || c === 0x7b) && ++depth > MAX_FLOW_DEPTH) {
+      return issue(i, `invalid YAML: flow collections ([ ] / { }) nested more than ${MAX_FLOW_DEPTH} levels deep`);
+    }
+  }
+  return undefined;
+}
+
+/** The document as a whole could not be read (too deeply nested, too many aliases). */
+function wholeDocumentIssue(file: string, err: unknown): PolicyIssue {
+  const why = err instanceof RangeError ? 'nested too deeply' : shorten(err instanceof Error ? err.message : String(err), MAX_ISSUE_CHARS);
+  return { file, line: 1, col: 1, path: '(document)', expected: 'valid YAML', message: `invalid YAML: ${why}` };
+}
+
+/**
+ * A key repeated in one mapping, as yaml's `uniqueKeys` reports it (scalar keys equal by value),
+ * in one pass with a Set per mapping. Walks with an explicit stack: deep nesting cannot overflow it.
+ */
+function duplicateKeyIssues(doc: Document.Parsed, file: string, lines: LineCounter): PolicyIssue[] {
+  const issues: PolicyIssue[] = [];
+  let omitted = 0;
+  const stack: unknown[] = [doc.contents];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    if (isMap(node)) {
+      const seen = new Set<unknown>();
+      for (const pair of node.items) {
+        stack.push(pair.key, pair.value);
+        if (!isScalar(pair.key)) continue;
+        const value = pair.key.value;
+        if (!seen.has(value)) {
+          seen.add(value);
+        } else if (issues.length < MAX_KEPT_ISSUES) {
+          const pos = lines.linePos(pair.key.range?.[0] ?? 0);
+          issues.push({ file, line: pos.line, col: pos.col, path: '(document)', expected: 'valid YAML', message: 'invalid YAML: Map keys must be unique' });
+        } else {
+          omitted++;
+        }
+      }
+    } else if (isSeq(node)) {
+      for (const item of node.items) stack.push(item);
+    }
+  }
+  if (omitted > 0) issues.push({ file, line: 0, col: 0, path: '(document)', expected: 'valid YAML', message: `${omitted} more not listed`, omitted });
+  return issues;
 }
 
 function dedupeIssues(issues: PolicyIssue[]): PolicyIssue[] {
@@ -353,7 +532,7 @@ function dedupeIssues(issues: PolicyIssue[]): PolicyIssue[] {
 }
 
 export function policyInvalid(source: string, issues: PolicyIssue[]): NemoclawError {
-  const n = issues.length;
+  const n = countIssues(issues);
   return new NemoclawError('policy_invalid', `${source}: ${n} problem${n === 1 ? '' : 's'} in the policy\n${formatPolicyIssues(issues)}`, {
     nextStep: 'fix the fields named above and try again; the running policy (if any) is unchanged',
     exitCode: 2,
@@ -462,6 +641,7 @@ export function listPresets(presetsDir: string = DEFAULT_PRESETS_DIR): string[] 
  * structurally under it (the file wins). Throws NemoclawError('policy_invalid') with every issue.
  */
 export function parsePolicy(text: string, source: string, opts: ParseOptions = {}): ParsedPolicy {
+  checkPolicySize(text, source);
   const validated = validateYaml(text, source, policyFileSchema);
   if (!validated.ok) throw policyInvalid(source, validated.issues);
   const { data, warnings: fileWarnings, source: map, raw } = validated.value;
@@ -510,16 +690,79 @@ export function parsePolicy(text: string, source: string, opts: ParseOptions = {
   return { doc, warnings };
 }
 
-export async function loadPolicyFile(path: string, opts: ParseOptions = {}): Promise<ParsedPolicy> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw new NemoclawError('not_found', `cannot read policy file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
+/**
+ * Largest policy file accepted. Real policies are a few KiB (the baseline with every preset is
+ * under 20 KiB); a bigger file is almost surely the wrong one, and parsing it costs seconds and memory.
+ */
+export const MAX_POLICY_BYTES = 1024 * 1024;
+
+function sizeText(bytes: number): string {
+  if (bytes >= 1024 * 1024) return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
+  if (bytes >= 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  return `${bytes} bytes`;
+}
+
+function policyTooLarge(source: string, bytes: number, atLeast: boolean): NemoclawError {
+  return new NemoclawError(
+    'invalid_input',
+    `policy file ${source} is ${atLeast ? 'over ' : ''}${sizeText(bytes)}, larger than the 1 MiB a policy may be — did you pass the right file?`,
+    {
+      nextStep: 'pass the policy YAML file (a policy is a few KiB; the baseline is policies/openclaw-sandbox.yaml in the package); nothing was changed',
+      exitCode: 2,
+      details: { file: source, bytes, max_bytes: MAX_POLICY_BYTES },
+    },
+  );
+}
+
+/**
+ * Refuse policy text over MAX_POLICY_BYTES before parsing it (throws invalid_input, exit 2).
+ * Counts UTF-16 code units, never more than the file's bytes: bytes that are not UTF-8 decode to
+ * one U+FFFD each, so text read from a file within the cap always passes here too.
+ */
+export function checkPolicySize(text: string, source: string): void {
+  if (text.length > MAX_POLICY_BYTES) throw policyTooLarge(source, Buffer.byteLength(text, 'utf8'), false);
+}
+
+/**
+ * Read a policy file as UTF-8, refusing it (naming the file, exit 2) when it is larger than
+ * MAX_POLICY_BYTES. Reads at most one byte past the cap, so a huge file or a device is never
+ * loaded whole.
+ */
+export async function readPolicyFile(path: string): Promise<string> {
+  const cannotRead = (err: unknown): NemoclawError =>
+    new NemoclawError('not_found', `cannot read policy file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
       nextStep: 'check the path (the baseline policy is policies/openclaw-sandbox.yaml in the package)',
       exitCode: 2,
       cause: err,
     });
+  let fh: Awaited<ReturnType<typeof open>>;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    throw cannotRead(err);
   }
-  return parsePolicy(text, path, opts);
+  try {
+    const size = await fh.stat().then((st) => (st.isFile() ? st.size : 0), () => 0);
+    if (size > MAX_POLICY_BYTES) throw policyTooLarge(path, size, false);
+    const buf = Buffer.allocUnsafe(MAX_POLICY_BYTES + 1);
+    let length = 0;
+    for (;;) {
+      let bytesRead: number;
+      try {
+        ({ bytesRead } = await fh.read(buf, length, buf.length - length, null));
+      } catch (err) {
+        throw cannotRead(err);
+      }
+      if (bytesRead === 0) break;
+      length += bytesRead;
+      if (length > MAX_POLICY_BYTES) throw policyTooLarge(path, length - 1, true);
+    }
+    return buf.toString('utf8', 0, length);
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+}
+
+export async function loadPolicyFile(path: string, opts: ParseOptions = {}): Promise<ParsedPolicy> {
+  return parsePolicy(await readPolicyFile(path), path, opts);
 }

@@ -104,7 +104,7 @@ describe('up --policy with a malformed file', () => {
       [files.badyaml!, `${files.badyaml}:4:1`],
       [files.types!, `${files.types}:1:10`],
       [files.empty!, `${files.empty}:1:1`],
-      [files.huge!, `${files.huge}:1:1`],
+      [files.huge!, 'larger than the 1 MiB a policy may be'],
     ] as const) {
       const r = await runCli(['--name', 'fresh', 'up', '--policy', f], { home: home.dir, timeoutMs: 60_000 });
       expectCleanError(r, { code: 2, names: [where] });

@@ -1,9 +1,8 @@
 /** `policy validate|show|set|history`. */
-import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { AuditEvent } from '../../audit/events.js';
-import { formatPolicyIssues, loadPolicyFile } from '../../policy/index.js';
+import { formatPolicyIssues, loadPolicyFile, readPolicyFile } from '../../policy/index.js';
 import type { PolicyRevision } from '../../policy/types.js';
 import { NemoclawError } from '../../shared/errors.js';
 import type { ControlClient } from '../../control/index.js';
@@ -89,15 +88,8 @@ export const policyCommands: CommandModule = {
       .action(
         action(async (ctx, file: string, opts: { wait?: boolean; timeout: string }) => {
           const path = resolve(file);
-          let text: string;
-          try {
-            text = await readFile(path, 'utf8');
-          } catch (err) {
-            throw new NemoclawError('not_found', `cannot read policy file ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, {
-              exitCode: EXIT.usage,
-              nextStep: 'check the path',
-            });
-          }
+          // Refused here, naming the file, before anything is sent (the API's body limit would say less).
+          const text = await readPolicyFile(path);
           const client = ctx.client();
           const before = opts.wait ? (await client.status()).last_seq : 0;
           const res = await client.setPolicy(text, { author: 'cli', source: path });
