@@ -47,7 +47,11 @@ export interface EgressProxyOptions {
   /** Side effects of session / always / deny-always decisions (policy store). */
   addSessionAllow?(rule: OverlayRule): void;
   addOverlayRule?(rule: OverlayRule, reason: string): Promise<unknown>;
-  /** Idle time allowed while waiting for a request head (default 30 s). */
+  /**
+   * Deadline for a request head, counted from its first byte however slowly the rest arrives (a
+   * trickled head gets 408 and the connection is closed); also the idle time allowed between
+   * keep-alive requests (default 30 s).
+   */
   headTimeoutMs?: number;
   /** Upstream connect timeout (default 10 s). */
   connectTimeoutMs?: number;
@@ -86,6 +90,8 @@ export interface EgressCounters {
   tls_terminated: number;
   /** Client TLS handshakes that failed (usually: the client does not trust the sandbox CA). */
   tls_handshake_failed: number;
+  /** Request heads not complete within headTimeoutMs of their first byte (answered 408). */
+  head_timeouts: number;
 }
 
 export interface EgressProxy {
@@ -157,6 +163,11 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
   const resolver = opts.resolver ?? systemResolver;
   const unsafe = opts.unsafeAllowLoopbackUpstreams === true;
   const headTimeoutMs = opts.headTimeoutMs ?? 30_000;
+  if (!Number.isFinite(headTimeoutMs) || headTimeoutMs <= 0) {
+    throw new NemoclawError('invalid_input', `egress headTimeoutMs must be a positive number of milliseconds (got ${headTimeoutMs})`, {
+      nextStep: 'leave it unset for the default of 30 s, or pass e.g. 10000',
+    });
+  }
   const connectTimeoutMs = opts.connectTimeoutMs ?? 10_000;
   const agent = new Agent({ keepAlive: true, maxFreeSockets: 256, scheduling: 'lifo' });
   const inferenceAgent = new Agent({ keepAlive: true });
@@ -179,6 +190,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     revoked: 0,
     tls_terminated: 0,
     tls_handshake_failed: 0,
+    head_timeouts: 0,
   };
   let httpsAgent: HttpsAgent | undefined;
   const upstreamTlsAgent = (): HttpsAgent => {
@@ -406,6 +418,16 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     eventTail: Promise<unknown> | undefined;
     inflight: ClientRequest | undefined;
     revoked = false;
+    /** Absolute deadline of the head being read (armed at its first byte, not reset by later ones). */
+    headTimer: NodeJS.Timeout | undefined;
+    /** The client sent FIN: answer what was asked, then close. */
+    clientEnded = false;
+    /** A request body is still being read from the client. */
+    readingBody = false;
+    /** Waiting for the first bytes inside a CONNECT tunnel (to classify them). */
+    awaitingTunnelBytes = false;
+    /** Bytes flow through stream.pipe both ways (raw tunnel); half-closes are forwarded by pipe. */
+    piped = false;
 
     /** Where requests are read and answers written: the accepted socket, or the TLS layer over it. */
     socket: Socket;
@@ -422,15 +444,59 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     listen(socket: Socket): void {
       socket.setTimeout(headTimeoutMs);
       socket.on('timeout', () => {
-        if (!this.busy && !this.rawTunnel) socket.destroy();
+        if (this.busy || this.rawTunnel) return;
+        // Idle in the middle of a head: answer it like the head deadline would.
+        if (this.buf.length > 0) this.headTimedOut();
+        else socket.destroy();
       });
       socket.on('data', (chunk: Buffer) => this.onData(chunk));
+      socket.on('end', () => this.onClientEnd());
+    }
+
+    /** The server allows half-open sockets, so a client's FIN does not cut off the answer it awaits. */
+    onClientEnd(): void {
+      if (this.clientEnded || this.closed) return;
+      this.clientEnded = true;
+      if (this.piped) return;
+      // A body or a tunnel's first bytes that can no longer arrive: nothing to answer.
+      if (this.readingBody || this.awaitingTunnelBytes) return this.close();
+      // The answer to the request in flight is written first; done() then ends the connection.
+      if (this.busy) return;
+      this.next();
+      this.endIfClientEnded();
+    }
+
+    endIfClientEnded(): void {
+      if (!this.clientEnded || this.busy || this.closed) return;
+      this.socket.end();
+      this.close(true);
+    }
+
+    headTimedOut(): void {
+      this.clearHeadTimer();
+      if (this.closed || this.busy) return;
+      counters.head_timeouts++;
+      const body = JSON.stringify({
+        error: 'request_timeout',
+        detail: `the request head was not complete within ${headTimeoutMs} ms of its first byte`,
+        next_steps: ['send the whole request head at once (request line and headers up to the blank line)'],
+      });
+      writeJson(this.socket, 408, 'Request Timeout', body, { 'X-Nemoclaw-Policy': 'request_timeout' }, false);
+      this.close(true);
+    }
+
+    clearHeadTimer(): void {
+      if (this.headTimer) {
+        clearTimeout(this.headTimer);
+        this.headTimer = undefined;
+      }
     }
 
     /** `graceful`: the socket was ended and may still be flushing; let it finish on its own. */
     close(graceful = false): void {
       if (this.closed) return;
       this.closed = true;
+      this.clearHeadTimer();
       connections.delete(this);
       counters.open_connections--;
       this.inflight?.destroy();
@@ -442,6 +508,8 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     }
 
     onData(chunk: Buffer): void {
+      // Closing (an answer may still be flushing): what the client sends now is not read.
+      if (this.closed) return;
       if (this.bodySink) {
         this.bodySink(chunk);
         return;
@@ -482,7 +550,12 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     next(): void {
       if (this.closed || this.busy || this.buf.length === 0) return;
       const parsed = parseRequestHead(this.buf, this.tunnel?.authority);
-      if (parsed.kind === 'incomplete') return;
+      if (parsed.kind === 'incomplete') {
+        // Slowloris: the deadline runs from the head's first byte; more bytes do not extend it.
+        this.headTimer ??= setTimeout(() => this.headTimedOut(), headTimeoutMs);
+        return;
+      }
+      this.clearHeadTimer();
       if (parsed.kind === 'error') {
         counters.parse_errors++;
         const body = JSON.stringify({ error: 'bad_request', detail: parsed.reason, next_steps: ['send a well-formed HTTP/1.1 request (absolute http:// URL or CONNECT host:port)'] });
@@ -510,6 +583,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       this.socket.setTimeout(headTimeoutMs);
       this.socket.resume();
       this.next();
+      this.endIfClientEnded();
     }
 
     async admitFor(head: RequestHead, reqId: string, t0: number): Promise<Admission | Refusal | 'inference'> {
@@ -592,6 +666,8 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         if (this.buf.length > 0) upstream.write(this.buf);
         this.buf = Buffer.alloc(0);
         this.bodySink = undefined;
+        this.awaitingTunnelBytes = false;
+        this.piped = true;
         upstream.pipe(client);
         client.pipe(upstream);
         client.resume();
@@ -606,6 +682,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         const first = this.buf[0];
         const looksHttp = first !== undefined && first >= 0x41 && first <= 0x5a && admission.endpoint?.protocol !== 'tcp';
         if (!looksHttp) return pipeRaw();
+        this.awaitingTunnelBytes = false;
         // Plain HTTP: requests go through the pool to the checked address, each one inspected.
         upstream.removeListener('data', onUpstreamFirst);
         this.rawTunnel = undefined;
@@ -618,6 +695,9 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       };
       upstream.on('data', onUpstreamFirst);
       if (this.buf.length > 0) return classify();
+      this.awaitingTunnelBytes = true;
+      // The client already sent its FIN (e.g. while the upstream was dialled): no bytes will come.
+      if (this.clientEnded) return this.close();
       this.bodySink = (chunk) => {
         this.buf = Buffer.concat([this.buf, chunk]);
         this.bodySink = undefined;
@@ -635,6 +715,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     inspectTunnel(admission: Admission | 'inference', authority: Authority): void {
       this.socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
       const classify = (): void => {
+        this.awaitingTunnelBytes = false;
         const first = this.buf[0] as number;
         if (first === 0x16) {
           void this.terminateTls(admission, authority);
@@ -650,6 +731,9 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         this.refuseTunnel(admission, authority, 'l7_unenforceable', 'the client spoke neither TLS nor HTTP in a tunnel whose endpoint has L7 rules');
       };
       if (this.buf.length > 0) return classify();
+      this.awaitingTunnelBytes = true;
+      // The client already sent its FIN (e.g. while the upstream was dialled): no bytes will come.
+      if (this.clientEnded) return this.close();
       this.bodySink = (chunk) => {
         this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
         this.bodySink = undefined;
@@ -814,7 +898,9 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
           req.once('drain', () => socket.resume());
         }
       };
+      this.readingBody = true;
       const finishBody = (leftover: Buffer): void => {
+        this.readingBody = false;
         this.bodySink = (chunk) => {
           // Pipelined bytes after the body wait until the response is done.
           this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
@@ -851,6 +937,8 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         this.buf = Buffer.alloc(0);
         if (initial.length > 0) push(initial);
       }
+      // The client's FIN came while the request was being decided, before its whole body.
+      if (this.readingBody && this.clientEnded) return this.close();
       socket.resume();
     }
 
@@ -922,7 +1010,9 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
 
   return {
     async listen(target) {
-      const s = createServer({ noDelay: true, highWaterMark: TUNNEL_HIGH_WATER_MARK }, onConnection);
+      // allowHalfOpen: a client may send its request and FIN at once (`printf ... | nc -U`); the
+      // answer is still written, then the connection closed (ClientConnection.onClientEnd).
+      const s = createServer({ noDelay: true, allowHalfOpen: true, highWaterMark: TUNNEL_HIGH_WATER_MARK }, onConnection);
       s.maxConnections = 20_000;
       server = s;
       // A burst of connects beyond the backlog is refused outright on a Unix socket (EAGAIN).

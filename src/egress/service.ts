@@ -30,6 +30,11 @@ export interface EgressServiceOptions {
    * option `pendingTtlSeconds` sets it too).
    */
   unattendedTtlMs?: number;
+  /**
+   * Deadline for a request head from its first byte, and the idle time between keep-alive
+   * requests (default 30 s, the proxy's own default).
+   */
+  headTimeoutMs?: number;
 }
 
 export interface EgressService extends SupervisorService {
@@ -164,6 +169,7 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
         ...(ca ? { tls: ca } : {}),
         ...(opts.upstreamCa ? { upstreamCa: opts.upstreamCa } : {}),
         ...unattendedTtl(opts, ctx),
+        ...(opts.headTimeoutMs !== undefined ? { headTimeoutMs: opts.headTimeoutMs } : {}),
       });
       await proxy.listen(socketPath);
       unsubscribe = ctx.policy.onChange((rev) => {

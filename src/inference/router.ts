@@ -27,7 +27,8 @@ import {
   openAiChatToAnthropic,
   openAiCompletionToAnthropic,
   openAiStreamToAnthropic,
-  upstreamErrorMessage,
+  bodyExcerpt,
+  readProviderError,
   type StreamTranslator,
 } from './translate.js';
 import { validateInferencePolicy, type BudgetCaps, type EntityKind, type InferenceConfig, type ProviderConfig, type RouteConfig } from './schema.js';
@@ -620,7 +621,7 @@ export function createRouter(options: RouterOptions): Router {
         a.done(499, 'client_abort', 'info');
         return;
       }
-      sendError(res, family, 502, 'upstream', lastError);
+      sendError(res, family, 502, 'upstream', lastError, { 'x-request-id': record.id });
       a.done(502, 'upstream_error', 'error', lastError);
       return;
     }
@@ -638,7 +639,7 @@ export function createRouter(options: RouterOptions): Router {
         a.done(499, 'client_abort', 'info');
       } else {
         const message = `provider "${providerName}" failed mid-response: ${(err as Error).message}`;
-        sendError(res, family, 502, 'upstream', message);
+        sendError(res, family, 502, 'upstream', message, { 'x-request-id': record.id });
         a.done(502, 'upstream_error', 'error', message);
       }
     } finally {
@@ -650,52 +651,66 @@ export function createRouter(options: RouterOptions): Router {
     const { res, record, map } = a;
     const text = await upstream.body.text();
     const t1 = clock.monotonic();
-    let out = text;
+    const status = upstream.statusCode;
+    const upstreamType = String(upstream.headers['content-type'] ?? '');
     const translating = familyOf(a.api) !== provider.type;
-    let contentType = String(upstream.headers['content-type'] ?? 'application/json');
-    if (translating && upstream.statusCode >= 300) {
-      // The provider's error, re-worded in the caller's format.
-      out = JSON.stringify(errorBody(a.family, errorKindForStatus(upstream.statusCode), upstreamErrorMessage(text)));
-      contentType = 'application/json';
+    const headers: Record<string, string> = { [OVERHEAD_HEADER]: overheadHeader, 'x-request-id': record.id };
+    const finish = (code: number, body: string, contentType: string, outcome: string, level: 'info' | 'warn' | 'error', error?: string): void => {
+      record.cost_usd = a.usage.usd;
+      record.overhead_ms += clock.monotonic() - t1;
+      res.writeHead(code, { 'content-type': contentType, 'content-length': Buffer.byteLength(body), ...headers });
+      res.end(body);
+      record.ttft_ms = round3(clock.monotonic() - a.t0);
+      a.done(code, outcome, level, error);
+    };
+    /** What the provider sent is no API answer: the caller gets a 502 in its own format. */
+    const garbage = (what: string): void => {
+      const message = `provider "${record.provider}" ${what}`;
+      finish(502, JSON.stringify(errorBody(a.family, 'upstream', message)), 'application/json', 'upstream_error', 'error', message);
+    };
+
+    if (status >= 300) {
+      const err = readProviderError(text);
+      if (!err) return garbage(`answered HTTP ${status} with ${upstreamType || 'no content type'} instead of an API error: ${bodyExcerpt(text, upstreamType)}`);
+      if (upstream.headers['retry-after']) headers['retry-after'] = String(upstream.headers['retry-after']);
+      // A proper provider error keeps its status; it is re-worded unless already in the caller's format.
+      const asIs = !translating && err.format === a.family && /json/i.test(upstreamType);
+      const body = asIs ? text : JSON.stringify(errorBody(a.family, errorKindForStatus(status), err.message));
+      return finish(status, body, 'application/json', 'upstream_error', 'warn', `provider "${record.provider}" answered ${status}: ${err.message}`);
     }
-    if (upstream.statusCode < 300) {
-      try {
-        let json = JSON.parse(text) as Record<string, unknown>;
-        if (translating) {
-          json = provider.type === 'anthropic' ? anthropicMessageToOpenAi(json, Math.floor(clock.now() / 1000)) : openAiCompletionToAnthropic(json, a.promptTokens);
-          out = JSON.stringify(json);
-          contentType = 'application/json';
-        }
-        const u = json.usage as Record<string, number> | undefined;
-        if (u) {
-          record.prompt_tokens = u.prompt_tokens ?? u.input_tokens;
-          record.completion_tokens = u.completion_tokens ?? u.output_tokens ?? 0;
-          record.tokens_reported = true;
-        }
-        if (map) {
-          restoreWhole(a.api, json, map);
-          out = JSON.stringify(json);
-        }
-      } catch {
-        // Not JSON: relay as is.
+
+    let json: Record<string, unknown>;
+    try {
+      const parsed = JSON.parse(text) as unknown;
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not a JSON object');
+      json = parsed as Record<string, unknown>;
+    } catch (err) {
+      return garbage(`answered HTTP ${status} with a body that is not a valid JSON object (${Buffer.byteLength(text)} bytes of ${upstreamType || 'no content type'}: ${(err as Error).message}): ${bodyExcerpt(text, upstreamType)}`);
+    }
+    let out = text;
+    try {
+      if (translating) {
+        json = provider.type === 'anthropic' ? anthropicMessageToOpenAi(json, Math.floor(clock.now() / 1000)) : openAiCompletionToAnthropic(json, a.promptTokens);
+        out = JSON.stringify(json);
       }
+      const u = json.usage as Record<string, number> | undefined;
+      if (u) {
+        record.prompt_tokens = u.prompt_tokens ?? u.input_tokens;
+        record.completion_tokens = u.completion_tokens ?? u.output_tokens ?? 0;
+        record.tokens_reported = true;
+      }
+      if (map) {
+        restoreWhole(a.api, json, map);
+        out = JSON.stringify(json);
+      }
+    } catch (err) {
+      return garbage(`answered HTTP ${status} with JSON the router cannot read as a ${provider.type} response: ${(err as Error).message}`);
     }
     const prompt = record.prompt_tokens ?? a.promptTokens;
     const completion = record.completion_tokens ?? 0;
     a.usage.tokens = prompt + completion;
     a.usage.usd = costOf(provider, prompt, completion);
-    record.cost_usd = a.usage.usd;
-    record.overhead_ms += clock.monotonic() - t1;
-    res.writeHead(upstream.statusCode, {
-      'content-type': contentType,
-      'content-length': Buffer.byteLength(out),
-      [OVERHEAD_HEADER]: overheadHeader,
-      'x-request-id': record.id,
-      ...(upstream.headers['retry-after'] ? { 'retry-after': String(upstream.headers['retry-after']) } : {}),
-    });
-    res.end(out);
-    record.ttft_ms = round3(clock.monotonic() - a.t0);
-    a.done(upstream.statusCode, upstream.statusCode < 300 ? 'ok' : 'upstream_error', upstream.statusCode < 300 ? 'info' : 'warn');
+    finish(status, out, translating ? 'application/json' : upstreamType || 'application/json', 'ok', 'info');
   }
 
   function restoreWhole(api: ApiKind, json: Record<string, unknown>, map: RedactionMap): void {
@@ -750,6 +765,15 @@ export function createRouter(options: RouterOptions): Router {
     let sawFirstToken = false;
     let cut: BudgetBreach | undefined;
     let finished = false;
+    /** The provider's stream is no longer readable (an event that is not JSON): it is cut here. */
+    let broken: string | undefined;
+    /** The provider reported an error inside the stream (relayed to the caller as it is). */
+    let streamError: string | undefined;
+    const breakStream = (data: string): void => {
+      if (broken) return;
+      broken = `provider "${record.provider}" sent a stream event that is not JSON: ${bodyExcerpt(data, '', 120)}`;
+      out += errorEvent(family, 'upstream', broken);
+    };
 
     const countDelta = (text: string): void => {
       if (text.length === 0) return;
@@ -789,8 +813,14 @@ export function createRouter(options: RouterOptions): Router {
       try {
         chunk = JSON.parse(ev.data) as Record<string, unknown>;
       } catch {
-        out += `data: ${ev.data}\n\n`;
+        // An empty event carries nothing (a keep-alive); anything else means the stream is garbage.
+        if (ev.data.trim().length > 0) breakStream(ev.data);
         return;
+      }
+      if (typeof chunk !== 'object' || chunk === null) return breakStream(ev.data);
+      if (typeof chunk.error === 'object' && chunk.error !== null) {
+        const m = (chunk.error as { message?: unknown }).message;
+        streamError ??= `provider "${record.provider}" reported an error in the stream: ${typeof m === 'string' ? m : ev.data}`;
       }
       let changed = false;
       const u = chunk.usage as Record<string, number> | null | undefined;
@@ -858,10 +888,16 @@ export function createRouter(options: RouterOptions): Router {
       try {
         data = JSON.parse(ev.data) as Record<string, unknown>;
       } catch {
-        data = undefined;
+        if (ev.data.trim().length > 0) breakStream(ev.data);
+        return;
       }
+      if (typeof data !== 'object' || data === null) return breakStream(ev.data);
       let changed = false;
       if (data) {
+        if (data.type === 'error') {
+          const m = (data.error as { message?: unknown } | undefined)?.message;
+          streamError ??= `provider "${record.provider}" reported an error in the stream: ${typeof m === 'string' ? m : ev.data}`;
+        }
         if (data.type === 'message_start') {
           const u = (data.message as { usage?: Record<string, number> } | undefined)?.usage;
           if (u?.input_tokens !== undefined) reportedPrompt = u.input_tokens + (u.cache_read_input_tokens ?? 0) + (u.cache_creation_input_tokens ?? 0);
@@ -909,14 +945,15 @@ export function createRouter(options: RouterOptions): Router {
       familyOf(api) === provider.type
         ? undefined
         : provider.type === 'anthropic'
-          ? anthropicStreamToOpenAi(Math.floor(clock.now() / 1000), errorFor)
-          : openAiStreamToAnthropic(a.promptTokens, errorFor);
+          ? anthropicStreamToOpenAi(Math.floor(clock.now() / 1000), errorFor, breakStream)
+          : openAiStreamToAnthropic(a.promptTokens, errorFor, breakStream);
     const sink = translator
       ? (ev: EventSourceMessage): void => {
-          for (const out of translator.push(ev)) handler(out);
+          // An event the translator cannot parse calls breakStream (its events are not relayed after that).
+          for (const out of translator.push(ev)) if (!broken) handler(out);
         }
       : handler;
-    const parser = createParser({ onEvent: (ev) => (cut ? undefined : sink(ev)) });
+    const parser = createParser({ onEvent: (ev) => (cut || broken ? undefined : sink(ev)) });
     const decoder = new TextDecoder();
     for await (const chunk of upstream.body) {
       const tc = clock.monotonic();
@@ -941,11 +978,12 @@ export function createRouter(options: RouterOptions): Router {
         });
       }
       if (cut && !finished) break;
+      if (broken) break;
       cut = undefined;
       budgetUpdate(false, record.id);
       if (res.destroyed) break;
     }
-    if (cut) {
+    if (cut || broken) {
       abort.abort();
       await upstream.body.dump().catch(() => undefined);
     } else {
@@ -973,8 +1011,12 @@ export function createRouter(options: RouterOptions): Router {
     if (cut) {
       emitExceeded(record.id, cut, 'stream');
       a.done(200, 'budget_cut', 'warn', cut.message);
+    } else if (broken) {
+      a.done(502, 'upstream_error', 'error', broken);
     } else if (res.destroyed && !res.writableFinished) {
       a.done(499, 'client_abort', 'info');
+    } else if (streamError) {
+      a.done(502, 'upstream_error', 'warn', streamError);
     } else {
       a.done(200, 'ok', 'info');
     }

@@ -310,16 +310,42 @@ export function errorKindForStatus(status: number): ErrorKind {
   return 'upstream';
 }
 
-/** The human message of a provider's error body, whichever format it is in. */
-export function upstreamErrorMessage(text: string): string {
+/** A provider's error body, read: its message and which wire format it is already in. */
+export interface ProviderError {
+  message: string;
+  /** `openai`: `{error: {message}}`; `anthropic`: `{type: "error", error: {message}}`; `other`: a message in some other JSON shape. */
+  format: 'openai' | 'anthropic' | 'other';
+}
+
+/**
+ * The error a provider answered with, whichever JSON shape it uses (OpenAI, Anthropic, and the
+ * `{"error": "..."}` / `{"message"}` / `{"detail"}` of OpenAI-compatible servers). Undefined when the
+ * body is no API error at all (an HTML page of a proxy in between, an empty or truncated body).
+ */
+export function readProviderError(text: string): ProviderError | undefined {
+  let json: unknown;
   try {
-    const json = JSON.parse(text) as unknown;
-    if (isObj(json) && isObj(json.error) && typeof json.error.message === 'string') return json.error.message;
-    if (isObj(json) && typeof json.message === 'string') return json.message;
+    json = JSON.parse(text);
   } catch {
-    // Not JSON.
+    return undefined;
   }
-  return text.slice(0, 500);
+  if (!isObj(json)) return undefined;
+  const err = json.error;
+  if (isObj(err) && typeof err.message === 'string') return { message: err.message, format: json.type === 'error' ? 'anthropic' : 'openai' };
+  if (typeof err === 'string' && err.length > 0) return { message: err, format: 'other' };
+  if (typeof json.message === 'string' && json.message.length > 0) return { message: json.message, format: 'other' };
+  if (typeof json.detail === 'string' && json.detail.length > 0) return { message: json.detail, format: 'other' };
+  return undefined;
+}
+
+/** A short, readable excerpt of a body that is not what the API promises (tags of an HTML page dropped). */
+export function bodyExcerpt(text: string, contentType: string, max = 200): string {
+  // Only the start matters, and a huge body must not cost a regex pass over all of it.
+  text = text.slice(0, 8 * max);
+  const plain = /html|xml/i.test(contentType) || /^\s*</.test(text) ? text.replace(/<(script|style)[\s\S]*?<\/\1>/gi, ' ').replace(/<[^>]*>/g, ' ') : text;
+  const oneLine = plain.replace(/\s+/g, ' ').trim();
+  if (oneLine.length === 0) return '(empty body)';
+  return oneLine.length > max ? `${oneLine.slice(0, max)}…` : oneLine;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -334,7 +360,8 @@ export interface StreamTranslator {
 const data = (value: unknown, event?: string): EventSourceMessage => ({ data: JSON.stringify(value), event, id: undefined });
 
 /** Anthropic messages stream → OpenAI chat.completion.chunk stream (usage always sent last; the router strips it when the caller did not ask). */
-export function anthropicStreamToOpenAi(created: number, errorBody: (kind: ErrorKind, message: string) => unknown): StreamTranslator {
+/** `onInvalid`: an upstream event whose data is not JSON (it is skipped; the caller may cut the stream). */
+export function anthropicStreamToOpenAi(created: number, errorBody: (kind: ErrorKind, message: string) => unknown, onInvalid?: (data: string) => void): StreamTranslator {
   let id = 'chatcmpl-translated';
   let model: unknown = undefined;
   let prompt = 0;
@@ -361,6 +388,7 @@ export function anthropicStreamToOpenAi(created: number, errorBody: (kind: Error
       try {
         d = JSON.parse(ev.data) as Obj;
       } catch {
+        if (ev.data.trim().length > 0) onInvalid?.(ev.data);
         return [];
       }
       switch (d.type) {
@@ -418,7 +446,12 @@ export function anthropicStreamToOpenAi(created: number, errorBody: (kind: Error
 }
 
 /** OpenAI chat.completion.chunk stream → Anthropic messages stream. */
-export function openAiStreamToAnthropic(estimatedPromptTokens: number, errorBody: (kind: ErrorKind, message: string) => unknown): StreamTranslator {
+/** `onInvalid`: an upstream event whose data is not JSON (it is skipped; the caller may cut the stream). */
+export function openAiStreamToAnthropic(
+  estimatedPromptTokens: number,
+  errorBody: (kind: ErrorKind, message: string) => unknown,
+  onInvalid?: (data: string) => void,
+): StreamTranslator {
   let started = false;
   let stopped = false;
   let id = 'msg_translated';
@@ -469,6 +502,7 @@ export function openAiStreamToAnthropic(estimatedPromptTokens: number, errorBody
       try {
         c = JSON.parse(msg.data) as Obj;
       } catch {
+        if (msg.data.trim().length > 0) onInvalid?.(msg.data);
         return [];
       }
       if (isObj(c.error)) {

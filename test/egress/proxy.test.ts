@@ -330,3 +330,39 @@ describe('egress proxy: inference.local', () => {
     expect(h.proxy.pending()).toHaveLength(0);
   });
 });
+
+describe('egress proxy: clients that half-close (FIN right after the request)', () => {
+  it('answers pipelined requests, a body included, then closes', async () => {
+    const { up, h } = await setup();
+    h.policy.rules.push({ action: 'allow', host: 'api.test', port: up.port });
+    const host = `api.test:${up.port}`;
+    const payload = `GET http://${host}/one HTTP/1.1\r\nHost: ${host}\r\n\r\nPOST http://${host}/two HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 5\r\n\r\nhello`;
+    // Resolves when the proxy closes the connection (no untilText).
+    const data = await rawExchange(h.socketPath, payload, undefined, 5_000, { halfClose: true });
+    expect(data.match(/HTTP\/1\.1 200 OK/g)?.length, data).toBe(2);
+    expect(data).toContain('"url":"/one"');
+    expect(data).toContain('"body":"hello"');
+    await waitFor(() => h.proxy.counters().open_connections === 0, 'the connection to be released');
+  });
+
+  it('closes at once when the FIN comes before the whole body, and forwards nothing', async () => {
+    const { up, h } = await setup();
+    h.policy.rules.push({ action: 'allow', host: 'api.test', port: up.port });
+    const host = `api.test:${up.port}`;
+    const data = await rawExchange(h.socketPath, `POST http://${host}/cut HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 100\r\n\r\nonly-part`, undefined, 3_000, { halfClose: true });
+    expect(data).toBe('');
+    expect(up.requests.map((r) => r.url)).not.toContain('/cut');
+    await waitFor(() => h.proxy.counters().open_connections === 0, 'the connection to be released');
+  });
+
+  it('passes a FIN through a raw CONNECT tunnel: the echo still comes back, then the tunnel closes', async () => {
+    const echo = await startEcho();
+    cleanups.push(() => echo.close());
+    const { h } = await setup();
+    h.policy.rules.push({ action: 'allow', host: 'api.test', port: echo.port, endpoint: { protocol: 'tcp' } });
+    const data = await rawExchange(h.socketPath, `CONNECT api.test:${echo.port} HTTP/1.1\r\nHost: api.test:${echo.port}\r\n\r\n\x00\x01ping`, undefined, 5_000, { halfClose: true });
+    expect(data.startsWith('HTTP/1.1 200 Connection Established\r\n\r\n'), data).toBe(true);
+    expect(data.endsWith('\x00\x01ping')).toBe(true);
+    await waitFor(() => h.proxy.counters().open_connections === 0, 'the tunnel to be released');
+  });
+});

@@ -6,7 +6,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { createEgressService } from '../../src/egress/index.js';
+import { connect } from 'node:net';
+import { createEgressProxy, createEgressService } from '../../src/egress/index.js';
+import { systemClock } from '../../src/shared/clock.js';
 import { makeTempHome, runCli, startTestSupervisor, type TestSupervisor } from '../helpers/supervisor.js';
 import { proxyConnect, proxyRequest, startEcho, startUpstream, testResolver } from './harness.js';
 
@@ -147,6 +149,38 @@ describe('egress service in a supervisor', () => {
     await closed;
     const revoked = await t.client.events({ kinds: ['net.decision'] });
     expect(revoked.some((e) => e.action === 'revoke' && e.host === 'allowed.test')).toBe(true);
+  });
+});
+
+describe('egress service: head deadline', () => {
+  it('takes headTimeoutMs from its options: a trickled head gets 408 at that deadline', async () => {
+    const home = await makeTempHome();
+    cleanups.push(() => home.cleanup());
+    const t = await startTestSupervisor({ home: home.dir, policyText: policy(4443), unsafeAllowLoopbackUpstreams: true, services: [() => createEgressService({ resolver, headTimeoutMs: 300 })] });
+    cleanups.push(() => t.stop());
+    const sock = connect(t.paths.proxySocket);
+    const chunks: Buffer[] = [];
+    sock.on('data', (c: Buffer) => chunks.push(c));
+    await new Promise<void>((r) => sock.once('connect', () => r()));
+    sock.write('GET http://allowed.test/ HTTP/1.1\r\nX-Slow: ');
+    // One byte every 50 ms: the idle timer would never fire, the deadline from the first byte does.
+    const trickle = setInterval(() => sock.writable && sock.write('a'), 50);
+    const closed = await new Promise<boolean>((r) => {
+      const giveUp = setTimeout(() => r(false), 5_000);
+      sock.once('close', () => {
+        clearTimeout(giveUp);
+        r(true);
+      });
+      sock.on('error', () => undefined);
+    });
+    clearInterval(trickle);
+    sock.destroy();
+    expect(closed, 'the proxy still held the trickled head after 5 s').toBe(true);
+    expect(Buffer.concat(chunks).toString('latin1').split('\r\n')[0]).toBe('HTTP/1.1 408 Request Timeout');
+  });
+
+  it('refuses a head deadline that is not a positive number', () => {
+    expect(() => createEgressProxy({ decide: () => ({ verdict: 'unknown', reason: 'x' }), approvals: () => ({ mode: 'deny', timeout: 1, when_unattended: 'deny', max_pending: 1 }), operatorsAttached: () => 0, emit: () => undefined, clock: systemClock, headTimeoutMs: 0 })).toThrow(/headTimeoutMs must be a positive number/);
   });
 });
 
