@@ -97,7 +97,7 @@ describe('hostile requests at the proxy socket', () => {
   });
 
   it('half-closed sockets: a refused request still gets its answer; a partial one is closed at once', async () => {
-    // (An allowed request followed by the client's FIN loses its answer: see egress-slow-client.test.ts.)
+    // (An allowed request followed by the client's FIN is answered too: see egress-slow-client.test.ts.)
     const refused = await rawExchange(d.paths.proxySocket, 'GET http://blocked.example/ HTTP/1.1\r\nHost: blocked.example\r\n\r\n', { halfClose: true });
     expect(statusLine(refused.data)).toBe('HTTP/1.1 403 Forbidden');
     expect(jsonBody(refused.data)).toMatchObject({ error: 'policy_denied', host: 'blocked.example', port: 80 });
