@@ -1,5 +1,5 @@
 /** Small helpers the CLI's `up` uses to start a sandbox with a blueprint. */
-import { packageInfo } from '../control/index.js';
+import { packageInfo } from '../shared/package.js';
 import type { CliContext } from '../cli/util.js';
 import { prepareBlueprintLaunch } from './launch.js';
 

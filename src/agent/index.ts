@@ -4,7 +4,7 @@
  * checks and backoff restarts, the drill's stub model, onboarding and the systemd unit.
  * Other parts import only from here.
  */
-export { agentServiceFactory, createAgentService, AGENT_SERVICE_NAME, readAgentState, agentStateFile, resolveBlueprintDir } from './service.js';
+export { agentServiceFactory, createAgentService, AGENT_SERVICE_NAME, readAgentState, agentStateFile, resolveBlueprintDir, runtimeSpecOf } from './service.js';
 export type { AgentState, AgentServiceDeps } from './service.js';
 export { loadBlueprintSpec, packagedBlueprintDir } from './blueprint-spec.js';
 export type { BlueprintSpec, InferenceProfile, LoadedBlueprint } from './blueprint-spec.js';
@@ -15,7 +15,10 @@ export { startStubModel } from './stub-model.js';
 export type { StubModelServer } from './stub-model.js';
 export { AgentSupervisor } from './supervise.js';
 export type { AgentLauncher, AgentProcessSpec, HealthCheck, LaunchedProcess } from './supervise.js';
-export { renderSystemdUnit, installSystemdUnit } from './systemd.js';
+export { renderSystemdUnit, installSystemdUnit, unitName, unitPath } from './systemd.js';
 export type { SystemdUnitOptions, SystemdInstallResult } from './systemd.js';
 export { detectEnvironment, planOnboarding, storeCredential, readCredentials, systemDetectors, profileOptions, blueprintPolicyText, isLoopbackUrl } from './onboard.js';
 export type { DetectedEnvironment, Detectors, OnboardingChoices, OnboardingPlan } from './onboard.js';
+export { prepareBlueprintLaunch } from './launch.js';
+export type { PrepareOptions, PreparedLaunch } from './launch.js';
+export { prepareBlueprintForUp } from './cli.js';

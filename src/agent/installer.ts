@@ -11,8 +11,8 @@
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { NemoclawError } from '../shared/errors.js';
+import { packageInfo } from '../shared/package.js';
 
 export interface AgentRuntimeSpec {
   /** npm package of the agent, e.g. "openclaw". */
@@ -73,7 +73,7 @@ export type InstallStep =
   | { kind: 'npm'; description: string; target: string; packageSpec: string; /** copy this sub-path of the prefix to target */ subPath?: string };
 
 /** The project's own pinned Node package, when it is the wanted version (no download needed). */
-export function projectNodePackage(arch: 'x64' | 'arm64', version: string, projectRoot = defaultProjectRoot()): string | undefined {
+export function projectNodePackage(arch: 'x64' | 'arm64', version: string, projectRoot = packageInfo().root): string | undefined {
   const dir = join(projectRoot, 'node_modules', `node-linux-${arch}`);
   try {
     const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version?: string };
@@ -81,13 +81,6 @@ export function projectNodePackage(arch: 'x64' | 'arm64', version: string, proje
   } catch {
     return undefined;
   }
-}
-
-export function defaultProjectRoot(): string {
-  // dist/src/agent/installer.js or src/agent/installer.ts → project root is three or two levels up.
-  const here = dirname(fileURLToPath(import.meta.url));
-  const up3 = join(here, '..', '..', '..');
-  return existsSync(join(up3, 'package.json')) ? up3 : join(here, '..', '..');
 }
 
 /** What must be done; empty when everything is installed. */

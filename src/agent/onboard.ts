@@ -5,11 +5,12 @@
  * policy (blueprint policy + presets + the profile's inference section). The operator's overlay
  * (overlay.yaml) is never written here, so re-onboarding keeps "always allow" rules.
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { totalmem } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { parseDocument } from 'yaml';
 import { NemoclawError } from '../shared/errors.js';
+import { writeFileAtomicSync } from '../shared/fs.js';
 import type { InferenceProfile, LoadedBlueprint } from './blueprint-spec.js';
 
 export interface GpuInfo {
@@ -235,11 +236,7 @@ export function storeCredential(file: string, name: string, key: string): { chan
   const data = readCredentials(file);
   if (data[name] === key) return { changed: false };
   data[name] = key;
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.tmp-${process.pid}`;
-  writeFileSync(tmp, `${JSON.stringify(data, null, 2)}\n`, { mode: 0o600 });
-  chmodSync(tmp, 0o600);
-  renameSync(tmp, file);
+  writeFileAtomicSync(file, `${JSON.stringify(data, null, 2)}\n`, 0o600);
   return { changed: true };
 }
 

@@ -6,16 +6,17 @@
  * asks for it, and keeps the agent's main process alive inside the sandbox.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { ControlRoute, SupervisorContext, SupervisorOptions, SupervisorService } from '../control/types.js';
 import type { InferenceService } from '../inference/index.js';
 import { NemoclawError, describeError } from '../shared/errors.js';
+import { writeFileAtomicSync } from '../shared/fs.js';
+import { packageInfo } from '../shared/package.js';
 import { loadBlueprintSpec, packagedBlueprintDir, type LoadedBlueprint } from './blueprint-spec.js';
 import {
   agentRuntimeLayout,
-  defaultProjectRoot,
   execaRunner,
   planAgentInstall,
   runAgentInstall,
@@ -67,9 +68,7 @@ export function readAgentState(file: string): AgentState | undefined {
 }
 
 export function writeAgentState(file: string, state: AgentState): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  writeFileSync(tmp, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
-  renameSync(tmp, file);
+  writeFileAtomicSync(file, `${JSON.stringify(state, null, 2)}\n`, 0o600);
 }
 
 /** A blueprint argument is a packaged name (`drill`) or a directory path. */
@@ -130,7 +129,7 @@ export function createAgentService(options: SupervisorOptions, deps: AgentServic
     const spec = bp.spec;
     const runtime = runtimeSpecOf(bp) ?? { agentPackage: 'none', agentVersion: '0.0.0', nodeVersion: spec.runtime.node };
     const layout = agentRuntimeLayout(c.home.agentsDir, runtime);
-    const plan = planAgentInstall(layout, runtime, { projectRoot: deps.packageRoot ?? defaultProjectRoot() }).filter(
+    const plan = planAgentInstall(layout, runtime, { projectRoot: deps.packageRoot ?? packageInfo().root }).filter(
       (s) => runtimeSpecOf(bp) !== undefined || s.target === layout.nodeDir,
     );
     if (plan.length > 0) {
@@ -215,7 +214,7 @@ export function createAgentService(options: SupervisorOptions, deps: AgentServic
       const previous = readAgentState(stateFile);
       const requested = typeof options.blueprint === 'string' && options.blueprint.length > 0 ? options.blueprint : undefined;
       if (!requested && !previous) return; // a plain sandbox: `run`/`exec` only, no agent
-      const packageRoot = deps.packageRoot ?? defaultProjectRoot();
+      const packageRoot = deps.packageRoot ?? packageInfo().root;
       const dir = requested ? resolveBlueprintDir(requested, packageRoot) : previous!.blueprint_dir;
       // Bad blueprints refuse the start: the operator asked for an agent that cannot run.
       blueprint = loadBlueprintSpec(dir);

@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import type { EventInput } from '../audit/events.js';
 import { isNemoclawError } from '../shared/errors.js';
+import { parseProcNetTcp } from '../shared/procfs.js';
 
 export interface ReadOnlyBind {
   /** Host path. */
@@ -87,15 +88,13 @@ const MAX_LINE = 4096;
 // eslint-disable-next-line no-control-regex
 const ANSI_RE = /\u001b\[[0-9;?]*[ -/]*[@-~]/g;
 
-/** Parse /proc/PID/net/tcp{,6}: is any socket in LISTEN (0A) on `port`? */
+const TCP_LISTEN = 0x0a;
+
+/** The local ports of the sockets in LISTEN in a /proc/PID/net/tcp{,6} table. */
 export function listeningPorts(procNetTcpText: string): Set<number> {
   const ports = new Set<number>();
-  for (const line of procNetTcpText.split('\n').slice(1)) {
-    const cols = line.trim().split(/\s+/);
-    if (cols.length < 4 || cols[3] !== '0A') continue;
-    const local = cols[1] ?? '';
-    const port = Number.parseInt(local.slice(local.lastIndexOf(':') + 1), 16);
-    if (Number.isFinite(port)) ports.add(port);
+  for (const entry of parseProcNetTcp(procNetTcpText)) {
+    if (entry.state === TCP_LISTEN && Number.isFinite(entry.localPort)) ports.add(entry.localPort);
   }
   return ports;
 }

@@ -3,9 +3,9 @@
  * signature. Refuses (NemoclawError, exit 1) naming the first mismatching file.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { NemoclawError } from '../shared/errors.js';
+import { packageInfo } from '../shared/package.js';
 import {
   computeManifest,
   describeMismatch,
@@ -27,19 +27,7 @@ export interface VerifiedBlueprint extends BlueprintHeader {
 
 /** The package's own trusted keys ship in blueprints/trusted-keys/ next to package.json. */
 export function packageKeysDir(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    const pkg = join(dir, 'package.json');
-    if (existsSync(pkg)) {
-      try {
-        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'nemoclaw-tui') return join(dir, 'blueprints', 'trusted-keys');
-      } catch {
-        // keep looking
-      }
-    }
-    dir = dirname(dir);
-  }
-  return join(dirname(fileURLToPath(import.meta.url)), 'trusted-keys');
+  return join(packageInfo().root, 'blueprints', 'trusted-keys');
 }
 
 export interface VerifyOptions {

@@ -3,11 +3,12 @@
  * `exec` and the long-running agent), the bridge and the fs-violation monitor, emits
  * `sandbox.lifecycle` and `fs.violation`, and serves the exec stream on its own socket.
  */
-import { existsSync, unlinkSync, chmodSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { NemoclawError, isNemoclawError } from '../shared/errors.js';
+import { listenUnixSocket } from '../shared/socket.js';
 import type { ControlRoute, SupervisorContext, SupervisorService } from '../control/types.js';
 import { createBwrapDriver, type RunningSandbox, type SandboxDriver, type SandboxInstanceInfo } from './bwrap.js';
 import { FrameDecoder, encodeFrame, execSocketPath, type ExecStart, type ExecStarted } from './exec-protocol.js';
@@ -134,12 +135,15 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
       .service<SupervisorService & { sandboxTrust?(): TrustBundle | undefined }>('egress')
       ?.sandboxTrust?.();
     // inference.local wants the per-sandbox token (never a real key): hand it to every command in
-    // the sandbox under the names SDKs read, so `run -- python agent.py` reaches the router as is.
+    // the sandbox, in `run` also under the names SDKs read, so `run -- python agent.py` reaches
+    // the router as is.
     const inferenceToken = c.service<SupervisorService & { sandboxToken?(): string }>('inference')?.sandboxToken?.();
     // Defaults only: a variable the policy's process.env sets stays the policy's.
     const policyEnv = policy.process?.env ?? {};
     const inferenceEnv: Record<string, string> = Object.fromEntries(
-      Object.entries(inferenceToken ? inferenceClientEnv(inferenceToken) : {}).filter(([k]) => !(k in policyEnv)),
+      Object.entries(inferenceToken ? inferenceClientEnv(inferenceToken, { sdkNames: req.role !== 'agent' && !joinTarget }) : {}).filter(
+        ([k]) => !(k in policyEnv),
+      ),
     );
     const env = trust || inferenceToken ? { ...inferenceEnv, ...(trust?.env ?? {}), ...(req.env ?? {}) } : req.env;
     const readOnlyBinds = trust
@@ -320,14 +324,8 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
     name: 'sandbox',
     async start(context: SupervisorContext): Promise<void> {
       ctx = context;
-      const path = execSocketPath(context.paths.dir);
-      if (existsSync(path)) unlinkSync(path);
       server = createServer(serveExec);
-      await new Promise<void>((res, rej) => {
-        server!.once('error', rej);
-        server!.listen(path, () => res());
-      });
-      chmodSync(path, 0o600);
+      await listenUnixSocket(server, execSocketPath(context.paths.dir), { what: 'sandbox exec socket' });
     },
     async stop(): Promise<void> {
       for (const sb of running.values()) sb.kill('SIGKILL');
@@ -413,11 +411,17 @@ function ended(stream: NodeJS.ReadableStream | null): Promise<void> {
   });
 }
 
-/** What a command in the sandbox needs to call inference.local with an unmodified OpenAI or Anthropic SDK. */
-export function inferenceClientEnv(token: string): Record<string, string> {
+/**
+ * What a command in the sandbox needs to call inference.local. Every sandbox gets our own names;
+ * `run` sandboxes also get the names unmodified OpenAI / Anthropic SDKs read. The agent and
+ * commands beside it (`exec`) do not: an agent such as OpenClaw has its provider configured, and
+ * seeing OPENAI_API_KEY it would also try api.openai.com on its own.
+ */
+export function inferenceClientEnv(token: string, opts: { sdkNames: boolean }): Record<string, string> {
+  const own = { NEMOCLAW_INFERENCE_TOKEN: token, NEMOCLAW_INFERENCE_URL: 'http://inference.local/v1' };
+  if (!opts.sdkNames) return own;
   return {
-    NEMOCLAW_INFERENCE_TOKEN: token,
-    NEMOCLAW_INFERENCE_URL: 'http://inference.local/v1',
+    ...own,
     OPENAI_BASE_URL: 'http://inference.local/v1',
     OPENAI_API_KEY: token,
     ANTHROPIC_BASE_URL: 'http://inference.local',
