@@ -185,7 +185,7 @@ async function up(ctx: CliContext, opts: UpOptions): Promise<number> {
     const state = await inspectSandbox(ctx.paths);
     if (state.state === 'running') return reportRunningBlueprint(ctx, state.status, opts.blueprint);
     await refuseChangedBlueprint(ctx, opts.blueprint, opts.upgrade === true);
-    const { prepareBlueprintForUp } = await import('../../agent/cli.js');
+    const { prepareBlueprintForUp } = await import('../../agent/index.js');
     const blueprintPolicy = await prepareBlueprintForUp(ctx, opts.blueprint, opts.profile, opts.upgrade === true);
     policy = policy ?? blueprintPolicy;
   } else {

@@ -21,10 +21,11 @@ import {
   systemDetectors,
   loadBlueprintSpec,
   resolveBlueprintDir,
+  prepareBlueprintLaunch,
+  agentStateFile,
+  runtimeSpecOf,
+  prepareBlueprintForUp,
 } from '../../agent/index.js';
-import { prepareBlueprintLaunch } from '../../agent/launch.js';
-import { agentStateFile, runtimeSpecOf } from '../../agent/service.js';
-import { prepareBlueprintForUp } from '../../agent/cli.js';
 import { NemoclawError } from '../../shared/errors.js';
 import { EXIT, action, ensureHome, nameFlag, type CliContext } from '../util.js';
 import type { CommandModule } from './index.js';

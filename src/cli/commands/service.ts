@@ -7,7 +7,7 @@ import { existsSync, rmSync } from 'node:fs';
 import type { Command } from 'commander';
 import { binPath } from '../../shared/package.js';
 import { installSystemdUnit } from '../../agent/index.js';
-import { unitPath, unitName } from '../../agent/systemd.js';
+import { unitPath, unitName } from '../../agent/index.js';
 import { NemoclawError } from '../../shared/errors.js';
 import { EXIT, action, commandGroup, type CliContext } from '../util.js';
 import type { CommandModule } from './index.js';
