@@ -15,7 +15,15 @@ interface TuiOptions {
   ascii?: boolean;
   theme: string;
   host?: string;
+  sshConfig?: string;
+  remoteCommand?: string;
   blueprint?: string;
+}
+
+/** The --host options to repeat in the re-attach hint. */
+function reattachFlags(opts: TuiOptions): string {
+  if (!opts.host) return '';
+  return [` --host ${opts.host}`, opts.sshConfig ? ` --ssh-config ${opts.sshConfig}` : '', opts.remoteCommand && opts.remoteCommand !== 'nemoclaw-tui' ? ` --remote-command ${opts.remoteCommand}` : ''].join('');
 }
 
 /** Why the full-screen UI cannot run here, or undefined when it can. */
@@ -35,19 +43,24 @@ async function tui(ctx: CliContext, opts: TuiOptions): Promise<number> {
   const { honourNoColor } = await import('../../../components/run.js');
   honourNoColor(ctx.io.env);
 
-  let forward: { socketPath: string; close(): Promise<void> } | undefined;
+  if (!opts.host && (opts.sshConfig !== undefined || (opts.remoteCommand !== undefined && opts.remoteCommand !== 'nemoclaw-tui'))) {
+    throw new NemoclawError('invalid_input', '--ssh-config and --remote-command only apply with --host user@box', { exitCode: EXIT.usage });
+  }
+  let remote: { close(): Promise<void> } | undefined;
   let client: ControlClient;
   if (opts.host) {
-    const remote = await import('../../../components/remote.js');
-    const { mkdtempSync } = await import('node:fs');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
-    const sshDir = mkdtempSync(join(tmpdir(), 'nemoclaw-ssh-'));
-    forward = await remote.startStdioForward({
-      command: remote.sshBridgeCommand(opts.host, ctx.name, sshDir),
+    const { connectRemote } = await import('../../../components/remote.js');
+    const sshConfig = opts.sshConfig ?? (ctx.io.env.NEMOCLAW_SSH_CONFIG || undefined);
+    const connection = await connectRemote({
+      host: opts.host,
+      name: ctx.name,
+      sshConfig,
+      remoteCommand: opts.remoteCommand,
       onError: (m) => ctx.io.env.NEMOCLAW_DEBUG && ctx.err(m),
     });
-    client = new ControlClient({ socketPath: forward.socketPath, sandbox: `${ctx.name}@${opts.host}` });
+    remote = connection;
+    client = connection.client;
+    ctx.err(`attached over ssh to sandbox "${ctx.name}" on ${opts.host} (supervisor pid ${connection.status.pid}, policy revision ${connection.status.policy.revision})`);
   } else {
     ensureHome(ctx);
     // --blueprint, or on a sandbox's very first start onboarding's defaults (the drill when no provider is found).
@@ -73,10 +86,10 @@ async function tui(ctx: CliContext, opts: TuiOptions): Promise<number> {
       host: opts.host,
       env: ctx.io.env,
     });
-    ctx.err(`detached from sandbox "${ctx.name}"; the supervisor and the agent keep running (re-attach: nemoclaw-tui${nameFlag(ctx.name)})`);
+    ctx.err(`detached from sandbox "${ctx.name}"${opts.host ? ` on ${opts.host}` : ''}; the supervisor and the agent keep running (re-attach: nemoclaw-tui${nameFlag(ctx.name)}${reattachFlags(opts)})`);
     return code;
   } finally {
-    await forward?.close();
+    await remote?.close();
   }
 }
 
@@ -89,7 +102,9 @@ export const tuiCommands: CommandModule = {
       .option('--headless', 'print the event follow instead of the full-screen UI')
       .option('--ascii', 'draw gauges with # and . only (also automatic on TERM=linux/dumb or a non-UTF-8 locale)')
       .option('--theme <theme>', 'dark or light', 'dark')
-      .option('--host <user@box>', "attach to that box's supervisor through ssh (needs nemoclaw-tui on the remote PATH)")
+      .option('--host <user@box>', "attach to that box's supervisor through ssh (runs `nemoclaw-tui __bridge` there; ssh must log in without a prompt)")
+      .option('--ssh-config <file>', 'with --host: ssh client config to use (ssh -F; default ~/.ssh/config, or $NEMOCLAW_SSH_CONFIG)')
+      .option('--remote-command <path>', 'with --host: nemoclaw-tui on the remote box, a name on its PATH or an absolute path', 'nemoclaw-tui')
       .option('--blueprint <name>', 'when no supervisor runs: start it with this blueprint\'s agent (drill, openclaw, or a directory)')
       .action(action(tui));
 
@@ -99,7 +114,7 @@ export const tuiCommands: CommandModule = {
       .action(
         action(async (ctx) => {
           const { serveStdioBridge } = await import('../../../components/remote.js');
-          await serveStdioBridge(ctx.paths.controlSocket, process.stdin, process.stdout);
+          await serveStdioBridge(ctx.paths.controlSocket, process.stdin, process.stdout, `nemoclaw-tui up${nameFlag(ctx.name)}`);
           return EXIT.ok;
         }),
       );
