@@ -140,8 +140,11 @@ Alt-modified keys are ignored. Below 80x24 the UI says so and waits for a bigger
 - \`--host user@box\`: the UI runs here, the supervisor there. Each control connection is carried by
   \`ssh -T -o ControlMaster=auto … user@box -- nemoclaw-tui --name N __bridge\`, whose remote half
   pipes the ssh channel to the box's control socket; a local 0600 socket in a 0700 temp dir stands
-  in for it. Needs key-based ssh (BatchMode) and \`nemoclaw-tui\` on the remote PATH; ports and keys
-  go in \`~/.ssh/config\`. Closing the UI or losing SSH leaves the remote agent running.
+  in for it. Needs key-based ssh (BatchMode, a 10 s connect timeout); ports and keys go in
+  \`~/.ssh/config\` or a file given with \`--ssh-config FILE\` (\`NEMOCLAW_SSH_CONFIG\`), and
+  \`--remote-command PATH\` names the remote \`nemoclaw-tui\` when it is not on the non-interactive PATH.
+  A failed ssh says which host and why. Detaching closes the shared ssh connection; closing the UI
+  or losing SSH leaves the remote agent running.
 
 ## Over SSH
 
