@@ -1,8 +1,9 @@
 /**
  * Malformed model responses through the privacy router (inference.local, reached the way the
  * sandbox reaches it: through the egress proxy socket): truncated JSON, invalid SSE, a connection
- * closed mid-stream, a 500 with an HTML page, a huge body. The caller gets an error in its own
- * wire format, `inference.done` records the failure, and the router keeps serving.
+ * closed mid-stream, a 500 with an HTML page, a huge body, to OpenAI and Anthropic callers. The
+ * caller gets an error in its own wire format, `inference.done` records the failure, and the router
+ * keeps serving.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -122,6 +123,71 @@ describe('malformed model responses through the router', () => {
   it('afterwards: same policy, the router status is sane, the audit chain verifies', async () => {
     expect(await runningState(home.dir)).toEqual(before);
     expect(stub.requests).toContain('mid-stream');
+    await expectAuditVerifies(home.dir);
+  });
+});
+
+describe('malformed model responses become errors in the caller format', () => {
+  it('a 500 with an HTML page to an OpenAI caller: an OpenAI JSON error, not the HTML page', async () => {
+    const r = await chat('html-500');
+    expect(r.status, r.text).toBe(502);
+    expect(String(r.headers['content-type'])).toContain('application/json');
+    const body = JSON.parse(r.text) as { error?: { message?: string; type?: string } };
+    expect(body.error?.message).toMatch(/flaky/);
+    expect(body.error?.message, 'the page is summarised, not relayed').toContain('Internal Server Error');
+    expect(body.error?.message).not.toContain('<html');
+    const done = await doneEvent(requestId(r));
+    expect(done).toMatchObject({ status: 502, outcome: 'upstream_error' });
+    await expectServing();
+  });
+
+  it('truncated JSON with 200: the caller gets a 502 OpenAI error, inference.done records the failure', async () => {
+    const r = await chat('truncated-json');
+    expect(r.status, r.text).toBe(502);
+    const body = JSON.parse(r.text) as { error?: { message?: string } };
+    expect(body.error?.message).toMatch(/flaky/);
+    const done = await doneEvent(requestId(r));
+    expect(done).toMatchObject({ status: 502, outcome: 'upstream_error' });
+    await expectServing();
+  });
+
+  it('an SSE stream whose events are not JSON: the stream ends with an error event, recorded as a failure', async () => {
+    const r = await chat('bad-sse', { stream: true });
+    expect(r.status).toBe(200);
+    const events = r.text.split('\n\n').filter((b) => b.startsWith('data: ') && b !== 'data: [DONE]');
+    const last = JSON.parse(events.at(-1)!.slice('data: '.length)) as { error?: { message?: string } };
+    expect(last.error?.message, r.text).toMatch(/flaky/);
+    const done = await doneEvent(requestId(r));
+    expect(done).toMatchObject({ status: 502, outcome: 'upstream_error' });
+    expect(String(done.error)).toMatch(/not JSON/);
+    await expectServing();
+  });
+
+  it('truncated JSON with 200 to an Anthropic caller: a 502 Anthropic error', async () => {
+    const r = await chat('truncated-json', { anthropic: true });
+    expect(r.status, r.text).toBe(502);
+    expect(JSON.parse(r.text)).toMatchObject({ type: 'error', error: { type: 'api_error', message: expect.stringMatching(/flaky/) } });
+    const done = await doneEvent(requestId(r));
+    expect(done).toMatchObject({ status: 502, outcome: 'upstream_error' });
+    await expectServing();
+  });
+
+  it('an SSE stream that is not JSON to an Anthropic caller: the stream ends with `event: error`', async () => {
+    const r = await chat('bad-sse', { anthropic: true, stream: true });
+    expect(r.status).toBe(200);
+    const blocks = r.text.split('\n\n').filter((b) => b.trim().length > 0);
+    const last = blocks.at(-1)!;
+    expect(last.split('\n')[0], r.text).toBe('event: error');
+    const data = JSON.parse(last.split('\n')[1]!.slice('data: '.length)) as { type?: string; error?: { message?: string } };
+    expect(data).toMatchObject({ type: 'error', error: { message: expect.stringMatching(/flaky/) } });
+    expect(r.text, 'nothing of the garbage reaches the caller').not.toContain('<<<not json');
+    const done = await doneEvent(requestId(r));
+    expect(done.outcome).toBe('upstream_error');
+    await expectServing();
+  });
+
+  it('afterwards: same policy, the router status is sane, the audit chain verifies', async () => {
+    expect(await runningState(home.dir)).toEqual(before);
     await expectAuditVerifies(home.dir);
   });
 });
