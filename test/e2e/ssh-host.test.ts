@@ -17,7 +17,6 @@
  * supervisor (`down`) and its upstream.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { userInfo } from 'node:os';
@@ -25,13 +24,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execa } from 'execa';
 import { startUpstream, type Upstream } from '../egress/harness.js';
+import { TmuxPane, requireTmux, tuiPaneCommand } from '../helpers/tmux.js';
 import { BIN, makeTempHome, runCli, spawnCli, startDaemonSupervisor, type DaemonSupervisor, type TempHome } from '../helpers/supervisor.js';
 
 const SSHD = '/usr/sbin/sshd';
 const USER = userInfo().username;
 const HOST = `${USER}@127.0.0.1`;
-const TMUX_SOCKET = `nct-ssh-e2e-${process.pid}-${randomBytes(3).toString('hex')}`;
-const SESSION = 'tui';
+const pane = new TmuxPane('tui', 100, 30);
 
 let dir: string;
 let sshd: ChildProcess | undefined;
@@ -41,7 +40,6 @@ let sshConfig: string;
 let up: Upstream;
 let d: DaemonSupervisor;
 let local: TempHome;
-let tmuxStarted = false;
 
 function requireTools(): void {
   for (const [tool, args] of [
@@ -197,11 +195,7 @@ beforeAll(async () => {
 }, 90_000);
 
 afterAll(async () => {
-  if (tmuxStarted) {
-    const socketPath = (await execa('tmux', ['-L', TMUX_SOCKET, 'display-message', '-p', '#{socket_path}'], { reject: false })).stdout.trim();
-    await execa('tmux', ['-L', TMUX_SOCKET, 'kill-server'], { reject: false });
-    if (socketPath.includes(TMUX_SOCKET)) rmSync(socketPath, { force: true });
-  }
+  await pane.kill();
   if (sshd && sshd.exitCode === null) {
     const exited = new Promise((r) => sshd!.once('exit', r));
     sshd.kill('SIGTERM');
@@ -255,48 +249,11 @@ describe('--host over a real ssh connection (own sshd on loopback)', () => {
   }, 90_000);
 
   it('TUI in tmux: a request held on the remote sandbox is approved with a on the local side', async () => {
-    try {
-      execFileSync('tmux', ['-V'], { stdio: 'pipe' });
-    } catch {
-      throw new Error('this test drives the TUI in tmux, which is not installed: apt-get install tmux');
-    }
-    const tmux = async (...args: string[]): Promise<string> => {
-      const r = await execa('tmux', ['-L', TMUX_SOCKET, ...args], { reject: false });
-      if (r.exitCode !== 0) throw new Error(`tmux ${args.join(' ')} failed (exit ${r.exitCode}): ${r.stderr}`);
-      return r.stdout;
-    };
-    const screen = (history = false): Promise<string> => tmux('capture-pane', '-p', '-J', '-t', SESSION, ...(history ? ['-S', '-'] : []));
-    const waitForScreen = async (what: string, ok: (s: string) => boolean, timeoutMs = 30_000, history = false): Promise<string> => {
-      const deadline = Date.now() + timeoutMs;
-      let last = '';
-      while (Date.now() < deadline) {
-        last = await screen(history);
-        if (ok(last)) return last;
-        await new Promise((r) => setTimeout(r, 200));
-      }
-      throw new Error(`the TUI did not show ${what} within ${timeoutMs} ms; the pane showed:\n${last}`);
-    };
-
+    requireTmux();
     // The operator's terminal: the local home, no NEMOCLAW_HOME of the remote, TERM of a real terminal.
-    const command = [
-      'env',
-      `NEMOCLAW_HOME=${local.dir}`,
-      'LANG=C.UTF-8',
-      'TERM=xterm-256color',
-      'CI=true',
-      `PATH=${process.env.PATH ?? '/usr/bin:/bin'}`,
-      'sh',
-      '-c',
-      '"$@"; echo "[nemoclaw-tui exited with $?]"',
-      'sh',
-      process.execPath,
-      BIN,
-      ...remoteArgs(),
-    ];
-    await tmux('-f', '/dev/null', 'new-session', '-d', '-x', '100', '-y', '30', '-s', SESSION, ...command, ';', 'set-option', '-t', SESSION, 'remain-on-exit', 'on');
-    tmuxStarted = true;
-    await waitForScreen('the attached panes', (s) => s.includes('connected') && s.includes('Network') && s.includes(' pending'));
-    expect(await screen()).toContain(`default@${HOST}`);
+    await pane.run(tuiPaneCommand({ NEMOCLAW_HOME: local.dir }, remoteArgs()));
+    await pane.waitFor('the attached panes', (s) => s.includes('connected') && s.includes('Network') && s.includes(' pending'));
+    expect(await pane.screen()).toContain(`default@${HOST}`);
 
     // On the remote box, a sandboxed command asks for a host its policy does not know.
     const target = `localhost:${up.port}`;
@@ -306,12 +263,12 @@ describe('--host over a real ssh connection (own sshd on loopback)', () => {
       timeout: 60_000,
     });
     try {
-      const held = await waitForScreen(`the held request to ${target}`, (s) => s.includes('HELD') && s.includes(target));
+      const held = await pane.waitFor(`the held request to ${target}`, (s) => s.includes('HELD') && s.includes(target));
       expect(held).toMatch(new RegExp(`HELD\\s+${target}\\s+curl\\s+GET\\s+/held-over-ssh`));
       expect(up.requests.some((q) => q.url === '/held-over-ssh')).toBe(false);
 
-      await tmux('send-keys', '-t', SESSION, 'a');
-      await waitForScreen('the approval', (s) => s.includes(`approved once: ${target}`), 15_000);
+      await pane.keys('a');
+      await pane.waitFor('the approval', (s) => s.includes(`approved once: ${target}`), 15_000);
       const r = await curl;
       expect(r.exitCode, r.stderr).toBe(0);
       expect(JSON.parse(r.stdout)).toMatchObject({ from: 'ssh-e2e', url: '/held-over-ssh' });
@@ -323,10 +280,10 @@ describe('--host over a real ssh connection (own sshd on loopback)', () => {
     const decisions = await d.client.events({ kinds: ['approval.decision'] });
     expect(decisions).toContainEqual(expect.objectContaining({ kind: 'approval.decision', decision: 'once', by: 'tui', host: 'localhost', port: up.port }));
 
-    await waitForScreen('nothing held any more', (s) => /│ 0 pending/.test(s));
-    await tmux('send-keys', '-t', SESSION, 'q');
-    const text = await waitForScreen('the TUI exiting', (s) => /\[nemoclaw-tui exited with \d+\]/.test(s), 15_000, true);
-    expect(/\[nemoclaw-tui exited with (\d+)\]/.exec(text)![1]).toBe('0');
+    await pane.waitFor('nothing held any more', (s) => /│ 0 pending/.test(s));
+    await pane.keys('q');
+    const { status, text } = await pane.exited(15_000);
+    expect(status).toBe('0');
     expect(text).toContain(`detached from sandbox "default" on ${HOST}; the supervisor and the agent keep running (re-attach: nemoclaw-tui --host ${HOST} --ssh-config ${sshConfig})`);
     expect(JSON.parse((await runCli(['status', '--json'], { home: d.home })).stdout)).toMatchObject({ running: true, operators: 0 });
     await waitFor('ssh processes of the TUI still ran after it detached', async () => (await lingeringSsh()).length === 0);

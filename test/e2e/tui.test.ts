@@ -10,89 +10,22 @@
  * an operator. Only this suite's own tmux server (its -L socket) and supervisor (`down`) are
  * stopped.
  */
-import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execa } from 'execa';
 import { startUpstream, type Upstream } from '../egress/harness.js';
 import { BIN, runCli, spawnCli, startDaemonSupervisor, type BackgroundCli, type DaemonSupervisor } from '../helpers/supervisor.js';
-
-const COLUMNS = 100;
-const ROWS = 30;
-const SOCKET = `nct-tui-e2e-${process.pid}-${randomBytes(3).toString('hex')}`;
-const SESSION = 'tui';
+import { TmuxPane, requireTmux, tuiPaneCommand } from '../helpers/tmux.js';
 
 let up: Upstream;
 let d: DaemonSupervisor;
 let keeper: BackgroundCli | undefined;
 let keeperExited = false;
-let tmuxStarted = false;
-
-function requireTmux(): void {
-  try {
-    execFileSync('tmux', ['-V'], { stdio: 'pipe' });
-  } catch {
-    throw new Error('this test drives the TUI in tmux, which is not installed: apt-get install tmux (CI installs it through .ci/run)');
-  }
-}
-
-async function tmux(...args: string[]): Promise<string> {
-  const r = await execa('tmux', ['-L', SOCKET, ...args], { reject: false });
-  if (r.exitCode !== 0) throw new Error(`tmux ${args.join(' ')} failed (exit ${r.exitCode}): ${r.stderr}`);
-  return r.stdout;
-}
-
-/** The visible screen (or, with history, everything the pane printed, alternate screen excluded). */
-function screen(history = false): Promise<string> {
-  return tmux('capture-pane', '-p', '-t', SESSION, ...(history ? ['-S', '-'] : []));
-}
-
-async function waitForScreen(what: string, ok: (text: string) => boolean, timeoutMs = 20_000, history = false): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  while (Date.now() < deadline) {
-    last = await screen(history);
-    if (ok(last)) return last;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`the TUI did not show ${what} within ${timeoutMs} ms; the pane showed:\n${last}`);
-}
+const pane = new TmuxPane('tui', 100, 30);
 
 /** The TUI as an operator would start it, in a 100x30 tmux pane that stays readable after exit. */
 async function attachTui(): Promise<void> {
-  // A wrapper shell reports the exit status on the (remain-on-exit) pane; the arguments go through "$@".
-  const command = [
-    'env',
-    `NEMOCLAW_HOME=${d.home}`,
-    'LANG=C.UTF-8',
-    'TERM=xterm-256color',
-    // CI exports CI=true; Ink would then draw nothing until exit. Set it here too, so this test
-    // proves the TUI draws live on a terminal whatever the environment says.
-    'CI=true',
-    `PATH=${process.env.PATH ?? '/usr/bin:/bin'}`,
-    'sh',
-    '-c',
-    '"$@"; echo "[nemoclaw-tui exited with $?]"',
-    'sh',
-    process.execPath,
-    BIN,
-  ];
-  if (!tmuxStarted) {
-    await tmux('-f', '/dev/null', 'new-session', '-d', '-x', String(COLUMNS), '-y', String(ROWS), '-s', SESSION, ...command, ';', 'set-option', '-t', SESSION, 'remain-on-exit', 'on');
-    tmuxStarted = true;
-  } else {
-    // Forget the earlier run's output, so what the pane shows is this attach's.
-    await tmux('clear-history', '-t', SESSION);
-    await tmux('respawn-pane', '-t', SESSION, ...command);
-  }
-  await waitForScreen('the attached panes', (s) => s.includes('connected') && s.includes('Network') && s.includes(' pending'));
-}
-
-/** Waits for the TUI process to end and returns its exit status, as the wrapper shell printed it. */
-async function tuiExit(): Promise<string> {
-  const text = await waitForScreen('the TUI exiting', (s) => /\[nemoclaw-tui exited with \d+\]/.test(s), 10_000, true);
-  return /\[nemoclaw-tui exited with (\d+)\]/.exec(text)![1]!;
+  await pane.run(tuiPaneCommand({ NEMOCLAW_HOME: d.home }));
+  await pane.waitFor('the attached panes', (s) => s.includes('connected') && s.includes('Network') && s.includes(' pending'));
 }
 
 function policy(port: number): string {
@@ -129,11 +62,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  if (tmuxStarted) {
-    const socketPath = (await execa('tmux', ['-L', SOCKET, 'display-message', '-p', '#{socket_path}'], { reject: false })).stdout.trim();
-    await execa('tmux', ['-L', SOCKET, 'kill-server'], { reject: false });
-    if (socketPath.includes(SOCKET)) rmSync(socketPath, { force: true });
-  }
+  await pane.kill();
   await keeper?.kill();
   await d?.stop();
   await up?.close();
@@ -152,14 +81,14 @@ describe('the TUI in tmux against a real supervisor and sandbox', () => {
     });
 
     // Held: on top of the Network pane, highlighted as HELD, with host:port, binary, method and path.
-    const held = await waitForScreen(`the held request to ${target}`, (s) => s.includes('HELD') && s.includes(target));
+    const held = await pane.waitFor(`the held request to ${target}`, (s) => s.includes('HELD') && s.includes(target));
     const heldLine = held.split('\n').find((l) => l.includes('HELD') && l.includes(target)) ?? '';
     expect(heldLine).toMatch(new RegExp(`HELD\\s+${target}\\s+curl\\s+GET\\s+/held-by-tui`));
     expect(held).toMatch(/│ 1 pending/);
     expect(up.requests.some((q) => q.url === '/held-by-tui')).toBe(false);
 
-    await tmux('send-keys', '-t', SESSION, 'a');
-    await waitForScreen('the approval', (s) => s.includes(`approved once: ${target}`), 10_000);
+    await pane.keys('a');
+    await pane.waitFor('the approval', (s) => s.includes(`approved once: ${target}`), 10_000);
 
     // The very same request completes: curl prints the upstream's body.
     const r = await curl;
@@ -168,7 +97,7 @@ describe('the TUI in tmux against a real supervisor and sandbox', () => {
     expect(up.requests.filter((q) => q.url === '/held-by-tui')).toHaveLength(1);
 
     // The pane now shows the operator's decision and the proxy's allow, and nothing held.
-    const after = await waitForScreen(
+    const after = await pane.waitFor(
       'the decision in the history',
       (s) => new RegExp(`once\\s+${target}`).test(s) && new RegExp(`allow\\s+${target}`).test(s) && /│ 0 pending/.test(s),
     );
@@ -176,9 +105,9 @@ describe('the TUI in tmux against a real supervisor and sandbox', () => {
     expect(after).toMatch(new RegExp(`allow\\s+${target}\\s+curl\\s+GET\\s+/held-by-tui`));
 
     // q detaches (nothing is held, so it does not ask) and says the supervisor keeps running.
-    await tmux('send-keys', '-t', SESSION, 'q');
-    expect(await tuiExit()).toBe('0');
-    expect(await screen(true)).toContain('detached from sandbox "default"; the supervisor and the agent keep running');
+    await pane.keys('q');
+    expect((await pane.exited()).status).toBe('0');
+    expect(await pane.screen(true)).toContain('detached from sandbox "default"; the supervisor and the agent keep running');
 
     const status = await runCli(['status', '--json'], { home: d.home });
     expect(status.code, status.stderr).toBe(0);
@@ -188,12 +117,12 @@ describe('the TUI in tmux against a real supervisor and sandbox', () => {
 
     // Attaching again replays the history: the decision taken in the earlier session.
     await attachTui();
-    const again = await waitForScreen('the earlier decision after re-attaching', (s) => new RegExp(`once\\s+${target}`).test(s) && new RegExp(`allow\\s+${target}`).test(s));
+    const again = await pane.waitFor('the earlier decision after re-attaching', (s) => new RegExp(`once\\s+${target}`).test(s) && new RegExp(`allow\\s+${target}`).test(s));
     expect(again).toMatch(/│ 0 pending/);
     const onceLine = again.split('\n').find((l) => new RegExp(`once\\s+${target}`).test(l)) ?? '';
     expect(onceLine).toMatch(/GET\s+\/held-by-tui/);
 
-    await tmux('send-keys', '-t', SESSION, 'q');
-    expect(await tuiExit()).toBe('0');
+    await pane.keys('q');
+    expect((await pane.exited()).status).toBe('0');
   }, 120_000);
 });
