@@ -67,6 +67,8 @@ export function guardClosedPipes(io: CliIo): CliIo {
 interface RunState {
   io: CliIo;
   exitCode: number;
+  /** Set when SIGINT/SIGTERM closed the command's ssh bridge: its exit code (130/143). */
+  interrupted?: number;
 }
 
 const runStates = new WeakMap<Command, RunState>();
@@ -95,11 +97,67 @@ export interface CliContext {
   command: Command;
   /** Control client of this sandbox's supervisor. */
   client(opts?: { timeoutMs?: number }): ControlClient;
+  /** `--host` of a command registered with hostOptions(): its supervisor is on that box, reached over ssh. */
+  remote: RemoteTargetOptions | undefined;
+  /**
+   * Control client of the supervisor this command addresses: the local one, or with `--host` the
+   * remote one through the ssh bridge (connected on the first call, failing there with the host
+   * and what to check; closed when the command ends, on errors and on SIGINT/SIGTERM too).
+   */
+  supervisorClient(opts?: { timeoutMs?: number }): Promise<ControlClient>;
+  /** Release what the command opened (the ssh bridge); action() calls it when the command ends. */
+  close(): Promise<void>;
   out(line: string): void;
   err(line: string): void;
   /** Print a value as pretty JSON on stdout. */
   json(value: unknown): void;
 }
+
+/** What `--host`, `--ssh-config` and `--remote-command` asked for (validated when ssh is about to start). */
+export interface RemoteTargetOptions {
+  host: string;
+  sshConfig?: string | undefined;
+  remoteCommand?: string | undefined;
+}
+
+/**
+ * Give a command that talks to a supervisor the same `--host`, `--ssh-config` and
+ * `--remote-command` options as the TUI; its handler then uses `ctx.supervisorClient()`.
+ */
+export function hostOptions(cmd: Command): Command {
+  withHostOptions.add(cmd);
+  return cmd
+    .option('--host <user@box>', "talk to that box's supervisor through ssh (runs `nemoclaw-tui __bridge` there; ssh must log in without a prompt)")
+    .option('--ssh-config <file>', 'with --host: ssh client config to use (ssh -F; default ~/.ssh/config, or $NEMOCLAW_SSH_CONFIG)')
+    .option('--remote-command <path>', 'with --host: nemoclaw-tui on the remote box, a name on its PATH or an absolute path (default nemoclaw-tui)');
+}
+
+const withHostOptions = new WeakSet<Command>();
+
+/** ` --host … --ssh-config … --remote-command …` as given (empty without --host), for hints that repeat the command's target. */
+export function hostFlags(ctx: Pick<CliContext, 'remote'>): string {
+  const r = ctx.remote;
+  if (!r) return '';
+  return ` --host ${r.host}${r.sshConfig ? ` --ssh-config ${r.sshConfig}` : ''}${r.remoteCommand ? ` --remote-command ${r.remoteCommand}` : ''}`;
+}
+
+/** The --host target of `cmd` (undefined without --host); --ssh-config/--remote-command alone are a usage error. */
+function remoteTarget(cmd: Command, env: NodeJS.ProcessEnv): RemoteTargetOptions | undefined {
+  if (!withHostOptions.has(cmd)) return undefined;
+  const o = cmd.opts() as { host?: string; sshConfig?: string; remoteCommand?: string };
+  if (o.host === undefined) {
+    if (o.sshConfig !== undefined || o.remoteCommand !== undefined) {
+      throw new NemoclawError('invalid_input', '--ssh-config and --remote-command only apply with --host user@box', { exitCode: EXIT.usage });
+    }
+    return undefined;
+  }
+  return { host: o.host, sshConfig: o.sshConfig ?? (env.NEMOCLAW_SSH_CONFIG || undefined), remoteCommand: o.remoteCommand };
+}
+
+/** Followers (`logs -f`) running: they stop on SIGINT/SIGTERM themselves, and the bridge closes after them. */
+let activeFollowers = 0;
+
+const SIGNAL_EXIT: Record<'SIGINT' | 'SIGTERM', number> = { SIGINT: 130, SIGTERM: 143 };
 
 /** Build the context of the running command; validates the global --name. */
 export function cliContext(cmd: Command): CliContext {
@@ -109,12 +167,55 @@ export function cliContext(cmd: Command): CliContext {
   const name = validateSandboxName(opts.name ?? DEFAULT_SANDBOX_NAME);
   const home = resolveHome(io.env);
   const paths = sandboxPaths(name, home);
+  const remote = remoteTarget(cmd, io.env);
+  let connection: Promise<{ client: ControlClient; close(): Promise<void> }> | undefined;
+  let closed: Promise<void> | undefined;
+  let onSignal: ((sig: 'SIGINT' | 'SIGTERM') => void) | undefined;
+  const close = (): Promise<void> => {
+    closed ??= (async () => {
+      if (onSignal) {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+      const open = await connection?.catch(() => undefined);
+      await open?.close();
+    })();
+    return closed;
+  };
+  const supervisorClient = async (o: { timeoutMs?: number } = {}): Promise<ControlClient> => {
+    if (!remote) return ControlClient.forSandbox(name, home, o);
+    if (closed) throw new NemoclawError('not_running', `the ssh bridge to ${remote.host} is closed`);
+    if (!connection) {
+      // Ctrl-C / SIGTERM while the bridge is open: close it (no ssh master left behind) and end
+      // with the signal's code. A running follower stops on the signal itself; action() closes after it.
+      onSignal = (sig) => {
+        if (activeFollowers > 0) return;
+        if (state) state.interrupted = SIGNAL_EXIT[sig];
+        void close();
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      connection = import('../../components/remote.js').then(({ connectRemote }) =>
+        connectRemote({
+          host: remote.host,
+          name,
+          sshConfig: remote.sshConfig,
+          remoteCommand: remote.remoteCommand,
+          onError: (m) => void (io.env.NEMOCLAW_DEBUG && io.stderr.write(`${m}\n`)),
+        }),
+      );
+    }
+    return (await connection).client;
+  };
   return {
     io,
     home,
     name,
     paths,
     command: cmd,
+    remote,
+    supervisorClient,
+    close,
     client: (o = {}) => ControlClient.forSandbox(name, home, o),
     out: (line) => void io.stdout.write(`${line}\n`),
     err: (line) => void io.stderr.write(`${line}\n`),
@@ -158,14 +259,21 @@ export function action<Args extends unknown[]>(
     const state = runStates.get(rootOf(cmd));
     const io = state?.io ?? processIo();
     let code: number;
+    let ctx: CliContext | undefined;
     try {
-      const ctx = cliContext(cmd);
+      ctx = cliContext(cmd);
       code = (await handler(ctx, ...(args.slice(0, -1) as Args))) ?? EXIT.ok;
     } catch (err) {
-      const extra = isNemoclawError(err) && formatDetails ? formatDetails(err) : [];
-      code = printError(io, err, extra);
+      if (state?.interrupted !== undefined) {
+        code = state.interrupted;
+      } else {
+        const extra = isNemoclawError(err) && formatDetails ? formatDetails(err) : [];
+        code = printError(io, err, extra);
+      }
+    } finally {
+      await ctx?.close();
     }
-    if (state) state.exitCode = code;
+    if (state) state.exitCode = state.interrupted ?? code;
   };
 }
 
@@ -214,9 +322,11 @@ export async function followLogs(
   const onSignal = (): void => stop.abort();
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  activeFollowers++;
   try {
     return await runLogs({ ...opts, client, stdout: ctx.io.stdout, stderr: ctx.io.stderr, env: ctx.io.env, signal: stop.signal });
   } finally {
+    activeFollowers--;
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }

@@ -289,6 +289,85 @@ describe('--host over a real ssh connection (own sshd on loopback)', () => {
     await waitFor('ssh processes of the TUI still ran after it detached', async () => (await lingeringSsh()).length === 0);
   }, 90_000);
 
+  it('headless commands with --host: status, pending, approve and logs against the remote supervisor', async () => {
+    const cli = (args: string[]): ReturnType<typeof runCli> => runCli([...args, ...remoteArgs()], { home: local.dir, timeoutMs: 40_000 });
+    const remotePid = (await d.client.status()).pid;
+
+    // status asks the remote supervisor through the bridge (the local home has no pid file).
+    const status = await cli(['status', '--json']);
+    expect(status.code, status.stderr).toBe(0);
+    expect(JSON.parse(status.stdout)).toMatchObject({ running: true, host: HOST, pid: remotePid, name: 'default' });
+    const text = await cli(['status']);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toContain(`sandbox "default" on ${HOST}: running (pid ${remotePid}`);
+    // Nothing answers for that name on the box: said so, naming the host; exit 1.
+    const none = await runCli(['--name', 'nosuch', 'status', '--json', ...remoteArgs()], { home: local.dir, timeoutMs: 40_000 });
+    expect(none.code).toBe(1);
+    expect(JSON.parse(none.stdout)).toEqual({ running: false, name: 'nosuch', host: HOST });
+    expect(none.stderr).toMatch(new RegExp(`on ${HOST}: nothing answers on \\S+/sandboxes/nosuch/control\\.sock`));
+
+    // Bad targets are usage errors, refused before ssh starts.
+    const badHost = await runCli(['approve', 'p1', '--host', '-oProxyCommand=touch /tmp/x'], { home: local.dir });
+    expect(badHost.code).toBe(2);
+    expect(badHost.stderr).toContain('--host expects user@host');
+    const noHost = await runCli(['pending', '--ssh-config', sshConfig], { home: local.dir });
+    expect(noHost.code).toBe(2);
+    expect(noHost.stderr).toContain('--ssh-config and --remote-command only apply with --host user@box');
+
+    // Unattended requests are refused (when_unattended: deny): a remote `logs -f --approver` is the operator.
+    const approver = spawnCli(['logs', '-f', '--approver', '--output', 'jsonl', ...remoteArgs()], { home: local.dir });
+    const target = `localhost:${up.port}`;
+    let curl: ReturnType<typeof execa> | undefined;
+    try {
+      await waitFor('the remote approver attached', async () => (await d.client.status()).operators >= 1, 30_000);
+
+      curl = execa(process.execPath, [BIN, 'run', '--', 'curl', '-s', '-S', '--noproxy', '', '-x', 'http://127.0.0.1:3128', `http://${target}/held-for-cli`], {
+        env: { ...process.env, NEMOCLAW_HOME: d.home, NO_COLOR: '1' },
+        reject: false,
+        timeout: 60_000,
+      });
+      let held: { id: string; host: string; port: number; state: string; request: string } | undefined;
+      await waitFor(
+        `pending --json --host listing the held request to ${target}`,
+        async () => {
+          const r = await cli(['pending', '--json']);
+          expect(r.code, r.stderr).toBe(0);
+          held = (JSON.parse(r.stdout) as Array<NonNullable<typeof held>>).find((p) => p.port === up.port && p.request.includes('/held-for-cli'));
+          return held !== undefined;
+        },
+        30_000,
+      );
+      expect(held).toMatchObject({ host: 'localhost', state: 'held' });
+      expect(up.requests.some((q) => q.url === '/held-for-cli')).toBe(false);
+
+      const approve = await cli(['approve', held!.id]);
+      expect(approve.code, approve.stderr).toBe(0);
+      expect(approve.stdout).toContain(`${held!.id} ${target} approved once; 1 held request(s) resumed`);
+      const r = await curl;
+      expect(r.exitCode, String(r.stderr)).toBe(0);
+      expect(JSON.parse(String(r.stdout))).toMatchObject({ from: 'ssh-e2e', url: '/held-for-cli' });
+
+      // The approver's live follow saw the decision too.
+      await approver.waitForLine((l) => l.includes('"approval.decision"') && l.includes('"by":"cli"'), 20_000);
+    } finally {
+      curl?.kill();
+      const end = await approver.kill('SIGTERM');
+      expect(end.code, end.stderr).toBe(0);
+    }
+
+    // The remote audit log, read back over ssh, names the decision taken from the command line.
+    const logs = await cli(['logs', '-n', '50', '--output', 'jsonl']);
+    expect(logs.code, logs.stderr).toBe(0);
+    const events = logs.stdout
+      .split('\n')
+      .filter((l) => l.trim().length > 0)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(events).toContainEqual(expect.objectContaining({ kind: 'approval.decision', decision: 'once', by: 'cli', host: 'localhost', port: up.port }));
+
+    await waitFor('the remote approver detached', async () => (await d.client.status()).operators === 0);
+    await waitFor('ssh processes of the headless commands still ran after they ended', async () => (await lingeringSsh()).length === 0);
+  }, 90_000);
+
   it('broken ssh fails fast with the host and what to check, never a hang', async () => {
     const attempt = async (args: string[]): Promise<{ code: number; stderr: string; ms: number }> => {
       const started = Date.now();

@@ -1,8 +1,8 @@
-/** `pending [--json]`, `approve ID [--session|--always]`, `deny ID [--always]`. */
+/** `pending [--json]`, `approve ID [--session|--always]`, `deny ID [--always]`; each also `--host user@box` (over ssh). */
 import type { Command } from 'commander';
 import type { ApprovalDecision, PendingView } from '../../egress/index.js';
 import { NemoclawError } from '../../shared/errors.js';
-import { EXIT, action, humanDuration, nameFlag } from '../util.js';
+import { EXIT, action, hostFlags, hostOptions, humanDuration, nameFlag } from '../util.js';
 import type { CommandModule } from './index.js';
 
 function describeWait(p: PendingView, now: number): string {
@@ -21,13 +21,12 @@ const VERB: Record<ApprovalDecision, string> = {
 
 export const approvalsCommands: CommandModule = {
   register(program: Command): void {
-    program
-      .command('pending')
+    hostOptions(program.command('pending'))
       .description('list requests waiting for an approval (and ones refused while nobody was attached)')
       .option('--json', 'print the list as JSON')
       .action(
         action(async (ctx, opts: { json?: boolean }) => {
-          const pending = await ctx.client().pending();
+          const pending = await (await ctx.supervisorClient()).pending();
           if (opts.json) {
             ctx.json(pending);
             return EXIT.ok;
@@ -42,13 +41,12 @@ export const approvalsCommands: CommandModule = {
             const target = `${p.host}:${p.port}`;
             ctx.out(`${p.id.padEnd(8)} ${target.padEnd(36)} ${(p.binary ?? '?').padEnd(24)} ${p.request.slice(0, 28).padEnd(28)} ${describeWait(p, now)}`);
           }
-          ctx.out(`decide with \`nemoclaw-tui${nameFlag(ctx.name)} approve ID [--session|--always]\` or \`nemoclaw-tui${nameFlag(ctx.name)} deny ID [--always]\``);
+          ctx.out(`decide with \`nemoclaw-tui${nameFlag(ctx.name)} approve ID [--session|--always]${hostFlags(ctx)}\` or \`nemoclaw-tui${nameFlag(ctx.name)} deny ID [--always]${hostFlags(ctx)}\``);
           return EXIT.ok;
         }),
       );
 
-    program
-      .command('approve')
+    hostOptions(program.command('approve'))
       .description('let a held request through: once (default), for this session, or always (overlay rule)')
       .argument('<id>', 'pending id (see `nemoclaw-tui pending`)')
       .option('--session', 'allow the host:port until the supervisor restarts')
@@ -59,21 +57,20 @@ export const approvalsCommands: CommandModule = {
             throw new NemoclawError('invalid_input', '--session and --always exclude each other', { exitCode: EXIT.usage, nextStep: 'pick one of them' });
           }
           const decision: ApprovalDecision = opts.always ? 'always' : opts.session ? 'session' : 'once';
-          const r = await ctx.client().decide(id, decision, 'cli');
+          const r = await (await ctx.supervisorClient()).decide(id, decision, 'cli');
           ctx.out(`${r.pending.id} ${r.pending.host}:${r.pending.port} ${VERB[decision]}; ${r.waiters} held request(s) resumed`);
           return EXIT.ok;
         }),
       );
 
-    program
-      .command('deny')
+    hostOptions(program.command('deny'))
       .description('refuse a held request (JSON 403 to the agent); --always adds a deny rule to the overlay')
       .argument('<id>', 'pending id (see `nemoclaw-tui pending`)')
       .option('--always', 'deny the host:port for good (new policy revision, survives restarts)')
       .action(
         action(async (ctx, id: string, opts: { always?: boolean }) => {
           const decision: ApprovalDecision = opts.always ? 'deny_always' : 'deny';
-          const r = await ctx.client().decide(id, decision, 'cli');
+          const r = await (await ctx.supervisorClient()).decide(id, decision, 'cli');
           ctx.out(`${r.pending.id} ${r.pending.host}:${r.pending.port} ${VERB[decision]}; ${r.waiters} held request(s) refused`);
           return EXIT.ok;
         }),

@@ -11,7 +11,7 @@ import { ensurePrivateDir, homePaths } from '../../shared/home.js';
 import { NemoclawError } from '../../shared/errors.js';
 import type { SupervisorStatus } from '../../control/index.js';
 import { describeStatus } from '../status-text.js';
-import { EXIT, action, ensureHome, followLogs, humanDuration, nameFlag, type CliContext } from '../util.js';
+import { EXIT, action, ensureHome, followLogs, hostOptions, humanDuration, nameFlag, type CliContext } from '../util.js';
 import type { CommandModule } from './index.js';
 
 interface UpOptions {
@@ -220,6 +220,22 @@ async function up(ctx: CliContext, opts: UpOptions): Promise<number> {
   return EXIT.ok;
 }
 
+/** `status --host user@box`: ask the remote supervisor through the ssh bridge (no pid files there to read). */
+async function remoteStatus(ctx: CliContext, host: string, json: boolean): Promise<number> {
+  let status: SupervisorStatus;
+  try {
+    status = await (await ctx.supervisorClient()).status();
+  } catch (err) {
+    if (!json || (err instanceof NemoclawError && err.exitCode === EXIT.usage)) throw err;
+    // The error (naming the host and what to check) goes to stderr; stdout stays one JSON document.
+    ctx.json({ running: false, name: ctx.name, host });
+    throw err;
+  }
+  if (json) ctx.json({ running: true, host, ...status });
+  else for (const [i, l] of describeStatus(status).entries()) ctx.out(i === 0 ? l.replace(`sandbox "${status.name}":`, `sandbox "${status.name}" on ${host}:`) : l);
+  return EXIT.ok;
+}
+
 export const daemonCommands: CommandModule = {
   defaultArgs: ['start'],
   register(program: Command): void {
@@ -257,12 +273,12 @@ export const daemonCommands: CommandModule = {
         }),
       );
 
-    program
-      .command('status')
+    hostOptions(program.command('status'))
       .description('is the supervisor running, and what is it doing (exit 1 when not running)')
       .option('--json', 'print the status as JSON')
       .action(
         action(async (ctx, opts: { json?: boolean }) => {
+          if (ctx.remote) return remoteStatus(ctx, ctx.remote.host, opts.json === true);
           const state = await inspectSandbox(ctx.paths);
           if (state.state === 'running') {
             if (opts.json) ctx.json({ running: true, ...state.status });

@@ -1,8 +1,8 @@
-/** `logs [-f] [-n N] [--since 10m] [--kind K,…] [--output text|jsonl] [--approver]`. */
+/** `logs [-f] [-n N] [--since 10m] [--kind K,…] [--output text|jsonl] [--approver] [--host user@box]`. */
 import type { Command } from 'commander';
 import { EVENT_KINDS, isEventKind, type EventKind } from '../../audit/events.js';
 import { NemoclawError } from '../../shared/errors.js';
-import { EXIT, action, followLogs, parseCount, parseSince } from '../util.js';
+import { EXIT, action, followLogs, hostOptions, parseCount, parseSince } from '../util.js';
 import type { CommandModule } from './index.js';
 
 /** `net.decision,policy.revision`, `net` or `net.*` (every net.* kind). */
@@ -37,8 +37,7 @@ interface LogsCliOptions {
 
 export const logsCommands: CommandModule = {
   register(program: Command): void {
-    program
-      .command('logs')
+    hostOptions(program.command('logs'))
       .description('print the sandbox events; -f follows live (reconnecting when the supervisor restarts)')
       .option('-f, --follow', 'keep printing events as they happen')
       .option('-n, --lines <n>', 'only the last N events of the backlog (default with -f: 10)')
@@ -54,7 +53,7 @@ export const logsCommands: CommandModule = {
           const n = opts.lines !== undefined ? parseCount(opts.lines, '-n') : undefined;
           const sinceTs = opts.since !== undefined ? parseSince(opts.since) : undefined;
           const kinds = opts.kind !== undefined ? parseKinds(opts.kind) : undefined;
-          return followLogs(ctx, ctx.client(), {
+          return followLogs(ctx, await ctx.supervisorClient(), {
             follow: opts.follow === true,
             n,
             sinceTs,
