@@ -26,6 +26,7 @@ import { execa } from 'execa';
 import { startUpstream, type Upstream } from '../egress/harness.js';
 import { TmuxPane, requireTmux, tuiPaneCommand } from '../helpers/tmux.js';
 import { BIN, makeTempHome, runCli, spawnCli, startDaemonSupervisor, type DaemonSupervisor, type TempHome } from '../helpers/supervisor.js';
+import { askPolicyAllowingLoopback } from '../helpers/policies.js';
 
 const SSHD = '/usr/sbin/sshd';
 const USER = userInfo().username;
@@ -151,19 +152,6 @@ async function waitFor(what: string, ok: () => Promise<boolean>, timeoutMs = 10_
   }
 }
 
-function policy(port: number): string {
-  return `version: 1
-network_policies:
-  upstream:
-    endpoints:
-      - host: 127.0.0.1
-        port: ${port}
-approvals:
-  mode: ask
-  timeout: 60
-`;
-}
-
 /** The local CLI (its own home, not the remote's), reaching the remote through ssh. */
 function remoteArgs(config = sshConfig): string[] {
   return ['--host', HOST, '--ssh-config', config];
@@ -180,7 +168,7 @@ beforeAll(async () => {
   writeFileSync(join(dir, 'known_hosts'), `[127.0.0.1]:${sshPort} ${hostKey.split(' ').slice(0, 2).join(' ')}\n`);
 
   up = await startUpstream('ssh-e2e');
-  d = await startDaemonSupervisor({ policyText: policy(up.port), args: ['--unsafe-allow-loopback-upstreams'] });
+  d = await startDaemonSupervisor({ policyText: askPolicyAllowingLoopback(up.port), args: ['--unsafe-allow-loopback-upstreams'] });
   local = await makeTempHome('nct-local-');
 
   // The remote `nemoclaw-tui`: this checkout's bin on this test's Node 24.
@@ -222,7 +210,7 @@ describe('--host over a real ssh connection (own sshd on loopback)', () => {
 
       // Something new happens on the remote box; the local follower sees it live.
       const changed = join(local.dir, 'changed-policy.yaml');
-      writeFileSync(changed, policy(up.port).replace('approvals:', '  docs:\n    endpoints:\n      - host: docs.example.com\n        port: 443\napprovals:'));
+      writeFileSync(changed, askPolicyAllowingLoopback(up.port).replace('approvals:', '  docs:\n    endpoints:\n      - host: docs.example.com\n        port: 443\napprovals:'));
       const set = await runCli(['policy', 'set', changed], { home: d.home });
       expect(set.code, set.stderr).toBe(0);
       await follower.waitForLine((l) => l.includes('policy.revision') && l.includes('revision 2'), 20_000);

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execa } from 'execa';
 import { startUpstream, type Upstream } from '../egress/harness.js';
 import { BIN, runCli, spawnCli, startDaemonSupervisor, type BackgroundCli, type DaemonSupervisor } from '../helpers/supervisor.js';
+import { askPolicyAllowingLoopback } from '../helpers/policies.js';
 import { TmuxPane, requireTmux, tuiPaneCommand } from '../helpers/tmux.js';
 
 let up: Upstream;
@@ -28,19 +29,6 @@ async function attachTui(): Promise<void> {
   await pane.waitFor('the attached panes', (s) => s.includes('connected') && s.includes('Network') && s.includes(' pending'));
 }
 
-function policy(port: number): string {
-  return `version: 1
-network_policies:
-  upstream:
-    endpoints:
-      - host: 127.0.0.1
-        port: ${port}
-approvals:
-  mode: ask
-  timeout: 60
-`;
-}
-
 async function sandboxInstances(): Promise<number> {
   const r = await runCli(['status', '--json'], { home: d.home });
   const s = JSON.parse(r.stdout) as { services?: { sandbox?: { instances?: unknown[] } } };
@@ -50,7 +38,7 @@ async function sandboxInstances(): Promise<number> {
 beforeAll(async () => {
   requireTmux();
   up = await startUpstream('tui-e2e');
-  d = await startDaemonSupervisor({ policyText: policy(up.port), args: ['--unsafe-allow-loopback-upstreams'] });
+  d = await startDaemonSupervisor({ policyText: askPolicyAllowingLoopback(up.port), args: ['--unsafe-allow-loopback-upstreams'] });
   // A long-running sandboxed command: it must outlive the TUI's detach.
   keeper = spawnCli(['run', '--', 'sleep', '600'], { home: d.home });
   void keeper.exited.then(() => (keeperExited = true));
