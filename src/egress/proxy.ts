@@ -16,7 +16,7 @@ import type { ApprovalsPolicy, Endpoint, NetworkDecision, NetworkQuery } from '.
 import type { Clock } from '../shared/clock.js';
 import { NemoclawError } from '../shared/errors.js';
 import { listenUnixSocket } from '../shared/socket.js';
-import { endpointHasL7 } from './l7.js';
+import { canonicalL7Target, endpointHasL7 } from './l7.js';
 import { ChunkedDecoder, parseRequestHead, type Authority, type RequestHead } from './parser.js';
 import { PendingQueue, type ApprovalDecision, type DecidedBy, type HoldOutcome, type PendingView } from './pending.js';
 import { canonicalHost, guardDestination, systemResolver, type Resolver } from './ssrf.js';
@@ -818,7 +818,12 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         if (this.tunnel) this.emitConn({ kind: 'net.request', level: 'info', id: reqId, method: head.method, host: admission.host, port: admission.port, path: head.path, binary: admission.binary ?? null, tunnelled: true, ...(this.tunnel.tls ? { tls: true } : {}) });
         if (endpointHasL7(admission.endpoint)) {
           // Per-request L7 (method + path) is the policy engine's call, on every keep-alive request.
-          const d = opts.decide({ host: admission.host, port: admission.port, binary: admission.binary, method: head.method, path: head.path });
+          // It decides on the canonical target, and exactly that is forwarded (or nothing is).
+          const target = canonicalL7Target(admission.endpoint, head.pathAndQuery);
+          if (target.ok) head = { ...head, path: target.path, pathAndQuery: target.pathAndQuery };
+          const d: NetworkDecision = target.ok
+            ? opts.decide({ host: admission.host, port: admission.port, binary: admission.binary, method: head.method, path: head.pathAndQuery })
+            : { verdict: 'deny', rule: admission.rule, reason: `${head.method} refused: ${target.reason}` };
           const refused = d.verdict === 'deny' || (d.verdict === 'unknown' && admission.source === 'policy');
           if (refused) {
             counters.denied++;

@@ -16,6 +16,25 @@ function sortDeep(value: unknown): unknown {
 }
 
 /**
+ * Endpoints without their empty `rules` / `deny_rules` / `allowed_ips` lists: an explicit empty
+ * list is refused on load (OpenShell refuses `rules: []`), so the canonical text must parse back.
+ */
+function withoutEmptyRuleLists(policies: PolicyDocument['network_policies']): unknown {
+  const out: Record<string, unknown> = {};
+  for (const [name, p] of Object.entries(policies)) {
+    out[name] = {
+      ...p,
+      endpoints: p.endpoints.map((e) => {
+        const copy: Record<string, unknown> = { ...e };
+        for (const k of ['rules', 'deny_rules', 'allowed_ips'] as const) if (e[k].length === 0) delete copy[k];
+        return copy;
+      }),
+    };
+  }
+  return out;
+}
+
+/**
  * The canonical YAML of a policy document: sections in a fixed order (version, presets,
  * filesystem_policy, landlock, process, network_policies, approvals, inference), every mapping
  * below them with sorted keys, lists in their order, no anchors, no line folding. Equal documents
@@ -29,7 +48,7 @@ export function canonicalPolicyYaml(doc: PolicyDocument): string {
   };
   if (doc.landlock !== undefined) ordered.landlock = sortDeep(doc.landlock);
   ordered.process = sortDeep(doc.process);
-  ordered.network_policies = sortDeep(doc.network_policies);
+  ordered.network_policies = sortDeep(withoutEmptyRuleLists(doc.network_policies));
   ordered.approvals = sortDeep(doc.approvals);
   ordered.inference = sortDeep(doc.inference);
   return stringify(ordered, { lineWidth: 0, minContentWidth: 0, aliasDuplicateObjects: false });

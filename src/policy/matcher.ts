@@ -6,11 +6,19 @@
  * explicit deny (deny policies, endpoint deny_rules) → allow → unknown.
  */
 import { normalizeHost } from './net.js';
-import type { Endpoint, L7Rule, NetworkDecision, NetworkQuery, PolicyDocument } from './types.js';
+import { canonicalPathHasEncodedSlash, canonicalizeRequestTarget, compileGlob, parseQueryParams, pathGlob, queryGlob, type CanonicalTarget } from './path.js';
+import type { Endpoint, L7Rule, NetworkDecision, NetworkQuery, PolicyDocument, QueryMatcher } from './types.js';
+
+interface CompiledQuery {
+  key: string;
+  /** A value matches when one of these does. */
+  globs: RegExp[];
+}
 
 interface CompiledL7 {
-  method: string; // '*' = any
+  method: string; // '*' = any; '' = never matches
   path: RegExp | undefined; // undefined = any path
+  query: CompiledQuery[];
 }
 
 interface CompiledRule {
@@ -22,7 +30,10 @@ interface CompiledRule {
   globBinaries: RegExp[];
   allow: CompiledL7[];
   denyRules: CompiledL7[];
-  methods: Set<string> | undefined; // from `access`
+  /** `access` preset rules when the endpoint also has `rules` (only a preset merge makes that): both must allow. */
+  accessToo: CompiledL7[] | undefined;
+  /** The endpoint's `path` scope (OpenShell): its L7 checks apply only to matching paths. */
+  scope: RegExp | undefined;
   hasL7: boolean;
   audit: boolean;
   /** Shared decision objects, so a plain allow/deny allocates nothing. */
@@ -39,48 +50,78 @@ interface GlobEntry {
 /** Globs of one label count, keyed by how many literal labels they end with, then by that suffix. */
 type GlobTable = Map<number, Map<string, GlobEntry[]>>;
 
-const READ_ONLY = new Set(['GET', 'HEAD', 'OPTIONS']);
-const READ_WRITE = new Set(['GET', 'HEAD', 'OPTIONS', 'POST', 'PUT', 'PATCH']);
-
-function escapeRegex(s: string): string {
-  return s.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+/** OpenShell's `access` presets as rules (l7/mod.rs `access_preset_rules`). */
+function accessPreset(access: Endpoint['access'], protocol: string | undefined): L7Rule[] {
+  const r = (method: string): L7Rule => ({ method, path: '**' });
+  if (protocol === 'websocket') {
+    if (access === 'read-only') return [r('GET')];
+    if (access === 'read-write') return [r('GET'), r('WEBSOCKET_TEXT')];
+    if (access === 'full') return [r('*')];
+    return [];
+  }
+  if (access === 'read-only') return ['GET', 'HEAD', 'OPTIONS'].map(r);
+  if (access === 'read-write') return ['GET', 'HEAD', 'OPTIONS', 'POST', 'PUT', 'PATCH'].map(r);
+  if (access === 'full') return [r('*')];
+  return [];
 }
 
-/** Path glob: `**` any depth (including none), `*` within one segment, `?` one character. */
+/** Path glob: `**` any depth (including none), `*` within one segment, `?` one character, `[…]`, `{a,b}`. */
 export function pathGlobToRegex(glob: string): RegExp | undefined {
-  if (glob === '/**' || glob === '**') return undefined;
-  let re = '';
-  for (let i = 0; i < glob.length; i++) {
-    const c = glob[i]!;
-    if (c === '*') {
-      if (glob[i + 1] === '*') {
-        i++;
-        if (glob[i + 1] === '/') {
-          i++;
-          re += '(?:.*/)?';
-        } else if (re.endsWith('/') && i === glob.length - 1) {
-          // A trailing `/**` covers the directory itself too: a deny rule for `/admin/**` must also
-          // refuse `/admin`, or the rule is bypassed by dropping the slash.
-          re = `${re.slice(0, -1)}(?:/.*)?`;
-        } else re += '.*';
-      } else re += '[^/]*';
-    } else if (c === '?') re += '[^/]';
-    else re += escapeRegex(c);
-  }
-  return new RegExp(`^${re}$`);
+  return pathGlob(glob);
 }
 
 function labelGlobToRegex(label: string): RegExp {
-  return new RegExp(`^${label.split('*').map(escapeRegex).join('[^.]*')}$`);
+  return compileGlob(label, '.') ?? /(?!)/;
+}
+
+function compileQuery(query: Record<string, QueryMatcher> | undefined): CompiledQuery[] {
+  if (!query) return [];
+  return Object.entries(query).map(([key, m]) => ({
+    key,
+    globs: (typeof m === 'string' ? [m] : 'glob' in m ? [m.glob] : m.any).map(queryGlob),
+  }));
 }
 
 function compileL7(rules: L7Rule[]): CompiledL7[] {
-  return rules.map((r) => ({ method: r.method.toUpperCase(), path: pathGlobToRegex(r.path) }));
+  return rules.map((r) => ({
+    method: r.method.toUpperCase(),
+    path: r.path === '' ? /(?!)/ : pathGlobToRegex(r.path),
+    query: compileQuery(r.query),
+  }));
 }
 
-function l7Matches(rules: CompiledL7[], method: string, path: string): CompiledL7 | undefined {
+/** OpenShell `method_matches`: `*`, case-insensitive equality, and HEAD is GET (RFC 9110 §9.3.2). */
+function methodMatches(ruleMethod: string, method: string): boolean {
+  if (ruleMethod === '') return false;
+  return ruleMethod === '*' || ruleMethod === method || (method === 'HEAD' && ruleMethod === 'GET');
+}
+
+/** Allow side: every configured key is present and every one of its values matches. */
+function queryAllows(query: CompiledQuery[], params: Map<string, string[]>): boolean {
+  for (const q of query) {
+    const values = params.get(q.key);
+    if (!values || values.length === 0) return false;
+    for (const v of values) if (!q.globs.some((g) => g.test(v))) return false;
+  }
+  return true;
+}
+
+/** Deny side: every configured key is present and at least one of its values matches (fail closed on mixed values). */
+function queryDenies(query: CompiledQuery[], params: Map<string, string[]>): boolean {
+  for (const q of query) {
+    const values = params.get(q.key);
+    if (!values || values.length === 0) return false;
+    if (!values.some((v) => q.globs.some((g) => g.test(v)))) return false;
+  }
+  return true;
+}
+
+function l7Matches(rules: CompiledL7[], req: L7Request, deny: boolean): CompiledL7 | undefined {
   for (const r of rules) {
-    if ((r.method === '*' || r.method === method) && (r.path === undefined || r.path.test(path))) return r;
+    if (!methodMatches(r.method, req.method)) continue;
+    if (r.path !== undefined && !r.path.test(req.path)) continue;
+    if (r.query.length > 0 && !(deny ? queryDenies(r.query, req.params) : queryAllows(r.query, req.params))) continue;
+    return r;
   }
   return undefined;
 }
@@ -89,12 +130,13 @@ function compileRule(id: string, deny: boolean, endpoint: Endpoint, binaries: st
   const exactBinaries = new Set<string>();
   const globBinaries: RegExp[] = [];
   for (const b of binaries) {
-    if (b.includes('*') || b.includes('?')) globBinaries.push(pathGlobToRegex(b) ?? /^/);
+    if (b.includes('*')) globBinaries.push(compileGlob(b, '/') ?? /(?!)/);
     else exactBinaries.add(b);
   }
-  const allow = compileL7(endpoint.rules);
+  const allow = compileL7(endpoint.rules.length > 0 ? endpoint.rules : accessPreset(endpoint.access, endpoint.protocol));
   const denyRules = compileL7(endpoint.deny_rules);
-  const methods = endpoint.access === 'read-only' ? READ_ONLY : endpoint.access === 'read-write' ? READ_WRITE : undefined;
+  const accessToo = endpoint.rules.length > 0 && endpoint.access !== undefined ? compileL7(accessPreset(endpoint.access, endpoint.protocol)) : undefined;
+  const scope = endpoint.path !== undefined && endpoint.path !== '' ? (pathGlobToRegex(endpoint.path) ?? /^/) : undefined;
   return {
     id,
     deny,
@@ -104,21 +146,50 @@ function compileRule(id: string, deny: boolean, endpoint: Endpoint, binaries: st
     globBinaries,
     allow,
     denyRules,
-    methods,
-    hasL7: allow.length > 0 || denyRules.length > 0 || methods !== undefined,
+    accessToo,
+    scope,
+    hasL7: allow.length > 0 || denyRules.length > 0 || scope !== undefined,
     audit: endpoint.enforcement === 'audit',
     allowDecision: Object.freeze({ verdict: 'allow', rule: id, reason: `allowed by ${id}`, endpoint }),
     denyDecision: Object.freeze({ verdict: 'deny', rule: id, reason: `denied by ${id}`, endpoint }),
   };
 }
 
-function binaryMatches(rule: CompiledRule, binary: string | undefined): boolean {
+/** OpenShell `binary_allowed`: the client's executable or any of its ancestors; globs use `/` as delimiter. */
+function binaryMatches(rule: CompiledRule, binary: string | undefined, ancestors: readonly string[] | undefined): boolean {
   if (rule.anyBinary) return true;
   // The rule names binaries and we do not know who is asking: fail closed.
   if (binary === undefined) return false;
   if (rule.exactBinaries.has(binary)) return true;
   for (const re of rule.globBinaries) if (re.test(binary)) return true;
+  if (ancestors) {
+    for (const a of ancestors) {
+      if (rule.exactBinaries.has(a)) return true;
+      for (const re of rule.globBinaries) if (re.test(a)) return true;
+    }
+  }
   return false;
+}
+
+/** One L7 request, canonicalised once per decision (lazily: L4 decisions never pay for it). */
+interface L7Request {
+  method: string;
+  /** Canonical path ('' when the target could not be canonicalised). */
+  path: string;
+  params: Map<string, string[]>;
+  /** Why the target is refused before any rule is consulted. */
+  invalid: string | undefined;
+  encodedSlash: boolean;
+}
+
+function l7Request(method: string, target: string): L7Request {
+  // Canonicalise keeping %2F, then refuse it per endpoint (`allow_encoded_slash`): the same
+  // verdicts as canonicalising with each endpoint's options.
+  const canon: CanonicalTarget = canonicalizeRequestTarget(target, { allowEncodedSlash: true });
+  if (!canon.ok) return { method, path: '', params: new Map(), invalid: canon.message, encodedSlash: false };
+  const params = parseQueryParams(canon.query);
+  if (!params) return { method, path: canon.path, params: new Map(), invalid: 'the query has invalid percent-encoding or is not UTF-8', encodedSlash: false };
+  return { method, path: canon.path, params, invalid: undefined, encodedSlash: canonicalPathHasEncodedSlash(canon.path) };
 }
 
 export interface NetworkMatcher {
@@ -131,10 +202,18 @@ class Matcher implements NetworkMatcher {
   private readonly exact = new Map<string, Map<number, CompiledRule[]>>();
   private readonly firstWildcard = new Map<string, Map<number, CompiledRule[]>>();
   private readonly globs = new Map<number, GlobTable>();
+  /** Host patterns with a recursive `**` first label, and hostless (allowed_ips only) endpoints: scanned in order. */
+  private readonly others: Array<{ host: RegExp | undefined; port: number; rule: CompiledRule }> = [];
   size = 0;
 
   add(host: string, port: number, rule: CompiledRule): void {
     this.size++;
+    if (host === '' || host.startsWith('**')) {
+      const entry = { host: host === '' ? undefined : compileGlob(host, '.') ?? /(?!)/, port, rule };
+      if (rule.deny) this.others.unshift(entry);
+      else this.others.push(entry);
+      return;
+    }
     if (!host.includes('*')) {
       push(this.exact, host, port, rule);
       return;
@@ -162,20 +241,16 @@ class Matcher implements NetworkMatcher {
     const host = normalizeHost(query.host);
     const port = query.port;
     const method = query.method === undefined ? undefined : query.method.toUpperCase();
-    let path = query.path;
-    if (path !== undefined) {
-      const q = path.indexOf('?');
-      if (q >= 0) path = path.slice(0, q);
-      if (path === '') path = '/';
-    }
+    const target = query.path ?? '/';
+    const ctx: DecisionContext = { binary: query.binary, ancestors: query.ancestors, method, target, req: undefined };
     const state: DecisionState = { allow: undefined, refusal: undefined, deny: undefined };
 
     const exact = this.exact.get(host)?.get(port);
-    if (exact && this.scan(exact, query.binary, method, path, state)) return state.deny!;
+    if (exact && this.scan(exact, ctx, state)) return state.deny!;
     const dot = host.indexOf('.');
     const suffix = dot < 0 ? '' : host.slice(dot + 1);
     const wild = this.firstWildcard.get(suffix)?.get(port);
-    if (wild && this.scan(wild, query.binary, method, path, state)) return state.deny!;
+    if (wild && this.scan(wild, ctx, state)) return state.deny!;
     if (this.globs.size > 0) {
       const table = this.globs.get(countLabels(host));
       if (table) {
@@ -186,10 +261,14 @@ class Matcher implements NetworkMatcher {
           labels ??= host.split('.');
           for (const entry of list) {
             if (entry.port !== port || !globMatches(entry.labels, labels)) continue;
-            if (this.scanOne(entry.rule, query.binary, method, path, state)) return state.deny!;
+            if (this.scanOne(entry.rule, ctx, state)) return state.deny!;
           }
         }
       }
+    }
+    for (const entry of this.others) {
+      if (entry.port !== port || (entry.host !== undefined && !entry.host.test(host))) continue;
+      if (this.scanOne(entry.rule, ctx, state)) return state.deny!;
     }
     if (state.allow) return state.allow;
     if (state.refusal) return state.refusal;
@@ -197,17 +276,24 @@ class Matcher implements NetworkMatcher {
   }
 
   /** true when a deny decided (in state.deny). */
-  private scan(rules: CompiledRule[], binary: string | undefined, method: string | undefined, path: string | undefined, state: DecisionState): boolean {
-    for (const rule of rules) if (this.scanOne(rule, binary, method, path, state)) return true;
+  private scan(rules: CompiledRule[], ctx: DecisionContext, state: DecisionState): boolean {
+    for (const rule of rules) if (this.scanOne(rule, ctx, state)) return true;
     return false;
   }
 
-  private scanOne(rule: CompiledRule, binary: string | undefined, method: string | undefined, path: string | undefined, state: DecisionState): boolean {
-    if (!binaryMatches(rule, binary)) return false;
+  private scanOne(rule: CompiledRule, ctx: DecisionContext, state: DecisionState): boolean {
+    if (!binaryMatches(rule, ctx.binary, ctx.ancestors)) return false;
+    const method = ctx.method;
     if (rule.deny) {
       // A deny policy with L7 rules only denies the requests they name; at L4 it cannot decide yet.
-      if (rule.allow.length === 0 || (method !== undefined && l7Matches(rule.allow, method, path ?? '/'))) {
+      if (rule.allow.length === 0) {
         state.deny = rule.denyDecision;
+        return true;
+      }
+      if (method === undefined) return false;
+      const req = (ctx.req ??= l7Request(method, ctx.target));
+      if (req.invalid !== undefined || l7Matches(rule.allow, req, true)) {
+        state.deny = req.invalid !== undefined ? { verdict: 'deny', rule: rule.id, reason: req.invalid, endpoint: rule.endpoint } : rule.denyDecision;
         return true;
       }
       return false;
@@ -216,12 +302,27 @@ class Matcher implements NetworkMatcher {
       state.allow ??= rule.allowDecision;
       return false;
     }
-    const p = path ?? '/';
+    const req = (ctx.req ??= l7Request(method, ctx.target));
+    if (req.invalid !== undefined) {
+      // Not canonicalisable: refused outright (OpenShell answers such a request with an error).
+      state.deny = { verdict: 'deny', rule: rule.id, reason: `${method} refused: ${req.invalid}`, endpoint: rule.endpoint };
+      return true;
+    }
+    const p = req.path;
+    if (rule.scope !== undefined && !rule.scope.test(p)) {
+      state.refusal ??= { verdict: 'deny', rule: rule.id, reason: `${p} is outside the path ${rule.endpoint.path} of ${rule.id}`, endpoint: rule.endpoint };
+      return false;
+    }
+    if (req.encodedSlash && rule.endpoint.allow_encoded_slash !== true) {
+      state.deny = { verdict: 'deny', rule: rule.id, reason: `${method} refused: ${p} contains an encoded '/' (%2F), which ${rule.id} does not allow (allow_encoded_slash)`, endpoint: rule.endpoint };
+      return true;
+    }
     let refusal: string | undefined;
-    const denied = l7Matches(rule.denyRules, method, p);
+    const denied = l7Matches(rule.denyRules, req, true);
     if (denied) refusal = `${method} ${p} matches a deny_rule of ${rule.id}`;
-    else if (rule.methods && !rule.methods.has(method)) refusal = `${method} is not allowed by access: ${rule.endpoint.access} of ${rule.id}`;
-    else if (rule.allow.length > 0 && !l7Matches(rule.allow, method, p)) refusal = `no rule of ${rule.id} allows ${method} ${p}`;
+    else if ((rule.accessToo !== undefined && !l7Matches(rule.accessToo, req, false)) || (rule.endpoint.rules.length === 0 && rule.endpoint.access !== undefined && !l7Matches(rule.allow, req, false))) {
+      refusal = `${method} is not allowed by access: ${rule.endpoint.access} of ${rule.id}`;
+    } else if (!l7Matches(rule.allow, req, false)) refusal = `no rule of ${rule.id} allows ${method} ${p}`;
     if (refusal === undefined) {
       state.allow ??= rule.allowDecision;
       return false;
@@ -237,6 +338,14 @@ class Matcher implements NetworkMatcher {
     state.refusal ??= { verdict: 'deny', rule: rule.id, reason: refusal, endpoint: rule.endpoint };
     return false;
   }
+}
+
+interface DecisionContext {
+  binary: string | undefined;
+  ancestors: readonly string[] | undefined;
+  method: string | undefined;
+  target: string;
+  req: L7Request | undefined;
 }
 
 interface DecisionState {

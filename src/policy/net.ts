@@ -16,7 +16,9 @@ export function isValidHostPattern(raw: string): boolean {
   if (host.length === 0 || host.length > 253) return false;
   if (isIPv4(host) || isIPv6(host)) return true;
   const labels = host.split('.');
-  for (const label of labels) {
+  for (const [i, label] of labels.entries()) {
+    // `**` (one or more labels) only as the whole first label, as OpenShell allows it.
+    if (i === 0 && label === '**') continue;
     if (!LABEL_RE.test(label) || label.includes('**')) return false;
   }
   // A name must not be all-numeric labels that are not a valid IPv4 (e.g. 999.1.1.1).

@@ -6,6 +6,7 @@ import type { z } from 'zod';
 import { validateInferencePolicy } from '../inference/index.js';
 import { NemoclawError, isNemoclawError } from '../shared/errors.js';
 import { packageInfo } from '../shared/package.js';
+import { networkPolicyFindings } from './openshell.js';
 import { policyFileSchema, presetFileSchema } from './schema.js';
 import type { Endpoint, L7Rule, NetworkPolicy, PolicyDocument } from './types.js';
 
@@ -20,6 +21,8 @@ export interface PolicyIssue {
   message: string;
   /** Set on a closing entry that stands for this many further issues, not listed to keep errors short. */
   omitted?: number;
+  /** For warnings: `not-enforced` (accepted, not enforced here) or `meaning-changed` (reads differently than in earlier versions). */
+  severity?: 'error' | 'not-enforced' | 'meaning-changed';
 }
 
 export interface ParsedPolicy {
@@ -557,7 +560,7 @@ function unionBy<T>(a: readonly T[], b: readonly T[], key: (t: T) => string): T[
   return out;
 }
 
-const ruleKey = (r: L7Rule) => `${r.method} ${r.path}`;
+const ruleKey = (r: L7Rule) => `${r.method} ${r.path} ${r.query === undefined ? '' : JSON.stringify(r.query)}`;
 
 function mergeEndpoint(a: Endpoint, b: Endpoint): Endpoint {
   const out: Endpoint = {
@@ -615,6 +618,19 @@ function inferenceSectionIssues(section: unknown, raw: unknown, map: SourceMap):
   }
 }
 
+/** OpenShell's endpoint checks (openshell.ts), positioned: errors refuse the file, the rest are warnings. */
+function openshellIssues(raw: unknown, map: SourceMap): { errors: PolicyIssue[]; warnings: PolicyIssue[] } {
+  const errors: PolicyIssue[] = [];
+  const warnings: PolicyIssue[] = [];
+  for (const f of networkPolicyFindings(raw)) {
+    const pos = map.position(f.path, true);
+    const expected = f.severity === 'error' ? 'a rule OpenShell accepts and this engine enforces' : 'a field this engine enforces';
+    const issue: PolicyIssue = { file: map.file, line: pos.line, col: pos.col, path: formatPath(f.path), expected, message: f.message, severity: f.severity };
+    (f.severity === 'error' ? errors : warnings).push(issue);
+  }
+  return { errors, warnings };
+}
+
 type RawNetworkPolicies = z.output<typeof policyFileSchema>['network_policies'];
 
 function namedPolicies(raw: RawNetworkPolicies): Record<string, NetworkPolicy> {
@@ -645,7 +661,9 @@ export function parsePolicy(text: string, source: string, opts: ParseOptions = {
   const validated = validateYaml(text, source, policyFileSchema);
   if (!validated.ok) throw policyInvalid(source, validated.issues);
   const { data, warnings: fileWarnings, source: map, raw } = validated.value;
-  const warnings = [...fileWarnings];
+  const openshell = openshellIssues(raw, map);
+  if (openshell.errors.length > 0) throw policyInvalid(source, capIssues(openshell.errors, 'a valid policy'));
+  const warnings = [...fileWarnings, ...openshell.warnings].sort((a, b) => a.line - b.line || a.col - b.col);
   // The privacy router owns the precise shape of `inference`; refuse a bad section here, at load,
   // with positions, rather than letting the running router discover it.
   const inferenceIssues = inferenceSectionIssues(data.inference, raw, map);
@@ -672,7 +690,12 @@ export function parsePolicy(text: string, source: string, opts: ParseOptions = {
       issues.push(...preset.issues);
       return;
     }
-    warnings.push(...preset.value.warnings);
+    const presetOpenshell = openshellIssues(preset.value.raw, preset.value.source);
+    if (presetOpenshell.errors.length > 0) {
+      issues.push(...presetOpenshell.errors);
+      return;
+    }
+    warnings.push(...preset.value.warnings, ...presetOpenshell.warnings);
     networkPolicies = mergeNetworkPolicies(networkPolicies, namedPolicies(preset.value.data.network_policies));
   });
   if (issues.length > 0) throw policyInvalid(source, issues);

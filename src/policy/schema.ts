@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { forbiddenOverlap, isValidHostPattern, normalizeHost, parseCidr } from './net.js';
-import type { Endpoint, L7Rule } from './types.js';
+import type { Endpoint, L7Rule, QueryMatcher } from './types.js';
 
 const ABSOLUTE_PATH = 'an absolute path (or ~/…)';
 export const pathSchema = z
@@ -34,53 +34,92 @@ export const cidrSchema = z.string({ error: CIDR }).superRefine((text, ctx) => {
 const METHOD = 'an HTTP method (GET, POST, …) or *';
 const methodSchema = z
   .string({ error: METHOD })
-  .regex(/^(\*|[A-Za-z]{1,20})$/, { error: METHOD })
+  .regex(/^(\*|[A-Za-z_]{1,20})$/, { error: METHOD })
   .transform((m) => m.toUpperCase());
-const L7_PATH = 'a URL path glob starting with / (`*` one segment, `**` any depth)';
-const l7PathSchema = z.string({ error: L7_PATH }).regex(/^\/\S*$/, { error: L7_PATH });
+const L7_PATH = 'a URL path glob starting with / (`*` one segment, `**` any depth), or **';
+const l7PathSchema = z.string({ error: L7_PATH }).regex(/^(\/\S*|\*\*)$/, { error: L7_PATH });
 
-const l7RuleBody = z.object({ method: methodSchema.default('*'), path: l7PathSchema.default('/**') });
-/** `{allow: {method, path}}` (OpenShell), `{deny: {…}}`, or `{method, path}` directly. */
+const QUERY_MATCHER = 'a glob string, { glob: "…" } or { any: ["…", …] }';
+/** Loose objects: exact keys and shapes are checked by openshell.ts with upstream's messages. */
+const queryMatcherSchema = z.union(
+  [z.string(), z.looseObject({ glob: z.string({ error: 'a glob string' }) }), z.looseObject({ any: z.array(z.string({ error: 'a glob string' })) })],
+  { error: QUERY_MATCHER },
+);
+const querySchema = z.record(z.string(), queryMatcherSchema, { error: 'a map of query keys to matchers' });
+
+function queryOf(q: Record<string, z.output<typeof queryMatcherSchema>> | undefined): Pick<L7Rule, 'query'> {
+  if (q === undefined || Object.keys(q).length === 0) return {};
+  const out: Record<string, QueryMatcher> = {};
+  for (const [k, m] of Object.entries(q)) {
+    out[k] = typeof m === 'string' ? m : 'glob' in m && typeof m.glob === 'string' ? { glob: m.glob } : { any: (m as { any?: string[] }).any ?? [] };
+  }
+  return { query: out };
+}
+
+const l7AllowBody = z.looseObject({ method: methodSchema.optional(), path: l7PathSchema.optional(), query: querySchema.optional() });
+/**
+ * `{allow: {method, path, query}}` (OpenShell: without `method` or `path` the rule matches nothing),
+ * or our shorthand `{method, path}` (defaults `*` and `/**`). Other keys are refused by openshell.ts.
+ */
 const l7RuleEntry = z
-  .object({
-    allow: l7RuleBody.optional(),
-    deny: l7RuleBody.optional(),
-    method: methodSchema.optional(),
-    path: l7PathSchema.optional(),
-  })
-  .transform((r): L7Rule => r.allow ?? r.deny ?? { method: r.method ?? '*', path: r.path ?? '/**' });
+  .looseObject({ allow: l7AllowBody.optional(), method: methodSchema.optional(), path: l7PathSchema.optional(), query: querySchema.optional() })
+  .transform((r): L7Rule =>
+    r.allow !== undefined
+      ? { method: r.allow.method ?? '', path: r.allow.path ?? '', ...queryOf(r.allow.query) }
+      : { method: r.method ?? '*', path: r.path ?? '/**', ...queryOf(r.query) },
+  );
+const l7DenyBody = z.looseObject({ method: methodSchema.default('*'), path: l7PathSchema.default('/**'), query: querySchema.optional() });
+/** OpenShell's flat `{method, path, query}` (both required, checked by openshell.ts), or our `{deny: {…}}`. */
+const l7DenyEntry = z
+  .looseObject({ deny: l7DenyBody.optional(), method: methodSchema.optional(), path: l7PathSchema.optional(), query: querySchema.optional() })
+  .transform((r): L7Rule =>
+    r.deny !== undefined
+      ? { method: r.deny.method, path: r.deny.path, ...queryOf(r.deny.query) }
+      : { method: r.method ?? '*', path: r.path ?? '/**', ...queryOf(r.query) },
+  );
 
+/**
+ * An endpoint. Loose: which further keys are enforced, refused or only reported is decided by
+ * openshell.ts (OpenShell's own validation, so nothing unknown can quietly widen a rule).
+ */
 export const endpointSchema = z
-  .object({
-    host: hostSchema,
+  .looseObject({
+    host: hostSchema.optional(),
+    path: l7PathSchema.optional(),
     port: portSchema.optional(),
     ports: z.array(portSchema).min(1, { error: 'a non-empty list of ports' }).optional(),
     protocol: z.string().optional(),
     access: z.enum(['read-only', 'read-write', 'full']).optional(),
     rules: z.array(l7RuleEntry).default([]),
-    deny_rules: z.array(l7RuleEntry).default([]),
+    deny_rules: z.array(l7DenyEntry).default([]),
     allowed_ips: z.array(cidrSchema).default([]),
     enforcement: z.enum(['enforce', 'audit']).optional(),
     tls: z.string().optional(),
+    allow_encoded_slash: z.boolean().optional(),
   })
   .superRefine((e, ctx) => {
     if (e.port === undefined && e.ports === undefined) {
       ctx.addIssue({ code: 'custom', message: 'a `port` or `ports` field', path: ['port'] });
     }
+    if (e.host === undefined && e.allowed_ips.length === 0) {
+      ctx.addIssue({ code: 'custom', message: 'a `host` (or, for a hostless endpoint, a non-empty `allowed_ips`)', path: ['host'] });
+    }
   })
   .transform((e): Endpoint => {
     const ports = [...new Set([...(e.port !== undefined ? [e.port] : []), ...(e.ports ?? [])])].sort((a, b) => a - b);
     const out: Endpoint = {
-      host: e.host,
+      host: e.host ?? '',
       ports,
       rules: e.rules,
       deny_rules: e.deny_rules,
       allowed_ips: e.allowed_ips,
     };
-    if (e.protocol !== undefined) out.protocol = e.protocol;
+    if (e.path !== undefined && e.path !== '') out.path = e.path;
+    if (e.protocol !== undefined) out.protocol = e.protocol.toLowerCase();
     if (e.access !== undefined) out.access = e.access;
     if (e.enforcement !== undefined) out.enforcement = e.enforcement;
     if (e.tls !== undefined) out.tls = e.tls;
+    if (e.allow_encoded_slash === true) out.allow_encoded_slash = true;
     return out;
   });
 
@@ -91,9 +130,10 @@ const binarySchema = z
   .transform((b) => ({ path: typeof b === 'string' ? b : b.path }));
 
 const POLICY_NAME = 'a policy name (letters, digits, _ . : @ / + -)';
+/** A leading `_` is allowed: OpenShell prints provider policies as `_provider_<name>`. */
 export const policyNameSchema = z
   .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$/, { error: POLICY_NAME });
+  .regex(/^[A-Za-z0-9_][A-Za-z0-9_.:@/+-]{0,127}$/, { error: POLICY_NAME });
 
 export const networkPolicySchema = z.object({
   name: z.string().optional(),

@@ -35,15 +35,29 @@ export interface ProcessPolicy {
 
 export type HttpMethod = string; // upper-case, or "*"
 
+/** A query-value matcher: a glob, `{glob}`, or `{any: [globs]}` (OpenShell's shapes). */
+export type QueryMatcher = string | { glob: string } | { any: string[] };
+
 export interface L7Rule {
+  /** Upper-case method or `*`; `HEAD` requests match `GET`. '' = the rule matches no request (OpenShell: an `allow` without `method`). */
   method: HttpMethod;
-  /** Glob over the path: `*` one segment part, `**` any depth. */
+  /** Glob over the canonical path: `*` one segment part, `**` any depth. '' = matches no request. */
   path: string;
+  /** Per-key matchers of the decoded query (allow: every value of each key must match; deny: any value). */
+  query?: Record<string, QueryMatcher>;
 }
 
 export interface Endpoint {
-  /** Host name or IP; `*` matches exactly one DNS label (`*.x.com` matches `a.x.com`, not `x.com`, not `a.b.x.com`). */
+  /**
+   * Host name or IP; `*` matches exactly one DNS label (`*.x.com` matches `a.x.com`, not `x.com`, not
+   * `a.b.x.com`); a first label `**` matches one or more labels. '' = hostless: any host on these
+   * ports whose addresses are all inside `allowed_ips` (OpenShell's "mode 3").
+   */
   host: string;
+  /** Scopes the endpoint's L7 checks to request paths matching this glob (OpenShell `path`). */
+  path?: string;
+  /** Keep `%2F` in paths (refused by default). */
+  allow_encoded_slash?: boolean;
   ports: number[];
   protocol?: 'rest' | 'tcp' | string;
   access?: 'read-only' | 'read-write' | 'full';
@@ -108,6 +122,8 @@ export interface NetworkQuery {
   port: number;
   /** Absolute path of the client binary inside the sandbox, when known. */
   binary?: string | undefined;
+  /** Executables of the client's ancestors (parent first), when known: a rule naming one of them covers the client too. */
+  ancestors?: readonly string[] | undefined;
   method?: string | undefined;
   path?: string | undefined;
 }

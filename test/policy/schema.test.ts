@@ -51,8 +51,8 @@ describe('policy schema: valid files', () => {
         '  api:',
         '    endpoints:',
         '      - host: API.Example.COM.',
-        '        port: 443',
-        '        ports: [8443, 443]',
+        '        ports: [8443, 443, 443]',
+        '        protocol: REST',
         '        rules: [{ allow: { method: get, path: "/v1/**" } }, { method: POST }]',
         '        deny_rules: [{ deny: { method: DELETE } }]',
         '        allowed_ips: [10.0.0.0/8, "fd00::/8"]',
@@ -68,6 +68,7 @@ describe('policy schema: valid files', () => {
     expect(api.endpoints[0]).toEqual({
       host: 'api.example.com',
       ports: [443, 8443],
+      protocol: 'rest',
       rules: [
         { method: 'GET', path: '/v1/**' },
         { method: 'POST', path: '/**' },
@@ -284,7 +285,9 @@ describe('OpenShell compatibility', () => {
     expect(doc.landlock).toEqual({ compatibility: 'best_effort' });
     expect(warnings.map((w) => `${w.line}:${w.col} ${w.path}`)).toEqual([
       '7:1 landlock',
-      '30:9 network_policies.github_ro.endpoints[0].inspection_mode',
+      '16:99 network_policies.claude_code.endpoints[0].tls',
+      '27:9 network_policies.github_ro.endpoints[0].tls',
+      '30:9 network_policies.github_ro.endpoints[0].request_body_credential_rewrite',
       '33:1 inference_routes',
     ]);
     for (const w of warnings) expect(w.message).toMatch(/not enforced here/);

@@ -56,7 +56,7 @@ describe('policy store revisions', () => {
     expect(rev).toMatchObject({ number: 2, author: 'cli', reason: 'policy set from new.yaml' });
     expect(rev.diff).toMatch(/^--- policy@1\n\+\+\+ policy@2\n@@ /);
     expect(rev.diff).toContain('+  pypi:');
-    expect(rev.diff).toContain('+        host: pypi.org');
+    expect(rev.diff).toContain('+      - host: pypi.org');
     expect(store.history().map((r) => r.number)).toEqual([1, 2]);
     expect(store.decideNetwork({ host: 'pypi.org', port: 443 }).verdict).toBe('allow');
     expect(seen).toEqual([[rev, ['pypi', 'npm']]]);
