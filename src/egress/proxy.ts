@@ -368,7 +368,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     const after = source === 'policy' && decision.verdict === 'unknown' ? opts.decide({ host, port, binary }) : decision;
     const endpoint = after.endpoint;
     const exactHost = source === 'approval' || decision.verdict === 'unknown' || (endpoint !== undefined && !endpoint.host.includes('*'));
-    const verdict = await guardDestination(host, resolver, { exactHost, allowedIps: endpoint?.allowed_ips ?? [], unsafeAllowLoopback: unsafe });
+    const verdict = await guardDestination(host, resolver, { exactHost, allowedIps: endpoint?.allowed_ips ?? [], unsafeAllowLoopback: unsafe, port });
     if (!verdict.ok) return refuse('ssrf_denied', verdict.reason, after.rule);
     counters.allowed++;
     conn.emit({

@@ -157,6 +157,12 @@ const V4_RANGES: Array<[string, AddressClass]> = [
   ['192.168.0.0/16', 'private'],
   ['100.64.0.0/10', 'private'],
   ['198.18.0.0/15', 'private'],
+  // Special-use ranges OpenShell also treats as internal (openshell-core net.rs `is_internal_v4`):
+  // IETF protocol assignments and the three documentation TEST-NETs.
+  ['192.0.0.0/24', 'private'],
+  ['192.0.2.0/24', 'private'],
+  ['198.51.100.0/24', 'private'],
+  ['203.0.113.0/24', 'private'],
 ];
 const V6_RANGES: Array<[string, AddressClass]> = [
   ['::/128', 'unspecified'],
@@ -205,7 +211,16 @@ export interface SsrfContext {
   allowedIps: string[];
   /** Test-only supervisor option. */
   unsafeAllowLoopback: boolean;
+  /** The destination port (control-plane ports are refused for named and allowed_ips endpoints). */
+  port?: number | undefined;
 }
+
+/**
+ * Kubernetes control-plane ports (etcd client/peer, API server, kubelet, kubelet read-only):
+ * refused for endpoints that name their host or list allowed_ips, whatever the address, as
+ * OpenShell does (proxy.rs BLOCKED_CONTROL_PLANE_PORTS).
+ */
+export const BLOCKED_CONTROL_PLANE_PORTS: ReadonlySet<number> = new Set([2379, 2380, 6443, 10250, 10255]);
 
 export interface SsrfVerdict {
   ok: boolean;
@@ -217,22 +232,30 @@ export interface SsrfVerdict {
   checked: ClassifiedAddress[];
 }
 
+function listedIn(c: ClassifiedAddress, ranges: string[]): boolean {
+  const bytes = parseIpv4(c.embedded ?? c.address) ?? parseIpv6(c.address);
+  return ranges.some((r) => {
+    const cidr = parseCidr(r);
+    if (!cidr || !bytes) return false;
+    // A range that overlaps loopback/link-local never opens them (policy load refuses it anyway).
+    return inCidr(bytes, cidr);
+  });
+}
+
 /** Is `address` allowed for this endpoint? Every answer of a name must pass. */
 export function checkAddress(c: ClassifiedAddress, ctx: SsrfContext): string | undefined {
+  // An endpoint with allowed_ips may reach only those ranges, public addresses included (OpenShell
+  // `validate_allowed_ips_for_resolved_addrs`; a hostless endpoint is exactly this).
+  if (ctx.allowedIps.length > 0 && (c.kind === 'public' || c.kind === 'private') && !listedIn(c, ctx.allowedIps)) {
+    return `${c.address} is not in the endpoint's allowed_ips (${ctx.allowedIps.join(', ')})`;
+  }
   switch (c.kind) {
     case 'public':
       return undefined;
     case 'loopback':
       return ctx.unsafeAllowLoopback ? undefined : `${c.address} is a loopback address`;
     case 'private': {
-      const bytes = parseIpv4(c.embedded ?? c.address) ?? parseIpv6(c.address);
-      const listed = ctx.allowedIps.some((r) => {
-        const cidr = parseCidr(r);
-        if (!cidr || !bytes) return false;
-        // A range that overlaps loopback/link-local never opens them (policy load refuses it anyway).
-        return inCidr(bytes, cidr);
-      });
-      if (listed || ctx.exactHost) return undefined;
+      if (listedIn(c, ctx.allowedIps) || ctx.exactHost) return undefined;
       return `${c.address} is a private address; allow it with an endpoint naming this exact host or listing the range in allowed_ips`;
     }
     default:
@@ -256,6 +279,9 @@ export async function guardDestination(host: string, resolver: Resolver, ctx: Ss
       return { ok: false, reason: `cannot resolve ${host}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, checked: [] };
     }
     if (answers.length === 0) return { ok: false, reason: `${host} has no addresses`, checked: [] };
+  }
+  if (ctx.port !== undefined && BLOCKED_CONTROL_PLANE_PORTS.has(ctx.port) && (ctx.exactHost || ctx.allowedIps.length > 0)) {
+    return { ok: false, reason: `port ${ctx.port} is a blocked control-plane port (etcd / Kubernetes API / kubelet)`, checked: [] };
   }
   const checked: ClassifiedAddress[] = [];
   for (const a of answers) {
