@@ -308,6 +308,15 @@ export function networkPolicyFindings(raw: unknown): Finding[] {
   if (!isObject(raw) || !isObject(raw.network_policies)) return out;
   for (const [name, policy] of Object.entries(raw.network_policies)) {
     if (!isObject(policy) || !Array.isArray(policy.endpoints)) continue;
+    const binaries = policy.binaries;
+    if (policy.action !== 'deny' && policy.endpoints.length > 0 && (!Array.isArray(binaries) || binaries.length === 0)) {
+      out.push({
+        path: ['network_policies', name, Array.isArray(binaries) ? 'binaries' : 'endpoints'],
+        severity: 'not-enforced',
+        message:
+          'no `binaries`: OpenShell lets no program use these endpoints, this engine still lets any program use them (not yet OpenShell\'s meaning); list the programs that need them',
+      });
+    }
     policy.endpoints.forEach((ep, i) => {
       if (isObject(ep)) checkEndpoint(out, ['network_policies', name, 'endpoints', i], ep);
     });
