@@ -9,9 +9,9 @@
  * `<workdir>/.openclaw/` on the host). Re-writing it keeps whatever the operator (or
  * `openclaw config set` inside the sandbox) added, and only replaces the keys we manage.
  */
-import { chownSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { NemoclawError } from '../shared/errors.js';
+import { fdOwner, openOrCreateSubdir, openTrustedDir, readFileNoFollow, withDir, writeFileAtomicNoFollow } from '../shared/safe-fs.js';
 
 /** Where OpenClaw keeps its state and config, as the agent sees it. */
 export const SANDBOX_OPENCLAW_STATE_DIR = '/sandbox/.openclaw';
@@ -147,43 +147,37 @@ export interface WrittenConfig {
  * Write `<workdir>/.openclaw/openclaw.json` (0600, owned like the workdir so the sandbox uid can
  * read it). An unreadable existing file is refused rather than overwritten: it may hold the
  * operator's channel settings.
+ *
+ * This runs as root on a tree the sandbox owns, so nothing here follows a path: the workdir (whose
+ * parents are root's) is opened without following its last component, `.openclaw` and the file are
+ * opened relative to it with O_NOFOLLOW, and a symlink, FIFO or hard link planted there is refused
+ * (see src/shared/safe-fs.ts). The file is replaced by rename, never written through.
  */
 export function writeOpenClawConfig(workdir: string, managed: JsonObject): WrittenConfig {
-  const stateDir = join(workdir, '.openclaw');
-  const path = join(stateDir, 'openclaw.json');
-  const owner = statSync(workdir);
-  if (!existsSync(stateDir)) {
-    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-    chownQuietly(stateDir, owner.uid, owner.gid);
-  }
-  let existing: JsonObject = {};
-  let before: string | undefined;
-  if (existsSync(path)) {
-    before = readFileSync(path, 'utf8');
-    try {
-      const parsed: unknown = JSON.parse(before);
-      if (!isPlainObject(parsed)) throw new Error('not a JSON object');
-      existing = parsed;
-    } catch (err) {
-      throw new NemoclawError('invalid_input', `OpenClaw config ${path} is not valid JSON: ${(err as Error).message}`, {
-        nextStep: `fix or remove ${path}, then start the agent again (the file is regenerated when missing)`,
-      });
-    }
-  }
-  const config = mergeManaged(existing, managed);
-  const text = `${JSON.stringify(config, null, 2)}\n`;
-  if (text === before) return { path, config, changed: false };
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, text, { mode: 0o600 });
-  chownQuietly(tmp, owner.uid, owner.gid);
-  renameSync(tmp, path);
-  return { path, config, changed: true };
-}
-
-function chownQuietly(path: string, uid: number, gid: number): void {
-  try {
-    chownSync(path, uid, gid);
-  } catch {
-    // Not root: the file is ours already, which is the same owner as the workdir we created.
-  }
+  const path = join(workdir, '.openclaw', 'openclaw.json');
+  return withDir(openTrustedDir(workdir), (workdirFd) => {
+    const owner = fdOwner(workdirFd);
+    const state = openOrCreateSubdir(workdirFd, '.openclaw', { mode: 0o700, owner, label: join(workdir, '.openclaw') });
+    return withDir(state.fd, (stateFd) => {
+      let existing: JsonObject = {};
+      const raw = readFileNoFollow(stateFd, 'openclaw.json', { owner, label: path });
+      const before = raw?.toString('utf8');
+      if (before !== undefined) {
+        try {
+          const parsed: unknown = JSON.parse(before);
+          if (!isPlainObject(parsed)) throw new Error('not a JSON object');
+          existing = parsed;
+        } catch (err) {
+          throw new NemoclawError('invalid_input', `OpenClaw config ${path} is not valid JSON: ${(err as Error).message}`, {
+            nextStep: `fix or remove ${path}, then start the agent again (the file is regenerated when missing)`,
+          });
+        }
+      }
+      const config = mergeManaged(existing, managed);
+      const text = `${JSON.stringify(config, null, 2)}\n`;
+      if (text === before) return { path, config, changed: false };
+      writeFileAtomicNoFollow(stateFd, 'openclaw.json', text, { mode: 0o600, owner });
+      return { path, config, changed: true };
+    });
+  });
 }

@@ -1,4 +1,5 @@
-import { mkdtempSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { chownSync, linkSync, lstatSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -87,5 +88,85 @@ describe('OpenClaw config', () => {
     writeFileSync(join(workdir, '.openclaw', 'openclaw.json'), '{ broken');
     expect(() => writeOpenClawConfig(workdir, buildOpenClawConfig(base))).toThrow(/openclaw\.json is not valid JSON/);
     expect(readFileSync(join(workdir, '.openclaw', 'openclaw.json'), 'utf8')).toBe('{ broken');
+  });
+});
+
+/**
+ * The supervisor runs this as root on a tree the sandbox owns (issue 11: the confused deputy). Each
+ * case plants what a hostile agent could, as the sandbox uid, and checks that nothing outside the
+ * workdir is read, written or chowned.
+ */
+describe('OpenClaw config against a hostile workdir (root supervisor)', () => {
+  const root = process.getuid?.() === 0;
+  const SANDBOX = { uid: 65534, gid: 65534 };
+  const setup = () => {
+    const top = mkdtempSync(join(tmpdir(), 'ncl-cfg-hostile-'));
+    const secretDir = join(top, 'root-only');
+    mkdirSync(secretDir, { mode: 0o700 });
+    const secret = join(secretDir, 'credentials.json');
+    writeFileSync(secret, JSON.stringify({ nvidia: 'nvapi-CANARY-do-not-leak' }), { mode: 0o600 });
+    const workdir = join(top, 'workdir');
+    mkdirSync(workdir, { mode: 0o700 });
+    if (root) chownSync(workdir, SANDBOX.uid, SANDBOX.gid);
+    return { top, secretDir, secret, workdir };
+  };
+
+  it('refuses an openclaw.json that is a symlink to a root-only file, and copies nothing', () => {
+    const { secret, workdir } = setup();
+    mkdirSync(join(workdir, '.openclaw'));
+    symlinkSync(secret, join(workdir, '.openclaw', 'openclaw.json'));
+    expect(() => writeOpenClawConfig(workdir, buildOpenClawConfig(base))).toThrow(/refusing to use .*openclaw\.json: it is a symbolic link/);
+    expect(lstatSync(join(workdir, '.openclaw', 'openclaw.json')).isSymbolicLink()).toBe(true);
+    expect(readFileSync(secret, 'utf8')).toContain('nvapi-CANARY');
+    expect(statSync(secret).uid).toBe(process.getuid?.());
+    // Nothing else appeared next to the link (no copy of the secret, no leftover temp file).
+    expect(readdirSync(join(workdir, '.openclaw'))).toEqual(['openclaw.json']);
+    for (const name of readdirSync(join(workdir, '.openclaw'))) {
+      if (lstatSync(join(workdir, '.openclaw', name)).isSymbolicLink()) continue;
+      expect(readFileSync(join(workdir, '.openclaw', name), 'utf8')).not.toContain('CANARY');
+    }
+  });
+
+  it('refuses a .openclaw that is a symlink to a root-only directory, and writes nothing there', () => {
+    const { secretDir, workdir } = setup();
+    symlinkSync(secretDir, join(workdir, '.openclaw'));
+    expect(() => writeOpenClawConfig(workdir, buildOpenClawConfig(base))).toThrow(/refusing to use .*\.openclaw: it is not a directory/);
+    expect(readdirSync(secretDir)).toEqual(['credentials.json']);
+    expect(statSync(secretDir).uid).toBe(process.getuid?.());
+  });
+
+  it('refuses a hard link to a file outside the workdir', () => {
+    const { top, workdir } = setup();
+    const outside = join(top, 'outside.json');
+    writeFileSync(outside, '{"outside": "CANARY"}');
+    mkdirSync(join(workdir, '.openclaw'));
+    linkSync(outside, join(workdir, '.openclaw', 'openclaw.json'));
+    expect(() => writeOpenClawConfig(workdir, buildOpenClawConfig(base))).toThrow(/2 hard links/);
+    expect(readFileSync(outside, 'utf8')).toBe('{"outside": "CANARY"}');
+  });
+
+  it('refuses a FIFO without blocking on it', () => {
+    const { workdir } = setup();
+    mkdirSync(join(workdir, '.openclaw'));
+    execFileSync('mkfifo', [join(workdir, '.openclaw', 'openclaw.json')]);
+    expect(() => writeOpenClawConfig(workdir, buildOpenClawConfig(base))).toThrow(/not a regular file/);
+  });
+
+  it('refuses a workdir that is itself a symlink', () => {
+    const { secretDir, top } = setup();
+    const link = join(top, 'linked-workdir');
+    symlinkSync(secretDir, link);
+    expect(() => writeOpenClawConfig(link, buildOpenClawConfig(base))).toThrow(/not a directory/);
+    expect(readdirSync(secretDir)).toEqual(['credentials.json']);
+  });
+
+  it.runIf(root)('creates .openclaw and the file owned by the workdir owner (the sandbox uid), 0700 / 0600', () => {
+    const { workdir } = setup();
+    const w = writeOpenClawConfig(workdir, buildOpenClawConfig(base));
+    expect(statSync(join(workdir, '.openclaw')).uid).toBe(SANDBOX.uid);
+    expect(statSync(join(workdir, '.openclaw')).mode & 0o777).toBe(0o700);
+    expect(statSync(w.path).uid).toBe(SANDBOX.uid);
+    expect(statSync(w.path).mode & 0o777).toBe(0o600);
+    expect(readdirSync(join(workdir, '.openclaw'))).toEqual(['openclaw.json']);
   });
 });
