@@ -7,7 +7,7 @@ import type { ControlRoute, SupervisorContext, SupervisorService } from '../cont
 import { NemoclawError } from '../shared/errors.js';
 import { ensurePrivateDir } from '../shared/home.js';
 import { createBinaryIdentifier, type IdentifyTarget } from './identity.js';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { PolicyDocument } from '../policy/types.js';
 import { createEgressProxy, INFERENCE_HOST, type EgressProxy } from './proxy.js';
 import { endpointHasL7 } from './l7.js';
@@ -130,6 +130,7 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
     async start(ctx) {
       ctxRef = ctx;
       ensurePrivateDir(ctx.paths.runDir);
+      ensurePrivateDir(dirname(ctx.paths.proxySocket));
       socketPath = ctx.paths.proxySocket;
       try {
         ca = await loadOrCreateSandboxCa({

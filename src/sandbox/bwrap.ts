@@ -13,6 +13,7 @@ import {
   chownSync,
   closeSync,
   existsSync,
+  fstatSync,
   lstatSync,
   mkdirSync,
   openSync,
@@ -28,6 +29,7 @@ import { createInterface } from 'node:readline';
 import { dirname, join, posix } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { NemoclawError } from '../shared/errors.js';
+import { chownFd, lstatBelow, openTrustedDir, withDir } from '../shared/safe-fs.js';
 import type { FilesystemPolicy, ProcessPolicy } from '../policy/types.js';
 import { buildSeccompProgram, type SeccompProgram } from './seccomp.js';
 import { resolveSandboxIdentity, type SandboxIdentity } from './identity.js';
@@ -354,6 +356,8 @@ export function buildBwrapArgs(opts: {
   workdirHost?: string;
   exists?: (p: string) => boolean;
   isDir?: (p: string) => boolean;
+  /** lstat below the host workdir without following links (default: safe-fs lstatBelow). */
+  lstatInWorkdir?: (workdir: string, rel: string) => { isSymbolicLink(): boolean; isDirectory(): boolean } | undefined;
   /** Host symlinks (usr-merge links, /etc/os-release…) cannot be bind targets; they are skipped. */
   isSymlink?: (p: string) => boolean;
 }): string[] {
@@ -409,14 +413,23 @@ export function buildBwrapArgs(opts: {
   ];
   for (const h of hidden) {
     let host: string | undefined;
-    if (h.startsWith(`${SANDBOX_WORKDIR}/`) && opts.workdirHost) host = opts.workdirHost + h.slice(SANDBOX_WORKDIR.length);
-    else if (h.startsWith('/usr/') || bound.some((b) => h.startsWith(`${b}/`))) host = h;
+    if (h.startsWith(`${SANDBOX_WORKDIR}/`) && opts.workdirHost) {
+      // The sandbox owns everything below the workdir: look without following its links (a link
+      // there masks nothing on the host, and root must not stat where it points).
+      const st = (opts.lstatInWorkdir ?? lstatBelow)(opts.workdirHost, h.slice(SANDBOX_WORKDIR.length));
+      if (!st || st.isSymbolicLink()) continue;
+      if (st.isDirectory()) a.push('--tmpfs', h, '--remount-ro', h);
+      else a.push('--ro-bind', src.hiddenMask ?? '/dev/null', h);
+      continue;
+    } else if (h.startsWith('/usr/') || bound.some((b) => h.startsWith(`${b}/`))) host = h;
     if (!host || !exists(host)) continue;
     if ((opts.isDir ?? isDirectory)(host)) a.push('--tmpfs', h, '--remount-ro', h);
     else a.push('--ro-bind', src.hiddenMask ?? '/dev/null', h);
   }
   if (opts.netMode === 'relay-inside' && src.proxyDir !== undefined) {
-    a.push('--bind', src.proxyDir, dirname(INSIDE_PROXY_SOCKET));
+    // Read-only: connecting to a Unix socket needs no write access to its mount, and the sandbox
+    // must not be able to replace the socket (or plant files) in the supervisor's directory.
+    a.push('--ro-bind', src.proxyDir, dirname(INSIDE_PROXY_SOCKET));
   }
   if (fd.env !== undefined) a.push('--args', String(fd.env));
   else for (const [k, v] of Object.entries(opts.env)) a.push('--setenv', k, v);
@@ -595,10 +608,14 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
   mkdirSync(instDir, { recursive: true, mode: 0o700 });
 
   // Workdir: owned by the sandbox uid, so the sandbox can write it and nothing else.
+  // Its parents are the supervisor's; the workdir itself is opened without following a link (the
+  // sandbox cannot replace it, but `run --workdir` may name anything) and chowned through that fd.
   mkdirSync(spec.workdir, { recursive: true, mode: 0o700 });
   if (root) {
-    const st = statSync(spec.workdir);
-    if (st.uid !== identity.uid) chownSync(spec.workdir, identity.uid, identity.gid);
+    withDir(openTrustedDir(spec.workdir), (fd) => {
+      const st = fstatSync(fd);
+      if (st.uid !== identity.uid) chownFd(fd, { uid: identity.uid, gid: identity.gid });
+    });
   }
 
   const seccomp = buildSeccompProgram({

@@ -91,7 +91,9 @@ export function sandboxPaths(name: string, root: string = resolveHome()): Sandbo
     name,
     dir,
     controlSocket: join(dir, 'control.sock'),
-    proxySocket: join(dir, 'run', 'proxy.sock'),
+    // A directory of its own: in relay-inside mode it is bound (read-only) into the sandbox, and
+    // nothing else of run/ (per-launch seccomp, passwd, fifos) may be visible or writable there.
+    proxySocket: join(dir, 'run', 'proxy', 'proxy.sock'),
     pidFile: join(dir, 'supervisor.pid'),
     daemonLog: join(dir, 'supervisor.log'),
     auditDir: join(dir, 'audit'),

@@ -16,7 +16,7 @@
  *   target through the directory fd: `rename` never follows its last component, so a planted link
  *   is replaced, not written through.
  */
-import { closeSync, constants, fchownSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchownSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { NemoclawError } from './errors.js';
 
@@ -178,4 +178,41 @@ export function chownFd(fd: number, owner: Owner): void {
 export function fdOwner(fd: number): Owner {
   const st = fstatSync(fd);
   return { uid: st.uid, gid: st.gid };
+}
+
+/**
+ * lstat `rel` (a relative path) below the trusted directory `dir` without following any link on
+ * the way: each directory is opened O_NOFOLLOW relative to the previous one. Undefined when a
+ * component is missing or is not a directory, or when an intermediate component is a link (what
+ * it points at is the sandbox's business, not something root should look at).
+ */
+export function lstatBelow(dir: string, rel: string): import('node:fs').Stats | undefined {
+  const parts = rel.split('/').filter((p) => p !== '' && p !== '.');
+  if (parts.some((p) => p === '..')) return undefined;
+  let fd: number;
+  try {
+    fd = openTrustedDir(dir);
+  } catch {
+    return undefined;
+  }
+  try {
+    for (let i = 0; i < parts.length - 1; i++) {
+      let next: number;
+      try {
+        next = openSync(fdPath(fd, parts[i]!), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+      } catch {
+        return undefined;
+      }
+      closeSync(fd);
+      fd = next;
+    }
+    if (parts.length === 0) return fstatSync(fd);
+    try {
+      return lstatSync(fdPath(fd, parts[parts.length - 1]!));
+    } catch {
+      return undefined;
+    }
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -71,6 +71,19 @@ describe('relay-inside mode with a supervisor that is not root', () => {
     expect(r.code).toBe(0);
   }, 90_000);
 
+  it('binds only the proxy socket directory, read-only: the sandbox sees no per-launch files and cannot replace the socket', async () => {
+    // Issue 11 (same class as the confused deputy): run/ holds every launch's seccomp program,
+    // passwd and fifos; a same-uid sandbox that could write there could swap the next launch's filter.
+    const r = await asNobody([
+      'run', '--policy', join(home, 'policy.yaml'), '--',
+      '/bin/sh', '-c', 'ls -A /run/nemoclaw; touch /run/nemoclaw/planted 2>&1 || echo touch-refused; rm /run/nemoclaw/proxy.sock 2>&1 || echo rm-refused',
+    ]);
+    expect(r.stdout.split('\n')[0]?.trim(), r.stderr).toBe('proxy.sock');
+    expect(r.stdout).toContain('touch-refused');
+    expect(r.stdout).toContain('rm-refused');
+    expect(r.stdout).not.toMatch(/sbx-|seccomp/);
+  }, 90_000);
+
   it('says in status and in the lifecycle event that the network mode is relay-inside, and why', async () => {
     const text = await asNobody(['status']);
     expect(text.stdout).toMatch(/bubblewrap, network relay-inside \(supervisor not root: relay inside the sandbox, AF_UNIX allowed, no fs-violation monitor/);

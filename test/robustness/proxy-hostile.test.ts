@@ -1,5 +1,5 @@
 /**
- * Hostile clients straight at the egress proxy socket ($NEMOCLAW_HOME/sandboxes/<name>/run/proxy.sock):
+ * Hostile clients straight at the egress proxy socket ($NEMOCLAW_HOME/sandboxes/<name>/run/proxy/proxy.sock):
  * oversized heads, binary garbage, half-closed sockets, heads that never end, thousands of
  * connections opened and dropped. Each gets a clear refusal (or is cut off) and the proxy keeps
  * serving a normal request afterwards; no connection is left behind.

@@ -41,7 +41,7 @@ function launch(command: string[], extra: { env?: Record<string, string>; readOn
     command,
     workdir: join(base, 'wd'),
     runDir: join(base, 'run'),
-    proxySocket: join(base, 'run', 'proxy.sock'),
+    proxySocket: join(base, 'run', 'proxy', 'proxy.sock'),
     filesystem: { include_workdir: true, read_only: [], read_write: [], hidden: ['~/.ssh'], monitor: false },
     process: { seccomp: { block: [], allow: [] }, limits: {}, env: { LANG: 'C.UTF-8', FROM_POLICY: 'policy', SHARED: 'policy' } },
     nodeBinary: process.execPath,

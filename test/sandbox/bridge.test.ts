@@ -15,8 +15,8 @@ let proxySocket: string;
 
 beforeAll(async () => {
   base = mkdtempSync('/tmp/ncbr-');
-  mkdirSync(join(base, 'run'), { recursive: true });
-  proxySocket = join(base, 'run', 'proxy.sock');
+  mkdirSync(join(base, 'run', 'proxy'), { recursive: true });
+  proxySocket = join(base, 'run', 'proxy', 'proxy.sock');
   server = createServer((s) => {
     s.once('data', (d) => s.end(`proxy got: ${d.toString().trim()}\n`));
   });

@@ -33,7 +33,7 @@ async function runProbe(process: Partial<ProcessPolicy>): Promise<Record<string,
       command: ['/usr/bin/python3', '-c', PROBE],
       workdir: join(base, 'wd'),
       runDir: join(base, 'run'),
-      proxySocket: join(base, 'run', 'proxy.sock'),
+      proxySocket: join(base, 'run', 'proxy', 'proxy.sock'),
       filesystem: { include_workdir: true, read_only: [], read_write: [], hidden: [], monitor: false },
       process: { seccomp: { block: [], allow: [] }, limits: {}, env: {}, ...process },
     });
