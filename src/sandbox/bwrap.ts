@@ -385,7 +385,9 @@ export function buildBwrapArgs(opts: {
   const binds = src.binds ?? [];
   const nodeCovered = binds.some((b) => SANDBOX_NODE === b.target || SANDBOX_NODE.startsWith(`${b.target}/`));
   if (src.node !== undefined && !nodeCovered) a.push('--ro-bind', src.node, SANDBOX_NODE);
-  a.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
+  // /proc read-only: no write to /proc/PID/mem of a sibling (or of the sandbox's pid 1), to
+  // oom_score_adj, coredump_filter… Reading stays (ps, top, /proc/self/fd reopen of a pipe work).
+  a.push('--proc', '/proc', '--remount-ro', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
   if (filesystem.include_workdir !== false) a.push('--bind', src.workdir, SANDBOX_WORKDIR);
   else a.push('--dir', SANDBOX_WORKDIR);
   // After the workdir (a target may sit below /sandbox), before the hidden masks; parents first.

@@ -1,9 +1,12 @@
 /**
  * The sandbox's seccomp filter, built here as a classic-BPF program (struct sock_filter[]) and handed
- * to bubblewrap with `--seccomp FD`. Layout: check the architecture (anything else is killed), kill
- * the x32 ABI, then a denylist. Argument checks compare only the low 32 bits of an argument after
- * masking, because the kernel truncates `int` arguments: an equality on the whole 64-bit value let
- * `socket(0x100000001, …)` (= AF_UNIX) through in testing.
+ * to bubblewrap with `--seccomp FD`. Layout: check the architecture (anything else, i386 `int 0x80`
+ * from a 64-bit process included, is killed), kill the x32 ABI, then a denylist, then argument
+ * checks that are allowlists: socket families (AF_INET, AF_INET6, AF_UNIX unless the bridge is
+ * outside, AF_NETLINK with NETLINK_ROUTE only; every other family, AF_VSOCK, AF_PACKET, AF_ALG…,
+ * gets EAFNOSUPPORT), socketpair AF_UNIX only, personality query/PER_LINUX only. Argument checks
+ * compare only the low 32 bits of an argument, because the kernel truncates `int` arguments: an
+ * equality on the whole 64-bit value let `socket(0x100000001, …)` (= AF_UNIX) through in testing.
  */
 import { NemoclawError } from '../shared/errors.js';
 import { X86_64_SYSCALLS } from './syscalls-x86_64.js';
@@ -34,9 +37,13 @@ const OFF_ARCH = 4;
 const argLow = (i: number): number => 16 + 8 * i;
 
 const AF_UNIX = 1;
+const AF_INET = 2;
+const AF_INET6 = 10;
 const AF_NETLINK = 16;
-const AF_PACKET = 17;
 const NETLINK_ROUTE = 0;
+/** personality(0xffffffff) only reads the persona; PER_LINUX (0) is the default one. */
+const PERSONALITY_QUERY = 0xffffffff;
+const PER_LINUX = 0;
 
 /** Namespace flags of clone(2) (CLONE_NEWTIME is clone3/unshare only: 0x80 is the exit signal in clone). */
 const CLONE_NAMESPACE_FLAGS =
@@ -57,14 +64,15 @@ const AARCH64_SYSCALLS: Readonly<Record<string, number>> = {
   delete_module: 106, socket: 198, socketpair: 199, fsopen: 430, fsconfig: 431, fsmount: 432, fspick: 433,
   move_mount: 429, open_tree: 428, mount_setattr: 442, open_tree_attr: 467, open_by_handle_at: 265,
   name_to_handle_at: 264, acct: 89, swapon: 224, swapoff: 225, reboot: 142, syslog: 116, quotactl: 60,
-  memfd_create: 279, personality: 92,
+  memfd_create: 279, personality: 92, kcmp: 272, pidfd_open: 434, pidfd_getfd: 438, process_madvise: 440,
 };
 
 export type SeccompArch = 'x86_64' | 'aarch64';
 
 /** Syscalls refused with EPERM outright (names; unknown names on an arch are skipped). */
 export const BASELINE_BLOCKED: readonly string[] = [
-  'ptrace', 'process_vm_readv', 'process_vm_writev',
+  // Reaching into another process of the sandbox uid: its memory, its fds, its address space.
+  'ptrace', 'process_vm_readv', 'process_vm_writev', 'pidfd_getfd', 'kcmp', 'process_madvise',
   'mount', 'umount2', 'fsopen', 'fsconfig', 'fsmount', 'fspick', 'move_mount', 'open_tree',
   'open_tree_attr', 'mount_setattr', 'pivot_root',
   'setns', 'unshare',
@@ -191,12 +199,16 @@ export function buildSeccompProgram(opts: SeccompOptions): SeccompProgram {
   if (!allowed.has('socket')) {
     a.emit(BPF_JEQ_K, table.socket!, 'socket', 0);
     conditional.push(
-      `socket(${opts.blockUnixSockets ? 'AF_UNIX, ' : ''}AF_PACKET, AF_NETLINK except NETLINK_ROUTE) → EAFNOSUPPORT/EPERM`,
+      `socket: only AF_INET, AF_INET6, ${opts.blockUnixSockets ? '' : 'AF_UNIX, '}AF_NETLINK/NETLINK_ROUTE (other families → EAFNOSUPPORT, other netlink → EPERM)`,
     );
   }
   if (!allowed.has('socketpair')) {
     a.emit(BPF_JEQ_K, table.socketpair!, 'socketpair', 0);
-    conditional.push('socketpair(AF_PACKET, AF_NETLINK) → EPERM');
+    conditional.push('socketpair: only AF_UNIX (other families → EAFNOSUPPORT)');
+  }
+  if (table.personality !== undefined && !allowed.has('personality')) {
+    a.emit(BPF_JEQ_K, table.personality, 'personality', 0);
+    conditional.push('personality: only query and PER_LINUX (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE, PER_LINUX32… → EPERM)');
   }
   a.emit(BPF_RET_K, SECCOMP_RET_ALLOW);
 
@@ -206,20 +218,28 @@ export function buildSeccompProgram(opts: SeccompOptions): SeccompProgram {
   a.emit(BPF_JSET_K, CLONE_NAMESPACE_FLAGS, 'eperm', 'ok');
 
   // socket(domain, type, protocol): domain and protocol are ints, compare the low 32 bits only.
+  // An allowlist: a family the kernel grows next year (or one a module autoloads) is refused.
   a.label('socket');
   a.emit(BPF_LD_W_ABS, argLow(0));
-  if (opts.blockUnixSockets) a.emit(BPF_JEQ_K, AF_UNIX, 'eafnosupport', 0);
-  a.emit(BPF_JEQ_K, AF_PACKET, 'eperm', 0);
-  a.emit(BPF_JEQ_K, AF_NETLINK, 0, 'ok');
+  a.emit(BPF_JEQ_K, AF_INET, 'ok', 0);
+  a.emit(BPF_JEQ_K, AF_INET6, 'ok', 0);
+  a.emit(BPF_JEQ_K, AF_UNIX, opts.blockUnixSockets ? 'eafnosupport' : 'ok', 0);
+  a.emit(BPF_JEQ_K, AF_NETLINK, 0, 'eafnosupport');
   a.emit(BPF_LD_W_ABS, argLow(2));
   a.emit(BPF_JEQ_K, NETLINK_ROUTE, 'ok', 'eperm');
 
   // socketpair is AF_UNIX in practice (libuv uses it for child stdio pipes; a pair reaches nothing
-  // outside), so only the raw families are refused.
+  // outside): every other family is refused.
   a.label('socketpair');
   a.emit(BPF_LD_W_ABS, argLow(0));
-  a.emit(BPF_JEQ_K, AF_PACKET, 'eperm', 0);
-  a.emit(BPF_JEQ_K, AF_NETLINK, 'eperm', 'ok');
+  a.emit(BPF_JEQ_K, AF_UNIX, 'ok', 'eafnosupport');
+
+  // personality(persona): READ_IMPLIES_EXEC makes every mapping executable, ADDR_NO_RANDOMIZE turns
+  // off ASLR for what the process execs next; nothing an agent runs needs either.
+  a.label('personality');
+  a.emit(BPF_LD_W_ABS, argLow(0));
+  a.emit(BPF_JEQ_K, PERSONALITY_QUERY, 'ok', 0);
+  a.emit(BPF_JEQ_K, PER_LINUX, 'ok', 'eperm');
 
   a.label('eperm');
   a.emit(BPF_RET_K, ERRNO(EPERM));

@@ -168,6 +168,224 @@ probe("hostname", lambda: socket.gethostname())
 probe("environment", lambda: ",".join(sorted(os.environ.keys())))
 
 
+# --- kernel layer: socket families, foreign syscall ABIs, siblings' memory and fds -----------------
+NR.update(personality=135, kcmp=312, process_vm_writev=311, pidfd_open=434, pidfd_getfd=438, process_madvise=440)
+ALLOWED_FAMILIES = (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK)
+SOCK_TYPES = (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_RAW, socket.SOCK_SEQPACKET, socket.SOCK_RDM)
+
+
+def vsock_bind():
+    s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+    try:
+        s.bind((socket.VMADDR_CID_ANY, socket.VMADDR_PORT_ANY))
+        return "ok"
+    finally:
+        s.close()
+
+
+def family_sweep(call):
+    """Every family but the allowed ones, with every socket type: what did not get EAFNOSUPPORT."""
+    leaks = []
+    for fam in range(0, 256):
+        if fam in ALLOWED_FAMILIES:
+            continue
+        for typ in SOCK_TYPES:
+            res = call(fam, typ)
+            if res != "errno:EAFNOSUPPORT":
+                leaks.append("%d/%d:%s" % (fam, typ, res))
+    return ",".join(leaks) or "all:EAFNOSUPPORT"
+
+
+def socketpair_call(fam, typ):
+    fds = (ctypes.c_int * 2)()
+    res, _ = sys_call("socketpair", fam, typ, 0, fds)
+    if res == "ok":
+        os.close(fds[0])
+        os.close(fds[1])
+    return res
+
+
+def socket_call(fam, typ):
+    res, fd = sys_call("socket", fam, typ, 0)
+    if res == "ok":
+        os.close(fd)
+    return res
+
+
+def in_child(code):
+    """Run python code in a child process (a seccomp kill takes the whole process down)."""
+    return run(["/usr/bin/python3", "-c", code])
+
+
+# i386 int 0x80 from a 64-bit process: the kernel runs it through the 32-bit table, with
+# seccomp_data.arch = AUDIT_ARCH_I386; the filter must kill it, whatever the number. The code page and
+# the socketcall argument block live below 4 GiB (MAP_32BIT) so that 32-bit registers can point at them.
+IA32 = r'''
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+page = libc.mmap(None, 4096, 7, 0x22 | 0x40, -1, 0)  # RWX, MAP_PRIVATE|MAP_ANONYMOUS|MAP_32BIT
+args = page + 2048
+ctypes.memmove(args, (ctypes.c_uint32 * 3)(40, 1, 0), 12)  # socketcall(SYS_SOCKET, {AF_VSOCK, SOCK_STREAM, 0})
+nr, ebx, ecx = (359, 40, 1) if sys.argv[1] == "socket" else (102, 1, args)
+code = bytes([0x53, 0xb8]) + nr.to_bytes(4, "little") + bytes([0xbb]) + ebx.to_bytes(4, "little") + \
+    bytes([0xb9]) + ecx.to_bytes(4, "little") + bytes([0x31, 0xd2, 0xcd, 0x80, 0x5b, 0xc3])
+ctypes.memmove(page, code, len(code))
+r = ctypes.CFUNCTYPE(ctypes.c_int)(page)()
+sys.exit(0 if r >= 0 else 3)
+'''
+X32 = "import ctypes; l = ctypes.CDLL(None); l.syscall.restype = ctypes.c_long; " \
+      "import sys; sys.exit(0 if l.syscall(ctypes.c_long(0x40000000 | 41), 40, 1, 0) >= 0 else 3)"
+
+probe("vsock_socket_bind", vsock_bind)
+probe("vsock_family_high_bits", lambda: sys_call("socket", 0x100000028, socket.SOCK_STREAM, 0)[0])
+for fam_name, fam, typ, proto in [("packet", 17, socket.SOCK_RAW, 0), ("bluetooth", 31, socket.SOCK_RAW, 1),
+                                  ("alg", 38, socket.SOCK_SEQPACKET, 0), ("xdp", 44, socket.SOCK_RAW, 0),
+                                  ("key", 15, socket.SOCK_RAW, 2), ("tipc", 30, socket.SOCK_RDM, 0),
+                                  ("can", 29, socket.SOCK_RAW, 1), ("rds", 21, socket.SOCK_SEQPACKET, 0),
+                                  ("kcm", 41, socket.SOCK_DGRAM, 0), ("unspec", 0, socket.SOCK_STREAM, 0)]:
+    probe("socket_family_" + fam_name, lambda f=fam, t=typ, p=proto: sys_call("socket", f, t, p)[0])
+probe("socket_every_other_family", lambda: family_sweep(socket_call))
+probe("socketpair_every_other_family", lambda: family_sweep(socketpair_call))
+probe("socketpair_unix_allowed", lambda: socketpair_call(socket.AF_UNIX, socket.SOCK_STREAM))
+probe("socket_inet6_allowed", lambda: sock(socket.AF_INET6, socket.SOCK_STREAM))
+probe("ia32_int80_socket", lambda: run(["/usr/bin/python3", "-c", IA32, "socket"]))
+probe("ia32_int80_socketcall", lambda: run(["/usr/bin/python3", "-c", IA32, "socketcall"]))
+probe("x32_syscall_bit", lambda: in_child(X32))
+
+
+def personality(value):
+    res, _ = sys_call("personality", value)
+    if res == "ok":
+        sys_call("personality", 0)  # a probe that got through must not change the rest of the run
+    return res
+
+
+probe("personality_query_allowed", lambda: personality(0xffffffff))
+probe("personality_per_linux_allowed", lambda: personality(0))
+probe("personality_read_implies_exec", lambda: personality(0x0400000))
+probe("personality_addr_no_randomize", lambda: personality(0x0040000))
+probe("personality_flag_high_bits", lambda: personality(0x100000000 | 0x0400000))
+probe("personality_linux32", lambda: personality(0x0008))
+
+
+class Sibling:
+    """Another sandbox process of the same uid: holds a socket (fd number on its stdout) and a page."""
+
+    def __enter__(self):
+        code = "import socket, sys, time; s = socket.socket(); print(s.fileno(), flush=True); time.sleep(30)"
+        self.p = subprocess.Popen(["/usr/bin/python3", "-c", code], stdout=subprocess.PIPE)
+        self.fd = int(self.p.stdout.readline())
+        self.pid = self.p.pid
+        return self
+
+    def __exit__(self, *exc):
+        self.p.kill()
+        self.p.wait()
+
+
+def writable_address(pid):
+    with open("/proc/%s/maps" % pid) as f:
+        for line in f:
+            span, perms = line.split()[:2]
+            if perms.startswith("rw"):
+                return int(span.split("-")[0], 16)
+    raise RuntimeError("no writable mapping")
+
+
+def mem_write(pid):
+    """Open /proc/PID/mem for writing and write one byte back where it was read."""
+    addr = writable_address(pid)
+    fd = os.open("/proc/%s/mem" % pid, os.O_RDWR)
+    try:
+        byte = os.pread(fd, 1, addr)
+        os.pwrite(fd, byte, addr)
+        return "ok"
+    finally:
+        os.close(fd)
+
+
+def mem_read(pid):
+    addr = writable_address(pid)
+    fd = os.open("/proc/%s/mem" % pid, os.O_RDONLY)
+    try:
+        return "ok" if len(os.pread(fd, 1, addr)) == 1 else "short"
+    finally:
+        os.close(fd)
+
+
+def with_sibling(fn):
+    with Sibling() as s:
+        return fn(s)
+
+
+def pidfd_getfd(s):
+    res, pidfd = sys_call("pidfd_open", s.pid, 0)
+    if res != "ok":
+        return "pidfd_open:" + res
+    try:
+        res, fd = sys_call("pidfd_getfd", pidfd, s.fd, 0)
+        if res == "ok":
+            os.close(fd)
+        return res
+    finally:
+        os.close(pidfd)
+
+
+def process_vm_writev(s):
+    buf = ctypes.create_string_buffer(1)
+    iov = (ctypes.c_void_p * 2)(ctypes.addressof(buf), 1)
+    riov = (ctypes.c_void_p * 2)(writable_address(s.pid), 1)
+    return sys_call("process_vm_writev", s.pid, iov, 1, riov, 1, 0)[0]
+
+
+def process_madvise(s):
+    res, pidfd = sys_call("pidfd_open", s.pid, 0)
+    if res != "ok":
+        return "pidfd_open:" + res
+    try:
+        iov = (ctypes.c_void_p * 2)(writable_address(s.pid), 4096)
+        return sys_call("process_madvise", pidfd, iov, 1, 20, 0)[0]  # MADV_COLD
+    finally:
+        os.close(pidfd)
+
+
+def proc_fd_reopen():
+    r, w = os.pipe()
+    with open("/proc/self/fd/%d" % w, "w") as f:
+        f.write("x")
+    os.close(w)
+    data = os.read(r, 1).decode()
+    os.close(r)
+    return data
+
+
+probe("pidfd_getfd_sibling", lambda: with_sibling(pidfd_getfd))
+probe("kcmp_sibling", lambda: with_sibling(lambda s: sys_call("kcmp", os.getpid(), s.pid, 0, 0, 0)[0]))
+probe("process_vm_writev_sibling", lambda: with_sibling(process_vm_writev))
+probe("process_madvise_sibling", lambda: with_sibling(process_madvise))
+probe("proc_mem_write_self", lambda: mem_write("self"))
+probe("proc_mem_write_sibling", lambda: with_sibling(lambda s: mem_write(s.pid)))
+probe("proc_mem_write_pid1", lambda: mem_write(1))
+
+
+def oom_score_adj_rewrite():
+    with open("/proc/self/oom_score_adj") as f:
+        value = f.read()
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write(value)
+    return "ok"
+
+
+probe("proc_write_oom_score_adj", oom_score_adj_rewrite)
+probe("proc_self_fd_reopen_works", proc_fd_reopen)
+# What remains (README, "What the kernel enforces"): a process may read the memory of another
+# process of the sandbox uid, and of the sandbox's pid 1, through /proc/PID/mem.
+probe("proc_mem_read_sibling_remains", lambda: with_sibling(lambda s: mem_read(s.pid)))
+probe("proc_mem_read_pid1_remains", lambda: mem_read(1))
+
+
 def fork_bomb():
     children = []
     try:
