@@ -2,8 +2,11 @@
  * `nemoclaw-tui doctor`: each prerequisite of the sandbox, whether it is there, and the exact
  * command that fixes it. `--fix` runs the fixes that are safe to automate (packages, the user).
  */
-import { execa } from 'execa';
-import { readFileSync } from 'node:fs';
+import { execa, type Options } from 'execa';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildSeccompProgram } from './seccomp.js';
 import { release } from 'node:os';
 import { findBinary } from './bwrap.js';
 import { SANDBOX_USER, readPasswd, resolveSandboxIdentity } from './identity.js';
@@ -62,6 +65,16 @@ export async function runDoctor(): Promise<DoctorReport> {
     fix: 'use a kernel built with CONFIG_SECCOMP_FILTER=y',
   });
   const maxNs = Number(read('/proc/sys/user/max_user_namespaces') ?? '0');
+  // The filter ends a process with SECCOMP_RET_KILL_PROCESS (foreign ABIs, x32): kernel ≥ 4.14.
+  const actions = read('/proc/sys/kernel/seccomp/actions_avail');
+  checks.push({
+    id: 'seccomp-kill-process',
+    title: 'seccomp can kill the whole process (foreign syscall ABIs, x32)',
+    ok: actions === undefined ? maj > 4 || (maj === 4 && min >= 14) : actions.split(/\s+/).includes('kill_process'),
+    severity: 'error',
+    detail: actions ? `actions: ${actions}` : `kernel ${release()}`,
+    fix: 'upgrade the kernel (SECCOMP_RET_KILL_PROCESS needs Linux 4.14)',
+  });
   const unpriv = read('/proc/sys/kernel/unprivileged_userns_clone');
   const apparmor = read('/proc/sys/kernel/apparmor_restrict_unprivileged_userns');
   const userns = maxNs > 0 && unpriv !== '0' && apparmor !== '1';
@@ -165,7 +178,62 @@ export async function runDoctor(): Promise<DoctorReport> {
       fix: 'check the user-namespace settings above; inside a container, run it with --security-opt seccomp=unconfined',
     });
   }
+  if (bwrap && userns) checks.push(await sandboxLayersCheck(bwrap, root && setpriv ? { setpriv, uid: id.uid, gid: id.gid } : undefined));
   return { ok: checks.every((c) => c.ok || c.severity === 'warn'), checks };
+}
+
+/**
+ * Start a sandbox with the real seccomp program and /proc read-only, and look from inside at what
+ * each kernel layer gives: seccomp mode 2, no_new_privs, capabilities zero, a refused AF_VSOCK
+ * socket, a read-only /proc. A kernel (or container runtime) that silently drops one shows here.
+ */
+async function sandboxLayersCheck(bwrap: string, drop: { setpriv: string; uid: number; gid: number } | undefined): Promise<DoctorCheck> {
+  const title = 'sandbox layers on this kernel (seccomp filter, no_new_privs, capabilities, socket allowlist, read-only /proc)';
+  const dir = mkdtempSync(join(tmpdir(), 'nemoclaw-doctor-'));
+  let fd: number | undefined;
+  try {
+    const program = buildSeccompProgram({ blockUnixSockets: drop !== undefined });
+    const file = join(dir, 'seccomp.bpf');
+    writeFileSync(file, program.bytes, { mode: 0o600 });
+    fd = openSync(file, 'r');
+    const script = [
+      'grep -E "^(Seccomp|NoNewPrivs|CapEff):" /proc/self/status',
+      'cat /proc/self/oom_score_adj > /proc/self/oom_score_adj 2>/dev/null && echo proc:writable || echo proc:read-only',
+      'if command -v python3 >/dev/null; then python3 -c "import socket; socket.socket(40, 1)" 2>/dev/null && echo vsock:allowed || echo vsock:refused; else echo vsock:untested; fi',
+    ].join('; ');
+    const argv = [
+      '--unshare-all', '--unshare-user', '--disable-userns', '--die-with-parent', '--cap-drop', 'ALL',
+      '--tmpfs', '/', '--ro-bind', '/usr', '/usr', '--symlink', 'usr/bin', '/bin', '--symlink', 'usr/lib', '/lib',
+      '--symlink', 'usr/lib64', '/lib64', '--proc', '/proc', '--remount-ro', '/proc', '--dev', '/dev', '--remount-ro', '/',
+      '--seccomp', '3', '--', '/bin/sh', '-c', script,
+    ];
+    // bwrap reads the program from its fd 3.
+    const stdio: Array<number | 'pipe' | 'ignore'> = ['ignore', 'pipe', 'pipe', fd];
+    const options = { reject: false, timeout: 10_000, stdio } as unknown as Options;
+    const r = drop
+      ? await execa(drop.setpriv, [`--reuid=${drop.uid}`, `--regid=${drop.gid}`, '--clear-groups', '--', bwrap, ...argv], options)
+      : await execa(bwrap, argv, options);
+    const out = String(r.stdout);
+    const field = (name: string): string | undefined => out.match(new RegExp(`^${name}:\\s*(\\S+)`, 'm'))?.[1];
+    const missing: string[] = [];
+    if (field('Seccomp') !== '2') missing.push(`seccomp filter mode ${field('Seccomp') ?? '?'} (want 2)`);
+    if (field('NoNewPrivs') !== '1') missing.push('no_new_privs not set');
+    if (!/^0+$/.test(field('CapEff') ?? '')) missing.push(`effective capabilities ${field('CapEff') ?? '?'}`);
+    if (!out.includes('proc:read-only')) missing.push('/proc is writable');
+    if (out.includes('vsock:allowed')) missing.push('AF_VSOCK socket allowed');
+    const layers = `seccomp mode ${field('Seccomp') ?? '?'} (${program.instructions} instructions), no_new_privs ${field('NoNewPrivs') ?? '?'}, CapEff ${field('CapEff') ?? '?'}, /proc ${out.includes('proc:read-only') ? 'read-only' : 'writable'}, AF_VSOCK ${out.match(/vsock:(\w+)/)?.[1] ?? '?'}`;
+    return {
+      id: 'sandbox-layers',
+      title,
+      ok: r.exitCode === 0 && missing.length === 0,
+      severity: 'error',
+      detail: r.exitCode === 0 ? (missing.length === 0 ? layers : `missing: ${missing.join('; ')} — ${layers}`) : String(r.stderr || `exit ${r.exitCode}`).trim(),
+      fix: 'run on the host, not in a container that filters seccomp or mounts /proc itself; upgrade the kernel if a layer is missing',
+    };
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** Run the automatable fixes of failed checks; returns what was run and how it went. */

@@ -19,4 +19,13 @@ describe('doctor', () => {
     if (process.getuid?.() === 0) expect(relay!.severity).toBe('warn');
     expect(report.checks.find((c) => c.id === 'bwrap-start')?.ok).toBe(true);
   }, 30_000);
+
+  it('starts a sandbox with the real seccomp program and reports each kernel layer it saw from inside', async () => {
+    const report = await runDoctor();
+    const layers = report.checks.find((c) => c.id === 'sandbox-layers');
+    expect(layers, 'no sandbox-layers check').toBeDefined();
+    expect(layers!.ok, layers!.detail).toBe(true);
+    expect(layers!.detail).toMatch(/^seccomp mode 2 \(\d+ instructions\), no_new_privs 1, CapEff 0+, \/proc read-only, AF_VSOCK refused$/);
+    expect(report.checks.find((c) => c.id === 'seccomp-kill-process')?.ok).toBe(true);
+  }, 30_000);
 });
