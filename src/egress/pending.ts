@@ -5,19 +5,24 @@
  * stays listed (no waiters) so the operator can still turn it into an always-allow, until nobody
  * acted on it for `unattendedTtlMs` (default 10 min): then it expires, so a long unattended run does
  * not leave a screenful of stale prompts that only the queue bound would ever clear.
+ *
+ * A waiter whose client connection closes (or half-closes) while held is withdrawn: it is refused
+ * with `client_gone` and never forwarded. When a held entry has no waiters left, its prompt is
+ * dropped (`onDropped`, the service emits approval.decision `drop`), and the id is remembered for a
+ * while so a late `approve` can say that the client had gone instead of "no such id".
  */
 import type { Clock } from '../shared/clock.js';
 
 export type ApprovalDecision = 'once' | 'session' | 'always' | 'deny' | 'deny_always';
 export const APPROVAL_DECISIONS: readonly ApprovalDecision[] = ['once', 'session', 'always', 'deny', 'deny_always'];
-export type DecidedBy = 'cli' | 'tui' | 'timeout' | 'queue_full' | 'policy' | 'expired';
+export type DecidedBy = 'cli' | 'tui' | 'timeout' | 'queue_full' | 'policy' | 'expired' | 'client';
 
 /** How long a refused-while-unattended entry stays listed by default. */
 export const DEFAULT_UNATTENDED_TTL_MS = 10 * 60 * 1000;
 
 export interface HoldOutcome {
   allowed: boolean;
-  /** once|session|always|deny|deny_always, or approval_timeout / queue_full / policy_allow / policy_deny / shutdown. */
+  /** once|session|always|deny|deny_always, or approval_timeout / queue_full / policy_allow / policy_deny / shutdown / client_gone. */
   reason: string;
   by: DecidedBy;
   pendingId: string;
@@ -54,6 +59,9 @@ interface Entry {
   waiters: Array<(o: HoldOutcome) => void>;
 }
 
+/** How many dropped ids are remembered (for a late decision's answer). */
+const DROPPED_MEMORY = 256;
+
 export interface PendingQueueOptions {
   clock: Clock;
   /** Called when an entry ends by timeout, overflow or expiry (the service emits approval.decision). */
@@ -62,6 +70,8 @@ export interface PendingQueueOptions {
   unattendedTtlMs?: number;
   /** Called when a new entry (prompt) appears. */
   onNewEntry?: (entry: PendingView) => void;
+  /** Called when a held entry's last waiter withdrew (its client went away): the prompt is gone. */
+  onDropped?: (entry: PendingView, latencyMs: number) => void;
 }
 
 export interface HoldRequest {
@@ -82,6 +92,8 @@ export class PendingQueue {
   private readonly byKey = new Map<string, Entry>();
   private seq = 0;
   private readonly clock: Clock;
+  /** Held entries dropped because every client left, by id (bounded, oldest first). */
+  private readonly droppedIds = new Map<string, PendingView>();
 
   constructor(private readonly opts: PendingQueueOptions) {
     this.clock = opts.clock;
@@ -106,8 +118,24 @@ export class PendingQueue {
     return e ? this.view(e) : undefined;
   }
 
-  /** Hold a request; resolves when decided, timed out or pushed out. `joined` tells whether it joined an existing prompt. */
-  hold(req: HoldRequest): { pendingId: string; joined: boolean; outcome: Promise<HoldOutcome> } {
+  /** The view of a held entry that was dropped because its clients left (undefined otherwise). */
+  dropped(id: string): PendingView | undefined {
+    return this.droppedIds.get(id);
+  }
+
+  /** Forget a dropped entry (a late decision was made on it); returns its view, if it was remembered. */
+  forgetDropped(id: string): PendingView | undefined {
+    const v = this.droppedIds.get(id);
+    this.droppedIds.delete(id);
+    return v;
+  }
+
+  /**
+   * Hold a request; resolves when decided, timed out or pushed out. `joined` tells whether it joined
+   * an existing prompt. `withdraw()` (the client went away) refuses this waiter with `client_gone`
+   * at once, and drops the prompt when it was the last one; it does nothing once decided.
+   */
+  hold(req: HoldRequest): { pendingId: string; joined: boolean; outcome: Promise<HoldOutcome>; withdraw: () => void } {
     const key = pendingKey(req.host, req.port, req.binary);
     let entry = this.byKey.get(key);
     let joined = true;
@@ -125,8 +153,25 @@ export class PendingQueue {
       e.timer.unref?.();
     }
     const e = entry;
-    const outcome = new Promise<HoldOutcome>((resolve) => e.waiters.push(resolve));
-    return { pendingId: e.id, joined, outcome };
+    let waiter: ((o: HoldOutcome) => void) | undefined;
+    const outcome = new Promise<HoldOutcome>((resolve) => {
+      waiter = resolve;
+      e.waiters.push(resolve);
+    });
+    const withdraw = (): void => {
+      const i = waiter ? e.waiters.indexOf(waiter) : -1;
+      if (i < 0 || this.entries.get(e.id) !== e) return;
+      e.waiters.splice(i, 1);
+      (waiter as (o: HoldOutcome) => void)({ allowed: false, reason: 'client_gone', by: 'client', pendingId: e.id });
+      if (e.waiters.length > 0 || e.state !== 'held') return;
+      const latencyMs = this.clock.monotonic() - e.createdMono;
+      const view = this.view(e);
+      this.remove(e);
+      this.droppedIds.set(e.id, view);
+      if (this.droppedIds.size > DROPPED_MEMORY) this.droppedIds.delete(this.droppedIds.keys().next().value as string);
+      this.opts.onDropped?.(view, latencyMs);
+    };
+    return { pendingId: e.id, joined, outcome, withdraw };
   }
 
   /** Record a refused-while-unattended request so the operator can allow it later. */
@@ -151,14 +196,18 @@ export class PendingQueue {
     e.timer.unref?.();
   }
 
-  /** Resolve every waiter of entry `id` and remove it. Returns the view and latency, or undefined. */
+  /**
+   * Resolve every waiter of entry `id` and remove it. Returns the view (its `waiters`: how many were
+   * resolved now) and latency, or undefined.
+   */
   resolve(id: string, allowed: boolean, reason: string, by: DecidedBy): { entry: PendingView; latencyMs: number } | undefined {
     const e = this.entries.get(id);
     if (!e) return undefined;
     const latencyMs = this.clock.monotonic() - e.createdMono;
     const view = this.view(e);
     this.remove(e);
-    for (const w of e.waiters) w({ allowed, reason, by, pendingId: e.id });
+    const waiters = e.waiters.splice(0);
+    for (const w of waiters) w({ allowed, reason, by, pendingId: e.id });
     return { entry: view, latencyMs };
   }
 

@@ -23,7 +23,7 @@ import { canonicalHost, guardDestination, systemResolver, type Resolver } from '
 
 export const INFERENCE_HOST = 'inference.local';
 
-export type RefusalCode = 'policy_denied' | 'ssrf_denied' | 'approval_timeout' | 'queue_full';
+export type RefusalCode = 'policy_denied' | 'ssrf_denied' | 'approval_timeout' | 'queue_full' | 'client_gone';
 
 export interface EgressProxyOptions {
   decide(query: NetworkQuery): NetworkDecision;
@@ -71,7 +71,13 @@ export interface DecideResult {
   pending: PendingView;
   decision: ApprovalDecision;
   latency_ms: number;
+  /** Held requests this decision resumed (or refused): the waiters still connected when it was made. */
   waiters: number;
+  /**
+   * True when the entry had been dropped because every client closed its connection while held:
+   * nothing was forwarded (a session/always/deny-always rule is still written).
+   */
+  client_gone?: boolean;
 }
 
 export interface EgressCounters {
@@ -152,11 +158,18 @@ const NEXT_STEPS: Record<RefusalCode, string[]> = {
   ],
   approval_timeout: ['nobody decided in time; retry while an operator watches (`nemoclaw-tui` or `nemoclaw-tui logs -f --approver`)'],
   queue_full: ['too many requests are waiting for approval; decide the pending ones (`nemoclaw-tui pending`)'],
+  client_gone: ['the client closed its connection while the request was held; nothing was forwarded'],
 };
 
 let requestSeq = 0;
 /** Stream buffer per direction of a tunnel: fewer pause/resume turns than the 64 KiB default. */
 const TUNNEL_HIGH_WATER_MARK = 256 * 1024;
+/**
+ * While a request is held, the client's later bytes (a body sent after the head, a pipelined
+ * request) are read into the connection's buffer, up to this much, so that a FIN behind them is
+ * still seen (a paused socket does not report its end while unread bytes are queued).
+ */
+const HELD_READ_LIMIT = 64 * 1024;
 
 export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
   const clock = opts.clock;
@@ -230,6 +243,24 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         waiters: entry.waiters,
       });
     },
+    onDropped: (entry, latencyMs) => {
+      // Every client of this prompt went away before anyone decided: the prompt is gone.
+      emit({
+        kind: 'approval.decision',
+        level: 'notice',
+        id: entry.id,
+        pending_id: entry.id,
+        decision: 'drop',
+        reason: 'client_gone',
+        by: 'client',
+        latency_ms: Math.round(latencyMs),
+        host: entry.host,
+        port: entry.port,
+        binary: entry.binary,
+        request: entry.request,
+        waiters: 0,
+      });
+    },
   });
 
   function refusalBody(r: Refusal): string {
@@ -286,7 +317,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     knownBinary: string | undefined,
     summary: string,
     t0: number,
-    conn: { emit(e: EventInput): void; resolveBinary(): Promise<string | undefined> },
+    conn: { emit(e: EventInput): void; resolveBinary(): Promise<string | undefined>; onHold(withdraw: (() => void) | undefined): void },
   ): Promise<Admission | Refusal> {
     let binary = knownBinary;
     const base = { host, port, binary };
@@ -350,16 +381,22 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         operators: opts.operatorsAttached(),
       });
       const holdStart = clock.monotonic();
+      // The connection withdraws this waiter if its client goes away while held.
+      conn.onHold(held.withdraw);
       const outcome: HoldOutcome = await held.outcome;
+      conn.onHold(undefined);
       heldMs = clock.monotonic() - holdStart;
       if (!outcome.allowed) {
-        const code: RefusalCode = outcome.reason === 'approval_timeout' ? 'approval_timeout' : outcome.reason === 'queue_full' ? 'queue_full' : 'policy_denied';
+        const code: RefusalCode =
+          outcome.reason === 'approval_timeout' ? 'approval_timeout' : outcome.reason === 'queue_full' ? 'queue_full' : outcome.reason === 'client_gone' ? 'client_gone' : 'policy_denied';
         const detail =
           code === 'approval_timeout'
             ? `no operator decided on ${host}:${port} within ${approvals.timeout} s`
             : code === 'queue_full'
               ? `the approval queue is full (max_pending ${approvals.max_pending}); this request was the oldest`
-              : `denied by ${outcome.by} (${outcome.reason})`;
+              : code === 'client_gone'
+                ? `the client closed its connection while the request to ${host}:${port} was held (pending ${held.pendingId}); nothing was forwarded`
+                : `denied by ${outcome.by} (${outcome.reason})`;
         return refuse(code, detail, undefined);
       }
       counters.approved++;
@@ -428,6 +465,8 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     awaitingTunnelBytes = false;
     /** Bytes flow through stream.pipe both ways (raw tunnel); half-closes are forwarded by pipe. */
     piped = false;
+    /** Set while this connection's request is held for the operator: withdraws it (client gone). */
+    withdrawHold: (() => void) | undefined;
 
     /** Where requests are read and answers written: the accepted socket, or the TLS layer over it. */
     socket: Socket;
@@ -458,6 +497,10 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       if (this.clientEnded || this.closed) return;
       this.clientEnded = true;
       if (this.piped) return;
+      // A FIN while held for the operator: the client gave up (through the sandbox bridge a closed
+      // TCP client arrives as a FIN, and the relay itself closes soon after). Its request is
+      // withdrawn, so a later approval forwards nothing; the refusal is still written.
+      if (this.withdrawHold) return this.withdrawHold();
       // A body or a tunnel's first bytes that can no longer arrive: nothing to answer.
       if (this.readingBody || this.awaitingTunnelBytes) return this.close();
       // The answer to the request in flight is written first; done() then ends the connection.
@@ -499,6 +542,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       this.clearHeadTimer();
       connections.delete(this);
       counters.open_connections--;
+      this.withdrawHold?.();
       this.inflight?.destroy();
       this.rawTunnel?.destroy();
       if (!graceful || !this.socket.writableEnded) {
@@ -515,6 +559,8 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         return;
       }
       this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+      // Held: keep what came, but stop reading past the bound (backpressure to the client).
+      if (this.withdrawHold && this.buf.length >= HELD_READ_LIMIT) this.socket.pause();
       if (!this.busy) this.next();
     }
 
@@ -602,7 +648,21 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         this.emitConn({ kind: 'net.decision', level: 'info', id: reqId, action: 'allow', source: prev.source, reason: 'same target on a keep-alive connection', host, port: head.port, binary: binary ?? null, rule: prev.rule ?? null, address: prev.address, reused: true, decision_ms: 0 });
         return prev;
       }
-      return admit(reqId, host, head.port, binary, summary, t0, { emit: (e) => this.emitConn(e), resolveBinary: () => this.identify() });
+      return admit(reqId, host, head.port, binary, summary, t0, {
+        emit: (e) => this.emitConn(e),
+        resolveBinary: () => this.identify(),
+        onHold: (withdraw) => {
+          this.withdrawHold = withdraw;
+          // The client may already have left while the request was being looked up.
+          if (withdraw && (this.closed || this.clientEnded)) return withdraw();
+          if (this.closed) return;
+          // Held: read on (into this.buf, bounded) so that the client's FIN is seen even when it
+          // sent more bytes after the head; once decided, the socket is paused again for the handler.
+          if (withdraw) {
+            if (this.buf.length < HELD_READ_LIMIT) this.socket.resume();
+          } else this.socket.pause();
+        },
+      });
     }
 
     async handleConnect(head: RequestHead): Promise<void> {
@@ -1051,6 +1111,15 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     async decide(id, decision, by) {
       const entry = queue.get(id);
       if (!entry) {
+        // Taken: a second decision on the same id is "not found", like any decided entry.
+        const gone = queue.forgetDropped(id);
+        if (gone) {
+          // Every client of this prompt left before the decision: nothing is forwarded (or refused).
+          // A rule the operator asked for (session / always / deny always) still applies from now on.
+          await applyDecisionSideEffects(gone, decision);
+          emit({ kind: 'approval.decision', level: 'notice', id, pending_id: id, decision, by, latency_ms: 0, host: gone.host, port: gone.port, binary: gone.binary, waiters: 0, client_gone: true });
+          return { pending: { ...gone, waiters: 0 }, decision, latency_ms: 0, waiters: 0, client_gone: true };
+        }
         throw new NemoclawError('not_found', `no pending request "${id}" (already decided, timed out, or never existed)`, {
           nextStep: 'list the current ones with `nemoclaw-tui pending`',
         });
@@ -1065,6 +1134,10 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       const allowed = decision === 'once' || decision === 'session' || decision === 'always';
       const res = queue.resolve(id, allowed, decision, by as DecidedBy);
       const latencyMs = res?.latencyMs ?? 0;
+      // Clients may have left while the side effects were written: count those still waiting.
+      const waiters = res?.entry.waiters ?? 0;
+      // ...and if every one of them left meanwhile, the entry was dropped: say so.
+      const clientGone = res === undefined && queue.forgetDropped(id) !== undefined;
       emit({
         kind: 'approval.decision',
         level: 'notice',
@@ -1076,10 +1149,11 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         host: entry.host,
         port: entry.port,
         binary: entry.binary,
-        waiters: entry.waiters,
+        waiters,
         state: entry.state,
+        ...(clientGone ? { client_gone: true } : {}),
       });
-      return { pending: entry, decision, latency_ms: Math.round(latencyMs), waiters: entry.waiters };
+      return { pending: entry, decision, latency_ms: Math.round(latencyMs), waiters, ...(clientGone ? { client_gone: true } : {}) };
     },
     policyChanged(revision) {
       generation++;

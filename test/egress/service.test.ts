@@ -133,6 +133,49 @@ describe('egress service in a supervisor', () => {
     expect(both.code).toBe(2);
   });
 
+  it('CLI: approve on a prompt whose client had gone says so (text and --json) and still saves the rule', async () => {
+    const up = await startUpstream();
+    cleanups.push(() => up.close());
+    const home = await makeTempHome();
+    cleanups.push(() => home.cleanup());
+    const t = await start(home.dir, up.port);
+    cleanups.push(() => t.stop());
+    const leave = async (path: string) => {
+      const s = connect(t.paths.proxySocket);
+      s.on('error', () => {});
+      s.write(`GET http://unknown.test:${up.port}${path} HTTP/1.1\r\nHost: unknown.test:${up.port}\r\n\r\n`);
+      const [entry] = await waitForPending(t, 1);
+      s.destroy();
+      for (let i = 0; (await t.client.pending()).length > 0; i++) {
+        if (i > 400) throw new Error('the prompt was not dropped');
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      return entry!;
+    };
+
+    const first = await leave('/one');
+    const once = await runCli(['approve', first.id, '--json'], { home: home.dir });
+    expect(once.code, once.stderr).toBe(0);
+    expect(JSON.parse(once.stdout)).toMatchObject({ decision: 'once', waiters: 0, client_gone: true, pending: { id: first.id, host: 'unknown.test' } });
+
+    const second = await leave('/two');
+    const always = await runCli(['approve', second.id, '--always'], { home: home.dir });
+    expect(always.code, always.stderr).toBe(0);
+    expect(always.stdout).toContain(`${second.id} unknown.test:${up.port} always allowed`);
+    expect(always.stdout).toContain('the client had already gone; nothing was forwarded; the rule was still saved');
+    expect(up.requests).toHaveLength(0);
+    expect((await t.client.policyHistory()).at(-1)).toMatchObject({ author: 'approval' });
+    // the rule holds from now on
+    expect((await proxyRequest(t.paths.proxySocket, `http://unknown.test:${up.port}/after`)).status).toBe(200);
+
+    // decided now: the id is gone
+    const again = await runCli(['approve', second.id, '--json'], { home: home.dir });
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toMatch(/no pending request/);
+    const drops = await t.client.events({ kinds: ['approval.decision'] });
+    expect(drops.filter((e) => e.decision === 'drop').map((e) => e.pending_id)).toEqual([first.id, second.id]);
+  });
+
   it('a policy reload revokes an open tunnel it no longer allows', async () => {
     const echo = await startEcho();
     cleanups.push(() => echo.close());

@@ -1,6 +1,6 @@
-/** `pending [--json]`, `approve ID [--session|--always]`, `deny ID [--always]`; each also `--host user@box` (over ssh). */
+/** `pending [--json]`, `approve ID [--session|--always] [--json]`, `deny ID [--always] [--json]`; each also `--host user@box` (over ssh). */
 import type { Command } from 'commander';
-import type { ApprovalDecision, PendingView } from '../../egress/index.js';
+import type { ApprovalDecision, DecideResult, PendingView } from '../../egress/index.js';
 import { NemoclawError } from '../../shared/errors.js';
 import { EXIT, action, hostFlags, hostOptions, humanDuration, nameFlag } from '../util.js';
 import type { CommandModule } from './index.js';
@@ -18,6 +18,15 @@ const VERB: Record<ApprovalDecision, string> = {
   deny: 'denied',
   deny_always: 'always denied (written to the operator overlay)',
 };
+
+/** What a decision did, in one line (`done`: what happened to the held requests, e.g. "resumed"). */
+function describeDecision(r: DecideResult, decision: ApprovalDecision, done: string): string {
+  const what = `${r.pending.id} ${r.pending.host}:${r.pending.port} ${VERB[decision]}`;
+  if (!r.client_gone) return `${what}; ${r.waiters} held request(s) ${done}`;
+  // Every client of the prompt closed its connection before the decision.
+  const rule = decision === 'session' || decision === 'always' || decision === 'deny_always' ? '; the rule was still saved' : '';
+  return `${what}; the client had already gone; nothing was forwarded${rule}`;
+}
 
 export const approvalsCommands: CommandModule = {
   register(program: Command): void {
@@ -51,14 +60,16 @@ export const approvalsCommands: CommandModule = {
       .argument('<id>', 'pending id (see `nemoclaw-tui pending`)')
       .option('--session', 'allow the host:port until the supervisor restarts')
       .option('--always', 'allow the host:port for good (new policy revision, survives restarts)')
+      .option('--json', 'print the decision result as JSON (client_gone: true when its client had already left)')
       .action(
-        action(async (ctx, id: string, opts: { session?: boolean; always?: boolean }) => {
+        action(async (ctx, id: string, opts: { session?: boolean; always?: boolean; json?: boolean }) => {
           if (opts.session && opts.always) {
             throw new NemoclawError('invalid_input', '--session and --always exclude each other', { exitCode: EXIT.usage, nextStep: 'pick one of them' });
           }
           const decision: ApprovalDecision = opts.always ? 'always' : opts.session ? 'session' : 'once';
           const r = await (await ctx.supervisorClient()).decide(id, decision, 'cli');
-          ctx.out(`${r.pending.id} ${r.pending.host}:${r.pending.port} ${VERB[decision]}; ${r.waiters} held request(s) resumed`);
+          if (opts.json) ctx.json({ ...r, client_gone: r.client_gone === true });
+          else ctx.out(describeDecision(r, decision, 'resumed'));
           return EXIT.ok;
         }),
       );
@@ -67,11 +78,13 @@ export const approvalsCommands: CommandModule = {
       .description('refuse a held request (JSON 403 to the agent); --always adds a deny rule to the overlay')
       .argument('<id>', 'pending id (see `nemoclaw-tui pending`)')
       .option('--always', 'deny the host:port for good (new policy revision, survives restarts)')
+      .option('--json', 'print the decision result as JSON (client_gone: true when its client had already left)')
       .action(
-        action(async (ctx, id: string, opts: { always?: boolean }) => {
+        action(async (ctx, id: string, opts: { always?: boolean; json?: boolean }) => {
           const decision: ApprovalDecision = opts.always ? 'deny_always' : 'deny';
           const r = await (await ctx.supervisorClient()).decide(id, decision, 'cli');
-          ctx.out(`${r.pending.id} ${r.pending.host}:${r.pending.port} ${VERB[decision]}; ${r.waiters} held request(s) refused`);
+          if (opts.json) ctx.json({ ...r, client_gone: r.client_gone === true });
+          else ctx.out(describeDecision(r, decision, 'refused'));
           return EXIT.ok;
         }),
       );
