@@ -163,6 +163,15 @@ function sandboxLines(s: Obj): string[] {
     ].filter(Boolean);
     lines.push(`${str(i.id) ?? '?'}: ${bits.join(', ')}${command ? `: ${command.length > 80 ? `${command.slice(0, 79)}…` : command}` : ''}`);
   }
+  const disk = obj(s.workdir_disk);
+  if (disk) {
+    const gib = (n: number | undefined): string => (n === undefined ? '?' : `${(n / 1024 ** 3).toFixed(n < 1024 ** 3 ? 2 : 1)} GiB`);
+    lines.push(
+      str(disk.mode) === 'loop'
+        ? `workdir ${gib(num(disk.used_bytes))} of ${gib(num(disk.limit_bytes))} used (limit enforced: loop-mounted image)`
+        : `workdir unlimited (${str(disk.reason) ?? 'no limit'})${num(disk.avail_bytes) !== undefined ? `, ${gib(num(disk.avail_bytes))} free on the host filesystem` : ''}`,
+    );
+  }
   const exited = arr(s.recently_exited).length;
   if (exited > 0) lines.push(`${plural(exited, 'instance')} exited recently`);
   return lines;

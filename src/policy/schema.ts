@@ -203,6 +203,16 @@ export const filesystemSchema = z
     read_write: z.array(pathSchema).default([]),
     hidden: z.array(pathSchema).default([]),
     monitor: z.boolean().default(true),
+    // A hard size limit on the workdir (a loop-mounted ext4 image; see src/sandbox/workdir-disk.ts).
+    limits: z
+      .object({
+        workdir: z
+          .union([z.literal('none'), memorySchema], { error: `${MEMORY}, or "none"` })
+          .refine((v) => v === 'none' || v >= 16 * 1024 ** 2, { error: 'filesystem_policy.limits.workdir must be at least 16Mi (or "none")' })
+          .default(20 * 1024 ** 3),
+      })
+      .strict()
+      .prefault({}),
   })
   .prefault({});
 

@@ -11,6 +11,8 @@ export interface FilesystemPolicy {
   hidden: string[];
   /** Run the filesystem-violation monitor (strace). Default true. */
   monitor: boolean;
+  /** `workdir`: bytes the workdir may hold (a loop-mounted image), or 'none'. Default 20Gi. */
+  limits?: { workdir: number | 'none' };
 }
 
 export interface ProcessPolicy {

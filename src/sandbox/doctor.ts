@@ -98,6 +98,8 @@ export async function runDoctor(): Promise<DoctorReport> {
     ['nsenter', 'util-linux', 'error', 'starts the bridge inside the sandbox network namespace'],
     ['prlimit', 'util-linux', 'error', 'sets RLIMIT_CORE=0 and rlimit fallbacks'],
     ['setpriv', 'util-linux', 'error', 'drops to the sandbox uid'],
+    ['mkfs.ext4', 'e2fsprogs', 'warn', 'the workdir size limit, a loop-mounted image (without it the workdir is unlimited)'],
+    ['mount', 'mount', 'warn', 'mounts the workdir image'],
   ] as const) {
     const path = findBinary(bin);
     checks.push({

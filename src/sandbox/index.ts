@@ -15,5 +15,6 @@ export { buildSeccompProgram, BASELINE_BLOCKED } from './seccomp.js';
 export type { SeccompProgram, SeccompOptions } from './seccomp.js';
 export type { FsViolation } from './monitor.js';
 export type { AppliedLimits } from './limits.js';
+export type { WorkdirDiskStatus } from './workdir-disk.js';
 export { runDoctor, applyFixes } from './doctor.js';
 export type { DoctorCheck, DoctorReport } from './doctor.js';

@@ -16,6 +16,7 @@ import { FrameDecoder, encodeFrame, execSocketPath, type ExecStart, type ExecSta
 /** Signals a client may forward to its command. */
 const FORWARDABLE = new Set<string>(['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGKILL', 'SIGWINCH', 'SIGCONT', 'SIGTSTP']);
 import { detectCgroups } from './limits.js';
+import { DEFAULT_WORKDIR_LIMIT, diskUsage, ensureWorkdirDisk, releaseWorkdirDisk, workdirDiskStatus, type WorkdirDiskStatus } from './workdir-disk.js';
 
 /** What the egress service's `sandboxTrust()` gives: the CA bundle to bind and the variables that point at it. */
 interface TrustBundle {
@@ -47,6 +48,8 @@ export interface SandboxServiceApi extends SupervisorService {
   onInstancesChange(cb: (instances: SandboxInstanceInfo[]) => void): () => void;
   /** Start a command in a new sandbox (lifecycle and violation events are emitted). */
   launch(req: SandboxLaunchRequest): Promise<RunningSandbox>;
+  /** The default workdir's size limit and usage; undefined before the first sandbox used it. */
+  workdirDisk(): WorkdirDiskStatus | undefined;
 }
 
 export interface SandboxServiceOptions {
@@ -63,6 +66,11 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
   let ctx: SupervisorContext | undefined;
   let server: Server | undefined;
   const sockets = new Set<Socket>();
+  /** The default workdir's size limit: what was set up (memoised), and the disk-full watch. */
+  let disk: Promise<WorkdirDiskStatus> | undefined;
+  let diskState: WorkdirDiskStatus | undefined;
+  let diskTimer: NodeJS.Timeout | undefined;
+  let diskFull = false;
 
   const view = (): SandboxInstanceInfo[] =>
     [...running.values()].map((r) => ({
@@ -108,6 +116,7 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
     const policy = c.policy.current();
     const id = `${c.clock.now().toString(36)}-${randomBytes(3).toString('hex')}`;
     const workdir = resolve(req.workdir ?? (typeof c.options.workdir === 'string' ? c.options.workdir : c.paths.workdir));
+    if (workdir === resolve(c.paths.workdir) && driver.name === 'bubblewrap') await ensureDisk(c, policy.filesystem_policy.limits?.workdir ?? DEFAULT_WORKDIR_LIMIT);
     let joinTarget: RunningSandbox | undefined;
     let note: string | undefined;
     if (req.join === 'agent') {
@@ -320,8 +329,63 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
     });
   }
 
+  /**
+   * The default workdir gets its size limit (a loop-mounted image) before the first sandbox uses
+   * it; a machine that cannot do it runs unlimited and says so (status, lifecycle event).
+   */
+  async function ensureDisk(c: SupervisorContext, limit: number | 'none'): Promise<void> {
+    disk ??= (async () => {
+      const st = await ensureWorkdirDisk({ workdir: resolve(c.paths.workdir), image: resolve(c.paths.dir, 'workdir.img'), limit, root: process.getuid?.() === 0, now: () => c.clock.now() });
+      diskState = st;
+      c.events.emit({
+        kind: 'sandbox.lifecycle',
+        level: st.mode === 'loop' ? 'info' : 'notice',
+        id: 'workdir',
+        workdir_disk: st.mode,
+        ...(st.limit_bytes !== undefined ? { limit_bytes: st.limit_bytes } : {}),
+        ...(st.reason ? { reason: st.reason } : {}),
+        ...(st.kept_aside ? { kept_aside: st.kept_aside, message: `the workdir's earlier contents were copied into the image and kept at ${st.kept_aside}` } : {}),
+      });
+      if (st.mode === 'loop') watchDisk(c, st);
+      return st;
+    })();
+    await disk;
+  }
+
+  /** A full workdir is reported once per crossing (fs.violation: the sandbox's writes now fail). */
+  function watchDisk(c: SupervisorContext, st: WorkdirDiskStatus): void {
+    const check = (): void => {
+      const u = diskUsage(st.workdir);
+      if (!u) return;
+      const full = u.avail < Math.max(1024 * 1024, u.total * 0.005);
+      if (full && !diskFull) {
+        c.events.emit({
+          kind: 'fs.violation',
+          level: 'warn',
+          id: 'workdir',
+          path: '/sandbox',
+          op: 'write',
+          reason: 'disk_full',
+          rule: `filesystem_policy.limits.workdir (${u.total} bytes)`,
+          used_bytes: u.used,
+          limit_bytes: u.total,
+          message: 'the workdir is full: writes in /sandbox fail with ENOSPC (raise filesystem_policy.limits.workdir, or free space)',
+        });
+      }
+      if (!full && u.avail > u.total * 0.05) diskFull = false;
+      else if (full) diskFull = true;
+    };
+    diskTimer = setInterval(check, 2000);
+    diskTimer.unref();
+  }
+
   return {
     name: 'sandbox',
+    /** The workdir's size limit and usage (meters, status). */
+    workdirDisk(): WorkdirDiskStatus | undefined {
+      if (!ctx) return undefined;
+      return diskState ? workdirDiskStatus(diskState.workdir, diskState.image ?? '', diskState.reason) : undefined;
+    },
     async start(context: SupervisorContext): Promise<void> {
       ctx = context;
       server = createServer(serveExec);
@@ -332,6 +396,10 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
       await Promise.all([...running.values()].map((sb) => sb.wait().catch(() => undefined)));
       for (const s of sockets) s.destroy();
       await new Promise<void>((res) => (server ? server.close(() => res()) : res()));
+      if (diskTimer) clearInterval(diskTimer);
+      if (ctx && diskState?.mode === 'loop') await releaseWorkdirDisk(resolve(ctx.paths.workdir));
+      disk = undefined;
+      diskState = undefined;
       if (ctx) {
         try {
           unlinkSync(execSocketPath(ctx.paths.dir));
@@ -349,6 +417,7 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
         network_mode: mode.network_mode,
         supervisor_root: mode.root,
         cgroups: mode.root ? cg.mode : 'not used (not root)',
+        ...(diskState ? { workdir_disk: workdirDiskStatus(diskState.workdir, diskState.image ?? '', diskState.reason) } : {}),
         instances: [...running.values()].map((r) => ({
           id: r.id,
           pid: r.rootPid,

@@ -33,10 +33,18 @@ describe('policy schema: valid files', () => {
   it('fills defaults for a minimal file', () => {
     const { doc, warnings } = parsePolicy('version: 1\n', 'min.yaml');
     expect(warnings).toEqual([]);
-    expect(doc.filesystem_policy).toEqual({ include_workdir: true, read_only: [], read_write: [], hidden: [], monitor: true });
+    expect(doc.filesystem_policy).toEqual({ include_workdir: true, read_only: [], read_write: [], hidden: [], monitor: true, limits: { workdir: 20 * 1024 ** 3 } });
     expect(doc.approvals).toEqual({ mode: 'ask', timeout: 60, when_unattended: 'deny', max_pending: 64 });
     expect(doc.process.seccomp).toEqual({ block: [], allow: [] });
     expect(doc.network_policies).toEqual({});
+  });
+
+  it('filesystem_policy.limits.workdir: a size, or none; too small, unknown keys and junk are refused', () => {
+    expect(parsePolicy('version: 1\nfilesystem_policy:\n  limits: { workdir: 2Gi }\n', 'a.yaml').doc.filesystem_policy.limits).toEqual({ workdir: 2 * 1024 ** 3 });
+    expect(parsePolicy('version: 1\nfilesystem_policy:\n  limits: { workdir: none }\n', 'a.yaml').doc.filesystem_policy.limits).toEqual({ workdir: 'none' });
+    for (const bad of ['workdir: 1Mi', 'workdir: lots', 'workdir: -5', 'disk: 1Gi']) {
+      expect(() => parsePolicy(`version: 1\nfilesystem_policy:\n  limits: { ${bad} }\n`, 'a.yaml'), bad).toThrow(NemoclawError);
+    }
   });
 
   it('normalises hosts, ports, sizes, durations, env and rules', () => {
