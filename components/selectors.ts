@@ -370,6 +370,10 @@ export interface ProcReading {
   rss: number | undefined;
   memLimit: number | undefined;
   pids: number | undefined;
+  /** The workdir's disk: used bytes, limit (undefined when unlimited), and whether a limit is enforced. */
+  diskUsed?: number | undefined;
+  diskLimit?: number | undefined;
+  diskMode?: string | undefined;
 }
 
 export function procReading(ev: TuiEvent): ProcReading {
@@ -380,15 +384,17 @@ export function procReading(ev: TuiEvent): ProcReading {
     return { cpu: num(m, 'cpu_avg_pct'), rss: num(m, 'rss_max_bytes'), memLimit: undefined, pids: num(m, 'pids_max') };
   }
   const total = field(ev, 'total');
+  const disk = { diskUsed: num(ev, 'disk_used_bytes'), diskLimit: num(ev, 'disk_limit_bytes'), diskMode: typeof field(ev, 'disk_mode') === 'string' ? String(field(ev, 'disk_mode')) : undefined };
   if (total && typeof total === 'object') {
     const t = total as Record<string, unknown>;
-    return { cpu: num(t, 'cpu_pct', 'cpu'), rss: num(t, 'rss_bytes', 'rss'), memLimit: num(ev, 'mem_limit', 'memory_limit'), pids: num(t, 'pids') };
+    return { cpu: num(t, 'cpu_pct', 'cpu'), rss: num(t, 'rss_bytes', 'rss'), memLimit: num(ev, 'mem_limit', 'memory_limit'), pids: num(t, 'pids'), ...disk };
   }
   return {
     cpu: num(ev, 'cpu_pct', 'cpu', 'cpu_percent'),
     rss: num(ev, 'rss_bytes', 'rss', 'memory'),
     memLimit: num(ev, 'mem_limit', 'memory_limit', 'rss_limit'),
     pids: num(ev, 'pids', 'processes'),
+    ...disk,
   };
 }
 

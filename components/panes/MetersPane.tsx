@@ -71,6 +71,17 @@ function lines(m: MetersState, compact: boolean, wide: boolean): MeterLine[] {
     out.push({ key: 'cpu', label: 'CPU', fraction: cpuFraction, value: `${cpuText}${wide ? ` ${p?.pids ?? '-'} pids` : ''}`, series: m.cpu });
     out.push({ key: 'ram', label: 'RAM', fraction: p?.rss !== undefined && p.memLimit ? p.rss / p.memLimit : undefined, value: ramText, series: m.rss });
   }
+  if (p?.diskMode !== undefined && !compact) {
+    const limited = p.diskMode === 'loop' && p.diskLimit;
+    const fraction = limited && p.diskUsed !== undefined ? p.diskUsed / p.diskLimit! : undefined;
+    out.push({
+      key: 'disk',
+      label: 'DISK',
+      fraction,
+      value: limited ? `${bytes(p.diskUsed)}/${bytes(p.diskLimit)}` : "unlimited",
+      alert: fraction !== undefined && fraction >= 0.99,
+    });
+  }
   const windows = m.budget?.windows ?? [];
   const capped = windows.filter((w) => w.tokensCap !== undefined || w.costCap !== undefined);
   const shownWindows = capped.length > 0 ? capped : windows.slice(0, 1);

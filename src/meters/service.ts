@@ -291,7 +291,18 @@ export class MetersService implements SupervisorService {
     // Nothing to measure: keep status current but do not send empty samples to subscribers.
     if (sample.instances.length === 0) return;
     this.procRing.push(sample);
-    this.ctx.events.publishTransient({ kind: 'proc.sample', level: 'debug', id: 'proc', ...fieldsOf(sample) });
+    this.ctx.events.publishTransient({ kind: 'proc.sample', level: 'debug', id: 'proc', ...fieldsOf(sample), ...this.workdirDiskFields() });
+  }
+
+  /** The workdir's size limit and usage (sandbox service, looked up structurally) for the Meters pane. */
+  private workdirDiskFields(): Record<string, unknown> {
+    const disk = this.ctx?.service<SupervisorService & { workdirDisk?(): { mode: string; used_bytes?: number; limit_bytes?: number; avail_bytes?: number } | undefined }>('sandbox')?.workdirDisk?.();
+    if (!disk) return {};
+    return {
+      disk_mode: disk.mode,
+      ...(disk.used_bytes !== undefined ? { disk_used_bytes: disk.used_bytes } : {}),
+      ...(disk.limit_bytes !== undefined ? { disk_limit_bytes: disk.limit_bytes } : {}),
+    };
   }
 
   private writeSummaries(): void {

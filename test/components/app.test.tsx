@@ -287,3 +287,11 @@ test('losing the supervisor shows a banner and the UI reconnects', async () => {
   expect(h.frame()).toContain('connected');
   expect(calls).toBe(2);
 });
+
+test('the Meters pane shows the workdir disk against its limit (issue 11), and "unlimited" without one', async () => {
+  h = await renderApp({ columns: 200, rows: 50 });
+  await h.feed([...ALL(), { kind: 'proc.sample', id: 'proc', total: { cpu_pct: 10, rss_bytes: 1024 ** 2, pids: 3 }, disk_mode: 'loop', disk_used_bytes: 63 * 1024 ** 2, disk_limit_bytes: 64 * 1024 ** 2 }]);
+  expect(h.frame()).toMatch(/DISK\s+[█▏▎▍▌▋▊▉]+\s+63\.0M\/64\.0M/);
+  await h.feed([{ kind: 'proc.sample', id: 'proc', total: { cpu_pct: 10, rss_bytes: 1024 ** 2, pids: 3 }, disk_mode: 'unlimited', disk_used_bytes: 5 * 1024 ** 3 }]);
+  expect(h.frame()).toMatch(/DISK\s+.*unlimited/);
+});
