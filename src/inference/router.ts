@@ -31,6 +31,7 @@ import {
   readProviderError,
   type StreamTranslator,
 } from './translate.js';
+import { classifyUpstreamError, scrubUpstreamAddress } from './upstream-error.js';
 import { validateInferencePolicy, type BudgetCaps, type EntityKind, type InferenceConfig, type ProviderConfig, type RouteConfig } from './schema.js';
 import {
   REQUEST_SCHEMAS,
@@ -526,7 +527,9 @@ export function createRouter(options: RouterOptions): Router {
     let providerName = a.providerName;
     let provider = a.provider;
     let upstream: Dispatcher.ResponseData | undefined;
+    /** What the caller is told (no address, no raw Node error text) and what the audit keeps. */
     let lastError = '';
+    let lastDetail = '';
     let rawForwardable: boolean | undefined;
     for (let attempt = 0; attempt < 2; attempt++) {
       const upstreamModel = provider.model ?? (body.model as string);
@@ -591,11 +594,14 @@ export function createRouter(options: RouterOptions): Router {
         if (upstream.statusCode >= 500) {
           failed = true;
           lastError = `provider "${providerName}" answered ${upstream.statusCode}`;
+          lastDetail = lastError;
         }
       } catch (err) {
         failed = true;
         upstream = undefined;
-        lastError = `provider "${providerName}" unreachable: ${(err as Error).message}`;
+        // The caller learns the kind of failure only; the address and Node's text go to the audit.
+        lastError = `provider "${providerName}" unreachable (${classifyUpstreamError(err)})`;
+        lastDetail = `provider "${providerName}" unreachable: ${(err as Error).message}`;
         if (abort.signal.aborted) break;
       }
       if (!failed) break;
@@ -622,7 +628,7 @@ export function createRouter(options: RouterOptions): Router {
         return;
       }
       sendError(res, family, 502, 'upstream', lastError, { 'x-request-id': record.id });
-      a.done(502, 'upstream_error', 'error', lastError);
+      a.done(502, 'upstream_error', 'error', lastDetail);
       return;
     }
 
@@ -638,9 +644,9 @@ export function createRouter(options: RouterOptions): Router {
       if (abort.signal.aborted || res.destroyed) {
         a.done(499, 'client_abort', 'info');
       } else {
-        const message = `provider "${providerName}" failed mid-response: ${(err as Error).message}`;
+        const message = `provider "${providerName}" failed mid-response (${classifyUpstreamError(err)})`;
         sendError(res, family, 502, 'upstream', message, { 'x-request-id': record.id });
-        a.done(502, 'upstream_error', 'error', message);
+        a.done(502, 'upstream_error', 'error', `provider "${providerName}" failed mid-response: ${(err as Error).message}`);
       }
     } finally {
       res.off('close', onClose);
@@ -666,7 +672,7 @@ export function createRouter(options: RouterOptions): Router {
     /** What the provider sent is no API answer: the caller gets a 502 in its own format. */
     const garbage = (what: string): void => {
       const message = `provider "${record.provider}" ${what}`;
-      finish(502, JSON.stringify(errorBody(a.family, 'upstream', message)), 'application/json', 'upstream_error', 'error', message);
+      finish(502, JSON.stringify(errorBody(a.family, 'upstream', scrubUpstreamAddress(message, provider))), 'application/json', 'upstream_error', 'error', message);
     };
 
     if (status >= 300) {
@@ -675,7 +681,7 @@ export function createRouter(options: RouterOptions): Router {
       if (upstream.headers['retry-after']) headers['retry-after'] = String(upstream.headers['retry-after']);
       // A proper provider error keeps its status; it is re-worded unless already in the caller's format.
       const asIs = !translating && err.format === a.family && /json/i.test(upstreamType);
-      const body = asIs ? text : JSON.stringify(errorBody(a.family, errorKindForStatus(status), err.message));
+      const body = asIs ? scrubUpstreamAddress(text, provider) : JSON.stringify(errorBody(a.family, errorKindForStatus(status), scrubUpstreamAddress(err.message, provider)));
       return finish(status, body, 'application/json', 'upstream_error', 'warn', `provider "${record.provider}" answered ${status}: ${err.message}`);
     }
 
@@ -772,7 +778,7 @@ export function createRouter(options: RouterOptions): Router {
     const breakStream = (data: string): void => {
       if (broken) return;
       broken = `provider "${record.provider}" sent a stream event that is not JSON: ${bodyExcerpt(data, '', 120)}`;
-      out += errorEvent(family, 'upstream', broken);
+      out += errorEvent(family, 'upstream', scrubUpstreamAddress(broken, provider));
     };
 
     const countDelta = (text: string): void => {
@@ -940,7 +946,7 @@ export function createRouter(options: RouterOptions): Router {
     const handler = family === 'anthropic' ? onAnthropicEvent : onOpenAiEvent;
     // A provider of the other API: its events are translated into the caller's first, so the relay
     // below (restore, usage, budget cut) sees the caller's format either way.
-    const errorFor = (kind: ErrorKind, message: string): unknown => errorBody(family, kind, message);
+    const errorFor = (kind: ErrorKind, message: string): unknown => errorBody(family, kind, scrubUpstreamAddress(message, provider));
     const translator: StreamTranslator | undefined =
       familyOf(api) === provider.type
         ? undefined
@@ -1026,7 +1032,7 @@ export function createRouter(options: RouterOptions): Router {
     handle(req, res) {
       handleCall(req, res).catch((err: unknown) => {
         const family: WireFamily = (req.url ?? '').startsWith('/v1/messages') ? 'anthropic' : 'openai';
-        if (!res.writableEnded) sendError(res, family, 500, 'upstream', `privacy router internal error: ${(err as Error).message}`);
+        if (!res.writableEnded) sendError(res, family, 500, 'upstream', `privacy router internal error: ${scrubUpstreamAddress((err as Error).message, undefined)}`);
       });
     },
     setPolicy,
