@@ -3,7 +3,7 @@
  * The driver runs one long-lived sandboxed process per launch with pipes for stdout/stderr;
  * this file turns that into an AgentLauncher (line-split output, exit status, stop with grace).
  */
-import { readlinkSync, statSync } from 'node:fs';
+import { lstatSync, readlinkSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { SupervisorContext, SupervisorService } from '../control/types.js';
 import type { SandboxLaunchRequest, SandboxServiceApi } from '../sandbox/index.js';
@@ -94,7 +94,7 @@ export function sandboxLauncher(ctx: SupervisorContext, opts: { stopGraceMs?: nu
     async prepareWorkdir(workdir: string): Promise<void> {
       let owner: number | undefined;
       try {
-        owner = statSync(workdir).uid;
+        owner = lstatSync(workdir).uid; // the supervisor's path; never follow a link there
       } catch {
         owner = undefined;
       }

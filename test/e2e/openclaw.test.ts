@@ -14,7 +14,7 @@
  * Needs root, bubblewrap, strace, socat and access to the npm registry on the first run.
  */
 import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseDocument } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -157,4 +157,33 @@ describe('OpenClaw inside the real sandbox', () => {
     const net = all.filter((e) => e.kind === 'net.request' || e.kind === 'net.decision' || e.kind === 'net.held');
     expect(net, JSON.stringify(net, null, 1)).toEqual([]);
   }, 900_000);
+
+  it('a config link planted by the agent is refused at the next start: root never reads or writes through it (issue 11)', async () => {
+    // The red team's attack: from inside, replace openclaw.json with a link to a root-only file
+    // (the host path is known from /proc/self/mountinfo), then wait for the root supervisor's restart.
+    const canary = join(home.dir, 'canary-secret.json');
+    writeFileSync(canary, '{"stolen": "nvapi-canary-0123456789"}\n', { mode: 0o600 });
+    const env = { NVIDIA_API_KEY: undefined };
+    const plant = await runCli(['exec', '--', '/bin/sh', '-c', `rm -f /sandbox/.openclaw/openclaw.json && ln -s ${canary} /sandbox/.openclaw/openclaw.json && echo planted`], { home: home.dir, env, timeoutMs: 60_000 });
+    expect(plant.stdout, plant.stderr).toContain('planted');
+    expect((await runCli(['down'], { home: home.dir, timeoutMs: 60_000 })).code).toBe(0);
+    const blueprint = stubBlueprint(home.dir, stub.openaiBaseUrl);
+    const up = await runCli(['up', '--blueprint', blueprint, '--profile', 'e2e-stub'], { home: home.dir, env, timeoutMs: 60_000 });
+    const refusal = await until(
+      'the agent start to refuse the planted link',
+      async () => {
+        const life = await events(['sandbox.lifecycle']);
+        return life.find((e) => e.action === 'agent.failed' && /symbolic link/.test(String(e.reason ?? e.message ?? '')));
+      },
+      120_000,
+      async () => `${up.stdout}\n${up.stderr}\n${await agentState()}`,
+    );
+    expect(String(refusal.reason ?? refusal.message)).toMatch(/openclaw\.json/);
+    // The link is still a link, the canary unchanged and still root's alone.
+    const cfg = join(home.dir, 'sandboxes', 'default', 'workdir', '.openclaw', 'openclaw.json');
+    expect(lstatSync(cfg).isSymbolicLink()).toBe(true);
+    expect(readFileSync(canary, 'utf8')).toBe('{"stolen": "nvapi-canary-0123456789"}\n');
+    const st = lstatSync(canary);
+    expect([st.uid, st.mode & 0o777]).toEqual([0, 0o600]);
+  }, 300_000);
 });
