@@ -495,6 +495,9 @@ function confirmText(c: Confirm, state: TuiState): { title: string; lines: strin
       title: ` Always allow ${r.host}:${r.port}?`,
       lines: [
         ` Scope: host ${r.host}, port ${r.port}${r.binary !== '-' ? `, binary ${r.binary}` : ', any binary'} — exactly this, no wildcard.`,
+        ...(r.binary !== '-'
+          ? [' The binary is as reported by /proc, not proven: any process of the sandbox uid can pass it a socket.']
+          : []),
         ` Request: ${r.method} ${r.path}`,
         ' This writes an allow rule to the operator overlay: it survives restarts and is a new policy revision.',
       ],

@@ -103,6 +103,7 @@ describe('approvals through the control client', () => {
     let f = t.frame();
     expect(f).toContain('Always allow api.example.test:8443?');
     expect(f).toContain('host api.example.test, port 8443, binary /usr/bin/curl');
+    expect(f).toMatch(/reported by \/proc, not proven/);
     expect(f).toContain('[y] yes [n] no');
     await t.press('n');
     expect(t.client.decisions).toEqual([]);
