@@ -141,6 +141,14 @@ function splitTarget(target: string): { path: string; query: string } {
  * inside a CONNECT tunnel: origin-form targets are expected and Host must name the tunnel's authority.
  */
 export function parseRequestHead(buf: Buffer, tunnelAuthority?: Authority): ParseResult {
+  // RFC 9112 §2.2: empty lines before a request-line are ignored. They are skipped here, so the
+  // request after them is parsed (and its Host checked) like any other, never passed on unread.
+  const skip = leadingEmptyLines(buf);
+  if (skip > 0) {
+    if (skip > MAX_HEAD_BYTES) return fail(431, 'request head larger than 16 KiB');
+    const r = parseRequestHead(buf.subarray(skip), tunnelAuthority);
+    return r.kind === 'ok' ? { ...r, consumed: r.consumed + skip } : r;
+  }
   const end = findHeadEnd(buf);
   if (end < 0) {
     if (buf.length > MAX_HEAD_BYTES) return fail(431, 'request head larger than 16 KiB');
@@ -266,6 +274,26 @@ export function parseRequestHead(buf: Buffer, tunnelAuthority?: Authority): Pars
     consumed: end,
     head: { method, rawTarget, form, version, host, port, path, pathAndQuery, headers, byName, contentLength, chunked, keepAlive, expectContinue },
   };
+}
+
+/** Length of the run of CRLF pairs at the start of `buf`. */
+export function leadingEmptyLines(buf: Buffer): number {
+  let i = 0;
+  while (i + 1 < buf.length && buf[i] === 13 && buf[i + 1] === 10) i += 2;
+  return i;
+}
+
+/**
+ * Index of the first byte that is not CR, LF, SP or HTAB (-1 when there is none yet): where a
+ * tunnel's first bytes are classified, so that a request behind empty lines (or blanks a lenient
+ * upstream would skip) is still recognised as HTTP and inspected.
+ */
+export function firstSignificantByte(buf: Buffer): number {
+  for (let i = 0; i < buf.length; i++) {
+    const b = buf[i] as number;
+    if (b !== 13 && b !== 10 && b !== 32 && b !== 9) return i;
+  }
+  return -1;
 }
 
 function hasBareLf(buf: Buffer, end: number): boolean {

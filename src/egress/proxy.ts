@@ -17,7 +17,7 @@ import type { Clock } from '../shared/clock.js';
 import { NemoclawError } from '../shared/errors.js';
 import { listenUnixSocket } from '../shared/socket.js';
 import { canonicalL7Target, endpointHasL7 } from './l7.js';
-import { ChunkedDecoder, parseRequestHead, type Authority, type RequestHead } from './parser.js';
+import { ChunkedDecoder, MAX_HEAD_BYTES, firstSignificantByte, parseRequestHead, type Authority, type RequestHead } from './parser.js';
 import { PendingQueue, type ApprovalDecision, type DecidedBy, type HoldOutcome, type PendingView } from './pending.js';
 import { canonicalHost, guardDestination, systemResolver, type Resolver } from './ssrf.js';
 
@@ -739,7 +739,11 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         upstream.resume();
       };
       const classify = (): void => {
-        const first = this.buf[0];
+        // Empty lines (or blanks) before a request-line are looked past: what follows them is
+        // classified, so `\r\nGET / ...` with another Host is inspected, not piped through unread.
+        const at = firstSignificantByte(this.buf);
+        if (at < 0 && this.buf.length <= MAX_HEAD_BYTES && admission.endpoint?.protocol !== 'tcp') return waitMore();
+        const first = at < 0 ? 0x41 : this.buf[at];
         const looksHttp = first !== undefined && first >= 0x41 && first <= 0x5a && admission.endpoint?.protocol !== 'tcp';
         if (!looksHttp) return pipeRaw();
         this.awaitingTunnelBytes = false;
@@ -753,18 +757,21 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         this.busy = false;
         this.next();
       };
+      const waitMore = (): void => {
+        this.awaitingTunnelBytes = true;
+        // The client already sent its FIN (e.g. while the upstream was dialled): no bytes will come.
+        if (this.clientEnded) return this.close();
+        this.bodySink = (chunk) => {
+          this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+          this.bodySink = undefined;
+          this.socket.pause();
+          classify();
+        };
+        this.socket.resume();
+      };
       upstream.on('data', onUpstreamFirst);
       if (this.buf.length > 0) return classify();
-      this.awaitingTunnelBytes = true;
-      // The client already sent its FIN (e.g. while the upstream was dialled): no bytes will come.
-      if (this.clientEnded) return this.close();
-      this.bodySink = (chunk) => {
-        this.buf = Buffer.concat([this.buf, chunk]);
-        this.bodySink = undefined;
-        this.socket.pause();
-        classify();
-      };
-      this.socket.resume();
+      waitMore();
     }
 
     /**
@@ -776,8 +783,11 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       this.socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
       const classify = (): void => {
         this.awaitingTunnelBytes = false;
-        const first = this.buf[0] as number;
-        if (first === 0x16) {
+        // Empty lines before a request-line: look at what follows (the parser skips them too).
+        const at = firstSignificantByte(this.buf);
+        if (at < 0 && this.buf.length <= MAX_HEAD_BYTES) return waitMore();
+        const first = at < 0 ? 0x41 : (this.buf[at] as number);
+        if (first === 0x16 && at === 0) {
           void this.terminateTls(admission, authority);
           return;
         }
@@ -790,17 +800,20 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         }
         this.refuseTunnel(admission, authority, 'l7_unenforceable', 'the client spoke neither TLS nor HTTP in a tunnel whose endpoint has L7 rules');
       };
-      if (this.buf.length > 0) return classify();
-      this.awaitingTunnelBytes = true;
-      // The client already sent its FIN (e.g. while the upstream was dialled): no bytes will come.
-      if (this.clientEnded) return this.close();
-      this.bodySink = (chunk) => {
-        this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-        this.bodySink = undefined;
-        this.socket.pause();
-        classify();
+      const waitMore = (): void => {
+        this.awaitingTunnelBytes = true;
+        // The client already sent its FIN (e.g. while the upstream was dialled): no bytes will come.
+        if (this.clientEnded) return this.close();
+        this.bodySink = (chunk) => {
+          this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+          this.bodySink = undefined;
+          this.socket.pause();
+          classify();
+        };
+        this.socket.resume();
       };
-      this.socket.resume();
+      if (this.buf.length > 0) return classify();
+      waitMore();
     }
 
     refuseTunnel(admission: Admission | 'inference', authority: Authority, error: string, reason: string): void {
