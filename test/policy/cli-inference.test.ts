@@ -33,6 +33,23 @@ describe('inference section validated at policy load', () => {
     expect(ok.code, ok.stderr).toBe(0);
   });
 
+  it('policy validate --json gives scripts every issue as data: errors (exit 2) and warnings (exit 0)', async () => {
+    sup = await startTestSupervisor({ services: [] });
+    const file = await writeTempFile(sup.home, 'bad.yaml', BAD);
+    const bad = await runCli(['policy', 'validate', '--json', file], { home: sup.home });
+    expect(bad.code).toBe(2);
+    const report = JSON.parse(bad.stdout) as { valid: boolean; errors: Array<{ line: number; col: number; path: string; message: string }> };
+    expect(report.valid).toBe(false);
+    expect(report.errors[0]).toMatchObject({ line: 11, col: 34, path: 'inference.routes[0].provider' });
+    // A policy without binaries is accepted with a warning (OpenShell: no program matches).
+    const warn = await writeTempFile(sup.home, 'warn.yaml', 'version: 1\nnetwork_policies:\n  gh:\n    endpoints:\n      - { host: api.github.com, port: 443 }\n');
+    const ok = await runCli(['policy', 'validate', '--json', warn], { home: sup.home });
+    expect(ok.code, ok.stderr).toBe(0);
+    const okReport = JSON.parse(ok.stdout) as { valid: boolean; network_policies: number; warnings: Array<{ path: string; message: string }> };
+    expect(okReport).toMatchObject({ valid: true, network_policies: 1 });
+    expect(okReport.warnings.some((w) => /binaries/.test(w.message) || /binaries/.test(w.path))).toBe(true);
+  });
+
   it('policy set refuses it and the running revision and routes stay', async () => {
     sup = await startTestSupervisor({ services: [inferenceServiceFactory], policyText: GOOD });
     const before = await runCli(['policy', 'history'], { home: sup.home });

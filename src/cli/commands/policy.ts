@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import type { AuditEvent } from '../../audit/events.js';
 import { formatPolicyIssues, loadPolicyFile, readPolicyFile } from '../../policy/index.js';
 import type { PolicyRevision } from '../../policy/types.js';
-import { NemoclawError } from '../../shared/errors.js';
+import { NemoclawError, isNemoclawError } from '../../shared/errors.js';
 import type { ControlClient } from '../../control/index.js';
 import { EXIT, action, commandGroup } from '../util.js';
 import type { CommandModule } from './index.js';
@@ -55,9 +55,22 @@ export const policyCommands: CommandModule = {
       .command('validate')
       .description('check a policy file (exit 2 with file:line:col and what was expected)')
       .argument('<file>', 'policy YAML file')
+      .option('--json', 'print {file, valid, network_policies, presets, warnings, errors} (each issue with line, col, path, message)')
       .action(
-        action(async (ctx, file: string) => {
+        action<[string, { json?: boolean }]>(async (ctx, file: string, opts) => {
           const path = resolve(file);
+          if (opts.json) {
+            // Scripts get every issue as data, valid or not; the exit code says which.
+            try {
+              const { doc, warnings } = await loadPolicyFile(path);
+              ctx.json({ file, valid: true, network_policies: Object.keys(doc.network_policies).length, presets: doc.presets, warnings, errors: [] });
+              return EXIT.ok;
+            } catch (err) {
+              if (!isNemoclawError(err) || err.code !== 'policy_invalid') throw err;
+              ctx.json({ file, valid: false, warnings: [], errors: Array.isArray(err.details) ? err.details : [{ message: err.message }] });
+              return EXIT.usage;
+            }
+          }
           const { doc, warnings } = await loadPolicyFile(path);
           if (warnings.length > 0) ctx.err(`warning: accepted but not enforced here:\n${formatPolicyIssues(warnings)}`);
           const n = Object.keys(doc.network_policies).length;
