@@ -903,6 +903,18 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
             this.emitConn({ kind: 'net.decision', level: 'warn', id: reqId, action: 'deny', error: 'policy_denied', reason: d.reason, host: admission.host, port: admission.port, method: head.method, path: head.path, binary: admission.binary ?? null, rule: d.rule ?? admission.rule ?? null, l7: true });
             return writeRefusal(this.socket, { code: 'policy_denied', detail: d.reason, host: admission.host, port: admission.port, binary: admission.binary, rule: d.rule ?? admission.rule });
           }
+          // A method override (header or `_method` query parameter) makes many frameworks dispatch
+          // on another method than the one decided on: each overriding method must be allowed too.
+          for (const o of methodOverrides(head)) {
+            const od: NetworkDecision = !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(o.method)
+              ? { verdict: 'deny', rule: admission.rule, reason: 'not a method token' }
+              : opts.decide({ host: admission.host, port: admission.port, binary: admission.binary, method: o.method, path: head.pathAndQuery });
+            if (od.verdict === 'allow' || (od.verdict === 'unknown' && admission.source !== 'policy')) continue;
+            const detail = `${head.method} refused: ${o.via} asks for ${JSON.stringify(o.method.slice(0, 40))}, which the rules do not allow on ${head.path} (${od.reason})`;
+            counters.denied++;
+            this.emitConn({ kind: 'net.decision', level: 'warn', id: reqId, action: 'deny', error: 'policy_denied', reason: detail, host: admission.host, port: admission.port, method: head.method, path: head.path, binary: admission.binary ?? null, rule: od.rule ?? admission.rule ?? null, l7: true, method_override: o.via });
+            return writeRefusal(this.socket, { code: 'policy_denied', detail, host: admission.host, port: admission.port, binary: admission.binary, rule: od.rule ?? admission.rule });
+          }
         }
       } else {
         const sock = opts.inferenceSocket?.();
@@ -1068,6 +1080,45 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       res.once('end', finish);
       res.once('error', () => this.close());
     }
+  }
+
+  /**
+   * Methods a request asks the upstream to dispatch on instead of its own: the
+   * X-HTTP-Method-Override / X-HTTP-Method / X-Method-Override headers (any case, every value and
+   * comma-separated item) and `_method` query parameters, where they differ from the method.
+   */
+  function methodOverrides(head: RequestHead): Array<{ via: string; method: string }> {
+    const out: Array<{ via: string; method: string }> = [];
+    const seen = new Set<string>();
+    const add = (via: string, raw: string): void => {
+      const method = raw.trim();
+      if (method.length === 0 || method.toUpperCase() === head.method.toUpperCase() || seen.has(method.toUpperCase())) return;
+      seen.add(method.toUpperCase());
+      out.push({ via, method: method.toUpperCase() });
+    };
+    for (const [name, value] of head.headers) {
+      const lower = name.toLowerCase();
+      if (lower === 'x-http-method-override' || lower === 'x-http-method' || lower === 'x-method-override') {
+        for (const item of value.split(',')) add(`header ${name}`, item);
+      }
+    }
+    const q = head.pathAndQuery.indexOf('?');
+    if (q >= 0) {
+      for (const part of head.pathAndQuery.slice(q + 1).split('&')) {
+        const eq = part.indexOf('=');
+        let key: string;
+        let value: string;
+        try {
+          key = decodeURIComponent((eq < 0 ? part : part.slice(0, eq)).replace(/\+/g, ' '));
+          value = eq < 0 ? '' : decodeURIComponent(part.slice(eq + 1).replace(/\+/g, ' '));
+        } catch {
+          key = eq < 0 ? part : part.slice(0, eq);
+          value = eq < 0 ? '' : part.slice(eq + 1);
+        }
+        if (key.trim().toLowerCase() === '_method') add('query parameter _method', value);
+      }
+    }
+    return out;
   }
 
   /** Tunnels to endpoints with L7 rules are decrypted (unless the endpoint says `tls: passthrough`). */
