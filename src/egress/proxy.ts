@@ -297,13 +297,35 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     return typeof x === 'object' && 'code' in x;
   }
 
+  /**
+   * Whom a session / always rule written for this decision covers: an allow is scoped to the binary
+   * the held request was identified with (the prompt says "binary X"), so another program reaching
+   * the same host is asked about again; with no known binary it covers any ('any'). A deny-always
+   * covers every binary (the stricter reading).
+   */
+  function ruleBinaryScope(entry: PendingView, decision: ApprovalDecision): { binary: string | undefined; binary_scope: 'binary' | 'any' } | undefined {
+    if (decision !== 'session' && decision !== 'always' && decision !== 'deny_always') return undefined;
+    const binary = decision !== 'deny_always' && typeof entry.binary === 'string' && entry.binary.startsWith('/') ? entry.binary : undefined;
+    return { binary, binary_scope: binary ? 'binary' : 'any' };
+  }
+
   async function applyDecisionSideEffects(entry: PendingView, decision: ApprovalDecision): Promise<void> {
+    const scope = ruleBinaryScope(entry, decision);
+    if (!scope) return;
     const rule: OverlayRule = { action: decision === 'deny_always' ? 'deny' : 'allow', host: entry.host, port: entry.port };
+    if (scope.binary) rule.binary = scope.binary;
+    const forWhom = scope.binary ? ` for ${scope.binary}` : ' for any binary';
     if (decision === 'session') opts.addSessionAllow?.(rule);
     if (decision === 'always' || decision === 'deny_always') {
       const verb = decision === 'always' ? 'always allow' : 'always deny';
-      await opts.addOverlayRule?.(rule, `${verb} ${entry.host}:${entry.port} (pending ${entry.id})`);
+      await opts.addOverlayRule?.(rule, `${verb} ${entry.host}:${entry.port}${forWhom} (pending ${entry.id})`);
     }
+  }
+
+  /** Event fields naming whom the rule written for a decision covers. */
+  function scopeFields(entry: PendingView, decision: ApprovalDecision): Record<string, unknown> {
+    const scope = ruleBinaryScope(entry, decision);
+    return scope ? { binary_scope: scope.binary_scope, rule_binary: scope.binary ?? null } : {};
   }
 
   /**
@@ -1181,7 +1203,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
           // Every client of this prompt left before the decision: nothing is forwarded (or refused).
           // A rule the operator asked for (session / always / deny always) still applies from now on.
           await applyDecisionSideEffects(gone, decision);
-          emit({ kind: 'approval.decision', level: 'notice', id, pending_id: id, decision, by, latency_ms: 0, host: gone.host, port: gone.port, binary: gone.binary, waiters: 0, client_gone: true });
+          emit({ kind: 'approval.decision', level: 'notice', id, pending_id: id, decision, by, latency_ms: 0, host: gone.host, port: gone.port, binary: gone.binary, waiters: 0, client_gone: true, ...scopeFields(gone, decision) });
           return { pending: { ...gone, waiters: 0 }, decision, latency_ms: 0, waiters: 0, client_gone: true };
         }
         throw new NemoclawError('not_found', `no pending request "${id}" (already decided, timed out, or never existed)`, {
@@ -1215,6 +1237,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         binary: entry.binary,
         waiters,
         state: entry.state,
+        ...scopeFields(entry, decision),
         ...(clientGone ? { client_gone: true } : {}),
       });
       return { pending: entry, decision, latency_ms: Math.round(latencyMs), waiters, ...(clientGone ? { client_gone: true } : {}) };

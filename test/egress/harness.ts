@@ -85,11 +85,11 @@ export async function startProxy(over: Partial<EgressProxyOptions> = {}, setup?:
     clock: systemClock,
     addSessionAllow: (rule) => {
       policy.session.push(rule);
-      policy.rules.push({ action: rule.action, host: rule.host, port: rule.port });
+      policy.rules.push({ action: rule.action, host: rule.host, port: rule.port, ...(rule.binary ? { binary: rule.binary } : {}) });
     },
     addOverlayRule: async (rule, reason) => {
       policy.overlay.push({ rule, reason });
-      policy.rules.push({ action: rule.action, host: rule.host, port: rule.port });
+      policy.rules.push({ action: rule.action, host: rule.host, port: rule.port, ...(rule.binary ? { binary: rule.binary } : {}) });
     },
     ...over,
   });
