@@ -19,6 +19,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 import { ControlClient } from '../../src/control/client.js';
+import { unmountBelow } from './mounts.js';
 import type { ServiceFactory } from '../../src/control/services.js';
 import { Supervisor, type SupervisorConfig } from '../../src/control/supervisor.js';
 import { sandboxPaths, type SandboxPaths } from '../../src/shared/home.js';
@@ -63,7 +64,13 @@ export interface TempHome {
 export async function makeTempHome(prefix = 'nct-'): Promise<TempHome> {
   const base = existsSync('/tmp') ? '/tmp' : tmpdir();
   const dir = await mkdtemp(join(base, prefix));
-  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+  return {
+    dir,
+    cleanup: () => {
+      unmountBelow(dir);
+      return rm(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 /** Write `text` to a file in `dir` and return its path. */

@@ -10,6 +10,7 @@ import { OperatorPresenceTracker } from '../../src/control/presence.js';
 import type { PolicyStore, SupervisorContext, SupervisorService } from '../../src/control/types.js';
 import { systemClock } from '../../src/shared/clock.js';
 import { homePaths, sandboxPaths } from '../../src/shared/home.js';
+import { unmountBelow } from '../helpers/mounts.js';
 
 export const FIXTURES = join(import.meta.dirname, '..', 'fixtures', 'nvidia-smi');
 export const fixturePath = (name: string): string => join(FIXTURES, name);
@@ -118,6 +119,7 @@ export function killPids(pids: number[]): void {
 }
 
 export function removeDir(dir: string): void {
+  unmountBelow(dir);
   rmSync(dir, { recursive: true, force: true });
 }
 
