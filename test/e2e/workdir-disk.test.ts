@@ -94,4 +94,25 @@ describe('workdir size limit (loop-mounted image)', () => {
     expect(mountAt(workdir)).toBeUndefined();
     expect(existsSync(join(home.dir, 'sandboxes', 'default', 'workdir.img'))).toBe(true);
   }, 60_000);
+
+  it('a killed supervisor leaves the image mounted; the next `down` detaches it and says so', async () => {
+    const r = await runCli(['run', '--policy', policy, '--', '/bin/true'], { home: home.dir, timeoutMs: 90_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(mountAt(workdir)?.source).toMatch(/^\/dev\/loop/);
+    const pid = Number(readFileSync(join(home.dir, 'sandboxes', 'default', 'supervisor.pid'), 'utf8').trim().split(/\s+/)[0]);
+    expect(pid).toBeGreaterThan(1);
+    process.kill(pid, 'SIGKILL');
+    for (let i = 0; i < 50; i++) {
+      try {
+        process.kill(pid, 0);
+      } catch {
+        break;
+      }
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    expect(mountAt(workdir)?.source).toMatch(/^\/dev\/loop/);
+    const down = await runCli(['down'], { home: home.dir, timeoutMs: 30_000 });
+    expect(down.stdout).toContain('unmounted the workdir image it left behind');
+    expect(mountAt(workdir)).toBeUndefined();
+  }, 120_000);
 });

@@ -7,7 +7,8 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { inspectSandbox, startDaemon, stopDaemon } from '../../control/daemon.js';
-import { ensurePrivateDir, homePaths } from '../../shared/home.js';
+import { ensurePrivateDir, homePaths, sandboxPaths } from '../../shared/home.js';
+import { mountAt, releaseWorkdirDisk } from '../../sandbox/workdir-disk.js';
 import { NemoclawError } from '../../shared/errors.js';
 import type { SupervisorStatus } from '../../control/index.js';
 import { describeStatus } from '../status-text.js';
@@ -264,7 +265,11 @@ export const daemonCommands: CommandModule = {
           }
           const res = await stopDaemon({ name: ctx.name, home: ctx.home, timeoutMs: seconds * 1000 });
           if (!res.wasRunning) {
-            ctx.out(`sandbox "${ctx.name}" is not running${res.cleanedStale ? ' (removed a stale pid file/socket)' : ''}`);
+            // A supervisor that was killed leaves the workdir image mounted: detach it now.
+            const workdir = resolve(sandboxPaths(ctx.name, ctx.home).workdir);
+            const stale = mountAt(workdir)?.source.startsWith('/dev/loop') === true;
+            if (stale) await releaseWorkdirDisk(workdir);
+            ctx.out(`sandbox "${ctx.name}" is not running${res.cleanedStale ? ' (removed a stale pid file/socket)' : ''}${stale ? ' (unmounted the workdir image it left behind)' : ''}`);
             return EXIT.ok;
           }
           const how = res.how === 'shutdown' ? '' : ` (it did not stop when asked; sent ${res.how === 'sigterm' ? 'SIGTERM' : 'SIGKILL'})`;
