@@ -102,8 +102,42 @@ export interface IdentifyTarget {
   candidatePids?: () => number[] | Promise<number[]>;
 }
 
+/** The processes holding the client's socket (sorted pids, distinct executables, sorted). */
+export interface SocketHolders {
+  pids: number[];
+  binaries: string[];
+}
+
 export interface BinaryIdentifier {
+  /** The one executable holding the client socket; undefined when unknown or ambiguous. */
   identify(socket: Socket): Promise<string | undefined>;
+  /** Every process holding the client socket now (undefined: the chain could not be followed). */
+  holders(socket: Socket): Promise<SocketHolders | undefined>;
+}
+
+/** The binary a holder set names: exactly one distinct executable, else none. */
+export function binaryOfHolders(h: SocketHolders | undefined): string | undefined {
+  return h && h.binaries.length === 1 ? h.binaries[0] : undefined;
+}
+
+export type HoldersCheck = { ok: true } | { ok: false; reason: string };
+
+/**
+ * Re-identification before forwarding: the socket's holders now must be the ones the decision was
+ * made on. Another process set (an fd passed on with SCM_RIGHTS, the first holder gone, a fork),
+ * more than one distinct executable, or a chain that can no longer be followed refuses.
+ */
+export function compareHolders(before: SocketHolders | undefined, now: SocketHolders | undefined): HoldersCheck {
+  const list = (h: SocketHolders): string => `${h.binaries.join(', ') || 'none'} (pid ${h.pids.join(', ') || 'none'})`;
+  if (!before) return { ok: false, reason: 'the connecting program was not identified when the request was decided' };
+  if (!now) return { ok: false, reason: `the connecting program can no longer be identified (it was ${list(before)})` };
+  if (now.binaries.length > 1) return { ok: false, reason: `identity is ambiguous: ${now.binaries.length} different programs hold the connection: ${list(now)}` };
+  if (now.binaries.length === 0) return { ok: false, reason: `identity changed: no process holds the connection any more (it was ${list(before)})` };
+  const same = (a: Array<string | number>, b: Array<string | number>): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
+  if (!same(before.binaries, now.binaries) || !same(before.pids, now.pids)) {
+    return { ok: false, reason: `identity changed since the request was decided: it was ${list(before)}, it is now ${list(now)}` };
+  }
+  return { ok: true };
 }
 
 /**
@@ -124,26 +158,30 @@ export function createBinaryIdentifier(targets: () => IdentifyTarget[], runSs: (
     if (lastRun.size > 64) lastRun.delete(lastRun.keys().next().value as number);
     return rows;
   };
+  const holders = async (socket: Socket): Promise<SocketHolders | undefined> => {
+    const acceptedAt = tick;
+    const ts = targets();
+    if (ts.length === 0) return undefined;
+    const mine = await inodeOfSocket(socket);
+    if (mine === undefined) return undefined;
+    for (const t of ts) {
+      const rows = await ssRows(t.rootPid, acceptedAt);
+      const peer = rows.find((r) => r.localInode === mine)?.peerInode;
+      if (!peer) continue;
+      const relayPids = rows.find((r) => r.localInode === peer)?.pids ?? [];
+      return holdersInTarget(t, relayPids, peer);
+    }
+    return undefined;
+  };
   return {
+    holders,
     async identify(socket) {
-      const acceptedAt = tick;
-      const ts = targets();
-      if (ts.length === 0) return undefined;
-      const mine = await inodeOfSocket(socket);
-      if (mine === undefined) return undefined;
-      for (const t of ts) {
-        const rows = await ssRows(t.rootPid, acceptedAt);
-        const peer = rows.find((r) => r.localInode === mine)?.peerInode;
-        if (!peer) continue;
-        const relayPids = rows.find((r) => r.localInode === peer)?.pids ?? [];
-        return identifyInTarget(t, relayPids, peer);
-      }
-      return undefined;
+      return binaryOfHolders(await holders(socket));
     },
   };
 }
 
-async function identifyInTarget(t: IdentifyTarget, relayPids: number[], relayUnixInode: number): Promise<string | undefined> {
+async function holdersInTarget(t: IdentifyTarget, relayPids: number[], relayUnixInode: number): Promise<SocketHolders | undefined> {
   const tcpText = (
     await Promise.all(['tcp', 'tcp6'].map((f) => readFile(`/proc/${t.rootPid}/net/${f}`, 'utf8').catch(() => '')))
   ).join('\n');
@@ -180,7 +218,7 @@ async function identifyInTarget(t: IdentifyTarget, relayPids: number[], relayUni
       return undefined;
     }
   }
-  return exes.size === 1 ? [...exes][0] : undefined;
+  return { pids: owners.sort((a, b) => a - b), binaries: [...exes].sort() };
 }
 
 async function defaultRunSs(rootPid: number): Promise<string> {

@@ -20,6 +20,7 @@ import { canonicalL7Target, endpointHasL7 } from './l7.js';
 import { ChunkedDecoder, MAX_HEAD_BYTES, firstSignificantByte, parseRequestHead, type Authority, type RequestHead } from './parser.js';
 import { PendingQueue, type ApprovalDecision, type DecidedBy, type HoldOutcome, type PendingView } from './pending.js';
 import { canonicalHost, guardDestination, systemResolver, type Resolver } from './ssrf.js';
+import { binaryOfHolders, compareHolders, type SocketHolders } from './identity.js';
 
 export const INFERENCE_HOST = 'inference.local';
 
@@ -36,6 +37,13 @@ export interface EgressProxyOptions {
   unsafeAllowLoopbackUpstreams?: boolean;
   /** Binary identity of the client connection (best effort; undefined = unknown). */
   identify?(socket: Socket): Promise<string | undefined>;
+  /**
+   * Every process holding the client connection (identity.ts). When given, it also serves as
+   * `identify`, and the holders are looked up again right before a request whose decision the
+   * binary took part in is forwarded (after any hold, and on each keep-alive or tunnelled request):
+   * a different holder set, or more than one distinct executable, refuses it (policy_denied).
+   */
+  holders?(socket: Socket): Promise<SocketHolders | undefined>;
   /**
    * Whether a policy rule with `binaries[]` could match (host, port). When false, the decision
    * does not depend on the binary, so identity (~25 ms per new connection) is looked up in the
@@ -339,7 +347,13 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     knownBinary: string | undefined,
     summary: string,
     t0: number,
-    conn: { emit(e: EventInput): void; resolveBinary(): Promise<string | undefined>; onHold(withdraw: (() => void) | undefined): void },
+    conn: {
+      emit(e: EventInput): void;
+      resolveBinary(): Promise<string | undefined>;
+      onHold(withdraw: (() => void) | undefined): void;
+      /** Re-identify the holders now: a reason to refuse, or undefined when they are unchanged. */
+      recheckIdentity(host: string, port: number, held: boolean): Promise<string | undefined>;
+    },
   ): Promise<Admission | Refusal> {
     let binary = knownBinary;
     const base = { host, port, binary };
@@ -425,6 +439,9 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       source = outcome.reason === 'policy_allow' || outcome.reason === 'always' ? 'policy' : 'approval';
     }
     const after = source === 'policy' && decision.verdict === 'unknown' ? opts.decide({ host, port, binary }) : decision;
+    // The binary the decision (or the prompt) named must still be the one holding the connection.
+    const changed = await conn.recheckIdentity(host, port, pendingId !== undefined);
+    if (changed) return refuse('policy_denied', changed, after.rule);
     const endpoint = after.endpoint;
     const exactHost = source === 'approval' || decision.verdict === 'unknown' || (endpoint !== undefined && !endpoint.host.includes('*'));
     const verdict = await guardDestination(host, resolver, { exactHost, allowedIps: endpoint?.allowed_ips ?? [], unsafeAllowLoopback: unsafe, port });
@@ -489,6 +506,8 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     piped = false;
     /** Set while this connection's request is held for the operator: withdraws it (client gone). */
     withdrawHold: (() => void) | undefined;
+    /** The holders of the client connection when it was identified (opts.holders). */
+    holdersValue: SocketHolders | undefined;
 
     /** Where requests are read and answers written: the accepted socket, or the TLS layer over it. */
     socket: Socket;
@@ -588,7 +607,20 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
 
     identify(): Promise<string | undefined> {
       if (!this.binary) {
-        if (!opts.identify) {
+        if (opts.holders) {
+          this.binary = opts.holders(this.raw).then(
+            (h) => {
+              this.holdersValue = h;
+              return binaryOfHolders(h);
+            },
+            () => undefined,
+          );
+          void this.binary.then((b) => {
+            this.binaryValue = b;
+            this.binaryKnown = true;
+            if (b !== undefined && this.admission && this.admission.binary === undefined) this.admission.binary = b;
+          });
+        } else if (!opts.identify) {
           this.binaryKnown = true;
           this.binary = Promise.resolve(undefined);
         } else {
@@ -608,7 +640,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
 
     /** Emit an event of this connection with its binary filled in; waits (in order) for the lookup. */
     emitConn(e: EventInput): void {
-      if (!opts.identify) return emit(e);
+      if (!opts.identify && !opts.holders) return emit(e);
       const send = (): void => emit(e.binary == null && this.binaryValue !== undefined ? { ...e, binary: this.binaryValue } : e);
       if (this.binaryKnown && !this.eventTail) return send();
       this.identify();
@@ -654,18 +686,50 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       this.endIfClientEnded();
     }
 
+    /**
+     * Before forwarding: when the binary took part in the decision (a rule's binaries[] could match
+     * the target, or an operator approved a prompt naming it), the connection's holders are looked
+     * up again; another set than the decision saw, or several executables, is a reason to refuse.
+     */
+    async recheckIdentity(host: string, port: number, held: boolean): Promise<string | undefined> {
+      if (!opts.holders || !this.binaryKnown || this.binaryValue === undefined) return undefined;
+      if (!held && !(opts.binaryMatters?.(host, port) ?? true)) return undefined;
+      let now: SocketHolders | undefined;
+      try {
+        now = await opts.holders(this.raw);
+      } catch {
+        now = undefined;
+      }
+      const c = compareHolders(this.holdersValue, now);
+      return c.ok ? undefined : `${c.reason}; a rule naming binaries cannot be applied to this request`;
+    }
+
+    /** A refusal because the connection's holders changed (keep-alive and tunnelled requests). */
+    identityRefusal(reqId: string, a: Admission, detail: string): Refusal {
+      counters.denied++;
+      this.emitConn({ kind: 'net.decision', level: 'warn', id: reqId, action: 'deny', error: 'policy_denied', reason: detail, host: a.host, port: a.port, binary: a.binary ?? null, rule: a.rule ?? null, identity_changed: true });
+      return { code: 'policy_denied', detail, host: a.host, port: a.port, binary: a.binary, rule: a.rule };
+    }
+
     async admitFor(head: RequestHead, reqId: string, t0: number): Promise<Admission | Refusal | 'inference'> {
-      if (this.tunnel) return this.tunnel.admission;
+      if (this.tunnel) {
+        const a = this.tunnel.admission;
+        if (a === 'inference') return a;
+        const changed = await this.recheckIdentity(a.host, a.port, a.source === 'approval');
+        return changed ? this.identityRefusal(reqId, a, changed) : a;
+      }
       const host = canonicalHost(head.host);
       if (host === INFERENCE_HOST && (head.port === 80 || (head.port === 443 && head.method === 'CONNECT'))) return 'inference';
       // Identity only delays the request when a rule's binaries[] could decide it.
-      const needed = opts.identify !== undefined && (opts.binaryMatters?.(host, head.port) ?? true);
+      const needed = (opts.identify !== undefined || opts.holders !== undefined) && (opts.binaryMatters?.(host, head.port) ?? true);
       const binary = needed ? await this.identify() : this.binaryKnown ? this.binaryValue : (this.identify(), undefined);
       const summary = head.method === 'CONNECT' ? `CONNECT ${host}:${head.port}` : `${head.method} ${head.path}`;
       this.emitConn({ kind: 'net.request', level: 'info', id: reqId, method: head.method, host, port: head.port, path: head.method === 'CONNECT' ? null : head.path, binary: binary ?? null });
       const prev = this.admission;
       if (prev && prev.host === host && prev.port === head.port && prev.generation === generation && prev.binary === binary) {
         // Same target on a keep-alive connection under the same policy: reuse the checked address.
+        const changed = await this.recheckIdentity(host, head.port, prev.source === 'approval');
+        if (changed) return this.identityRefusal(reqId, prev, changed);
         counters.allowed++;
         this.emitConn({ kind: 'net.decision', level: 'info', id: reqId, action: 'allow', source: prev.source, reason: 'same target on a keep-alive connection', host, port: head.port, binary: binary ?? null, rule: prev.rule ?? null, address: prev.address, reused: true, decision_ms: 0 });
         return prev;
@@ -673,6 +737,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       return admit(reqId, host, head.port, binary, summary, t0, {
         emit: (e) => this.emitConn(e),
         resolveBinary: () => this.identify(),
+        recheckIdentity: (h, p, held) => this.recheckIdentity(h, p, held),
         onHold: (withdraw) => {
           this.withdrawHold = withdraw;
           // The client may already have left while the request was being looked up.

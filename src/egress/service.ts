@@ -163,6 +163,7 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
         ...(opts.resolver ? { resolver: opts.resolver } : {}),
         unsafeAllowLoopbackUpstreams: ctx.options.unsafeAllowLoopbackUpstreams === true,
         identify: (socket) => identifier.identify(socket),
+        holders: (socket) => identifier.holders(socket),
         binaryMatters: (host, port) => binaryMatters(ctx.policy.current(), host, port),
         inferenceSocket: () => ctx.service<InferenceServiceView>('inference')?.socketPath || undefined,
         addSessionAllow: (rule) => ctx.policy.addSessionAllow(rule),

@@ -4,7 +4,7 @@ import { mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
-import { createBinaryIdentifier, parseProcNetTcp, parseSsUnix } from '../../src/egress/identity.js';
+import { createBinaryIdentifier, parseProcNetTcp, parseSsUnix, type SocketHolders } from '../../src/egress/identity.js';
 
 const NS = `egid${process.pid}`;
 
@@ -33,6 +33,8 @@ describe('binary identity through a socat relay in a network namespace (needs ro
   let server: Server;
   let relay: ResultPromise | undefined;
   const seen: Array<string | undefined> = [];
+  /** The holders looked up again when the first request bytes arrived (as before forwarding). */
+  const seenHolders: Array<SocketHolders | undefined> = [];
 
   beforeAll(async () => {
     for (const tool of ['ip', 'socat', 'curl']) {
@@ -48,12 +50,16 @@ describe('binary identity through a socat relay in a network namespace (needs ro
     // ip netns exec execs socat in place, so relay.pid is socat's pid inside the netns.
     const identifier = createBinaryIdentifier(() => [{ rootPid: rootPid(), relayPort: 3128 }]);
     server = createServer((s) => {
-      void identifier.identify(s).then((exe) => {
-        seen.push(exe);
-        s.end(`HTTP/1.1 200 OK\r\nContent-Length: ${(exe ?? 'unknown').length}\r\nConnection: close\r\n\r\n${exe ?? 'unknown'}`);
+      const id = identifier.identify(s);
+      s.once('data', () => {
+        void (async () => {
+          seenHolders.push(await identifier.holders(s));
+          const exe = await id;
+          seen.push(exe);
+          s.end(`HTTP/1.1 200 OK\r\nContent-Length: ${(exe ?? 'unknown').length}\r\nConnection: close\r\n\r\n${exe ?? 'unknown'}`);
+        })();
       });
       s.on('error', () => {});
-      s.resume();
     });
     await new Promise<void>((r) => server.listen(sock, () => r()));
     // wait for the relay to listen
@@ -81,6 +87,26 @@ describe('binary identity through a socat relay in a network namespace (needs ro
     const node = await execa('ip', ['netns', 'exec', NS, process.execPath, '-e', script]);
     expect(node.stdout).toContain(realpathSync(process.execPath));
     expect(seen).toEqual([curl, realpathSync(process.execPath)]);
+  });
+
+  it('a connection handed to another program: holders name both executables (ambiguous), so no binary', async () => {
+    // python connects, then passes the socket to a `sleep` child before it sends its request.
+    const py = [
+      'import socket, subprocess, sys',
+      "s = socket.create_connection(('127.0.0.1', 3128))",
+      "c = subprocess.Popen(['sleep', '5'], pass_fds=(s.fileno(),))",
+      "s.sendall(b'GET http://x/ HTTP/1.1\\r\\n\\r\\n')",
+      'print(s.recv(4096).decode().split(chr(10))[-1])',
+      'c.kill()',
+    ].join('\n');
+    const python = (await execa('python3', ['-c', 'import os,sys;print(os.path.realpath(sys.executable))'])).stdout.trim();
+    const r = await execa('ip', ['netns', 'exec', NS, python, '-c', py]);
+    const sleep = realpathSync((await execa('which', ['sleep'])).stdout.trim());
+    const h = seenHolders.at(-1);
+    expect(h?.pids.length).toBe(2);
+    expect(h?.binaries).toEqual([python, sleep].sort());
+    // The connection-time lookup saw python alone; what matters is the re-check (compareHolders refuses).
+    expect(r.stdout).toBe(seen.at(-1) ?? 'unknown');
   });
 
   it('answers undefined (fail closed) for a connection that did not come through a known relay', async () => {
