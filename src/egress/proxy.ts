@@ -844,21 +844,24 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         this.busy = false;
         this.next();
       };
-      const waitMore = (): void => {
-        this.awaitingTunnelBytes = true;
-        // The client already sent its FIN (e.g. while the upstream was dialled): no bytes will come.
-        if (this.clientEnded) return this.close();
-        this.bodySink = (chunk) => {
-          this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-          this.bodySink = undefined;
-          this.socket.pause();
-          classify();
-        };
-        this.socket.resume();
-      };
+      const waitMore = (): void => this.awaitTunnelBytes(classify);
       upstream.on('data', onUpstreamFirst);
       if (this.buf.length > 0) return classify();
       waitMore();
+    }
+
+    /** Read more of a tunnel's first bytes, then classify them again. */
+    awaitTunnelBytes(classify: () => void): void {
+      this.awaitingTunnelBytes = true;
+      // The client already sent its FIN (e.g. while the upstream was dialled): no bytes will come.
+      if (this.clientEnded) return this.close();
+      this.bodySink = (chunk) => {
+        this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+        this.bodySink = undefined;
+        this.socket.pause();
+        classify();
+      };
+      this.socket.resume();
     }
 
     /**
@@ -887,18 +890,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         }
         this.refuseTunnel(admission, authority, 'l7_unenforceable', 'the client spoke neither TLS nor HTTP in a tunnel whose endpoint has L7 rules');
       };
-      const waitMore = (): void => {
-        this.awaitingTunnelBytes = true;
-        // The client already sent its FIN (e.g. while the upstream was dialled): no bytes will come.
-        if (this.clientEnded) return this.close();
-        this.bodySink = (chunk) => {
-          this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-          this.bodySink = undefined;
-          this.socket.pause();
-          classify();
-        };
-        this.socket.resume();
-      };
+      const waitMore = (): void => this.awaitTunnelBytes(classify);
       if (this.buf.length > 0) return classify();
       waitMore();
     }

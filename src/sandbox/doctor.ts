@@ -161,16 +161,9 @@ export async function runDoctor(): Promise<DoctorReport> {
   // A real start, as the sandbox uid, proves the pieces fit together.
   const bwrap = findBinary('bwrap');
   const setpriv = findBinary('setpriv');
+  const drop = root && setpriv ? { setpriv, uid: id.uid, gid: id.gid } : undefined;
   if (bwrap && userns) {
-    const argv = [
-      '--unshare-all', '--unshare-user', '--disable-userns', '--die-with-parent', '--cap-drop', 'ALL',
-      '--tmpfs', '/', '--ro-bind', '/usr', '/usr', '--symlink', 'usr/bin', '/bin', '--symlink', 'usr/lib', '/lib',
-      '--symlink', 'usr/lib64', '/lib64', '--proc', '/proc', '--dev', '/dev', '--remount-ro', '/', '--', '/usr/bin/true',
-    ];
-    const r =
-      root && setpriv
-        ? await execa(setpriv, [`--reuid=${id.uid}`, `--regid=${id.gid}`, '--clear-groups', '--', bwrap, ...argv], { reject: false, timeout: 10_000 })
-        : await execa(bwrap, argv, { reject: false, timeout: 10_000 });
+    const r = await startMinimalSandbox(bwrap, drop, [], ['/usr/bin/true']);
     checks.push({
       id: 'bwrap-start',
       title: `bubblewrap starts a sandbox as ${root ? `uid ${id.uid}` : 'this user'}`,
@@ -180,8 +173,26 @@ export async function runDoctor(): Promise<DoctorReport> {
       fix: 'check the user-namespace settings above; inside a container, run it with --security-opt seccomp=unconfined',
     });
   }
-  if (bwrap && userns) checks.push(await sandboxLayersCheck(bwrap, root && setpriv ? { setpriv, uid: id.uid, gid: id.gid } : undefined));
+  if (bwrap && userns) checks.push(await sandboxLayersCheck(bwrap, drop));
   return { ok: checks.every((c) => c.ok || c.severity === 'warn'), checks };
+}
+
+type UidDrop = { setpriv: string; uid: number; gid: number };
+
+/**
+ * The smallest sandbox doctor can start (read-only /usr, fresh namespaces, no capabilities),
+ * as the sandbox uid when root: `extra` bwrap options go before `--`, then `command`.
+ */
+function startMinimalSandbox(bwrap: string, drop: UidDrop | undefined, extra: string[], command: string[], options: Options = {}) {
+  const argv = [
+    '--unshare-all', '--unshare-user', '--disable-userns', '--die-with-parent', '--cap-drop', 'ALL',
+    '--tmpfs', '/', '--ro-bind', '/usr', '/usr', '--symlink', 'usr/bin', '/bin', '--symlink', 'usr/lib', '/lib',
+    '--symlink', 'usr/lib64', '/lib64', '--proc', '/proc', '--dev', '/dev', '--remount-ro', '/', ...extra, '--', ...command,
+  ];
+  const opts = { reject: false, timeout: 10_000, ...options } as const;
+  return drop
+    ? execa(drop.setpriv, [`--reuid=${drop.uid}`, `--regid=${drop.gid}`, '--clear-groups', '--', bwrap, ...argv], opts)
+    : execa(bwrap, argv, opts);
 }
 
 /**
@@ -189,7 +200,7 @@ export async function runDoctor(): Promise<DoctorReport> {
  * each kernel layer gives: seccomp mode 2, no_new_privs, capabilities zero, a refused AF_VSOCK
  * socket, a read-only /proc. A kernel (or container runtime) that silently drops one shows here.
  */
-async function sandboxLayersCheck(bwrap: string, drop: { setpriv: string; uid: number; gid: number } | undefined): Promise<DoctorCheck> {
+async function sandboxLayersCheck(bwrap: string, drop: UidDrop | undefined): Promise<DoctorCheck> {
   const title = 'sandbox layers on this kernel (seccomp filter, no_new_privs, capabilities, socket allowlist, read-only /proc)';
   const dir = mkdtempSync(join(tmpdir(), 'nemoclaw-doctor-'));
   let fd: number | undefined;
@@ -203,18 +214,9 @@ async function sandboxLayersCheck(bwrap: string, drop: { setpriv: string; uid: n
       'cat /proc/self/oom_score_adj > /proc/self/oom_score_adj 2>/dev/null && echo proc:writable || echo proc:read-only',
       'if command -v python3 >/dev/null; then python3 -c "import socket; socket.socket(40, 1)" 2>/dev/null && echo vsock:allowed || echo vsock:refused; else echo vsock:untested; fi',
     ].join('; ');
-    const argv = [
-      '--unshare-all', '--unshare-user', '--disable-userns', '--die-with-parent', '--cap-drop', 'ALL',
-      '--tmpfs', '/', '--ro-bind', '/usr', '/usr', '--symlink', 'usr/bin', '/bin', '--symlink', 'usr/lib', '/lib',
-      '--symlink', 'usr/lib64', '/lib64', '--proc', '/proc', '--remount-ro', '/proc', '--dev', '/dev', '--remount-ro', '/',
-      '--seccomp', '3', '--', '/bin/sh', '-c', script,
-    ];
     // bwrap reads the program from its fd 3.
     const stdio: Array<number | 'pipe' | 'ignore'> = ['ignore', 'pipe', 'pipe', fd];
-    const options = { reject: false, timeout: 10_000, stdio } as unknown as Options;
-    const r = drop
-      ? await execa(drop.setpriv, [`--reuid=${drop.uid}`, `--regid=${drop.gid}`, '--clear-groups', '--', bwrap, ...argv], options)
-      : await execa(bwrap, argv, options);
+    const r = await startMinimalSandbox(bwrap, drop, ['--remount-ro', '/proc', '--seccomp', '3'], ['/bin/sh', '-c', script], { stdio } as unknown as Options);
     const out = String(r.stdout);
     const field = (name: string): string | undefined => out.match(new RegExp(`^${name}:\\s*(\\S+)`, 'm'))?.[1];
     const missing: string[] = [];

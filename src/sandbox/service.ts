@@ -16,7 +16,7 @@ import { FrameDecoder, encodeFrame, execSocketPath, type ExecStart, type ExecSta
 /** Signals a client may forward to its command. */
 const FORWARDABLE = new Set<string>(['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGKILL', 'SIGWINCH', 'SIGCONT', 'SIGTSTP']);
 import { detectCgroups } from './limits.js';
-import { DEFAULT_WORKDIR_LIMIT, diskUsage, ensureWorkdirDisk, releaseWorkdirDisk, workdirDiskStatus, type WorkdirDiskStatus } from './workdir-disk.js';
+import { DEFAULT_WORKDIR_LIMIT, diskUsage, ensureWorkdirDisk, releaseWorkdirDisk, withUsage, type WorkdirDiskStatus } from './workdir-disk.js';
 
 /** What the egress service's `sandboxTrust()` gives: the CA bundle to bind and the variables that point at it. */
 interface TrustBundle {
@@ -384,7 +384,7 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
     /** The workdir's size limit and usage (meters, status). */
     workdirDisk(): WorkdirDiskStatus | undefined {
       if (!ctx) return undefined;
-      return diskState ? workdirDiskStatus(diskState.workdir, diskState.image ?? '', diskState.reason) : undefined;
+      return diskState ? withUsage(diskState) : undefined;
     },
     async start(context: SupervisorContext): Promise<void> {
       ctx = context;
@@ -417,7 +417,7 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
         network_mode: mode.network_mode,
         supervisor_root: mode.root,
         cgroups: mode.root ? cg.mode : 'not used (not root)',
-        ...(diskState ? { workdir_disk: workdirDiskStatus(diskState.workdir, diskState.image ?? '', diskState.reason) } : {}),
+        ...(diskState ? { workdir_disk: withUsage(diskState) } : {}),
         instances: [...running.values()].map((r) => ({
           id: r.id,
           pid: r.rootPid,

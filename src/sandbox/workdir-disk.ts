@@ -79,7 +79,8 @@ export function diskUsage(path: string): { total: number; used: number; avail: n
   }
 }
 
-function withUsage(st: WorkdirDiskStatus): WorkdirDiskStatus {
+/** `st` with current usage (statfs only: no mount table read, cheap enough for every meter sample). */
+export function withUsage(st: WorkdirDiskStatus): WorkdirDiskStatus {
   const u = diskUsage(st.workdir);
   if (!u) return st;
   return { ...st, used_bytes: u.used, avail_bytes: u.avail, ...(st.mode === 'loop' ? { limit_bytes: u.total } : {}) };

@@ -45,14 +45,20 @@ async function start(home: string, port: number, policyText?: string): Promise<T
   return t;
 }
 
+/** A loopback upstream, a temp home and the supervisor on it, all cleaned up after the test. */
+async function startWithUpstream() {
+  const up = await startUpstream();
+  cleanups.push(() => up.close());
+  const home = await makeTempHome();
+  cleanups.push(() => home.cleanup());
+  const t = await start(home.dir, up.port);
+  cleanups.push(() => t.stop());
+  return { up, home, t };
+}
+
 describe('egress service in a supervisor', () => {
   it('decides by policy: allowed passes, wrong port and glob depth are held, L7 POST refused', async () => {
-    const up = await startUpstream();
-    cleanups.push(() => up.close());
-    const home = await makeTempHome();
-    cleanups.push(() => home.cleanup());
-    const t = await start(home.dir, up.port);
-    cleanups.push(() => t.stop());
+    const { up, home, t } = await startWithUpstream();
     const sock = t.paths.proxySocket;
     expect((await proxyRequest(sock, `http://allowed.test:${up.port}/x`)).status).toBe(200);
     expect((await proxyRequest(sock, `http://a.glob.test:${up.port}/x`)).status).toBe(200);
@@ -110,12 +116,7 @@ describe('egress service in a supervisor', () => {
   });
 
   it('CLI: deny gives the JSON 403, unknown ids and bad flags fail with a next step', async () => {
-    const up = await startUpstream();
-    cleanups.push(() => up.close());
-    const home = await makeTempHome();
-    cleanups.push(() => home.cleanup());
-    const t = await start(home.dir, up.port);
-    cleanups.push(() => t.stop());
+    const { up, home, t } = await startWithUpstream();
     const held = proxyRequest(t.paths.proxySocket, `http://unknown.test:${up.port}/`);
     const [entry] = await waitForPending(t, 1);
     const denied = await runCli(['deny', entry!.id], { home: home.dir });
@@ -134,12 +135,7 @@ describe('egress service in a supervisor', () => {
   });
 
   it('CLI: approve on a prompt whose client had gone says so (text and --json) and still saves the rule', async () => {
-    const up = await startUpstream();
-    cleanups.push(() => up.close());
-    const home = await makeTempHome();
-    cleanups.push(() => home.cleanup());
-    const t = await start(home.dir, up.port);
-    cleanups.push(() => t.stop());
+    const { up, home, t } = await startWithUpstream();
     const leave = async (path: string) => {
       const s = connect(t.paths.proxySocket);
       s.on('error', () => {});
