@@ -7,7 +7,7 @@
  * Needs root, bubblewrap, mount and mkfs.ext4 (e2fsprogs; CI installs them).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ControlClient } from '../../src/control/client.js';
 import { mountAt } from '../../src/sandbox/workdir-disk.js';
@@ -37,6 +37,9 @@ describe('workdir size limit (loop-mounted image)', () => {
     workdir = join(home.dir, 'sandboxes', 'default', 'workdir');
     mkdirSync(join(workdir, 'project'), { recursive: true });
     writeFileSync(join(workdir, 'project', 'notes.txt'), 'kept across the migration\n');
+    // What a hostile agent leaves for root's copy: a link to a root-only file. It must be copied as
+    // a link (root never reads /etc/shadow into the sandbox's image).
+    symlinkSync('/etc/shadow', join(workdir, 'project', 'shadow-link'));
   });
 
   afterAll(async () => {
@@ -49,10 +52,12 @@ describe('workdir size limit (loop-mounted image)', () => {
   it('fills up at the limit with ENOSPC inside the sandbox, keeps earlier files, and the host stays writable', async () => {
     const r = await runCli(
       ['run', '--policy', policy, '--', '/bin/sh', '-c',
-        'cat /sandbox/project/notes.txt; df -k /sandbox | tail -1; dd if=/dev/zero of=/sandbox/fill bs=1M count=200 2>&1 | grep -v records; echo dd-exit=$?; ls -s /sandbox/fill'],
+        'cat /sandbox/project/notes.txt; readlink /sandbox/project/shadow-link; cat /sandbox/project/shadow-link 2>/dev/null || echo shadow-unreadable; df -k /sandbox | tail -1; dd if=/dev/zero of=/sandbox/fill bs=1M count=200 2>&1 | grep -v records; echo dd-exit=$?; ls -s /sandbox/fill'],
       { home: home.dir, timeoutMs: 90_000 },
     );
     expect(r.stdout).toContain('kept across the migration');
+    expect(r.stdout).toContain('/etc/shadow\nshadow-unreadable');
+    expect(r.stdout).not.toMatch(/^root:/m);
     expect(r.stdout).toMatch(/No space left on device/);
     // The filesystem is the 64 MiB image, not the host's.
     const df = r.stdout.split('\n').find((l) => /\s\/sandbox$/.test(l));
