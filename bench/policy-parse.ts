@@ -10,7 +10,7 @@ import { parsePolicy } from '../dist/src/policy/index.js';
 /** A valid policy with `n` network policies of one endpoint each (~75 bytes per entry). */
 function policyText(n: number): string {
   const lines = ['version: 1', 'network_policies:'];
-  for (let i = 0; i < n; i++) lines.push(`  p${i}:`, `    endpoints: [{ host: svc${i}.example.com, port: 443 }]`);
+  for (let i = 0; i < n; i++) lines.push(`  p${i}:`, '    binaries: [{ path: "/**" }]', `    endpoints: [{ host: svc${i}.example.com, port: 443 }]`);
   return `${lines.join('\n')}\n`;
 }
 

@@ -14,7 +14,8 @@ function makePolicyYaml(rules: number): string {
     else if (kind < 19) host = `"*.zone${i}.example.net"`; // first-label wildcard
     else host = `"api.*.region${i}.example.org"`; // other glob
     const deny = i % 10 === 3;
-    const bins = i % 4 === 1 ? '\n    binaries: [/usr/bin/node]' : '';
+    // One in four names a program, one in four names none (no program may use it), the rest `/**`.
+    const bins = i % 4 === 1 ? '\n    binaries: [/usr/bin/node]' : i % 4 === 2 ? '' : '\n    binaries: ["/**"]';
     lines.push(`  p${i}:`);
     if (deny) lines.push('    action: deny');
     lines.push(`    endpoints: [{ host: ${host}, port: ${i % 3 === 0 ? 80 : 443} }]${bins}`);
@@ -61,7 +62,9 @@ function naiveRules(doc: ReturnType<typeof parsePolicy>['doc']): NaiveRule[] {
 
 function naiveDecide(rules: NaiveRule[], q: Query): string {
   const host = q.host.toLowerCase().replace(/\.$/, '');
-  const ok = (r: NaiveRule) => r.port === q.port && r.re.test(host) && (r.binaries.length === 0 || (q.binary !== undefined && r.binaries.includes(q.binary)));
+  const programOk = (r: NaiveRule) =>
+    r.binaries.includes('/**') || (r.binaries.length === 0 ? r.deny : q.binary !== undefined && r.binaries.includes(q.binary));
+  const ok = (r: NaiveRule) => r.port === q.port && r.re.test(host) && programOk(r);
   for (const r of rules) if (r.deny && ok(r)) return 'deny';
   for (const r of rules) if (!r.deny && ok(r)) return 'allow';
   return 'unknown';

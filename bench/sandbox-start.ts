@@ -36,6 +36,7 @@ const BWRAP = ['--unshare-all', '--die-with-parent', '--ro-bind', '/usr', '/usr'
 const MINIMAL_POLICY = `version: 1
 network_policies:
   example:
+    binaries: [{ path: "/**" }]
     endpoints:
       - host: api.example.com
         port: 443

@@ -5,6 +5,7 @@
  *
  * Conservative on purpose: a host pattern we do not understand counts as a match.
  */
+import { isAnyProgram } from '../policy/matcher.js';
 import type { PolicyDocument } from '../policy/types.js';
 
 interface BinaryRuleHost {
@@ -29,7 +30,9 @@ function entries(doc: PolicyDocument): BinaryRuleHost[] {
   if (list) return list;
   list = [];
   for (const policy of Object.values(doc.network_policies)) {
-    if (policy.binaries.length === 0) continue;
+    // No binaries on an allow policy: no program may use it, whoever asks (no lookup needed);
+    // `/**`: every program. Only a list naming particular programs depends on who asks.
+    if (policy.binaries.length === 0 || policy.binaries.some((b) => isAnyProgram(b.path))) continue;
     for (const ep of policy.endpoints) list.push({ labels: compileHost(ep.host), ports: new Set(ep.ports) });
   }
   compiled.set(doc, list);

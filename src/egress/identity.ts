@@ -106,6 +106,11 @@ export interface IdentifyTarget {
 export interface SocketHolders {
   pids: number[];
   binaries: string[];
+  /**
+   * Executables of the holders' ancestors inside the sandbox, parent first, that every holder shares
+   * (OpenShell `collect_ancestor_binaries`): a policy naming one of them covers the connection.
+   */
+  ancestors?: string[];
 }
 
 export interface BinaryIdentifier {
@@ -218,7 +223,51 @@ async function holdersInTarget(t: IdentifyTarget, relayPids: number[], relayUnix
       return undefined;
     }
   }
-  return { pids: owners.sort((a, b) => a - b), binaries: [...exes].sort() };
+  const ns = await netnsOf(t.rootPid);
+  const lineages = await Promise.all(owners.map((pid) => ancestorExecutables(pid, ns)));
+  return { pids: owners.sort((a, b) => a - b), binaries: [...exes].sort(), ancestors: commonAncestors(lineages) };
+}
+
+/** Bound on the walk up the process tree (OpenShell uses the same). */
+const MAX_ANCESTORS = 64;
+
+async function parentOf(pid: number): Promise<number | undefined> {
+  try {
+    const m = /^PPid:\s*(\d+)$/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
+    const ppid = m ? Number(m[1]) : 0;
+    return ppid > 0 && ppid !== pid ? ppid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The executables of `pid`'s parents, parent first, while they are in the sandbox's network
+ * namespace `ns` (the walk stops at the sandbox's first process: the supervisor and bwrap outside
+ * it never count). argv is never consulted: the program writes it (OpenShell excludes cmdline too).
+ */
+export async function ancestorExecutables(pid: number, ns: string | undefined): Promise<string[]> {
+  const out: string[] = [];
+  if (ns === undefined) return out;
+  let current = pid;
+  for (let i = 0; i < MAX_ANCESTORS; i++) {
+    const parent = await parentOf(current);
+    if (parent === undefined || (await netnsOf(parent)) !== ns) break;
+    try {
+      out.push((await readlink(`/proc/${parent}/exe`)).replace(/ \(deleted\)$/, ''));
+    } catch {
+      break; // gone meanwhile: the lineage above it is unknown, so it is not claimed
+    }
+    current = parent;
+  }
+  return out;
+}
+
+/** Ancestors every holder has (order of the first): a policy must cover each process that can write. */
+export function commonAncestors(lineages: string[][]): string[] {
+  const [first, ...rest] = lineages;
+  if (!first) return [];
+  return [...new Set(first)].filter((exe) => rest.every((l) => l.includes(exe)));
 }
 
 async function defaultRunSs(rootPid: number): Promise<string> {

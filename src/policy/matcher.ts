@@ -25,7 +25,10 @@ interface CompiledRule {
   id: string;
   deny: boolean;
   endpoint: Endpoint;
+  /** `/**` (or, on a deny policy, no `binaries`): every program, identified or not. */
   anyBinary: boolean;
+  /** An allow policy without `binaries`: no program (OpenShell's meaning). */
+  noBinary: boolean;
   exactBinaries: Set<string>;
   globBinaries: RegExp[];
   allow: CompiledL7[];
@@ -141,7 +144,8 @@ function compileRule(id: string, deny: boolean, endpoint: Endpoint, binaries: st
     id,
     deny,
     endpoint,
-    anyBinary: binaries.length === 0,
+    anyBinary: (deny && binaries.length === 0) || binaries.some(isAnyProgram),
+    noBinary: !deny && binaries.length === 0,
     exactBinaries,
     globBinaries,
     allow,
@@ -155,9 +159,24 @@ function compileRule(id: string, deny: boolean, endpoint: Endpoint, binaries: st
   };
 }
 
+/**
+ * `binaries: [{path: "/**"}]` names every program. It is also taken to cover a client whose identity
+ * could not be established (identity is best effort here), so it needs no lookup before deciding.
+ */
+export function isAnyProgram(pattern: string): boolean {
+  return pattern === '/**' || pattern === '**';
+}
+
+function programMissReason(rule: CompiledRule, host: string, port: number, binary: string | undefined): string {
+  const who = binary === undefined ? 'a program that could not be identified' : binary;
+  if (rule.noBinary) return `${rule.id} covers ${host}:${port} but lists no binaries, so no program may use it (add \`binaries: [{ path: "/**" }]\` for every program)`;
+  return `${rule.id} covers ${host}:${port} only for its binaries, not for ${who}`;
+}
+
 /** OpenShell `binary_allowed`: the client's executable or any of its ancestors; globs use `/` as delimiter. */
 function binaryMatches(rule: CompiledRule, binary: string | undefined, ancestors: readonly string[] | undefined): boolean {
   if (rule.anyBinary) return true;
+  if (rule.noBinary) return false;
   // The rule names binaries and we do not know who is asking: fail closed.
   if (binary === undefined) return false;
   if (rule.exactBinaries.has(binary)) return true;
@@ -243,7 +262,7 @@ class Matcher implements NetworkMatcher {
     const method = query.method === undefined ? undefined : query.method.toUpperCase();
     const target = query.path ?? '/';
     const ctx: DecisionContext = { binary: query.binary, ancestors: query.ancestors, method, target, req: undefined };
-    const state: DecisionState = { allow: undefined, refusal: undefined, deny: undefined };
+    const state: DecisionState = { allow: undefined, refusal: undefined, deny: undefined, programMiss: undefined };
 
     const exact = this.exact.get(host)?.get(port);
     if (exact && this.scan(exact, ctx, state)) return state.deny!;
@@ -272,6 +291,7 @@ class Matcher implements NetworkMatcher {
     }
     if (state.allow) return state.allow;
     if (state.refusal) return state.refusal;
+    if (state.programMiss) return { verdict: 'unknown', reason: programMissReason(state.programMiss, host, port, query.binary) };
     return { verdict: 'unknown', reason: `no policy matches ${host}:${port}` };
   }
 
@@ -282,7 +302,10 @@ class Matcher implements NetworkMatcher {
   }
 
   private scanOne(rule: CompiledRule, ctx: DecisionContext, state: DecisionState): boolean {
-    if (!binaryMatches(rule, ctx.binary, ctx.ancestors)) return false;
+    if (!binaryMatches(rule, ctx.binary, ctx.ancestors)) {
+      if (!rule.deny) state.programMiss ??= rule;
+      return false;
+    }
     const method = ctx.method;
     if (rule.deny) {
       // A deny policy with L7 rules only denies the requests they name; at L4 it cannot decide yet.
@@ -352,6 +375,8 @@ interface DecisionState {
   allow: NetworkDecision | undefined;
   refusal: NetworkDecision | undefined;
   deny: NetworkDecision | undefined;
+  /** The first allow rule that covered (host, port) but not the program asking (for the reason). */
+  programMiss: CompiledRule | undefined;
 }
 
 function push(map: Map<string, Map<number, CompiledRule[]>>, key: string, port: number, rule: CompiledRule): void {

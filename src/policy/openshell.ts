@@ -312,9 +312,9 @@ export function networkPolicyFindings(raw: unknown): Finding[] {
     if (policy.action !== 'deny' && policy.endpoints.length > 0 && (!Array.isArray(binaries) || binaries.length === 0)) {
       out.push({
         path: ['network_policies', name, Array.isArray(binaries) ? 'binaries' : 'endpoints'],
-        severity: 'not-enforced',
+        severity: 'meaning-changed',
         message:
-          'no `binaries`: OpenShell lets no program use these endpoints, this engine still lets any program use them (not yet OpenShell\'s meaning); list the programs that need them',
+          'no `binaries`: no program may use these endpoints (OpenShell\'s meaning; earlier versions of nemoclaw-tui let every program use them); list the programs that need them, or `binaries: [{ path: "/**" }]` for every program',
       });
     }
     policy.endpoints.forEach((ep, i) => {

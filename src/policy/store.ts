@@ -57,7 +57,9 @@ function ruleToPolicy(name: string, rule: OverlayRule): NetworkPolicy {
     name,
     action: rule.action,
     endpoints: [{ host: rule.host, ports: [rule.port], rules: [], deny_rules: [], allowed_ips: [] }],
-    binaries: rule.binary ? [{ path: rule.binary }] : [],
+    // No binary recorded: the rule covers every program (`/**`); an allow policy without
+    // `binaries` would cover none.
+    binaries: [{ path: rule.binary ?? '/**' }],
   };
 }
 

@@ -79,7 +79,10 @@ export interface Binary {
 export interface NetworkPolicy {
   name: string;
   endpoints: Endpoint[];
-  /** Empty = any binary. */
+  /**
+   * Programs that may use the endpoints (the client or any ancestor). Empty on an allow policy = no
+   * program (OpenShell's meaning); `/**` = every program; empty on a deny policy = every program.
+   */
   binaries: Binary[];
   /** Our addition: `deny` rules are checked before every allow. Default `allow`. */
   action: 'allow' | 'deny';

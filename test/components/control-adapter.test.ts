@@ -12,6 +12,7 @@ import { startTestSupervisor, type TestSupervisor } from '../helpers/supervisor.
 const POLICY = `version: 1
 network_policies:
   example:
+    binaries: [{ path: "/**" }]
     endpoints:
       - host: api.example.com
         port: 443

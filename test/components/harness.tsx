@@ -65,7 +65,7 @@ export class FakeClient implements TuiClient {
   budgetRaises = 0;
   policyView: PolicyView = {
     revision: 4,
-    yaml: 'version: 1\nnetwork_policies:\n  github:\n    endpoints:\n      - host: github.com\n        port: 443',
+    yaml: 'version: 1\nnetwork_policies:\n  github:\n    binaries: [{ path: "/**" }]\n    endpoints:\n      - host: github.com\n        port: 443',
     history: [
       { number: 3, time: '2026-11-22T08:00:00.000Z', author: 'startup' },
       { number: 4, time: '2026-11-22T09:56:03.000Z', author: 'approval', reason: 'always allow api.example.test:8443' },

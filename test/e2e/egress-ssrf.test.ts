@@ -20,6 +20,7 @@ beforeAll(async () => {
     policyText: `version: 1
 network_policies:
   listed:
+    binaries: [{ path: "/**" }]
     endpoints:
       - host: meta.test
         port: 80

@@ -42,12 +42,14 @@ network_policies:
 ${
   withGlob
     ? `  glob:
+    binaries: [{ path: "/**" }]
     endpoints:
       - host: "*.x.test"
         ports: [${up.port}, ${echo.port}]
 `
     : ''
 }  tls:
+    binaries: [{ path: "/**" }]
     endpoints:
       - host: tls.test
         port: ${httpsPort}

@@ -11,12 +11,14 @@ import { makeTempHome, readAuditRecords, runCli, spawnCli, writeTempFile } from 
 const BASE = `version: 1
 network_policies:
   github:
+    binaries: [{ path: "/**" }]
     endpoints:
       - host: api.github.com
         port: 443
 `;
 
 const NEXT = `${BASE}  npm:
+    binaries: [{ path: "/**" }]
     endpoints:
       - host: registry.npmjs.org
         port: 443

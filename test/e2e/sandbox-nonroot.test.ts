@@ -51,7 +51,7 @@ beforeAll(() => {
   staged = mkdtempSync('/tmp/ncnr-repo-');
   chmodSync(staged, 0o755);
   const policy = join(home, 'policy.yaml');
-  writeFileSync(policy, 'version: 1\napprovals:\n  mode: deny\nnetwork_policies:\n  example:\n    endpoints:\n      - host: api.example.com\n        port: 443\n');
+  writeFileSync(policy, 'version: 1\napprovals:\n  mode: deny\nnetwork_policies:\n  example:\n    binaries: [{ path: "/**" }]\n    endpoints:\n      - host: api.example.com\n        port: 443\n');
   chownSync(policy, NOBODY, NOBODY);
 });
 

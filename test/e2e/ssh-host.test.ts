@@ -210,7 +210,7 @@ describe('--host over a real ssh connection (own sshd on loopback)', () => {
 
       // Something new happens on the remote box; the local follower sees it live.
       const changed = join(local.dir, 'changed-policy.yaml');
-      writeFileSync(changed, askPolicyAllowingLoopback(up.port).replace('approvals:', '  docs:\n    endpoints:\n      - host: docs.example.com\n        port: 443\napprovals:'));
+      writeFileSync(changed, askPolicyAllowingLoopback(up.port).replace('approvals:', '  docs:\n    binaries: [{ path: "/**" }]\n    endpoints:\n      - host: docs.example.com\n        port: 443\napprovals:'));
       const set = await runCli(['policy', 'set', changed], { home: d.home });
       expect(set.code, set.stderr).toBe(0);
       await follower.waitForLine((l) => l.includes('policy.revision') && l.includes('revision 2'), 20_000);

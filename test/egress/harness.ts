@@ -32,7 +32,7 @@ function hostMatches(pattern: string, host: string): boolean {
 
 /** The policy matcher over one allowed endpoint (only `network_policies` is read). */
 function l7Matcher(endpoint: Endpoint) {
-  const doc = { network_policies: { test: { name: 'test', endpoints: [endpoint], binaries: [], action: 'allow' } } } as unknown as PolicyDocument;
+  const doc = { network_policies: { test: { name: 'test', endpoints: [endpoint], binaries: [{ path: '/**' }], action: 'allow' } } } as unknown as PolicyDocument;
   return compileNetworkMatcher(doc);
 }
 

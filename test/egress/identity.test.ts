@@ -4,7 +4,7 @@ import { mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
-import { createBinaryIdentifier, parseProcNetTcp, parseSsUnix, type SocketHolders } from '../../src/egress/identity.js';
+import { commonAncestors, createBinaryIdentifier, parseProcNetTcp, parseSsUnix, type SocketHolders } from '../../src/egress/identity.js';
 
 const NS = `egid${process.pid}`;
 
@@ -25,6 +25,15 @@ u_str ESTAB 0 0 * 5000 * 5001 users:(("socat",pid=77,fd=6))`;
       { localInode: 5001, peerInode: 5000, pids: [10] },
       { localInode: 5000, peerInode: 5001, pids: [77] },
     ]);
+  });
+});
+
+describe('common ancestors of several holders', () => {
+  it('keeps only what every holder descends from, in the first lineage\'s order', () => {
+    expect(commonAncestors([])).toEqual([]);
+    expect(commonAncestors([['/usr/bin/sh', '/usr/bin/git']])).toEqual(['/usr/bin/sh', '/usr/bin/git']);
+    expect(commonAncestors([['/usr/bin/python3', '/usr/bin/git'], ['/usr/bin/git']])).toEqual(['/usr/bin/git']);
+    expect(commonAncestors([['/usr/bin/python3'], []])).toEqual([]);
   });
 });
 
@@ -89,6 +98,19 @@ describe('binary identity through a socat relay in a network namespace (needs ro
     expect(seen).toEqual([curl, realpathSync(process.execPath)]);
   });
 
+  it('names the ancestors inside the sandbox, parent first, and stops at its edge (OpenShell opa.rs::deep_ancestor_chain_matches)', async () => {
+    // bash -> sh -> curl, all inside the netns; `ip netns exec` execs bash in place, and the test
+    // runner above it is outside the netns, so the walk stops there.
+    const bash = realpathSync('/usr/bin/bash');
+    const sh = realpathSync('/bin/sh');
+    const r = await execa('ip', ['netns', 'exec', NS, 'bash', '-c', "sh -c 'curl -s -x http://127.0.0.1:3128 http://example.test/; :'; :"]);
+    expect(r.stdout).toBe(realpathSync('/usr/bin/curl'));
+    expect(seenHolders.at(-1)?.ancestors).toEqual([sh, bash]);
+    // Straight from the runner (no shell inside): no ancestors at all.
+    await execa('ip', ['netns', 'exec', NS, 'curl', '-s', '-x', 'http://127.0.0.1:3128', 'http://example.test/']);
+    expect(seenHolders.at(-1)?.ancestors).toEqual([]);
+  });
+
   it('a connection handed to another program: holders name both executables (ambiguous), so no binary', async () => {
     // python connects, then passes the socket to a `sleep` child before it sends its request.
     const py = [
@@ -105,6 +127,8 @@ describe('binary identity through a socat relay in a network namespace (needs ro
     const h = seenHolders.at(-1);
     expect(h?.pids.length).toBe(2);
     expect(h?.binaries).toEqual([python, sleep].sort());
+    // sleep's parent is python, python's is outside the sandbox: no ancestor is common to both.
+    expect(h?.ancestors).toEqual([]);
     // The connection-time lookup saw python alone; what matters is the re-check (compareHolders refuses).
     expect(r.stdout).toBe(seen.at(-1) ?? 'unknown');
   });

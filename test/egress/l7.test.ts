@@ -9,7 +9,7 @@ import { compileNetworkMatcher, parsePolicy } from '../../src/policy/index.js';
 import type { Endpoint } from '../../src/policy/types.js';
 
 function matcherFor(endpointYaml: string) {
-  const parsed = parsePolicy(`version: 1\nnetwork_policies:\n  api:\n    endpoints:\n      - ${endpointYaml}\n`, 'l7.yaml');
+  const parsed = parsePolicy(`version: 1\nnetwork_policies:\n  api:\n    binaries: [{ path: "/**" }]\n    endpoints:\n      - ${endpointYaml}\n`, 'l7.yaml');
   return compileNetworkMatcher(parsed.doc);
 }
 

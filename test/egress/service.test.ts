@@ -18,6 +18,7 @@ function policy(port: number, extra = ''): string {
   return `version: 1
 network_policies:
   upstream:
+    binaries: [{ path: "/**" }]
     endpoints:
       - host: allowed.test
         port: ${port}

@@ -7,6 +7,7 @@ export function askPolicyAllowingLoopback(port: number): string {
   return `version: 1
 network_policies:
   upstream:
+    binaries: [{ path: "/**" }]
     endpoints:
       - host: 127.0.0.1
         port: ${port}

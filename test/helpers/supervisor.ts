@@ -40,6 +40,7 @@ export const DRILL_OFFLINE_ENV = {
 export const MINIMAL_POLICY = `version: 1
 network_policies:
   example:
+    binaries: [{ path: "/**" }]
     endpoints:
       - host: api.example.com
         port: 443

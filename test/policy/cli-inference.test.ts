@@ -28,7 +28,7 @@ describe('inference section validated at policy load', () => {
     const file = await writeTempFile(sup.home, 'bad.yaml', BAD);
     const r = await runCli(['policy', 'validate', file], { home: sup.home });
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain(`${file}:11:34 inference.routes[0].provider: expected the name of a provider in inference.providers (known: local), got "nowhere"`);
+    expect(r.stderr).toContain(`${file}:12:34 inference.routes[0].provider: expected the name of a provider in inference.providers (known: local), got "nowhere"`);
     const ok = await runCli(['policy', 'validate', await writeTempFile(sup.home, 'good.yaml', GOOD)], { home: sup.home });
     expect(ok.code, ok.stderr).toBe(0);
   });
@@ -40,7 +40,7 @@ describe('inference section validated at policy load', () => {
     expect(bad.code).toBe(2);
     const report = JSON.parse(bad.stdout) as { valid: boolean; errors: Array<{ line: number; col: number; path: string; message: string }> };
     expect(report.valid).toBe(false);
-    expect(report.errors[0]).toMatchObject({ line: 11, col: 34, path: 'inference.routes[0].provider' });
+    expect(report.errors[0]).toMatchObject({ line: 12, col: 34, path: 'inference.routes[0].provider' });
     // A policy without binaries is accepted with a warning (OpenShell: no program matches).
     const warn = await writeTempFile(sup.home, 'warn.yaml', 'version: 1\nnetwork_policies:\n  gh:\n    endpoints:\n      - { host: api.github.com, port: 443 }\n');
     const ok = await runCli(['policy', 'validate', '--json', warn], { home: sup.home });

@@ -8,7 +8,7 @@ function matcherFor(yaml: string) {
 const q = (host: string, extra: Partial<NetworkQuery> = {}): NetworkQuery => ({ host, port: 443, ...extra });
 
 describe('host glob semantics', () => {
-  const m = matcherFor('network_policies:\n  x:\n    endpoints:\n      - { host: "*.x.com", port: 443 }\n');
+  const m = matcherFor('network_policies:\n  x:\n    binaries: [{ path: "/**" }]\n    endpoints:\n      - { host: "*.x.com", port: 443 }\n');
 
   it('`*.x.com` matches exactly one label in front of x.com', () => {
     expect(m.decide(q('a.x.com')).verdict).toBe('allow');
@@ -27,7 +27,7 @@ describe('host glob semantics', () => {
 
   it('supports globs in other labels and inside a label', () => {
     const g = matcherFor(
-      'network_policies:\n  g:\n    endpoints:\n      - { host: "api.*.example.com", port: 443 }\n      - { host: "cdn-*.example.net", port: 443 }\n',
+      'network_policies:\n  g:\n    binaries: [{ path: "/**" }]\n    endpoints:\n      - { host: "api.*.example.com", port: 443 }\n      - { host: "cdn-*.example.net", port: 443 }\n',
     );
     expect(g.decide(q('api.eu.example.com')).verdict).toBe('allow');
     expect(g.decide(q('api.eu.west.example.com')).verdict).toBe('unknown');
@@ -37,14 +37,14 @@ describe('host glob semantics', () => {
   });
 
   it('supports a glob in the last label', () => {
-    const t = matcherFor('network_policies:\n  t:\n    endpoints:\n      - { host: "api.example.*", port: 443 }\n');
+    const t = matcherFor('network_policies:\n  t:\n    binaries: [{ path: "/**" }]\n    endpoints:\n      - { host: "api.example.*", port: 443 }\n');
     expect(t.decide(q('api.example.io')).verdict).toBe('allow');
     expect(t.decide(q('api.example.co.uk')).verdict).toBe('unknown');
     expect(t.decide(q('web.example.io')).verdict).toBe('unknown');
   });
 
   it('matches exact hosts and IP literals', () => {
-    const e = matcherFor('network_policies:\n  e:\n    endpoints:\n      - { host: exact.example, port: 443 }\n      - { host: "10.1.2.3", port: 8080 }\n');
+    const e = matcherFor('network_policies:\n  e:\n    binaries: [{ path: "/**" }]\n    endpoints:\n      - { host: exact.example, port: 443 }\n      - { host: "10.1.2.3", port: 8080 }\n');
     expect(e.decide(q('exact.example')).verdict).toBe('allow');
     expect(e.decide(q('sub.exact.example')).verdict).toBe('unknown');
     expect(e.decide({ host: '10.1.2.3', port: 8080 }).verdict).toBe('allow');
@@ -56,6 +56,7 @@ describe('decision order and binaries', () => {
     [
       'network_policies:',
       '  wide:',
+      '    binaries: ["/**"]',
       '    endpoints: [{ host: "*.corp.example", port: 443 }]',
       '  blocked:',
       '    action: deny',
@@ -82,8 +83,51 @@ describe('decision order and binaries', () => {
     expect(m.decide(q('api.node.example', { binary: undefined })).verdict).toBe('unknown');
   });
 
+  it('`/**` names every program, an unidentified one too (OpenShell: glob over the binary path)', () => {
+    expect(m.decide(q('wiki.corp.example', { binary: '/usr/bin/curl' })).verdict).toBe('allow');
+    expect(m.decide(q('wiki.corp.example')).verdict).toBe('allow');
+  });
+
+  it('says why a covered host is not allowed for this program', () => {
+    expect(m.decide(q('api.node.example', { binary: '/usr/bin/curl' })).reason).toBe('node_only/0 covers api.node.example:443 only for its binaries, not for /usr/bin/curl');
+    expect(m.decide(q('api.node.example')).reason).toMatch(/not for a program that could not be identified/);
+  });
+
   it('says why nothing matched', () => {
     expect(m.decide(q('evil.example'))).toEqual({ verdict: 'unknown', reason: 'no policy matches evil.example:443' });
+  });
+});
+
+describe('a policy without binaries (OpenShell: no program may use it)', () => {
+  const m = matcherFor(
+    [
+      'network_policies:',
+      '  nobody:',
+      '    endpoints: [{ host: api.telegram.org, port: 443 }]',
+      '  empty_list:',
+      '    binaries: []',
+      '    endpoints: [{ host: discord.com, port: 443 }]',
+      '  no_delete_for_anyone:',
+      '    action: deny',
+      '    endpoints: [{ host: shared.example, port: 443 }]',
+      '  shared:',
+      '    binaries: ["/**"]',
+      '    endpoints: [{ host: shared.example, port: 443 }, { host: "*.open.example", port: 443 }]',
+    ].join('\n'),
+  );
+
+  it('a missing or empty list lets no program through, named or not', () => {
+    for (const binary of ['/usr/bin/curl', '/usr/local/bin/node', undefined]) {
+      expect(m.decide(q('api.telegram.org', { binary })).verdict).toBe('unknown');
+      expect(m.decide(q('discord.com', { binary })).verdict).toBe('unknown');
+    }
+    expect(m.decide(q('api.telegram.org', { binary: '/usr/bin/curl' })).reason).toMatch(/nobody\/0 covers api.telegram.org:443 but lists no binaries, so no program may use it/);
+  });
+
+  it('a deny policy without binaries still denies every program (the stricter reading)', () => {
+    expect(m.decide(q('shared.example', { binary: '/usr/bin/curl' })).verdict).toBe('deny');
+    expect(m.decide(q('shared.example')).verdict).toBe('deny');
+    expect(m.decide(q('x.open.example', { binary: '/usr/bin/curl' })).verdict).toBe('allow');
   });
 });
 
@@ -92,6 +136,7 @@ describe('L7 rules', () => {
     [
       'network_policies:',
       '  api:',
+      '    binaries: ["/**"]',
       '    endpoints:',
       '      - host: api.example.com',
       '        port: 443',
@@ -139,7 +184,7 @@ describe('L7 rules', () => {
 
   it('a deny policy with rules denies only the requests they name', () => {
     const d = matcherFor(
-      'network_policies:\n  open:\n    endpoints: [{ host: h.example, port: 443 }]\n  no_delete:\n    action: deny\n    endpoints: [{ host: h.example, port: 443, rules: [{ method: DELETE }] }]\n',
+      'network_policies:\n  open:\n    binaries: [{ path: "/**" }]\n    endpoints: [{ host: h.example, port: 443 }]\n  no_delete:\n    action: deny\n    binaries: [{ path: "/**" }]\n    endpoints: [{ host: h.example, port: 443, rules: [{ method: DELETE }] }]\n',
     );
     expect(d.decide({ host: 'h.example', port: 443, method: 'GET', path: '/' }).verdict).toBe('allow');
     expect(d.decide({ host: 'h.example', port: 443, method: 'DELETE', path: '/' })).toMatchObject({ verdict: 'deny', rule: 'no_delete/0' });

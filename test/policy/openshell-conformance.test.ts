@@ -454,6 +454,22 @@ describe(`network decisions (${OPA_RS}, testdata/sandbox-policy.yaml)`, () => {
   it(`${OPA_RS}::glob_pattern_no_cross_segment`, () => {
     expect(matcher(globs('/usr/bin/*')).decide({ host: 'example.com', port: 443, binary: '/usr/bin/subdir/node' }).verdict).not.toBe('allow');
   });
+  // data/sandbox-policy.rego `binary_allowed`: every clause needs `some b in policy.binaries`, so a
+  // policy whose list is missing or empty lets no program through, ancestors or not.
+  it.each([
+    ['missing', 'network_policies:\n  telegram:\n    endpoints:\n      - { host: api.telegram.org, port: 443 }\n'],
+    ['empty', 'network_policies:\n  telegram:\n    endpoints:\n      - { host: api.telegram.org, port: 443 }\n    binaries: []\n'],
+  ] as const)('crates/openshell-supervisor-network/data/sandbox-policy.rego::binary_allowed (%s binaries: no program)', (_kind, yaml) => {
+    const p = matcher(yaml);
+    for (const binary of ['/usr/bin/curl', '/usr/local/bin/node']) {
+      expect(p.decide({ host: 'api.telegram.org', port: 443, binary, ancestors: ['/usr/bin/bash'] }).verdict).not.toBe('allow');
+    }
+  });
+  it('crates/openshell-supervisor-network/data/sandbox-policy.rego::binary_allowed (glob "/**" matches every absolute path)', () => {
+    const p = matcher(globs('/**'));
+    expect(p.decide({ host: 'example.com', port: 443, binary: '/usr/bin/curl' }).verdict).toBe('allow');
+    expect(p.decide({ host: 'example.com', port: 443, binary: '/opt/deep/tree/tool' }).verdict).toBe('allow');
+  });
   it(`${OPA_RS}::reload_replaces_policy (no network policies: deny all)`, () => {
     expect(matcher('network_policies: {}\n').decide({ host: 'api.anthropic.com', port: 443, binary: '/usr/bin/node' }).verdict).not.toBe('allow');
   });

@@ -19,6 +19,7 @@ const BASE = [
   '  read_write: [/sandbox, /tmp]',
   'network_policies:',
   '  npm:',
+  '    binaries: ["/**"]',
   '    endpoints: [{ host: registry.npmjs.org, port: 443 }]',
   'approvals: { mode: ask }',
   '',
@@ -51,7 +52,7 @@ describe('policy store revisions', () => {
     const store = await open();
     const seen: Array<[PolicyRevision, string[]]> = [];
     store.onChange((rev, doc) => seen.push([rev, Object.keys(doc.network_policies)]));
-    const next = BASE.replace('  npm:\n', '  pypi:\n    endpoints: [{ host: pypi.org, port: 443 }]\n  npm:\n');
+    const next = BASE.replace('  npm:\n', '  pypi:\n    binaries: [{ path: "/**" }]\n    endpoints: [{ host: pypi.org, port: 443 }]\n  npm:\n');
     const rev = await store.apply(next, 'cli', 'new.yaml');
     expect(rev).toMatchObject({ number: 2, author: 'cli', reason: 'policy set from new.yaml' });
     expect(rev.diff).toMatch(/^--- policy@1\n\+\+\+ policy@2\n@@ /);
@@ -84,7 +85,7 @@ describe('policy store revisions', () => {
   it('refuses an invalid file with positions and keeps the running revision', async () => {
     const store = await open();
     const err = await store.apply(BASE.replace('port: 443', 'port: 0'), 'tui', 'bad.yaml').catch((e: unknown) => e);
-    expect(err).toMatchObject({ code: 'policy_invalid', details: [expect.objectContaining({ file: 'bad.yaml', line: 6, path: 'network_policies.npm.endpoints[0].port' })] });
+    expect(err).toMatchObject({ code: 'policy_invalid', details: [expect.objectContaining({ file: 'bad.yaml', line: 7, path: 'network_policies.npm.endpoints[0].port' })] });
     expect(store.revision().number).toBe(1);
     expect(store.decideNetwork({ host: 'registry.npmjs.org', port: 443 }).verdict).toBe('allow');
     expect(events).toHaveLength(1);
@@ -100,9 +101,9 @@ describe('policy store revisions', () => {
     expect(err).toMatchObject({
       code: 'policy_invalid',
       exitCode: 2,
-      details: [expect.objectContaining({ file: 'bad.yaml', line: 12, col: 19, path: 'inference.routes[0].provider' })],
+      details: [expect.objectContaining({ file: 'bad.yaml', line: 13, col: 19, path: 'inference.routes[0].provider' })],
     });
-    expect((err as Error).message).toContain('bad.yaml:12:19 inference.routes[0].provider: expected the name of a provider');
+    expect((err as Error).message).toContain('bad.yaml:13:19 inference.routes[0].provider: expected the name of a provider');
     expect(store.revision().number).toBe(1);
     expect(store.current().inference.routes).toEqual([{ provider: 'local' }]);
     expect(seen).toEqual([]);

@@ -38,6 +38,7 @@ filesystem_policy:
   read_only: [/opt]
 network_policies:
   example:
+    binaries: [{ path: "/**" }]
     endpoints:
       - host: api.example.com
         port: 443

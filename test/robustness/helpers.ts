@@ -225,6 +225,7 @@ approvals:
   mode: deny
 network_policies:
   example:
+    binaries: [{ path: "/**" }]
     endpoints:
       - host: api.example.com
         port: 443

@@ -33,6 +33,7 @@ approvals:
   mode: deny
 network_policies:
   stub:
+    binaries: [{ path: "/**" }]
     endpoints:
       - host: 127.0.0.1
         port: ${port}
