@@ -314,7 +314,7 @@ export function networkPolicyFindings(raw: unknown): Finding[] {
         path: ['network_policies', name, Array.isArray(binaries) ? 'binaries' : 'endpoints'],
         severity: 'meaning-changed',
         message:
-          'no `binaries`: no program may use these endpoints (OpenShell\'s meaning; earlier versions of nemoclaw-tui let every program use them); list the programs that need them, or `binaries: [{ path: "/**" }]` for every program',
+          'no `binaries`: no program may use these endpoints (OpenShell\'s meaning; earlier nemoclaw-tui let any program); list the programs, or `binaries: [{ path: "/**" }]` for all',
       });
     }
     policy.endpoints.forEach((ep, i) => {

@@ -47,7 +47,11 @@ describe('inference section validated at policy load', () => {
     expect(ok.code, ok.stderr).toBe(0);
     const okReport = JSON.parse(ok.stdout) as { valid: boolean; network_policies: number; warnings: Array<{ path: string; message: string }> };
     expect(okReport).toMatchObject({ valid: true, network_policies: 1 });
-    expect(okReport.warnings.some((w) => /binaries/.test(w.message) || /binaries/.test(w.path))).toBe(true);
+    expect(okReport.warnings).toContainEqual(expect.objectContaining({ path: 'network_policies.gh.endpoints', severity: 'meaning-changed', message: expect.stringMatching(/^no `binaries`: no program may use these endpoints/) }));
+    // The human form puts a changed meaning under its own heading, before what is not enforced.
+    const human = await runCli(['policy', 'validate', warn], { home: sup.home });
+    expect(human.code).toBe(0);
+    expect(human.stderr).toMatch(/^warning: these rules now mean what they mean in OpenShell[^\n]*\n[^\n]*warn\.yaml:4:5 network_policies\.gh\.endpoints: no `binaries`/);
   });
 
   it('policy set refuses it and the running revision and routes stay', async () => {
