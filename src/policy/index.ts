@@ -20,3 +20,4 @@ export type { PolicyStoreOptions } from './store.js';
 export { unifiedDiff } from './diff.js';
 export { normalizeHost, parseCidr } from './net.js';
 export type * from './types.js';
+export * from './simulate.js';
