@@ -10,13 +10,14 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { connect as netConnect, createServer, isIP, type Server, type Socket } from 'node:net';
 import { TLSSocket, getCACertificates, type SecureContext } from 'node:tls';
 import { rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import type { EventInput } from '../audit/events.js';
 import type { OverlayRule } from '../control/types.js';
 import type { ApprovalsPolicy, Endpoint, NetworkDecision, NetworkQuery } from '../policy/types.js';
 import type { Clock } from '../shared/clock.js';
 import { NemoclawError } from '../shared/errors.js';
 import { listenUnixSocket } from '../shared/socket.js';
-import { canonicalL7Target, endpointHasL7 } from './l7.js';
+import { WebSocketTextGate, canonicalL7Target, endpointHasL7, tlsSkipConflict, tunnelNeedsInspection, upgradeKind, websocketAccept, websocketCloseFrame } from './l7.js';
 import { ChunkedDecoder, MAX_HEAD_BYTES, firstSignificantByte, parseRequestHead, type Authority, type RequestHead } from './parser.js';
 import { PendingQueue, type ApprovalDecision, type DecidedBy, type HoldOutcome, type PendingView } from './pending.js';
 import { canonicalHost, guardDestination, systemResolver, type Resolver } from './ssrf.js';
@@ -106,6 +107,8 @@ export interface EgressCounters {
   tls_handshake_failed: number;
   /** Request heads not complete within headTimeoutMs of their first byte (answered 408). */
   head_timeouts: number;
+  /** WebSocket upgrades answered 101 by the upstream and relayed. */
+  websocket_upgrades: number;
 }
 
 export interface EgressProxy {
@@ -178,6 +181,8 @@ const TUNNEL_HIGH_WATER_MARK = 256 * 1024;
  * still seen (a paused socket does not report its end while unread bytes are queued).
  */
 const HELD_READ_LIMIT = 64 * 1024;
+/** After a FIN on an upgraded (WebSocket) connection, how long the other side has to close too. */
+const UPGRADE_HALF_CLOSE_GRACE_MS = 2_000;
 
 export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
   const clock = opts.clock;
@@ -212,6 +217,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     tls_terminated: 0,
     tls_handshake_failed: 0,
     head_timeouts: 0,
+    websocket_upgrades: 0,
   };
   let httpsAgent: HttpsAgent | undefined;
   const upstreamTlsAgent = (): HttpsAgent => {
@@ -767,7 +773,16 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         return this.done();
       }
       this.admission = admission;
-      if (terminatesTls(admission.endpoint)) return this.inspectTunnel(admission, { host, port: head.port });
+      if (tlsSkipConflict(admission.endpoint)) {
+        // OpenShell relays a `tls: skip` tunnel raw, so the endpoint's L7 rules would not apply to
+        // anything in it; here that tunnel is refused (never wider). Plain-HTTP requests to the
+        // endpoint (absolute-form http://) are still checked per request.
+        const detail = `${host}:${head.port} has tls: skip and L7 rules (protocol/rules/access/deny_rules), which cannot be checked in a raw tunnel; CONNECT refused (remove tls: skip to have the rules checked, or the L7 fields for a raw L4 tunnel)`;
+        counters.denied++;
+        this.emitConn({ kind: 'net.decision', level: 'warn', id: reqId, action: 'deny', error: 'policy_denied', reason: detail, host, port: head.port, binary: admission.binary ?? null, rule: admission.rule ?? null, tls_skip: true });
+        return writeRefusal(this.socket, { code: 'policy_denied', detail, host, port: head.port, binary: admission.binary, rule: admission.rule });
+      }
+      if (tunnelNeedsInspection(admission.endpoint)) return this.inspectTunnel(admission, { host, port: head.port });
       // highWaterMark is passed on to the socket's Duplex (not in the connect options' types).
       const streamOpts = { highWaterMark: TUNNEL_HIGH_WATER_MARK };
       const upstream = netConnect({ host: admission.address, port: admission.port, family: admission.family, ...streamOpts });
@@ -959,6 +974,8 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     }
 
     async handleHttp(head: RequestHead): Promise<void> {
+      let upgrade: { textAllowed: boolean; reqId: string } | undefined;
+      let textDenyReason: string | undefined;
       counters.requests++;
       const reqId = `r-${++requestSeq}`;
       const t0 = clock.monotonic();
@@ -995,6 +1012,27 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
             return writeRefusal(this.socket, { code: 'policy_denied', detail, host: admission.host, port: admission.port, binary: admission.binary, rule: od.rule ?? admission.rule });
           }
         }
+        const kind = upgradeKind(head);
+        if (admission.endpoint?.protocol === 'websocket' && kind !== 'websocket') {
+          // OpenShell l7/relay.rs: a `protocol: websocket` endpoint takes only RFC 6455 upgrades.
+          const detail = `${head.method} ${head.path} refused: websocket endpoint requires a valid WebSocket upgrade request`;
+          counters.denied++;
+          this.emitConn({ kind: 'net.decision', level: 'warn', id: reqId, action: 'deny', error: 'policy_denied', reason: detail, host: admission.host, port: admission.port, method: head.method, path: head.path, binary: admission.binary ?? null, rule: admission.rule ?? null, l7: true });
+          return writeRefusal(this.socket, { code: 'policy_denied', detail, host: admission.host, port: admission.port, binary: admission.binary, rule: admission.rule });
+        }
+        if (kind === 'websocket') {
+          // The upgrade itself was checked above as the GET it is. On `protocol: websocket`, client
+          // text messages are WEBSOCKET_TEXT requests on the upgrade's path and query (OpenShell
+          // l7/websocket.rs `inspect_websocket_text_message`): decided once, here, and enforced on
+          // the frames after the 101. On other endpoints OpenShell relays the upgraded bytes raw.
+          let textAllowed = true;
+          if (admission.endpoint?.protocol === 'websocket') {
+            const td = opts.decide({ host: admission.host, port: admission.port, binary: admission.binary, method: 'WEBSOCKET_TEXT', path: head.pathAndQuery });
+            textAllowed = td.verdict === 'allow' || (td.verdict === 'unknown' && admission.source !== 'policy');
+            if (!textAllowed) textDenyReason = td.reason;
+          }
+          upgrade = { textAllowed, reqId };
+        }
       } else {
         const sock = opts.inferenceSocket?.();
         if (!sock) {
@@ -1006,10 +1044,11 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
           return writeJson(this.socket, 503, 'Service Unavailable', body, { 'X-Nemoclaw-Policy': 'inference_unavailable' }, false);
         }
       }
-      this.forward(head, admission);
+      this.forward(head, admission, upgrade && { ...upgrade, textDenyReason });
     }
 
-    forward(head: RequestHead, target: Admission | 'inference'): void {
+    /** `upgrade`: an allowed WebSocket upgrade; its Upgrade/Connection headers go upstream. */
+    forward(head: RequestHead, target: Admission | 'inference', upgrade?: { textAllowed: boolean; reqId: string; textDenyReason: string | undefined }): void {
       const socket = this.socket;
       const headers: string[] = [];
       const connectionNamed = new Set(
@@ -1024,6 +1063,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       const defaultPort = overTls ? 443 : 80;
       const hostHeader = target === 'inference' ? INFERENCE_HOST : head.port === defaultPort ? formatHost(head.host) : `${formatHost(head.host)}:${head.port}`;
       headers.unshift('Host', hostHeader);
+      if (upgrade) headers.push('Connection', 'Upgrade', 'Upgrade', 'websocket');
       const hasBody = head.chunked || head.contentLength > 0;
       let req: ClientRequest;
       if (target === 'inference') {
@@ -1056,6 +1096,14 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         responded = true;
         this.relayResponse(head, res);
       });
+      if (upgrade && target !== 'inference') {
+        // Only a request that asked for it can be switched (Node emits 'upgrade' on any 101 for a
+        // request carrying Upgrade; without this listener it would destroy the socket).
+        req.on('upgrade', (res, upstream, extra) => {
+          responded = true;
+          this.relayUpgrade(head, target, res, upstream, extra, upgrade);
+        });
+      }
       if (head.expectContinue && hasBody) socket.write('HTTP/1.1 100 Continue\r\n\r\n');
       if (!hasBody) {
         req.end();
@@ -1109,6 +1157,110 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       // The client's FIN came while the request was being decided, before its whole body.
       if (this.readingBody && this.clientEnded) return this.close();
       socket.resume();
+    }
+
+    /**
+     * The upstream answered an allowed WebSocket upgrade with 101: check that it is the switch that
+     * was asked for (Upgrade: websocket, the Sec-WebSocket-Accept for our key, as OpenShell does
+     * before forwarding a 101), pass the 101 on, then relay bytes both ways until either side
+     * closes. The keep-alive request loop of this connection ends here (one upgrade per
+     * connection); a client that goes away tears the upstream down (close() destroys rawTunnel),
+     * and a policy change that no longer allows the host closes it (policyChanged).
+     */
+    relayUpgrade(
+      head: RequestHead,
+      target: Admission,
+      res: IncomingMessage,
+      upstream: Socket,
+      extra: Buffer,
+      upgrade: { textAllowed: boolean; reqId: string; textDenyReason: string | undefined },
+    ): void {
+      this.inflight = undefined;
+      const client = this.socket;
+      const key = (head.byName.get('sec-websocket-key')?.[0] ?? '').trim();
+      const accept = res.headers['sec-websocket-accept'];
+      const upg = String(res.headers.upgrade ?? '').trim().toLowerCase();
+      if (this.closed) {
+        upstream.destroy();
+        return;
+      }
+      if (upg !== 'websocket' || typeof accept !== 'string' || accept.trim() !== websocketAccept(key, sha1Base64)) {
+        upstream.destroy();
+        const detail = upg !== 'websocket' ? `the upstream switched to ${JSON.stringify(upg.slice(0, 40))}, not websocket` : 'the upstream answered the WebSocket upgrade with a wrong Sec-WebSocket-Accept';
+        this.emitConn({ kind: 'net.decision', level: 'warn', id: upgrade.reqId, action: 'deny', error: 'upstream_bad_upgrade', reason: detail, host: target.host, port: target.port, binary: target.binary ?? null, rule: target.rule ?? null });
+        writeJson(client, 502, 'Bad Gateway', JSON.stringify({ error: 'upstream_bad_upgrade', detail, host: target.host, port: target.port }), {}, false);
+        this.close(true);
+        return;
+      }
+      let out = `HTTP/1.1 101 ${res.statusMessage || 'Switching Protocols'}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n`;
+      const raw = res.rawHeaders;
+      for (let i = 0; i + 1 < raw.length; i += 2) {
+        const lower = (raw[i] as string).toLowerCase();
+        if (HOP_BY_HOP.has(lower) || lower === 'content-length') continue;
+        out += `${raw[i]}: ${raw[i + 1]}\r\n`;
+      }
+      out += '\r\n';
+      counters.websocket_upgrades++;
+      counters.open_tunnels++;
+      this.emitConn({ kind: 'net.decision', level: 'info', id: upgrade.reqId, action: 'allow', reason: upgrade.textAllowed ? 'WebSocket upgrade (101): bytes relayed both ways' : `WebSocket upgrade (101): client text messages are refused (${upgrade.textDenyReason ?? 'WEBSOCKET_TEXT not allowed'})`, host: target.host, port: target.port, path: head.path, binary: target.binary ?? null, rule: target.rule ?? null, upgrade: 'websocket' });
+      // From here on this connection is a tunnel: no request parsing, no idle deadline (a
+      // WebSocket may stay quiet for long; its own pings keep it alive), backpressure both ways.
+      client.removeAllListeners('data');
+      client.removeAllListeners('timeout');
+      client.setTimeout(0);
+      this.bodySink = undefined;
+      this.piped = true;
+      this.rawTunnel = upstream;
+      upstream.setTimeout(0);
+      upstream.setNoDelay(true);
+      upstream.on('error', () => this.close());
+      upstream.once('close', () => {
+        if (this.rawTunnel !== upstream) return;
+        counters.open_tunnels--;
+        this.rawTunnel = undefined;
+        this.close(true);
+      });
+      // A WebSocket has no use for a half-closed TCP connection (RFC 6455 §7: the close handshake
+      // comes first, then TCP closes). A FIN from either side is passed on, and if the other side
+      // has not closed within the grace period, both are torn down: a client that vanished (through
+      // the sandbox bridge that arrives as a FIN) does not leave its upstream connection behind.
+      const teardownSoon = (): void => {
+        setTimeout(() => this.close(), UPGRADE_HALF_CLOSE_GRACE_MS).unref();
+      };
+      client.once('end', teardownSoon);
+      upstream.once('end', teardownSoon);
+      client.write(out);
+      if (extra.length > 0) client.write(extra);
+      upstream.pipe(client);
+      const early = this.buf;
+      this.buf = Buffer.alloc(0);
+      if (upgrade.textAllowed) {
+        if (early.length > 0) upstream.write(early);
+        client.pipe(upstream);
+      } else {
+        const gate = new WebSocketTextGate(
+          (chunk) => {
+            if (!upstream.write(chunk)) {
+              client.pause();
+              upstream.once('drain', () => client.resume());
+            }
+          },
+          (why) => {
+            counters.denied++;
+            this.emitConn({ kind: 'net.decision', level: 'warn', id: upgrade.reqId, action: 'deny', error: 'policy_denied', reason: `WebSocket message refused: ${why}; connection closed (1008)`, host: target.host, port: target.port, path: head.path, binary: target.binary ?? null, rule: target.rule ?? null, l7: true, websocket: true });
+            // Close code 1008 (policy violation) to the client, as OpenShell's parsed relay does;
+            // the upstream connection is dropped without the refused frame.
+            upstream.unpipe(client);
+            upstream.destroy();
+            client.end(websocketCloseFrame(1008));
+            this.close(true);
+          },
+        );
+        client.on('data', (chunk: Buffer) => gate.push(chunk));
+        client.once('end', () => upstream.end());
+        if (early.length > 0) gate.push(early);
+      }
+      client.resume();
     }
 
     relayResponse(head: RequestHead, res: IncomingMessage): void {
@@ -1200,10 +1352,8 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     return out;
   }
 
-  /** Tunnels to endpoints with L7 rules are decrypted (unless the endpoint says `tls: passthrough`). */
-  function terminatesTls(ep: Endpoint | undefined): boolean {
-    if (!ep || ep.protocol === 'tcp' || ep.tls === 'passthrough') return false;
-    return ep.tls === 'terminate' || endpointHasL7(ep);
+  function sha1Base64(s: string): string {
+    return createHash('sha1').update(s, 'latin1').digest('base64');
   }
 
   function formatHost(host: string): string {
