@@ -305,7 +305,17 @@ function checkEndpoint(out: Finding[], at: PathKey[], ep: Record<string, unknown
 /** Findings for the `network_policies` of a raw (already schema-checked) document. */
 export function networkPolicyFindings(raw: unknown): Finding[] {
   const out: Finding[] = [];
-  if (!isObject(raw) || !isObject(raw.network_policies)) return out;
+  if (!isObject(raw)) return out;
+  // OpenShell runs these on matching traffic (content guards that redact or block); here nothing
+  // would run, so the traffic they filter would pass unfiltered: refuse rather than widen.
+  if (raw.network_middlewares !== undefined && !(isObject(raw.network_middlewares) && Object.keys(raw.network_middlewares).length === 0)) {
+    out.push({
+      path: ['network_middlewares'],
+      severity: 'error',
+      message: 'network middlewares (content guards) do not run here, so the traffic they filter would pass unfiltered; remove the section to run without them',
+    });
+  }
+  if (!isObject(raw.network_policies)) return out;
   for (const [name, policy] of Object.entries(raw.network_policies)) {
     if (!isObject(policy) || !Array.isArray(policy.endpoints)) continue;
     const binaries = policy.binaries;
