@@ -17,8 +17,22 @@ export { AgentSupervisor } from './supervise.js';
 export type { AgentLauncher, AgentProcessSpec, HealthCheck, LaunchedProcess } from './supervise.js';
 export { renderSystemdUnit, installSystemdUnit, unitName, unitPath } from './systemd.js';
 export type { SystemdUnitOptions, SystemdInstallResult } from './systemd.js';
-export { detectEnvironment, planOnboarding, storeCredential, readCredentials, systemDetectors, profileOptions, blueprintPolicyText, isLoopbackUrl } from './onboard.js';
-export type { DetectedEnvironment, Detectors, OnboardingChoices, OnboardingPlan } from './onboard.js';
+export {
+  detectEnvironment,
+  planOnboarding,
+  storeCredential,
+  readCredentials,
+  systemDetectors,
+  profileOptions,
+  blueprintPolicyText,
+  isLoopbackUrl,
+  applyPresetFiles,
+  onboardingRecordFile,
+  readOnboardingRecord,
+  storedPresetFiles,
+  writeOnboardingRecord,
+} from './onboard.js';
+export type { DetectedEnvironment, Detectors, OnboardingChoices, OnboardingPlan, OnboardingRecord } from './onboard.js';
 export { prepareBlueprintLaunch } from './launch.js';
 export type { PrepareOptions, PreparedLaunch } from './launch.js';
 export { prepareBlueprintForUp } from './cli.js';

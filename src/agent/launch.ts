@@ -11,6 +11,7 @@ import { checkLock, importBlueprint, packageKeysDir } from '../blueprint/index.j
 import { ensureSandboxDirs, homePaths, type SandboxPaths } from '../shared/home.js';
 import { loadBlueprintSpec, type LoadedBlueprint } from './blueprint-spec.js';
 import { detectEnvironment, planOnboarding, systemDetectors, type DetectedEnvironment, type Detectors, type OnboardingPlan } from './onboard.js';
+import type { PresetFile } from '../policy/index.js';
 import { agentStateFile, readAgentState, resolveBlueprintDir, writeAgentState, type AgentState } from './service.js';
 
 export interface PrepareOptions {
@@ -20,6 +21,8 @@ export interface PrepareOptions {
   blueprint: string;
   profile?: string;
   presets?: string[];
+  /** Preset files (--preset FILE), read and validated; applied as NemoClaw applies presets. */
+  presetFiles?: PresetFile[];
   packageRoot: string;
   detectors?: Detectors;
   /** Regenerate the policy even when this sandbox already ran this blueprint. */
@@ -56,7 +59,7 @@ export async function prepareBlueprintLaunch(opts: PrepareOptions): Promise<Prep
   const previous = readAgentState(stateFile);
   const sameBlueprint = previous?.blueprint === blueprint.spec.name;
   const keepPolicy =
-    !opts.force && sameBlueprint && existsSync(opts.paths.policyFile) && opts.profile === undefined && opts.presets === undefined;
+    !opts.force && sameBlueprint && existsSync(opts.paths.policyFile) && opts.profile === undefined && opts.presets === undefined && opts.presetFiles === undefined;
   let environment: DetectedEnvironment | undefined;
   let plan: OnboardingPlan | undefined;
   if (!keepPolicy) {
@@ -67,6 +70,7 @@ export async function prepareBlueprintLaunch(opts: PrepareOptions): Promise<Prep
       {
         ...(opts.profile !== undefined ? { profile: opts.profile } : {}),
         ...(opts.presets !== undefined ? { presets: opts.presets } : {}),
+        ...(opts.presetFiles !== undefined ? { presetFiles: opts.presetFiles } : {}),
         ...(existsSync(opts.paths.policyFile) ? { previousPolicyText: readFileSync(opts.paths.policyFile, 'utf8') } : {}),
       },
       opts.packageRoot,

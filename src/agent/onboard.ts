@@ -5,10 +5,11 @@
  * policy (blueprint policy + presets + the profile's inference section). The operator's overlay
  * (overlay.yaml) is never written here, so re-onboarding keeps "always allow" rules.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
-import { parseDocument } from 'yaml';
+import { isAlias, isMap, isScalar, parseDocument, visit, type Document, type Node, type Pair, type YAMLMap } from 'yaml';
+import { checkPresetNames, loadNamedPreset, parsePolicy, parsePresetFile, type PresetFile } from '../policy/index.js';
 import { NemoclawError } from '../shared/errors.js';
 import { writeFileAtomicSync } from '../shared/fs.js';
 import type { InferenceProfile, LoadedBlueprint } from './blueprint-spec.js';
@@ -100,8 +101,13 @@ export function profileOptions(bp: LoadedBlueprint, env: DetectedEnvironment): P
 export interface OnboardingChoices {
   /** --profile; otherwise the first available profile (the blueprint's default first). */
   profile?: string;
-  /** --preset (repeatable); default: the blueprint's presets, or those chosen last time. */
+  /** --preset NAME (repeatable): packaged presets; default: the blueprint's presets, or those chosen last time. */
   presets?: string[];
+  /**
+   * --preset FILE, read and validated (parsePresetFile): applied onto the blueprint's policy as
+   * NemoClaw applies presets (applyPresetFiles), in order, after the packaged ones are listed.
+   */
+  presetFiles?: PresetFile[];
   /** The base policy the sandbox has now (re-onboarding): its presets are kept when none are given. */
   previousPolicyText?: string;
 }
@@ -110,6 +116,8 @@ export interface OnboardingPlan {
   profile: string;
   profileReason: string;
   presets: string[];
+  /** The preset files applied (their policies are written into policyText). */
+  presetFiles: PresetFile[];
   /** The sandbox's base policy (YAML). */
   policyText: string;
   /** Name of the credential to store when a key is supplied (e.g. "nvidia"). */
@@ -161,7 +169,12 @@ export function planOnboarding(bp: LoadedBlueprint, env: DetectedEnvironment, ch
     if (Array.isArray(list) && list.every((x) => typeof x === 'string')) presets = list as string[];
   }
   presets = presets ?? bp.spec.policy.presets;
+  const presetsDir = join(packageRoot, 'policies', 'presets');
+  // An unknown name is refused here, before a policy `policy validate` would refuse is written.
+  checkPresetNames(presets, presetsDir);
   base.set('presets', presets);
+  const presetFiles = choices.presetFiles ?? [];
+  applyPresetFiles(base, presetFiles, presets, presetsDir);
 
   const { name: providerName, ...providerFields } = chosen.profile.provider;
   if (chosen.profile.stub && providerFields.base_url === undefined) {
@@ -189,14 +202,158 @@ export function planOnboarding(bp: LoadedBlueprint, env: DetectedEnvironment, ch
     ],
     budgets: isRouterBudgets(prevJson.budgets) ? prevJson.budgets : { day: { tokens: 2_000_000 } },
   });
+  const policyText = base.toString();
+  // Never write a base policy the supervisor (or `policy validate`) would refuse.
+  parsePolicy(policyText, 'the onboarded policy', { presetsDir });
   return {
     profile: chosen.name,
     profileReason: chosen.reason,
     presets,
-    policyText: base.toString(),
+    presetFiles,
+    policyText,
     ...(typeof providerFields.credential === 'string' ? { credential: providerFields.credential } : {}),
     warnings,
   };
+}
+
+function hasAlias(doc: Document): boolean {
+  let found = false;
+  visit(doc, {
+    Alias() {
+      found = true;
+      return visit.BREAK;
+    },
+  });
+  return found;
+}
+
+/**
+ * Apply preset files onto a policy document as NemoClaw applies a preset (`applyNemoclawPreset`
+ * in src/policy/parse.ts, after NVIDIA/NemoClaw bin/lib/policies.js `applyPreset`): each policy
+ * of the preset's `network_policies` replaces the policy of the same key whole, or is added; files
+ * apply in order (a later one replaces an earlier one's). The policies are written into the
+ * document as they are in the file (their own `binaries`: none means no program may use them), each
+ * under a comment naming the preset, its source and digest; nothing outside `network_policies` is
+ * taken from a preset.
+ *
+ * A packaged preset listed in `presets:` merges structurally under the file's policies when the
+ * policy is loaded, so a preset file whose policy key is also one of those packaged presets' would
+ * not replace it but merge with it: that pairing is refused (exit 2) rather than widened.
+ */
+export function applyPresetFiles(doc: Document, files: readonly PresetFile[], namedPresets: readonly string[], presetsDir: string): void {
+  if (files.length === 0) return;
+  const namedKeys = new Map<string, string>();
+  for (const name of namedPresets) for (const key of loadNamedPreset(name, presetsDir).policyKeys) namedKeys.set(key, name);
+  const seen = new Map<string, PresetFile>();
+  for (const file of files) {
+    const earlier = seen.get(file.name);
+    if (earlier && earlier.sha256 !== file.sha256) {
+      throw new NemoclawError('invalid_input', `two preset files are both named "${file.name}": ${earlier.source} and ${file.source}`, {
+        nextStep: 'pass one of them, or give one another `preset: { name: … }`; nothing was written',
+        exitCode: 2,
+      });
+    }
+    seen.set(file.name, file);
+    for (const key of file.policyKeys) {
+      const named = namedKeys.get(key);
+      if (named === undefined) continue;
+      throw new NemoclawError(
+        'invalid_input',
+        `preset file ${file.source} and the packaged preset ${named} both define network_policies.${key}: a preset file replaces that policy (as NemoClaw applies presets) while a packaged preset merges into it, so they cannot both apply`,
+        { nextStep: `drop \`--preset ${named}\` or \`--preset ${file.source}\`; nothing was written`, exitCode: 2 },
+      );
+    }
+  }
+  let policies = doc.get('network_policies', true) as Node | undefined;
+  if (!isMap(policies)) {
+    policies = doc.createNode({}) as YAMLMap;
+    doc.set('network_policies', policies);
+  }
+  const map = policies as YAMLMap;
+  map.flow = false;
+  for (const file of files) {
+    if (seen.get(file.name) !== file) continue; // the same file twice: applied once
+    const presetDoc = parseDocument(file.text, { uniqueKeys: false });
+    const presetPolicies = presetDoc.get('network_policies', true);
+    // Keep the file's own layout unless it uses anchors (an alias would point into the other file).
+    const keepNodes = isMap(presetPolicies) && !hasAlias(presetDoc);
+    for (const key of file.policyKeys) {
+      const valueNode = keepNodes ? (presetPolicies as YAMLMap).get(key, true) : undefined;
+      const pair = doc.createPair(key, valueNode !== undefined && valueNode !== null ? (valueNode as Node).clone() : file.entries[key]) as Pair<Node, unknown>;
+      const index = map.items.findIndex((p) => (isScalar(p.key) ? p.key.value : p.key) === key);
+      const what = index >= 0 ? 'replaces the policy of this key' : 'adds this policy';
+      pair.key.commentBefore = ` preset ${file.name} from ${file.source} (${file.sha256.slice(0, 19)}…): ${what}, as NemoClaw applies presets`;
+      if (index >= 0) map.items[index] = pair;
+      else map.items.push(pair);
+    }
+  }
+}
+
+/** What onboarding chose, kept in the sandbox folder so a later `onboard` (and `status`) knows it. */
+export interface OnboardingRecord {
+  version: 1;
+  blueprint: string;
+  profile: string;
+  /** Packaged presets (also the policy's `presets:`). */
+  presets: string[];
+  /** Preset files given by path: their content is stored in the sandbox folder and in the policy. */
+  preset_files: Array<{ name: string; source: string; sha256: string; stored: string; policies: string[] }>;
+  time: string;
+}
+
+export function onboardingRecordFile(sandboxDir: string): string {
+  return join(sandboxDir, 'onboarding.json');
+}
+
+/**
+ * Store what onboarding chose: `onboarding.json` and a copy of each preset file in
+ * `<sandbox>/presets/<name>.yaml` (0600), so neither a later start nor re-onboarding depends on
+ * the original file (the policy itself also holds the preset's policies).
+ */
+export function writeOnboardingRecord(sandboxDir: string, blueprint: string, plan: OnboardingPlan, now: Date = new Date()): OnboardingRecord {
+  const presetFiles = plan.presetFiles.filter((f, i, all) => all.findIndex((g) => g.name === f.name) === i);
+  if (presetFiles.length > 0) mkdirSync(join(sandboxDir, 'presets'), { recursive: true, mode: 0o700 });
+  const record: OnboardingRecord = {
+    version: 1,
+    blueprint,
+    profile: plan.profile,
+    presets: plan.presets,
+    preset_files: presetFiles.map((f) => {
+      const stored = join('presets', `${f.name}.yaml`);
+      writeFileAtomicSync(join(sandboxDir, stored), f.text, 0o600);
+      return { name: f.name, source: f.source, sha256: f.sha256, stored, policies: f.policyKeys };
+    }),
+    time: now.toISOString(),
+  };
+  writeFileAtomicSync(onboardingRecordFile(sandboxDir), `${JSON.stringify(record, null, 2)}\n`, 0o600);
+  return record;
+}
+
+/** The last onboarding's record, or undefined (none, or unreadable: then onboarding chooses afresh). */
+export function readOnboardingRecord(sandboxDir: string): OnboardingRecord | undefined {
+  try {
+    const data = JSON.parse(readFileSync(onboardingRecordFile(sandboxDir), 'utf8')) as OnboardingRecord;
+    if (data?.version !== 1 || !Array.isArray(data.presets) || !Array.isArray(data.preset_files)) return undefined;
+    return data;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The preset files of a record, read back from their stored copies (validated again). */
+export function storedPresetFiles(sandboxDir: string, record: OnboardingRecord): PresetFile[] {
+  return record.preset_files.map((f) => {
+    const file = join(sandboxDir, f.stored);
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new NemoclawError('not_found', `the stored copy of preset ${f.name} (${file}) cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
+        nextStep: `pass the presets again: nemoclaw-tui onboard --preset ${f.source}`,
+      });
+    }
+    return { ...parsePresetFile(text, file), source: f.source };
+  });
 }
 
 function isRouterBudgets(v: unknown): v is Record<string, unknown> {

@@ -260,6 +260,11 @@ export function describeStatus(s: SupervisorStatus, opts: { daemonLog?: string }
   if (pending > 0) out.push(`  !! ${plural(pending, 'request')} waiting for approval: nemoclaw-tui pending${nameFlag(s.name)}`);
   const p = s.policy;
   out.push(...section('policy', [p ? `revision ${p.revision} (sha256 ${p.sha256.slice(0, 12)}, by ${p.author} at ${p.time})` : 'unknown']));
+  if (p && (p.presets !== undefined || p.preset_files !== undefined)) {
+    const files = (p.preset_files ?? []).map((f) => `${f.name} (file ${f.source}: ${f.policies.join(', ')})`);
+    const all = [...(p.presets ?? []), ...files];
+    out.push(...section('presets', [all.length > 0 ? all.join(', ') : 'none']));
+  }
   if (s.blueprint) {
     const b = s.blueprint;
     out.push(...section('blueprint', [`${b.name} ${b.version} ${shortDigest(b.digest)} (${b.signer === 'unsigned' ? 'unsigned' : `signed by ${b.signer}`})`, `full digest ${b.digest}`, `runs from ${b.dir}`]));

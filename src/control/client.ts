@@ -31,7 +31,16 @@ export interface SupervisorStatus {
   unsafe_allow_loopback_upstreams: boolean;
   operators: number;
   last_seq: number;
-  policy: { revision: number; sha256: string; author: string; time: string };
+  policy: {
+    revision: number;
+    sha256: string;
+    author: string;
+    time: string;
+    /** Packaged presets merged into the running policy (its `presets:`). */
+    presets?: string[];
+    /** Preset files onboarding wrote into the running base policy (`onboard --preset FILE`). */
+    preset_files?: Array<{ name: string; source: string; sha256: string; policies: string[] }>;
+  };
   audit: { dir: string; last_seq: number };
   /** The blueprint the sandbox is pinned to (lock file), verified in the store at start; absent when none. */
   blueprint?: { name: string; version: string; digest: string; dir: string; locked_at: string; signer: string };

@@ -236,6 +236,25 @@ export class Supervisor {
     };
   }
 
+  /**
+   * The preset files `onboard --preset FILE` wrote into the base policy (its onboarding.json) whose
+   * policies the running policy still has.
+   */
+  private presetFiles(): Array<{ name: string; source: string; sha256: string; policies: string[] }> {
+    try {
+      const record = JSON.parse(readFileSync(resolve(this.paths.dir, 'onboarding.json'), 'utf8')) as {
+        preset_files?: Array<{ name: string; source: string; sha256: string; policies: string[] }>;
+      };
+      if (!Array.isArray(record.preset_files)) return [];
+      const running = this.policy.current().network_policies;
+      return record.preset_files
+        .map((f) => ({ name: String(f.name), source: String(f.source), sha256: String(f.sha256), policies: Array.isArray(f.policies) ? f.policies.map(String) : [] }))
+        .filter((f) => f.policies.length > 0 && f.policies.every((k) => Object.hasOwn(running, k)));
+    } catch {
+      return [];
+    }
+  }
+
   status(): SupervisorStatus {
     const rev = this.policy.revision();
     const services: Record<string, Record<string, unknown>> = {};
@@ -258,7 +277,7 @@ export class Supervisor {
       unsafe_allow_loopback_upstreams: this.options.unsafeAllowLoopbackUpstreams,
       operators: this.operators.attachedCount(),
       last_seq: this.events.lastSeq(),
-      policy: { revision: rev.number, sha256: rev.sha256, author: rev.author, time: rev.time },
+      policy: { revision: rev.number, sha256: rev.sha256, author: rev.author, time: rev.time, presets: [...this.policy.current().presets], preset_files: this.presetFiles() },
       audit: { dir: this.paths.auditDir, last_seq: this.audit.lastSeq },
       ...(this.blueprint ? { blueprint: { ...this.blueprint } } : {}),
       services,

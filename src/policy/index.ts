@@ -3,7 +3,13 @@ export {
   DEFAULT_POLICY_PATH,
   DEFAULT_PRESETS_DIR,
   MAX_POLICY_BYTES,
+  applyNemoclawPreset,
   checkPolicySize,
+  checkPresetNames,
+  isPresetPath,
+  loadNamedPreset,
+  loadPresetFile,
+  parsePresetFile,
   formatPolicyIssues,
   listPresets,
   loadPolicyFile,
@@ -11,7 +17,7 @@ export {
   parsePolicy,
   readPolicyFile,
 } from './parse.js';
-export type { ParsedPolicy, ParseOptions, PolicyIssue } from './parse.js';
+export type { ParsedPolicy, ParseOptions, PolicyIssue, PresetFile } from './parse.js';
 export { canonicalPolicyYaml, policyDigest } from './canonical.js';
 export { compileNetworkMatcher, pathGlobToRegex } from './matcher.js';
 export type { NetworkMatcher } from './matcher.js';

@@ -1,13 +1,14 @@
+import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, type Document, type Node, type Pair, type YAMLMap } from 'yaml';
 import type { z } from 'zod';
 import { validateInferencePolicy } from '../inference/index.js';
 import { NemoclawError, isNemoclawError } from '../shared/errors.js';
 import { packageInfo } from '../shared/package.js';
 import { networkPolicyFindings } from './openshell.js';
-import { policyFileSchema, presetFileSchema } from './schema.js';
+import { policyFileSchema, presetFileSchema, presetNameSchema } from './schema.js';
 import type { Endpoint, L7Rule, NetworkPolicy, PolicyDocument } from './types.js';
 
 export interface PolicyIssue {
@@ -650,6 +651,129 @@ export function listPresets(presetsDir: string = DEFAULT_PRESETS_DIR): string[] 
   } catch {
     return [];
   }
+}
+
+/**
+ * Does a `--preset ARG` name a preset file rather than a packaged preset? A path: it contains `/`
+ * or ends in `.yaml` / `.yml` (`./jira.yaml`, `~/nemoclaw/presets/discord.yaml`, `jira.yaml`).
+ */
+export function isPresetPath(arg: string): boolean {
+  return arg.includes('/') || /\.ya?ml$/i.test(arg);
+}
+
+/**
+ * Refuse preset names that are not packaged presets (invalid_input, exit 2), listing those that
+ * are, before anything is written.
+ */
+export function checkPresetNames(names: readonly string[], presetsDir: string = DEFAULT_PRESETS_DIR): void {
+  const available = listPresets(presetsDir);
+  const unknown = [...new Set(names.filter((n) => !available.includes(n)))];
+  if (unknown.length === 0) return;
+  const what = unknown.map((n) => `"${n}"`).join(', ');
+  throw new NemoclawError(
+    'invalid_input',
+    `unknown preset${unknown.length === 1 ? '' : 's'} ${what}; the available presets are: ${available.join(', ') || '(none)'}`,
+    {
+      nextStep: `choose from those, or pass a preset file by its path (e.g. \`--preset ./${unknown[0]!.replace(/[^A-Za-z0-9_-]/g, '') || 'my-preset'}.yaml\`; NemoClaw's preset files load as they are); nothing was written`,
+      exitCode: 2,
+      details: { unknown, available },
+    },
+  );
+}
+
+/** A preset file, read and validated on its own (a packaged one, or one given by path). */
+export interface PresetFile {
+  /** `preset.name` (NemoClaw's header), else the file name without `.yaml`. */
+  name: string;
+  description: string | undefined;
+  /** Where it was read from. */
+  source: string;
+  /** The file as read (stored as is, so a later start never depends on the original). */
+  text: string;
+  /** `sha256:<hex>` of `text`. */
+  sha256: string;
+  /** Keys of its `network_policies`, in file order. */
+  policyKeys: string[];
+  /** Its `network_policies` as written (plain YAML data): key → policy. */
+  entries: Record<string, unknown>;
+  /** Fields loaded but not enforced here (e.g. `tls: terminate`, a policy without `binaries`). */
+  warnings: PolicyIssue[];
+}
+
+/**
+ * Parse and validate one preset file (presetFileSchema: our format or NemoClaw's `preset:` header;
+ * OpenShell's endpoint checks). Throws policy_invalid (exit 2) naming file:line:col; a preset with
+ * no network policies is refused (NemoClaw: "has no network_policies section").
+ */
+export function parsePresetFile(text: string, source: string): PresetFile {
+  checkPolicySize(text, source);
+  const validated = validateYaml(text, source, presetFileSchema);
+  if (!validated.ok) throw policyInvalid(source, validated.issues);
+  const { data, raw, warnings, source: map } = validated.value;
+  const openshell = openshellIssues(raw, map);
+  if (openshell.errors.length > 0) throw policyInvalid(source, capIssues(openshell.errors, 'a valid preset'));
+  const rawPolicies = (raw as { network_policies?: unknown }).network_policies;
+  const entries = typeof rawPolicies === 'object' && rawPolicies !== null && !Array.isArray(rawPolicies) ? (rawPolicies as Record<string, unknown>) : {};
+  const policyKeys = Object.keys(data.network_policies);
+  if (policyKeys.length === 0) {
+    const pos = map.position(['network_policies'], true);
+    throw policyInvalid(source, [
+      { file: source, ...pos, path: 'network_policies', expected: 'a preset with at least one network policy', message: 'the preset has no network_policies' },
+    ]);
+  }
+  const fileName = basename(source).replace(/\.ya?ml$/i, '');
+  const name = data.preset?.name ?? fileName;
+  if (!presetNameSchema.safeParse(name).success) {
+    throw policyInvalid(source, [
+      {
+        file: source,
+        line: 1,
+        col: 1,
+        path: 'preset.name',
+        expected: 'a preset name (e.g. npm, github)',
+        message: `the file name "${fileName}" is not a preset name; add \`preset: { name: my-preset }\``,
+      },
+    ]);
+  }
+  return {
+    name,
+    description: data.preset?.description ?? data.description,
+    source,
+    text,
+    sha256: `sha256:${createHash('sha256').update(text).digest('hex')}`,
+    policyKeys,
+    entries,
+    warnings: [...warnings, ...openshell.warnings].sort((a, b) => a.line - b.line || a.col - b.col),
+  };
+}
+
+/** Read and validate a preset file given by path (size-capped; exit 2 naming the file when unreadable or invalid). */
+export async function loadPresetFile(path: string): Promise<PresetFile> {
+  return parsePresetFile(await readPolicyFile(path), path);
+}
+
+/** A packaged preset by name (throws like checkPresetNames when there is none). */
+export function loadNamedPreset(name: string, presetsDir: string = DEFAULT_PRESETS_DIR): PresetFile {
+  checkPresetNames([name], presetsDir);
+  const file = join(presetsDir, `${name}.yaml`);
+  return parsePresetFile(readFileSync(file, 'utf8'), file);
+}
+
+/**
+ * NemoClaw's merge of a preset onto a sandbox policy, on the `network_policies` maps, exactly:
+ * NVIDIA/NemoClaw bin/lib/policies.js `applyPreset` (with `extractPresetEntries`, commit
+ * 04012f7b301ebc6658ec005ef90ad85778c2dc8f) pastes the text under the preset's `network_policies:`
+ * at the end of the sandbox policy's `network_policies:` block and hands the result to
+ * `openshell policy set`. OpenShell reads it with serde_yml into a `BTreeMap<String, …>`
+ * (NVIDIA/OpenShell crates/openshell-policy/src/lib.rs `parse_sandbox_policy`), where a key seen
+ * twice keeps its later value. So on a key collision the preset's policy REPLACES the sandbox's
+ * policy of that key whole (its endpoints, rules and binaries; nothing is merged); other keys are
+ * added. Presets applied one after another fold left: a later preset replaces an earlier one.
+ */
+export function applyNemoclawPreset(current: Readonly<Record<string, unknown>>, presetEntries: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...current };
+  for (const [key, policy] of Object.entries(presetEntries)) out[key] = policy;
+  return out;
 }
 
 /**

@@ -273,9 +273,23 @@ export const policyFileSchema = z.object({
 
 export type PolicyFileData = z.output<typeof policyFileSchema>;
 
-/** A preset: network policies merged into a policy that lists it. */
+/**
+ * NemoClaw's preset header (nemoclaw-blueprint/policies/presets/*.yaml upstream):
+ * `preset: { name, description }`. Strict: any other key in it is refused, not skipped.
+ */
+export const presetHeaderSchema = z.strictObject({
+  name: presetNameSchema,
+  description: z.string({ error: 'a one-line description' }).optional(),
+});
+
+/**
+ * A preset: network policies merged into a policy that lists it. Our format (`version`,
+ * `description`) and NemoClaw's (`preset: {name, description}`) both load; any other top-level key
+ * is reported ("not enforced here") and never applied, and an unknown key inside `preset:` is refused.
+ */
 export const presetFileSchema = z.object({
   version: z.literal(1, { error: '1 (the policy format version)' }).optional(),
+  preset: presetHeaderSchema.optional(),
   description: z.string().optional(),
   network_policies: networkPoliciesSchema.default({}),
 });

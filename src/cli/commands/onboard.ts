@@ -7,7 +7,9 @@
  */
 import { createInterface } from 'node:readline/promises';
 import { existsSync, readFileSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
 import type { Command } from 'commander';
+import { parseDocument } from 'yaml';
 import { packageInfo } from '../../shared/package.js';
 import { inspectSandbox, startDaemon } from '../../control/daemon.js';
 import {
@@ -25,8 +27,13 @@ import {
   agentStateFile,
   runtimeSpecOf,
   prepareBlueprintForUp,
+  readOnboardingRecord,
+  storedPresetFiles,
+  writeOnboardingRecord,
 } from '../../agent/index.js';
+import { checkPresetNames, formatPolicyIssues, isPresetPath, loadPresetFile, type PresetFile } from '../../policy/index.js';
 import { NemoclawError } from '../../shared/errors.js';
+import { writeFileAtomicSync } from '../../shared/fs.js';
 import { EXIT, action, ensureHome, nameFlag, type CliContext } from '../util.js';
 import type { CommandModule } from './index.js';
 
@@ -58,6 +65,47 @@ function gib(bytes: number): string {
   return `${(bytes / 2 ** 30).toFixed(1)} GiB`;
 }
 
+/** Presets as chosen: packaged names, and files given by path (read and validated). */
+export interface ChosenPresets {
+  names: string[];
+  files: PresetFile[];
+}
+
+/**
+ * Resolve `--preset` arguments: a path (contains `/` or ends in .yaml) is read and validated now
+ * (its content is what applies, stored with the sandbox); a name must be a packaged preset. Throws
+ * (exit 2) before anything is written.
+ */
+export async function resolvePresetArgs(args: readonly string[], presetsDir: string, cwd: string = process.cwd(), home: string | undefined = process.env.HOME): Promise<ChosenPresets> {
+  const names: string[] = [];
+  const files: PresetFile[] = [];
+  for (const arg of args) {
+    if (!isPresetPath(arg)) {
+      if (!names.includes(arg)) names.push(arg);
+      continue;
+    }
+    const expanded = (arg === '~' || arg.startsWith('~/')) && home ? join(home, arg.slice(1)) : arg;
+    files.push(await loadPresetFile(isAbsolute(expanded) ? expanded : resolve(cwd, expanded)));
+  }
+  checkPresetNames(names, presetsDir);
+  return { names, files };
+}
+
+/** The keys of a policy text's `network_policies` (no validation; [] when unreadable). */
+function policyKeysOf(text: string): string[] {
+  try {
+    const np = (parseDocument(text).toJS() as { network_policies?: unknown } | null)?.network_policies;
+    return typeof np === 'object' && np !== null ? Object.keys(np) : [];
+  } catch {
+    return [];
+  }
+}
+
+function describePresets(p: { presets: string[]; presetFiles: PresetFile[] }): string {
+  const all = [...p.presets, ...p.presetFiles.map((f) => `${f.name} (file ${f.source})`)];
+  return all.length > 0 ? all.join(', ') : 'none';
+}
+
 /** What onboarding prepared: the base policy to start the supervisor with, and what was chosen. */
 export interface OnboardPrepared {
   blueprintName: string;
@@ -70,10 +118,14 @@ export interface OnboardPrepared {
  * the policy and agent state, install the runtime. `say` prints each progress line.
  */
 export async function prepareOnboarding(ctx: CliContext, opts: OnboardOptions, say: (line: string) => void = (l) => ctx.out(l)): Promise<OnboardPrepared> {
-  ensureHome(ctx);
   const env = ctx.io.env;
   const interactive = !(opts.nonInteractive || env.NEMOCLAW_NON_INTERACTIVE === '1') && process.stdin.isTTY === true;
   const packageRoot = packageInfo().root;
+  const presetsDir = join(packageRoot, 'policies', 'presets');
+  // Presets first: an unknown name or a bad preset file is refused (exit 2) before anything is written.
+  const presetArgs = opts.preset ?? envList(env.NEMOCLAW_PRESETS);
+  let chosenPresets = presetArgs !== undefined ? await resolvePresetArgs(presetArgs, presetsDir, process.cwd(), env.HOME) : undefined;
+  ensureHome(ctx);
   const blueprintArg = opts.blueprint ?? env.NEMOCLAW_BLUEPRINT ?? 'openclaw';
   const credentialsFile = `${ctx.home}/credentials.json`;
   const detectors = systemDetectors(credentialsFile, env);
@@ -89,13 +141,26 @@ export async function prepareOnboarding(ctx: CliContext, opts: OnboardOptions, s
 
   // 2. Choices: flag > environment > prompt > detection.
   let profile = opts.profile ?? env.NEMOCLAW_PROFILE;
-  let presets = opts.preset ?? envList(env.NEMOCLAW_PRESETS);
+  // Nothing given: the packaged presets of the sandbox's base policy (its `presets:`, read by
+  // planOnboarding) and the preset files the last onboarding applied (from their stored copies),
+  // as long as the base policy still has their policies.
+  let keptFiles: PresetFile[] | undefined;
+  if (chosenPresets === undefined) {
+    const record = readOnboardingRecord(ctx.paths.dir);
+    if (record && record.preset_files.length > 0) {
+      const present = new Set(existsSync(ctx.paths.policyFile) ? policyKeysOf(readFileSync(ctx.paths.policyFile, 'utf8')) : []);
+      const kept = record.preset_files.filter((f) => f.policies.every((k) => present.has(k)));
+      const dropped = record.preset_files.filter((f) => !kept.includes(f));
+      if (dropped.length > 0) ctx.err(`note: the base policy no longer has the policies of preset file${dropped.length === 1 ? '' : 's'} ${dropped.map((f) => f.source).join(', ')}; not applied again (pass --preset FILE to apply it)`);
+      keptFiles = storedPresetFiles(ctx.paths.dir, { ...record, preset_files: kept });
+    }
+  }
   if (interactive) {
     const suggested = profile ?? options.find((o) => o.available)?.name ?? bp.spec.inference.default_profile;
     profile = await ask(ctx, `inference profile (${options.map((o) => o.name).join(', ')})?`, suggested);
-    const current = presets ?? bp.spec.policy.presets;
-    const answer = await ask(ctx, 'presets to allow (comma-separated: npm, pypi, github, huggingface, …; "-" for none)?', current.join(',') || '-');
-    presets = answer === '-' ? [] : (envList(answer) ?? []);
+    const current = chosenPresets ? [...chosenPresets.names, ...chosenPresets.files.map((f) => f.source)] : [...bp.spec.policy.presets, ...(keptFiles ?? []).map((f) => f.source)];
+    const answer = await ask(ctx, 'presets to allow (comma-separated: npm, pypi, github, huggingface, … or a preset file path; "-" for none)?', current.join(',') || '-');
+    chosenPresets = await resolvePresetArgs(answer === '-' ? [] : (envList(answer) ?? []), presetsDir, process.cwd(), env.HOME);
   }
 
   // 3. Keys (from an environment variable, never from argv), 0600.
@@ -109,10 +174,12 @@ export async function prepareOnboarding(ctx: CliContext, opts: OnboardOptions, s
     // Onboarding is the operator choosing this blueprint again: accept a newer packaged version.
     upgrade: true,
     ...(profile !== undefined ? { profile } : {}),
-    ...(presets !== undefined ? { presets } : {}),
+    ...(chosenPresets !== undefined ? { presets: chosenPresets.names, presetFiles: chosenPresets.files } : {}),
+    ...(chosenPresets === undefined && keptFiles !== undefined ? { presetFiles: keptFiles } : {}),
   });
   const plan = prepared.plan!;
   for (const w of plan.warnings) ctx.err(`warning: ${w}`);
+  writeOnboardingRecord(ctx.paths.dir, bp.spec.name, plan);
   const chosen = bp.spec.inference.profiles[plan.profile]!;
   const keyVar = opts.apiKeyEnv ?? chosen.requires?.env;
   if (plan.credential && keyVar) {
@@ -125,8 +192,12 @@ export async function prepareOnboarding(ctx: CliContext, opts: OnboardOptions, s
     }
   }
   say(`  blueprint  verified ${prepared.blueprint.spec.name} ${prepared.blueprint.spec.version}, digest ${prepared.digest}, ${prepared.signer ? `signed by ${prepared.signer}` : 'unsigned'}; runs from ${prepared.blueprint.dir}`);
-  say(`  chose      profile ${plan.profile} (${plan.profileReason}); presets: ${plan.presets.length ? plan.presets.join(', ') : 'none'}`);
+  say(`  chose      profile ${plan.profile} (${plan.profileReason}); presets: ${describePresets(plan)}`);
   say(`  policy     ${prepared.policyFile} (your always-allow rules in ${ctx.paths.overlayFile} are kept)`);
+  for (const f of plan.presetFiles) {
+    say(`  preset     ${f.name} from ${f.source} (${f.sha256.slice(0, 19)}…): network_policies ${f.policyKeys.join(', ')} written into the policy (a policy of the same key is replaced, as NemoClaw applies presets); copy kept in ${join(ctx.paths.dir, 'presets', `${f.name}.yaml`)}`);
+    if (f.warnings.length > 0) ctx.err(`warning: preset ${f.name}: not enforced here:\n${formatPolicyIssues(f.warnings)}`);
+  }
 
   // 4. The agent's runtime, with progress.
   const runtime = runtimeSpecOf(bp);
@@ -154,6 +225,13 @@ export async function prepareOnboarding(ctx: CliContext, opts: OnboardOptions, s
 export async function onboard(ctx: CliContext, opts: OnboardOptions): Promise<number> {
   const { blueprintName, policyFile, isOpenClaw } = await prepareOnboarding(ctx, opts);
   if (opts.start === false) {
+    // The onboarded policy becomes the sandbox's base: a plain `up` (or the TUI) starts with it.
+    const running = (await inspectSandbox(ctx.paths)).state === 'running';
+    if (resolve(policyFile) !== resolve(ctx.paths.policyFile)) writeFileAtomicSync(ctx.paths.policyFile, readFileSync(policyFile, 'utf8'), 0o600);
+    if (running) {
+      ctx.err(`note: sandbox "${ctx.name}" is running with its current policy; the onboarded one applies when it next starts (nemoclaw-tui down${nameFlag(ctx.name)} && nemoclaw-tui up${nameFlag(ctx.name)}), or now: nemoclaw-tui policy set ${policyFile}${nameFlag(ctx.name)}`);
+      return EXIT.ok;
+    }
     ctx.out(`ready; start it with: nemoclaw-tui up${nameFlag(ctx.name)}`);
     return EXIT.ok;
   }
@@ -246,7 +324,10 @@ export const onboardCommands: CommandModule = {
       .description('set up a sandboxed agent: detect providers, choose a profile and presets, install, start')
       .option('--blueprint <name>', 'blueprint to run: openclaw (default, env NEMOCLAW_BLUEPRINT) or drill, or a directory')
       .option('--profile <name>', 'inference profile of the blueprint (env NEMOCLAW_PROFILE; default: detected)')
-      .option('--preset <name...>', 'network presets to allow (env NEMOCLAW_PRESETS=a,b; default: the blueprint\'s, or last time\'s)')
+      .option(
+        '--preset <name|file...>',
+        'network presets to allow: a packaged name (npm, pypi, github, …) or a preset file path, e.g. one of NemoClaw\'s (env NEMOCLAW_PRESETS=a,b; default: the blueprint\'s, or last time\'s)',
+      )
       .option('--api-key-env <VAR>', 'environment variable holding the provider key to store (default: the profile\'s, e.g. NVIDIA_API_KEY)')
       .option('--non-interactive', 'never prompt (env NEMOCLAW_NON_INTERACTIVE=1); use flags, environment and detection')
       .option('--no-start', 'prepare only; do not start the supervisor')
