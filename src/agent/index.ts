@@ -28,6 +28,7 @@ export {
   isLoopbackUrl,
   applyPresetFiles,
   onboardingRecordFile,
+  keptPresetFiles,
   readOnboardingRecord,
   storedPresetFiles,
   writeOnboardingRecord,

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { checkLock, importBlueprint, packageKeysDir } from '../blueprint/index.js';
 import { ensureSandboxDirs, homePaths, type SandboxPaths } from '../shared/home.js';
 import { loadBlueprintSpec, type LoadedBlueprint } from './blueprint-spec.js';
-import { detectEnvironment, planOnboarding, systemDetectors, type DetectedEnvironment, type Detectors, type OnboardingPlan } from './onboard.js';
+import { detectEnvironment, keptPresetFiles, planOnboarding, systemDetectors, type DetectedEnvironment, type Detectors, type OnboardingPlan } from './onboard.js';
 import type { PresetFile } from '../policy/index.js';
 import { agentStateFile, readAgentState, resolveBlueprintDir, writeAgentState, type AgentState } from './service.js';
 
@@ -63,6 +63,9 @@ export async function prepareBlueprintLaunch(opts: PrepareOptions): Promise<Prep
   let environment: DetectedEnvironment | undefined;
   let plan: OnboardingPlan | undefined;
   if (!keepPolicy) {
+    // No preset files given: keep those the last onboarding applied (as the packaged presets of
+    // the previous policy are kept).
+    const presetFiles = opts.presetFiles ?? keptPresetFiles(opts.paths.dir, opts.paths.policyFile).files;
     environment = await detectEnvironment(blueprint, opts.detectors ?? systemDetectors(join(opts.home, 'credentials.json')));
     plan = planOnboarding(
       blueprint,
@@ -70,7 +73,7 @@ export async function prepareBlueprintLaunch(opts: PrepareOptions): Promise<Prep
       {
         ...(opts.profile !== undefined ? { profile: opts.profile } : {}),
         ...(opts.presets !== undefined ? { presets: opts.presets } : {}),
-        ...(opts.presetFiles !== undefined ? { presetFiles: opts.presetFiles } : {}),
+        presetFiles,
         ...(existsSync(opts.paths.policyFile) ? { previousPolicyText: readFileSync(opts.paths.policyFile, 'utf8') } : {}),
       },
       opts.packageRoot,

@@ -356,6 +356,25 @@ export function storedPresetFiles(sandboxDir: string, record: OnboardingRecord):
   });
 }
 
+/**
+ * The preset files the last onboarding applied (from their stored copies) whose policies the
+ * sandbox's base policy still has: what re-onboarding, or a new blueprint's policy, keeps when no
+ * preset is given. `dropped`: those whose policies are gone (the policy was changed since).
+ */
+export function keptPresetFiles(sandboxDir: string, policyFile: string): { files: PresetFile[]; dropped: OnboardingRecord['preset_files'] } {
+  const record = readOnboardingRecord(sandboxDir);
+  if (!record || record.preset_files.length === 0) return { files: [], dropped: [] };
+  let present = new Set<string>();
+  try {
+    const np = (parseDocument(readFileSync(policyFile, 'utf8')).toJS() as { network_policies?: unknown } | null)?.network_policies;
+    if (typeof np === 'object' && np !== null) present = new Set(Object.keys(np));
+  } catch {
+    // no base policy (yet): nothing is kept
+  }
+  const kept = record.preset_files.filter((f) => f.policies.every((k) => present.has(k)));
+  return { files: storedPresetFiles(sandboxDir, { ...record, preset_files: kept }), dropped: record.preset_files.filter((f) => !kept.includes(f)) };
+}
+
 function isRouterBudgets(v: unknown): v is Record<string, unknown> {
   if (typeof v !== 'object' || v === null) return false;
   const keys = Object.keys(v);

@@ -9,7 +9,6 @@ import { createInterface } from 'node:readline/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { parseDocument } from 'yaml';
 import { packageInfo } from '../../shared/package.js';
 import { inspectSandbox, startDaemon } from '../../control/daemon.js';
 import {
@@ -27,8 +26,7 @@ import {
   agentStateFile,
   runtimeSpecOf,
   prepareBlueprintForUp,
-  readOnboardingRecord,
-  storedPresetFiles,
+  keptPresetFiles,
   writeOnboardingRecord,
 } from '../../agent/index.js';
 import { checkPresetNames, formatPolicyIssues, isPresetPath, loadPresetFile, type PresetFile } from '../../policy/index.js';
@@ -91,16 +89,6 @@ export async function resolvePresetArgs(args: readonly string[], presetsDir: str
   return { names, files };
 }
 
-/** The keys of a policy text's `network_policies` (no validation; [] when unreadable). */
-function policyKeysOf(text: string): string[] {
-  try {
-    const np = (parseDocument(text).toJS() as { network_policies?: unknown } | null)?.network_policies;
-    return typeof np === 'object' && np !== null ? Object.keys(np) : [];
-  } catch {
-    return [];
-  }
-}
-
 function describePresets(p: { presets: string[]; presetFiles: PresetFile[] }): string {
   const all = [...p.presets, ...p.presetFiles.map((f) => `${f.name} (file ${f.source})`)];
   return all.length > 0 ? all.join(', ') : 'none';
@@ -146,14 +134,9 @@ export async function prepareOnboarding(ctx: CliContext, opts: OnboardOptions, s
   // as long as the base policy still has their policies.
   let keptFiles: PresetFile[] | undefined;
   if (chosenPresets === undefined) {
-    const record = readOnboardingRecord(ctx.paths.dir);
-    if (record && record.preset_files.length > 0) {
-      const present = new Set(existsSync(ctx.paths.policyFile) ? policyKeysOf(readFileSync(ctx.paths.policyFile, 'utf8')) : []);
-      const kept = record.preset_files.filter((f) => f.policies.every((k) => present.has(k)));
-      const dropped = record.preset_files.filter((f) => !kept.includes(f));
-      if (dropped.length > 0) ctx.err(`note: the base policy no longer has the policies of preset file${dropped.length === 1 ? '' : 's'} ${dropped.map((f) => f.source).join(', ')}; not applied again (pass --preset FILE to apply it)`);
-      keptFiles = storedPresetFiles(ctx.paths.dir, { ...record, preset_files: kept });
-    }
+    const kept = keptPresetFiles(ctx.paths.dir, ctx.paths.policyFile);
+    for (const f of kept.dropped) ctx.err(`note: the base policy no longer has the policies of preset file ${f.source}; not applied again (pass --preset ${f.source} to apply it)`);
+    if (kept.files.length > 0 || kept.dropped.length > 0) keptFiles = kept.files;
   }
   if (interactive) {
     const suggested = profile ?? options.find((o) => o.available)?.name ?? bp.spec.inference.default_profile;
@@ -232,7 +215,7 @@ export async function onboard(ctx: CliContext, opts: OnboardOptions): Promise<nu
       ctx.err(`note: sandbox "${ctx.name}" is running with its current policy; the onboarded one applies when it next starts (nemoclaw-tui down${nameFlag(ctx.name)} && nemoclaw-tui up${nameFlag(ctx.name)}), or now: nemoclaw-tui policy set ${policyFile}${nameFlag(ctx.name)}`);
       return EXIT.ok;
     }
-    ctx.out(`ready; start it with: nemoclaw-tui up${nameFlag(ctx.name)}`);
+    ctx.out(`ready; start it with: nemoclaw-tui up${nameFlag(ctx.name)}   (it starts with ${ctx.paths.policyFile})`);
     return EXIT.ok;
   }
 
