@@ -246,6 +246,11 @@ export function applyUnifiedDiff(before: string, diff: string): string | undefin
   return out.length === 0 ? '' : `${out.join('\n')}\n`;
 }
 
+/** The aggregation key: fields joined by NUL (the proxy refuses request targets and hosts that contain one). */
+function rowKey(host: string, port: number, binary: string | null, method: string | null, path: string | null, tunnelled: boolean, verdict: Verdict): string {
+  return `${host}\0${port}\0${binary ?? '\u0001'}\0${method ?? '\u0001'}\0${path ?? '\u0001'}\0${tunnelled ? 1 : 0}\0${verdict}`;
+}
+
 function groupSkip(map: Map<string, SkippedGroup>, reason: string, seq: number): void {
   let g = map.get(reason);
   if (!g) map.set(reason, (g = { reason, count: 0, seqs: [] }));
@@ -264,6 +269,9 @@ export async function collectNetReplay(events: AsyncIterable<AuditEvent | Record
   const rows = new Map<string, ReplayRequest>();
   const skipped = new Map<string, SkippedGroup>();
   const pending = new Map<string, Pending>();
+  /** Requests in arrival order (a Map's oldest entry is slow to find after many deletions). */
+  let order: Pending[] = [];
+  let head = 0;
   /** The recorded verdict of the last CONNECT per target: requests inside a tunnel inherit it. */
   const tunnels = new Map<string, { verdict: Verdict; detail: string; rule: string | null }>();
   const revisions: RecordedRevision[] = [];
@@ -276,12 +284,12 @@ export async function collectNetReplay(events: AsyncIterable<AuditEvent | Record
 
   const add = (p: Omit<Pending, 'id' | 'held' | 'decision'>, c: { verdict: Verdict; detail: string; rule: string | null }, seq: number): void => {
     let path = p.path;
-    let key = JSON.stringify([p.host, p.port, p.binary, p.method, path, p.tunnelled, c.verdict]);
+    let key = rowKey(p.host, p.port, p.binary, p.method, path, p.tunnelled, c.verdict);
     let row = rows.get(key);
     if (!row && rows.size >= maxRows && path !== null) {
       folded = true;
       path = FOLDED_PATH;
-      key = JSON.stringify([p.host, p.port, p.binary, p.method, path, p.tunnelled, c.verdict]);
+      key = rowKey(p.host, p.port, p.binary, p.method, path, p.tunnelled, c.verdict);
       row = rows.get(key);
     }
     if (!row) {
@@ -318,6 +326,8 @@ export async function collectNetReplay(events: AsyncIterable<AuditEvent | Record
 
   const settleAll = (): void => {
     for (const p of [...pending.values()]) settle(p);
+    order = [];
+    head = 0;
   };
 
   for await (const raw of events as AsyncIterable<Record<string, unknown>>) {
@@ -353,7 +363,15 @@ export async function collectNetReplay(events: AsyncIterable<AuditEvent | Record
         continue;
       }
       pending.set(id, p);
-      if (pending.size > window) settle(pending.values().next().value as Pending);
+      order.push(p);
+      while (pending.size > window && head < order.length) {
+        const oldest = order[head++]!;
+        if (pending.get(oldest.id) === oldest) settle(oldest);
+      }
+      if (head > 65_536) {
+        order = order.slice(head);
+        head = 0;
+      }
       continue;
     }
     if (kind === 'net.held') {
@@ -606,7 +624,9 @@ export interface AuditReadReport {
 }
 
 const SEGMENT_RE = /^audit-(\d{6,})\.jsonl(\.gz)?$/;
-const HASH_TAIL_RE = /,"hash":"([0-9a-f]{64})"\}$/;
+const HASH_MEMBER_START = ',"hash":"';
+const HASH_MEMBER_LEN = HASH_MEMBER_START.length + 64 + 2;
+const HEX64_RE = /^[0-9a-f]{64}$/;
 const MAX_PROBLEMS = 100;
 
 interface Line {
@@ -615,25 +635,31 @@ interface Line {
   complete: boolean;
 }
 
-/** Lines of a byte stream, without loading it whole. */
-async function* lines(stream: AsyncIterable<Buffer | string>): AsyncGenerator<Line> {
+/** Lines of a byte stream, a chunk's worth at a time, without loading it whole. */
+async function* lineBatches(stream: AsyncIterable<Buffer | string>): AsyncGenerator<Line[]> {
   let rest = '';
   const decoder = new TextDecoder('utf-8');
   for await (const chunk of stream) {
     rest += typeof chunk === 'string' ? chunk : decoder.decode(chunk, { stream: true });
+    const batch: Line[] = [];
     let start = 0;
     for (let nl = rest.indexOf('\n'); nl >= 0; nl = rest.indexOf('\n', start)) {
-      yield { text: rest.slice(start, nl), complete: true };
+      batch.push({ text: rest.slice(start, nl), complete: true });
       start = nl + 1;
     }
     rest = rest.slice(start);
+    if (batch.length > 0) yield batch;
   }
   rest += decoder.decode();
-  if (rest.length > 0) yield { text: rest, complete: false };
+  if (rest.length > 0) yield [{ text: rest, complete: false }];
+}
+
+async function* lines(stream: AsyncIterable<Buffer | string>): AsyncGenerator<Line> {
+  for await (const batch of lineBatches(stream)) yield* batch;
 }
 
 function openSegment(path: string): AsyncIterable<Buffer> {
-  const raw = createReadStream(path);
+  const raw = createReadStream(path, { highWaterMark: 1024 * 1024 });
   if (!path.endsWith('.gz')) return raw;
   const gunzip = createGunzip();
   raw.on('error', (err) => gunzip.destroy(err));
@@ -709,7 +735,7 @@ export function readAuditEvents(path: string): { events: AsyncGenerator<AuditEve
       let stream: AsyncIterable<Buffer>;
       try {
         stream = openSegment(file);
-        for await (const line of lines(stream)) {
+        for await (const batch of lineBatches(stream)) for (const line of batch) {
           lineNo++;
           if (!line.complete) {
             if (fi === files.length - 1) report.tornTail = true;
@@ -725,12 +751,16 @@ export function readAuditEvents(path: string): { events: AsyncGenerator<AuditEve
             problem({ file, line: lineNo, ...(expectSeq !== undefined ? { seq: expectSeq } : {}), reason: 'not a JSON record; skipped', skipped: true });
             continue;
           }
-          const m = HASH_TAIL_RE.exec(line.text);
-          if (!rec || typeof rec !== 'object' || typeof rec.seq !== 'number' || !m || typeof rec.prev_hash !== 'string') {
+          const text = line.text;
+          // The line ends with `,"hash":"<64 hex>"}`; the hashed form is the line without that member.
+          const at = text.length - HASH_MEMBER_LEN;
+          const stored = at > 0 && text.startsWith(HASH_MEMBER_START, at) && text.endsWith('"}') ? text.slice(at + HASH_MEMBER_START.length, text.length - 2) : undefined;
+          if (!rec || typeof rec !== 'object' || typeof rec.seq !== 'number' || stored === undefined || !HEX64_RE.test(stored) || typeof rec.prev_hash !== 'string') {
             problem({ file, line: lineNo, reason: 'malformed record (not a line written by the audit log); skipped', skipped: true });
             continue;
           }
-          const canonical = `${line.text.slice(0, m.index)}}`;
+          const m = [text, stored] as const;
+          const canonical = `${text.slice(0, at)}}`;
           if (hash('sha256', canonical, 'hex') !== m[1]) {
             problem({ file, line: lineNo, seq: rec.seq, reason: `hash of seq ${rec.seq} does not match its content (record edited); skipped`, skipped: true });
             // The chain goes on from the hash it claims, so later records are judged on their own.
