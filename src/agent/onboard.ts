@@ -5,7 +5,7 @@
  * policy (blueprint policy + presets + the profile's inference section). The operator's overlay
  * (overlay.yaml) is never written here, so re-onboarding keeps "always allow" rules.
  */
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import { isAlias, isMap, isScalar, parseDocument, visit, type Document, type Node, type Pair, type YAMLMap } from 'yaml';
@@ -326,6 +326,13 @@ export function writeOnboardingRecord(sandboxDir: string, blueprint: string, pla
     time: now.toISOString(),
   };
   writeFileAtomicSync(onboardingRecordFile(sandboxDir), `${JSON.stringify(record, null, 2)}\n`, 0o600);
+  // Copies of preset files no longer chosen go.
+  const keep = new Set(record.preset_files.map((f) => `${f.name}.yaml`));
+  try {
+    for (const name of readdirSync(join(sandboxDir, 'presets'))) if (name.endsWith('.yaml') && !keep.has(name)) rmSync(join(sandboxDir, 'presets', name), { force: true });
+  } catch {
+    // no presets folder
+  }
   return record;
 }
 

@@ -64,6 +64,23 @@ describe('presets through the CLI', { timeout: 180_000 }, () => {
     expect(readdirSync(home.dir)).toEqual([]);
   });
 
+  it('onboarding again with other presets drops the earlier preset file (policy, stored copy, record)', async () => {
+    const discord = join(work.dir, 'discord.yaml');
+    copyFileSync(join(FIXTURES, 'discord.yaml'), discord);
+    const sbx = join(home.dir, 'sandboxes', 'default');
+    const first = await runCli(['onboard', '--blueprint', blueprint, '--preset', discord, '--no-start', '--non-interactive'], { home: home.dir, env });
+    expect(first.code, first.stderr).toBe(0);
+    expect(existsSync(join(sbx, 'presets', 'discord.yaml'))).toBe(true);
+    const second = await runCli(['onboard', '--blueprint', blueprint, '--preset', 'npm', '--no-start', '--non-interactive'], { home: home.dir, env });
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stdout).toContain('presets: npm\n');
+    expect(existsSync(join(sbx, 'presets', 'discord.yaml'))).toBe(false);
+    const policy = parseYaml(readFileSync(join(sbx, 'policy.yaml'), 'utf8')) as { presets: string[]; network_policies: Record<string, unknown> };
+    expect(policy.presets).toEqual(['npm']);
+    expect(Object.keys(policy.network_policies)).toEqual(['drill-allowed']);
+    expect(JSON.parse(readFileSync(join(sbx, 'onboarding.json'), 'utf8'))).toMatchObject({ presets: ['npm'], preset_files: [] });
+  });
+
   it('onboard --preset NAMES FILES --no-start, then up: the supervisor runs with them, status shows them, and the files are not needed any more', async () => {
     // NemoClaw's discord preset, and a preset of our own whose key collides with the drill's policy.
     const discord = join(work.dir, 'discord.yaml');
