@@ -229,13 +229,22 @@ function checkEndpoint(out: Finding[], at: PathKey[], ep: Record<string, unknown
   if (hasRules && (rules as unknown[]).every(ruleIsEmpty)) {
     out.push({ path: [...at, 'rules'], severity: 'error', message: 'rules would deny all traffic (no allow clause found). Use `access: full` or add allow clauses to rules.' });
   }
-  if (protocol === 'websocket') {
-    out.push({ path: [...at, 'protocol'], severity: 'not-enforced', message: 'only the WebSocket upgrade request is checked here (method GET and path); messages (WEBSOCKET_TEXT rules) are not inspected' });
-  }
+  // protocol: websocket is enforced as in OpenShell (src/egress/l7.ts): the upgrade is checked as a
+  // GET, client text messages as WEBSOCKET_TEXT on the upgrade's path (a refused one closes the
+  // connection with 1008); GraphQL-over-WebSocket rule fields are refused above.
   if (ep.tls === 'terminate' || ep.tls === 'passthrough') {
-    out.push({ path: [...at, 'tls'], severity: 'not-enforced', message: `not enforced here: 'tls: ${ep.tls}' is deprecated (OpenShell: TLS termination is now automatic; use 'tls: skip' to disable)` });
+    out.push({ path: [...at, 'tls'], severity: 'not-enforced', message: `not enforced here: 'tls: ${ep.tls}' is deprecated and has no effect, as in OpenShell (TLS termination is automatic; use 'tls: skip' to disable); tunnels to endpoints with L7 rules are decrypted and checked` });
   } else if (ep.tls === 'skip') {
-    out.push({ path: [...at, 'tls'], severity: 'not-enforced', message: "not enforced here: 'tls: skip' — an endpoint with L7 rules is still decrypted to check them (stricter, never wider)" });
+    const path = typeof ep.path === 'string' ? ep.path : '';
+    const l7Fields = l7 || hasRules || hasDenyRules || path !== '' || (access !== '' && access !== 'full');
+    if (l7Fields && protocol !== 'tcp') {
+      out.push({
+        path: [...at, 'tls'],
+        severity: 'meaning-changed',
+        message:
+          "'tls: skip' with L7 rules: OpenShell tunnels such a CONNECT raw, so its rules are not applied there; here the CONNECT is refused (403) and only plain-HTTP requests reach it, checked per request. Remove tls: skip to have the rules checked on HTTPS, or the L7 fields (protocol, rules, access, deny_rules, path) for a raw tunnel",
+      });
+    }
   }
 
   if (Array.isArray(rules)) {
