@@ -759,13 +759,12 @@ export function readAuditEvents(path: string): { events: AsyncGenerator<AuditEve
             problem({ file, line: lineNo, reason: 'malformed record (not a line written by the audit log); skipped', skipped: true });
             continue;
           }
-          const m = [text, stored] as const;
           const canonical = `${text.slice(0, at)}}`;
-          if (hash('sha256', canonical, 'hex') !== m[1]) {
+          if (hash('sha256', canonical, 'hex') !== stored) {
             problem({ file, line: lineNo, seq: rec.seq, reason: `hash of seq ${rec.seq} does not match its content (record edited); skipped`, skipped: true });
             // The chain goes on from the hash it claims, so later records are judged on their own.
             expectSeq = rec.seq + 1;
-            prevHash = m[1];
+            prevHash = stored;
             continue;
           }
           let linked = true;
@@ -784,7 +783,7 @@ export function readAuditEvents(path: string): { events: AsyncGenerator<AuditEve
           }
           if (linked) report.intact++;
           expectSeq = rec.seq + 1;
-          prevHash = m[1];
+          prevHash = stored;
           yield rec;
         }
       } catch (err) {

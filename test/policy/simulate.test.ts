@@ -243,6 +243,20 @@ network_policies:
     expect(row(folded, { path: '(other paths)' }).count).toBe(40);
   });
 
+  it('bounded memory: past the window the oldest undecided request is settled; decisions that come later are orphans', async () => {
+    const events: Array<Record<string, unknown>> = [];
+    for (let i = 1; i <= 6; i++) events.push(req(`r-${i}`, 'a.test', 443, { path: `/${i}` }));
+    // r-1 and r-2 fell out of a window of 4 before their decisions came
+    for (let i = 1; i <= 6; i++) events.push(allow(`r-${i}`, 'a.test', 443));
+    const replay = await collectNetReplay(events, { window: 4 });
+    expect(replay.total).toBe(4);
+    expect(replay.requests.map((r) => r.path).sort()).toEqual(['/3', '/4', '/5', '/6']);
+    expect(replay.skipped).toEqual([
+      expect.objectContaining({ count: 2, seqs: [events[0]!.seq, events[1]!.seq], reason: expect.stringMatching(/no decision recorded/) }),
+      expect.objectContaining({ count: 2, reason: expect.stringMatching(/net.request is not in the log/) }),
+    ]);
+  });
+
   it('rebuilds policy revisions from their diffs (applyUnifiedDiff inverts unifiedDiff)', () => {
     const texts = ['', 'a\nb\nc\n', 'a\nB\nc\nd\n', 'x\n', Array.from({ length: 40 }, (_, i) => `line ${i}`).join('\n') + '\n', Array.from({ length: 40 }, (_, i) => (i % 7 === 0 ? `changed ${i}` : `line ${i}`)).join('\n') + '\n', ''];
     for (let i = 1; i < texts.length; i++) {

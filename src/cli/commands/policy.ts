@@ -172,7 +172,7 @@ export const policyCommands: CommandModule = {
       .option('--policy <file>', 'candidate policy YAML (presets resolved); default: see below')
       .option('--no-overlay', 'leave out the operator overlay (the "always allow/deny" rules) — simulate the policy alone')
       .option('--fail-on <direction>', 'exit 1 when a request changes this way: tighten | widen | any | none', 'tighten')
-      .option('--only-changed', 'list only requests whose verdict changes (the summary still counts all)')
+      .option('--only-changed', 'list only requests whose verdict changes, in the table and in --json rows (the summary still counts all)')
       .option('--json', 'print one JSON document {audit, candidate, summary, rows, skipped, integrity, failed}')
       .addHelpText('after', SIMULATE_HELP)
       .action(
@@ -185,8 +185,9 @@ export const policyCommands: CommandModule = {
 // policy simulate
 
 const SIMULATE_HELP = `
-Verdicts: allow | deny | ask. "ask" = not in the policy: held for an operator (approvals.mode ask),
-refused under approvals.mode deny. A recorded request that was held (approved or refused by a person,
+Verdicts: allow | deny | ask. "ask" = not in the policy: held for an operator (approvals.mode ask;
+refused while no operator is attached under approvals.when_unattended: deny), refused under
+approvals.mode deny. A recorded request that was held (approved or refused by a person,
 timed out) or allowed by a session grant counts as "ask"; one allowed by an "always" rule counts as
 "allow" (the overlay is part of the policy).
 
