@@ -528,6 +528,34 @@ approvals:
     expect(no.out).toContain('(without the overlay)');
   });
 
+  it('without --policy and no rebuildable revision: the sandbox policy history by sha256, else the sandbox policy file', async () => {
+    const history = readFileSync(join(home.dir, 'sandboxes', 'default', 'policy-history.jsonl'), 'utf8').trim().split('\n');
+    const last = JSON.parse(history.at(-1)!) as { number: number; sha256: string };
+    const net: EventInput[] = [
+      { kind: 'net.request', id: 'r-1', method: 'GET', host: 'unknown.test', port, path: '/z', binary: null },
+      { kind: 'net.decision', id: 'r-1', action: 'allow', source: 'policy', host: 'unknown.test', port, binary: null, rule: `overlay:allow:unknown.test:${port}/0`, pending_id: null },
+    ];
+    // a log that starts mid-way: its only revision is a diff against a text it does not hold
+    const mid = join(home.dir, 'midway');
+    const log = await AuditLog.open({ dir: mid, sandbox: 'default' });
+    log.append({ kind: 'policy.revision', number: last.number, sha256: last.sha256, author: 'cli', diff: '--- policy@1\n+++ policy@2\n@@ -3,1 +3,1 @@\n-a\n+b\n' });
+    for (const e of net) log.append(e);
+    await log.close();
+    const fromHistory = JSON.parse((await sim(['--from-audit', mid, '--json'])).out) as { candidate: Record<string, unknown>; summary: Record<string, number> };
+    expect(fromHistory.candidate).toMatchObject({ kind: 'revision', revision: last.number, sha256: last.sha256 });
+    expect(fromHistory.summary).toMatchObject({ requests: 1, unchanged: 1 });
+
+    // no revision at all, no supervisor running: the sandbox's policy file plus its overlay file
+    const bare = join(home.dir, 'bare');
+    const log2 = await AuditLog.open({ dir: bare, sandbox: 'default' });
+    for (const e of net) log2.append(e);
+    await log2.close();
+    const r = await sim(['--from-audit', bare]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain(`candidate: ${join(home.dir, 'sandboxes', 'default', 'policy.yaml')} + overlay (1 rule from`);
+    expect(tableRow(r.out, 'unknown.test', 'allow -> allow')).toBeTruthy();
+  });
+
   it('--json: one document with candidate, summary, rows, skipped and integrity', async () => {
     const r = await sim(['--from-audit', auditDir, '--policy', files['tighter.yaml']!, '--json']);
     expect(r.code).toBe(1);
