@@ -1187,7 +1187,6 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       if (upg !== 'websocket' || typeof accept !== 'string' || accept.trim() !== websocketAccept(key, sha1Base64)) {
         upstream.destroy();
         const detail = upg !== 'websocket' ? `the upstream switched to ${JSON.stringify(upg.slice(0, 40))}, not websocket` : 'the upstream answered the WebSocket upgrade with a wrong Sec-WebSocket-Accept';
-        this.emitConn({ kind: 'net.decision', level: 'warn', id: upgrade.reqId, action: 'deny', error: 'upstream_bad_upgrade', reason: detail, host: target.host, port: target.port, binary: target.binary ?? null, rule: target.rule ?? null });
         writeJson(client, 502, 'Bad Gateway', JSON.stringify({ error: 'upstream_bad_upgrade', detail, host: target.host, port: target.port }), {}, false);
         this.close(true);
         return;
@@ -1202,7 +1201,6 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       out += '\r\n';
       counters.websocket_upgrades++;
       counters.open_tunnels++;
-      this.emitConn({ kind: 'net.decision', level: 'info', id: upgrade.reqId, action: 'allow', reason: upgrade.textAllowed ? 'WebSocket upgrade (101): bytes relayed both ways' : `WebSocket upgrade (101): client text messages are refused (${upgrade.textDenyReason ?? 'WEBSOCKET_TEXT not allowed'})`, host: target.host, port: target.port, path: head.path, binary: target.binary ?? null, rule: target.rule ?? null, upgrade: 'websocket' });
       // From here on this connection is a tunnel: no request parsing, no idle deadline (a
       // WebSocket may stay quiet for long; its own pings keep it alive), backpressure both ways.
       client.removeAllListeners('data');
@@ -1246,8 +1244,14 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
             }
           },
           (why) => {
+            // A request of its own (method WEBSOCKET_TEXT on the upgrade's path), so that the log
+            // pairs it with its refusal and `policy simulate` can replay it against a candidate.
+            counters.requests++;
             counters.denied++;
-            this.emitConn({ kind: 'net.decision', level: 'warn', id: upgrade.reqId, action: 'deny', error: 'policy_denied', reason: `WebSocket message refused: ${why}; connection closed (1008)`, host: target.host, port: target.port, path: head.path, binary: target.binary ?? null, rule: target.rule ?? null, l7: true, websocket: true });
+            const id = `r-${++requestSeq}`;
+            const base = { id, host: target.host, port: target.port, path: head.path, binary: target.binary ?? null, websocket: true };
+            this.emitConn({ kind: 'net.request', level: 'info', method: 'WEBSOCKET_TEXT', upgrade_id: upgrade.reqId, ...base });
+            this.emitConn({ kind: 'net.decision', level: 'warn', action: 'deny', error: 'policy_denied', reason: `WebSocket message refused: ${why} (${upgrade.textDenyReason ?? 'WEBSOCKET_TEXT not allowed'}); connection closed (1008)`, method: 'WEBSOCKET_TEXT', rule: target.rule ?? null, l7: true, ...base });
             // Close code 1008 (policy violation) to the client, as OpenShell's parsed relay does;
             // the upstream connection is dropped without the refused frame.
             upstream.unpipe(client);

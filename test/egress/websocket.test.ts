@@ -203,23 +203,26 @@ interface Setup {
   port: number;
   events: EventInput[];
   approvals: ApprovalsPolicy;
+  /** Replace the policy's endpoints and tell the proxy (a hot reload). */
+  setEndpoints(endpoints: EndpointSpec[]): void;
 }
 
 type EndpointSpec = Partial<Endpoint> & { host: string; ports: number[] };
 
 async function startProxy(endpoints: EndpointSpec[], names: Record<string, string[]>, approvals?: Partial<ApprovalsPolicy>): Promise<Setup> {
-  const doc = {
-    network_policies: {
-      t: {
-        name: 't',
-        endpoints: endpoints.map((e) => ({ rules: [], deny_rules: [], allowed_ips: [], ...e })),
-        // Any program (OpenShell: a policy with no binaries matches none).
-        binaries: [{ path: '/**' }],
-        action: 'allow',
+  const compile = (eps: EndpointSpec[]) =>
+    compileNetworkMatcher({
+      network_policies: {
+        t: {
+          name: 't',
+          endpoints: eps.map((e) => ({ rules: [], deny_rules: [], allowed_ips: [], ...e })),
+          // Any program (OpenShell: a policy with no binaries matches none).
+          binaries: [{ path: '/**' }],
+          action: 'allow',
+        },
       },
-    },
-  } as unknown as PolicyDocument;
-  const matcher = compileNetworkMatcher(doc);
+    } as unknown as PolicyDocument);
+  let matcher = compile(endpoints);
   const events: EventInput[] = [];
   const ap: ApprovalsPolicy = { mode: 'deny', timeout: 30, when_unattended: 'hold', max_pending: 100, ...approvals };
   const proxy = createEgressProxy({
@@ -235,7 +238,12 @@ async function startProxy(endpoints: EndpointSpec[], names: Record<string, strin
   });
   await proxy.listen({ host: '127.0.0.1', port: 0 });
   cleanups.push(() => proxy.close());
-  return { proxy, port: proxy.port() as number, events, approvals: ap };
+  let revision = 1;
+  const setEndpoints = (eps: EndpointSpec[]): void => {
+    matcher = compile(eps);
+    proxy.policyChanged(++revision);
+  };
+  return { proxy, port: proxy.port() as number, events, approvals: ap, setEndpoints };
 }
 
 interface Client {
@@ -418,6 +426,17 @@ describe('WebSocket upgrades on allowed endpoints', () => {
     }, 'server socket reset');
   });
 
+  it('a policy change that no longer allows the host closes an upgraded connection (and its upstream)', async () => {
+    const up = await startWsUpstream();
+    const { port, setEndpoints, events } = await startProxy([{ host: 'ws.test', ports: [up.port], protocol: 'rest', access: 'read-only' }], { 'ws.test': ['127.0.0.1'] });
+    const c = await wsClient(port, `ws://ws.test:${up.port}/x`);
+    await until(() => up.open.size === 1, 'upstream open');
+    setEndpoints([{ host: 'other.test', ports: [up.port], protocol: 'rest', access: 'read-only' }]);
+    expect((await c.closed).code).toBe(1006);
+    await until(() => up.open.size === 0, 'upstream closed');
+    expect(events.some((e) => e.kind === 'net.decision' && e.action === 'revoke')).toBe(true);
+  });
+
   it('an upstream that closes ends the client connection', async () => {
     const up = await startWsUpstream();
     const { port } = await startProxy([{ host: 'ws.test', ports: [up.port], protocol: 'rest', access: 'read-only' }], { 'ws.test': ['127.0.0.1'] });
@@ -513,7 +532,11 @@ describe('WebSocket upgrades are governed by the rules', () => {
     expect(up.texts).toEqual([]);
     expect(up.binaries).toHaveLength(1);
     await until(() => up.open.size === 0, 'upstream dropped');
-    expect(events.some((e) => e.kind === 'net.decision' && e.action === 'deny' && e.websocket === true)).toBe(true);
+    // The refused message is a request of its own (WEBSOCKET_TEXT on the upgrade's path), paired
+    // with its refusal by id, as `policy simulate` reads the log.
+    const refused = events.find((e) => e.kind === 'net.decision' && e.action === 'deny' && e.websocket === true);
+    expect(refused).toMatchObject({ method: 'WEBSOCKET_TEXT', path: '/feed', l7: true, error: 'policy_denied' });
+    expect(events.find((e) => e.kind === 'net.request' && e.id === refused?.id)).toMatchObject({ method: 'WEBSOCKET_TEXT', host: 'ws.test' });
   });
 
   it('protocol: websocket, access: read-write: text messages (WEBSOCKET_TEXT) pass', async () => {
