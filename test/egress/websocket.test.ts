@@ -539,6 +539,19 @@ describe('WebSocket upgrades are governed by the rules', () => {
     expect(events.find((e) => e.kind === 'net.request' && e.id === refused?.id)).toMatchObject({ method: 'WEBSOCKET_TEXT', host: 'ws.test' });
   });
 
+  it('wss:// on protocol: websocket, access: read-only (decrypted): binary passes, a text message closes with 1008', async () => {
+    const up = await startWsUpstream('gw.test');
+    const { port, proxy } = await startProxy([{ host: 'gw.test', ports: [up.port], protocol: 'websocket', access: 'read-only' }], { 'gw.test': ['127.0.0.1'] });
+    const c = await wsClient(port, `wss://gw.test:${up.port}/?v=10&encoding=json`, { trust: sandboxCa.caCertPem });
+    expect(proxy.counters().tls_terminated).toBe(1);
+    c.ws.send(new Uint8Array([7]));
+    await until(() => c.messages.length >= 1, 'binary echo');
+    c.ws.send('{"op":2}');
+    expect((await c.closed).code).toBe(1008);
+    expect(up.texts).toEqual([]);
+    expect(up.upgrades[0]?.url).toBe('/?v=10&encoding=json');
+  });
+
   it('protocol: websocket, access: read-write: text messages (WEBSOCKET_TEXT) pass', async () => {
     const up = await startWsUpstream();
     const { port } = await startProxy([{ host: 'ws.test', ports: [up.port], protocol: 'websocket', access: 'read-write' }], { 'ws.test': ['127.0.0.1'] });
