@@ -1,7 +1,9 @@
 /**
  * Token and USD budgets per hour, per day (UTC windows) and per request, plus soft rate limits.
- * Window usage and operator overrides persist in the sandbox's budget state file (0600, written
- * atomically) so a restart does not hand the agent a fresh allowance.
+ * A call reserves its prompt plus its output allowance before it is forwarded (check and reserve in
+ * one synchronous step) and settles on its real usage when it ends. Settled window usage and operator
+ * overrides persist in the sandbox's budget state file (0600, written atomically) so a restart does
+ * not hand the agent a fresh allowance; reservations of calls in flight are never persisted.
  */
 import { readFileSync } from 'node:fs';
 import type { Clock } from '../shared/clock.js';
@@ -29,8 +31,12 @@ interface PersistedState {
 
 export interface BudgetWindowSnapshot {
   caps: BudgetCaps;
+  /** Settled usage of finished calls (what the state file keeps). */
   used: { tokens: number; usd: number };
-  /** Includes tokens of calls still streaming. */
+  /**
+   * Held by calls still running: each one's reservation (prompt + output allowance), or its usage so
+   * far when that is larger. Never persisted: a restart drops it instead of charging it.
+   */
   in_flight: { tokens: number; usd: number };
   remaining: { tokens: number | null; usd: number | null };
   resets_at: string;
@@ -52,20 +58,96 @@ export interface BudgetBreach {
   message: string;
 }
 
-/** Usage of one call, updated while it streams. */
-export interface CallUsage {
+/** Running sum of what calls in flight hold (kept so a check is O(1), not O(calls in flight)). */
+interface FlightTotals {
   tokens: number;
   usd: number;
 }
 
+/**
+ * One call's budget: its reservation (held against the windows from admission until it settles) and
+ * its known usage, updated while it streams. What settles into the windows is the usage, never the
+ * reservation.
+ */
+export class CallUsage {
+  private usedTokens = 0;
+  private usedUsd = 0;
+  /** @internal the ledger's running totals while the call is in flight. */
+  totals: FlightTotals | undefined;
+
+  constructor(
+    totals: FlightTotals | undefined,
+    readonly reservedTokens: number,
+    readonly reservedUsd: number,
+  ) {
+    this.totals = totals;
+    if (totals) {
+      totals.tokens += reservedTokens;
+      totals.usd += reservedUsd;
+    }
+  }
+
+  get tokens(): number {
+    return this.usedTokens;
+  }
+
+  get usd(): number {
+    return this.usedUsd;
+  }
+
+  /** What the call holds against the windows: its reservation, or its usage once that is larger. */
+  get heldTokens(): number {
+    return Math.max(this.reservedTokens, this.usedTokens);
+  }
+
+  get heldUsd(): number {
+    return Math.max(this.reservedUsd, this.usedUsd);
+  }
+
+  /** Replace the known usage (O(1): adjusts the ledger's running totals). */
+  set(tokens: number, usd: number): void {
+    const t = this.totals;
+    if (t) {
+      t.tokens += Math.max(this.reservedTokens, tokens) - this.heldTokens;
+      t.usd += Math.max(this.reservedUsd, usd) - this.heldUsd;
+    }
+    this.usedTokens = tokens;
+    this.usedUsd = usd;
+  }
+}
+
+/** What a call asks to reserve before it is forwarded. */
+export interface ReservationRequest {
+  /** Estimated prompt tokens and their cost. */
+  prompt: { tokens: number; usd: number };
+  /** Output allowance (already times the number of choices) and its cost at the output price. */
+  output: { tokens: number; usd: number };
+  /** The caller set the output limit itself (`max_tokens` …); otherwise it is the configured default. */
+  explicit: boolean;
+  /**
+   * The call streams, so the router cuts it exactly at a cap: a reservation larger than what is
+   * left shrinks to what is left instead of being refused (the prompt must still fit).
+   */
+  cuttable: boolean;
+  /** How the output allowance came about, for messages (`max_tokens 500 × n 8`). */
+  describe: string;
+}
+
+export type ReservationResult = { call: CallUsage; breach?: undefined } | { call?: undefined; breach: BudgetBreach };
+
 function round6(n: number): number {
   return Math.round(n * 1e6) / 1e6;
+}
+
+function fmt(n: number, unit: 'tokens' | 'usd'): string {
+  return unit === 'usd' ? `$${round6(n)}` : `${Math.round(n).toLocaleString('en-US')} tokens`;
 }
 
 export class BudgetLedger {
   private policyCaps: BudgetsConfig;
   private state: PersistedState;
   private readonly inFlight = new Set<CallUsage>();
+  private readonly totals: FlightTotals = { tokens: 0, usd: 0 };
   private persistTimer: NodeJS.Timeout | undefined;
   private effectiveCaps: Record<BudgetScope, BudgetCaps> | undefined;
   private dirty = false;
@@ -102,24 +184,85 @@ export class BudgetLedger {
     this.persist();
   }
 
-  /** Start tracking a call's usage (counted against windows while in flight). */
+  /** Start tracking a call with nothing reserved (its usage still counts while in flight). */
   open(): CallUsage {
-    const usage: CallUsage = { tokens: 0, usd: 0 };
-    this.inFlight.add(usage);
-    return usage;
+    const call = new CallUsage(this.totals, 0, 0);
+    this.inFlight.add(call);
+    return call;
   }
 
   /**
-   * Move a finished call's final usage into the windows. The file is written at most once per
-   * PERSIST_DELAY_MS (a synchronous write per call would stall every stream the router relays);
-   * `flush()` writes at once and runs on close, so a crash loses at most that last second.
+   * Check and reserve in one synchronous step, so concurrent calls cannot all pass a check that only
+   * one of them fits. The reservation is the prompt plus the output allowance; it is refused when it
+   * would break a cap (the per-request cap counts this call alone, a window counts settled usage plus
+   * what every call in flight holds). For a stream (`cuttable`) only the prompt has to fit and the
+   * reservation shrinks to what is left, since the stream is cut exactly at the cap. O(1).
    */
-  commit(usage: CallUsage): void {
-    this.inFlight.delete(usage);
+  reserve(r: ReservationRequest): ReservationResult {
+    this.roll();
+    const units = ['tokens', 'usd'] as const;
+    const want = { tokens: r.prompt.tokens + r.output.tokens, usd: r.prompt.usd + r.output.usd };
+    const req = this.caps('request');
+    for (const unit of units) {
+      const cap = req[unit];
+      if (cap === undefined) continue;
+      if (r.prompt[unit] > cap) return { breach: this.breach('request', unit, cap, r.prompt[unit]) };
+      if (!r.explicit) {
+        // The configured default is a reservation, not a limit the caller asked for: it shrinks.
+        want[unit] = Math.min(want[unit], cap);
+        continue;
+      }
+      if (r.output[unit] > cap) {
+        return {
+          breach: this.reservationBreach('request', unit, cap, r.output[unit], r,
+            `inference budget exceeded: the output this request allows (${r.describe}${unit === 'usd' ? `, ${fmt(r.output.usd, 'usd')} at the output price` : ''}) alone exceeds the per-request cap of ${fmt(cap, unit)}; lower max_tokens`),
+        };
+      }
+      if (want[unit] > cap) {
+        if (r.cuttable) want[unit] = cap;
+        else return { breach: this.reservationBreach('request', unit, cap, want[unit], r, undefined) };
+      }
+    }
+    for (const name of ['hour', 'day'] as const) {
+      const caps = this.caps(name);
+      const w = this.state.windows[name];
+      for (const unit of units) {
+        const cap = caps[unit];
+        if (cap === undefined) continue;
+        const held = w[unit] + this.totals[unit];
+        if (w[unit] >= cap || held + r.prompt[unit] > cap) return { breach: this.breach(name, unit, cap, round6(held + r.prompt[unit])) };
+        if (held + want[unit] > cap) {
+          if (r.cuttable) want[unit] = cap - held;
+          else return { breach: this.reservationBreach(name, unit, cap, round6(held + want[unit]), r, undefined) };
+        }
+      }
+    }
+    const call = new CallUsage(this.totals, want.tokens, want.usd);
+    this.inFlight.add(call);
+    return { call };
+  }
+
+  /**
+   * Settle a finished call: its reservation is released and its final usage moves into the windows
+   * (idempotent). The file is written at most once per PERSIST_DELAY_MS (a synchronous write per call
+   * would stall every stream the router relays); `flush()` writes at once and runs on close, so a
+   * crash loses at most that last second. Only settled usage is ever written: a reservation that a
+   * crash leaves unsettled is not charged after a restart.
+   */
+  commit(call: CallUsage): void {
+    if (!this.inFlight.delete(call)) return;
+    this.totals.tokens -= call.heldTokens;
+    this.totals.usd -= call.heldUsd;
+    call.totals = undefined;
+    if (this.inFlight.size === 0) {
+      // No rounding drift in the running sums.
+      this.totals.tokens = 0;
+      this.totals.usd = 0;
+    }
     this.roll();
     for (const name of ['hour', 'day'] as const) {
-      this.state.windows[name].tokens += usage.tokens;
-      this.state.windows[name].usd = round6(this.state.windows[name].usd + usage.usd);
+      this.state.windows[name].tokens += call.tokens;
+      this.state.windows[name].usd = round6(this.state.windows[name].usd + call.usd);
     }
     this.persistSoon();
   }
@@ -145,11 +288,12 @@ export class BudgetLedger {
   }
 
   /**
-   * Would `call` (its current usage plus `extra`) break a cap? Window caps count committed usage and
-   * every call in flight; the request cap counts this call only. A window already at its cap refuses
-   * any further call.
+   * Would `call` (its current usage plus `extra`) break a cap? Window caps count settled usage and
+   * what every other call in flight holds (its reservation, or its usage when larger); the request
+   * cap counts this call only. A window already at its cap refuses any further call. O(1): runs per
+   * streamed delta.
    */
-  check(call: CallUsage | undefined, extra: CallUsage): BudgetBreach | undefined {
+  check(call: CallUsage | undefined, extra: CallUsage | { tokens: number; usd: number }): BudgetBreach | undefined {
     this.roll();
     const own = { tokens: (call?.tokens ?? 0) + extra.tokens, usd: (call?.usd ?? 0) + extra.usd };
     const req = this.caps('request');
@@ -157,13 +301,9 @@ export class BudgetLedger {
       return this.breach('request', 'tokens', req.tokens, own.tokens);
     }
     if (req.usd !== undefined && own.usd > req.usd) return this.breach('request', 'usd', req.usd, own.usd);
-    let flightTokens = 0;
-    let flightUsd = 0;
-    for (const u of this.inFlight) {
-      if (u === call) continue;
-      flightTokens += u.tokens;
-      flightUsd += u.usd;
-    }
+    const mine = call !== undefined && call.totals !== undefined;
+    const flightTokens = this.totals.tokens - (mine ? call.heldTokens : 0);
+    const flightUsd = this.totals.usd - (mine ? call.heldUsd : 0);
     for (const name of ['hour', 'day'] as const) {
       const caps = this.caps(name);
       const w = this.state.windows[name];
@@ -181,12 +321,8 @@ export class BudgetLedger {
 
   snapshot(): BudgetSnapshot {
     this.roll();
-    let flightTokens = 0;
-    let flightUsd = 0;
-    for (const u of this.inFlight) {
-      flightTokens += u.tokens;
-      flightUsd += u.usd;
-    }
+    const flightTokens = Math.max(0, this.totals.tokens);
+    const flightUsd = Math.max(0, this.totals.usd);
     const win = (name: WindowName): BudgetWindowSnapshot => {
       const caps = this.caps(name);
       const w = this.state.windows[name];
@@ -218,6 +354,25 @@ export class BudgetLedger {
         ? `inference budget exceeded: this request needs more than the per-request cap of ${what}`
         : `inference budget exceeded: the ${scope}ly cap of ${what} is spent (resets in ${this.secondsUntilReset(scope)} s); ` +
           `the operator can raise it with \`nemoclaw-tui budget set ${scope} --${unit} <n>\``;
+    return { scope, unit, cap, would_be: wouldBe, message };
+  }
+
+  /** A reservation that does not fit: says what it holds, what is left and what to change. */
+  private reservationBreach(scope: BudgetScope, unit: 'tokens' | 'usd', cap: number, wouldBe: number, r: ReservationRequest, message: string | undefined): BudgetBreach {
+    if (message === undefined) {
+      const need = unit === 'usd' ? r.prompt.usd + r.output.usd : r.prompt.tokens + r.output.tokens;
+      const parts = unit === 'usd' ? fmt(need, 'usd') : `~${fmt(need, 'tokens')}: ~${r.prompt.tokens.toLocaleString('en-US')} prompt + ${r.describe}`;
+      if (scope === 'request') {
+        message = `inference budget exceeded: this request reserves ${parts}, more than the per-request cap of ${fmt(cap, unit)}; lower max_tokens`;
+      } else {
+        const w = this.state.windows[scope];
+        const left = Math.max(0, cap - w[unit] - this.totals[unit]);
+        message =
+          `inference budget exceeded: this request reserves ${parts}, but the ${scope}ly cap of ${fmt(cap, unit)} has ${fmt(left, unit)} left ` +
+          `once calls in flight settle (resets in ${this.secondsUntilReset(scope)} s); lower max_tokens, retry when calls in flight finish, ` +
+          `or the operator can raise it with \`nemoclaw-tui budget set ${scope} --${unit} <n>\``;
+      }
+    }
     return { scope, unit, cap, would_be: wouldBe, message };
   }
 

@@ -15,6 +15,7 @@ import type { EventInput } from '../audit/events.js';
 import { systemClock, type Clock } from '../shared/clock.js';
 import { isNemoclawError } from '../shared/errors.js';
 import { BudgetLedger, RateLimiter, type BudgetBreach, type BudgetScope, type BudgetSnapshot, type CallUsage } from './budget.js';
+import { loadTokenizer } from './tokenizer.js';
 import { presentedToken, tokensEqual, type CredentialSource } from './credentials.js';
 import { Classifier, type Classification } from './detect.js';
 import { RedactionMap, StreamRestorer } from './redact.js';
@@ -51,6 +52,7 @@ export const OVERHEAD_HEADER = 'x-nemoclaw-router-overhead-ms';
 const MAX_BODY_BYTES = 32 * 1024 * 1024;
 /** Minimum spacing of transient budget.update events while tokens flow (≥ 1/s required). */
 const BUDGET_UPDATE_INTERVAL_MS = 250;
+const NO_EXTRA = Object.freeze({ tokens: 0, usd: 0 });
 
 export interface RouterOptions {
   /** The raw policy `inference` section (validated here). */
@@ -111,6 +113,8 @@ interface CallRecord {
   prompt_tokens?: number;
   completion_tokens?: number;
   tokens_reported?: boolean;
+  /** The provider reported no (or no usable) completion count: the charge is the router's estimate. */
+  usage_estimated?: boolean;
   cost_usd: number;
   stream: boolean;
   ttft_ms?: number;
@@ -155,6 +159,65 @@ function upstreamUrl(provider: ProviderConfig, api: ApiKind): string {
 function costOf(provider: ProviderConfig | undefined, promptTokens: number, completionTokens: number): number {
   if (!provider) return 0;
   return (promptTokens * provider.price.input_per_mtok + completionTokens * provider.price.output_per_mtok) / 1e6;
+}
+
+/** Choices a call asks the provider to generate (OpenAI `n`; `best_of` on completions is billed in full). */
+function choiceCount(api: ApiKind, body: Record<string, unknown>): number {
+  if (api === 'anthropic.messages' || api === 'openai.embeddings') return 1;
+  const count = (v: unknown): number => {
+    const n = typeof v === 'number' || typeof v === 'string' ? Number(v) : NaN;
+    return Number.isFinite(n) && n > 1 ? Math.ceil(n) : 1;
+  };
+  return api === 'openai.completions' ? Math.max(count(body.n), count(body.best_of)) : count(body.n);
+}
+
+/** A count the provider reported, or undefined when it is missing or not a usable number. */
+function reportedCount(v: unknown): number | undefined {
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : undefined;
+}
+
+/** Every generated text of a whole response in the caller's format (all choices), for estimating. */
+function completionText(api: ApiKind, json: Record<string, unknown>): string {
+  const parts: string[] = [];
+  const add = (v: unknown): void => {
+    if (typeof v === 'string') parts.push(v);
+    else if (v !== undefined && v !== null) parts.push(JSON.stringify(v));
+  };
+  if (api === 'anthropic.messages') {
+    for (const block of (json.content as Array<Record<string, unknown>> | undefined) ?? []) {
+      if (typeof block !== 'object' || block === null) continue;
+      add(block.text);
+      add(block.thinking);
+      if (block.type === 'tool_use' || block.type === 'server_tool_use') {
+        add(block.name);
+        add(block.input);
+      }
+    }
+    return parts.join('\n');
+  }
+  if (api === 'openai.embeddings') return '';
+  const choices = json.choices;
+  for (const c of Array.isArray(choices) ? (choices as Array<Record<string, unknown>>) : []) {
+    if (typeof c !== 'object' || c === null) continue;
+    add(c.text);
+    const msg = c.message as Record<string, unknown> | undefined;
+    if (typeof msg !== 'object' || msg === null) continue;
+    if (Array.isArray(msg.content)) for (const p of msg.content as Array<Record<string, unknown>>) add(p?.text);
+    else add(msg.content);
+    add(msg.reasoning_content);
+    add(msg.reasoning);
+    add(msg.refusal);
+    const fc = msg.function_call as Record<string, unknown> | undefined;
+    if (fc) {
+      add(fc.name);
+      add(fc.arguments);
+    }
+    for (const tc of (Array.isArray(msg.tool_calls) ? msg.tool_calls : []) as Array<{ function?: Record<string, unknown> }>) {
+      add(tc?.function?.name);
+      add(tc?.function?.arguments);
+    }
+  }
+  return parts.join('\n');
 }
 
 async function readBody(req: IncomingMessage): Promise<Buffer> {
@@ -436,9 +499,25 @@ export function createRouter(options: RouterOptions): Router {
       if (map.size === 0) map = undefined;
     }
 
-    // Budgets (hard stop 402) and soft rate limits (429 + Retry-After).
-    const breach = ledger.check(undefined, { tokens: promptTokens, usd: costOf(provider, promptTokens, 0) });
-    if (breach) {
+    // Budgets (hard stop 402): reserve the prompt plus the output the call may generate (max_tokens,
+    // or the configured default, times n) in one synchronous check-and-reserve, so concurrent calls
+    // cannot all pass a check only one fits. Settled on the real usage when the call ends.
+    const choicesAsked = choiceCount(api, body);
+    const perChoice = api === 'openai.embeddings' ? 0 : (facts.maxOutputTokens ?? config.budgets.default_output_reservation);
+    const outputTokens = perChoice * choicesAsked;
+    const nText = choicesAsked > 1 ? ` × ${api === 'openai.completions' && choicesAsked !== Number(body.n ?? 1) ? 'best_of' : 'n'} ${choicesAsked}` : '';
+    const reservation = ledger.reserve({
+      prompt: { tokens: promptTokens, usd: costOf(provider, promptTokens, 0) },
+      output: { tokens: outputTokens, usd: costOf(provider, 0, outputTokens) },
+      explicit: facts.maxOutputTokens !== undefined || api === 'openai.embeddings',
+      cuttable: facts.stream,
+      describe:
+        facts.maxOutputTokens !== undefined
+          ? `max_tokens ${perChoice.toLocaleString('en-US')}${nText} output`
+          : `${perChoice.toLocaleString('en-US')}${nText} output (inference.budgets.default_output_reservation: the request sets no max_tokens)`,
+    });
+    if (reservation.breach) {
+      const breach = reservation.breach;
       record.overhead_ms = clock.monotonic() - tBody;
       emit({ kind: 'inference.route', level: 'warn', ...record });
       emitExceeded(id, breach, 'precheck');
@@ -446,8 +525,10 @@ export function createRouter(options: RouterOptions): Router {
       done(402, 'budget_exceeded', 'warn');
       return;
     }
+    const usage = reservation.call;
     const retryAfter = limiter.take(promptTokens);
     if (retryAfter > 0) {
+      ledger.commit(usage);
       record.overhead_ms = clock.monotonic() - tBody;
       emit({ kind: 'inference.route', level: 'warn', ...record });
       sendError(res, family, 429, 'rate_limit', `inference rate limit reached; retry in ${retryAfter} s`, { 'retry-after': String(retryAfter) });
@@ -464,9 +545,6 @@ export function createRouter(options: RouterOptions): Router {
     };
     const routed = (): void => pendingRoute?.();
 
-    const usage = ledger.open();
-    usage.tokens = promptTokens;
-    usage.usd = costOf(provider, promptTokens, 0);
     inFlight++;
     calls++;
     try {
@@ -624,6 +702,9 @@ export function createRouter(options: RouterOptions): Router {
     if (!upstream) {
       res.off('close', onClose);
       if (abort.signal.aborted) {
+        // The prompt went out before the caller left: charged; no answer came back, so nothing else.
+        a.usage.set(a.promptTokens, costOf(provider, a.promptTokens, 0));
+        record.cost_usd = a.usage.usd;
         a.done(499, 'client_abort', 'info');
         return;
       }
@@ -641,6 +722,9 @@ export function createRouter(options: RouterOptions): Router {
         await relayStream(a, upstream, provider, overheadHeader, callerWantsUsage, abort);
       }
     } catch (err) {
+      // The provider had the prompt: at least that is charged (a stream has counted what it relayed).
+      if (a.usage.tokens === 0) a.usage.set(a.promptTokens, costOf(provider, a.promptTokens, 0));
+      record.cost_usd = a.usage.usd;
       if (abort.signal.aborted || res.destroyed) {
         a.done(499, 'client_abort', 'info');
       } else {
@@ -671,6 +755,8 @@ export function createRouter(options: RouterOptions): Router {
     };
     /** What the provider sent is no API answer: the caller gets a 502 in its own format. */
     const garbage = (what: string): void => {
+      // An answer that is no API response still cost the prompt when it came with a success status.
+      if (status < 300) a.usage.set(a.promptTokens, costOf(provider, a.promptTokens, 0));
       const message = `provider "${record.provider}" ${what}`;
       finish(502, JSON.stringify(errorBody(a.family, 'upstream', scrubUpstreamAddress(message, provider))), 'application/json', 'upstream_error', 'error', message);
     };
@@ -695,15 +781,31 @@ export function createRouter(options: RouterOptions): Router {
     }
     let out = text;
     try {
+      // Usage as the provider reported it, read before translation (which fills in a usage block).
+      const u = json.usage as Record<string, unknown> | undefined;
+      const providerApi: ApiKind = provider.type === 'anthropic' ? 'anthropic.messages' : a.api === 'anthropic.messages' ? 'openai.chat' : a.api;
+      const providerJson = json;
       if (translating) {
         json = provider.type === 'anthropic' ? anthropicMessageToOpenAi(json, Math.floor(clock.now() / 1000)) : openAiCompletionToAnthropic(json, a.promptTokens);
         out = JSON.stringify(json);
       }
-      const u = json.usage as Record<string, number> | undefined;
-      if (u) {
-        record.prompt_tokens = u.prompt_tokens ?? u.input_tokens;
-        record.completion_tokens = u.completion_tokens ?? u.output_tokens ?? 0;
-        record.tokens_reported = true;
+      if (typeof u === 'object' && u !== null) {
+        const input = reportedCount(u.prompt_tokens) ?? reportedCount(u.input_tokens);
+        if (input !== undefined) {
+          record.prompt_tokens = input + (u.prompt_tokens === undefined ? (reportedCount(u.cache_read_input_tokens) ?? 0) + (reportedCount(u.cache_creation_input_tokens) ?? 0) : 0);
+        }
+        const output = reportedCount(u.completion_tokens) ?? reportedCount(u.output_tokens);
+        if (output !== undefined) {
+          record.completion_tokens = output;
+          record.tokens_reported = true;
+        }
+      }
+      if (record.completion_tokens === undefined) {
+        // No usage from the provider: count what it generated (every choice) with the tokenizer.
+        const generated = completionText(providerApi, providerJson);
+        record.completion_tokens = generated.length === 0 ? 0 : (await loadTokenizer())(generated);
+        record.prompt_tokens ??= a.promptTokens;
+        if (a.api !== 'openai.embeddings') record.usage_estimated = true;
       }
       if (map) {
         restoreWhole(a.api, json, map);
@@ -714,8 +816,7 @@ export function createRouter(options: RouterOptions): Router {
     }
     const prompt = record.prompt_tokens ?? a.promptTokens;
     const completion = record.completion_tokens ?? 0;
-    a.usage.tokens = prompt + completion;
-    a.usage.usd = costOf(provider, prompt, completion);
+    a.usage.set(prompt + completion, costOf(provider, prompt, completion));
     finish(status, out, translating ? 'application/json' : upstreamType || 'application/json', 'ok', 'info');
   }
 
@@ -765,6 +866,8 @@ export function createRouter(options: RouterOptions): Router {
       return r;
     };
     let completionTokens = 0;
+    /** Every relayed completion text (all choices): tokenized at the end when the provider reports no usage. */
+    const generated: string[] = [];
     let reportedPrompt: number | undefined;
     let reportedCompletion: number | undefined;
     let out = '';
@@ -789,11 +892,11 @@ export function createRouter(options: RouterOptions): Router {
       }
       // Cheap estimate (~4 characters a token) while streaming; the provider's reported usage replaces it.
       completionTokens += Math.ceil(text.length / 4);
+      generated.push(text);
       // Check after every delta so a cap cuts at the token that crossed it, however the bytes arrive.
       const prompt = reportedPrompt ?? a.promptTokens;
-      a.usage.tokens = prompt + completionTokens;
-      a.usage.usd = costOf(provider, prompt, completionTokens);
-      cut ??= ledger.check(a.usage, { tokens: 0, usd: 0 });
+      a.usage.set(prompt + completionTokens, costOf(provider, prompt, completionTokens));
+      cut ??= ledger.check(a.usage, NO_EXTRA);
     };
 
     const flushOpenAiChoice = (chunk: Record<string, unknown>, index: number): void => {
@@ -953,8 +1056,18 @@ export function createRouter(options: RouterOptions): Router {
         : provider.type === 'anthropic'
           ? anthropicStreamToOpenAi(Math.floor(clock.now() / 1000), errorFor, breakStream)
           : openAiStreamToAnthropic(a.promptTokens, errorFor, breakStream);
+    /** A translated stream: did the provider itself report a completion count (the translator always sends one)? */
+    let providerReported = false;
     const sink = translator
       ? (ev: EventSourceMessage): void => {
+          if (!providerReported && (ev.data.includes('"output_tokens"') || ev.data.includes('"completion_tokens"'))) {
+            try {
+              const d = JSON.parse(ev.data) as { usage?: Record<string, unknown> | null };
+              providerReported = reportedCount(d.usage?.output_tokens) !== undefined || reportedCount(d.usage?.completion_tokens) !== undefined;
+            } catch {
+              // The translator reports the broken event.
+            }
+          }
           // An event the translator cannot parse calls breakStream (its events are not relayed after that).
           for (const out of translator.push(ev)) if (!broken) handler(out);
         }
@@ -967,9 +1080,8 @@ export function createRouter(options: RouterOptions): Router {
       // Usage while streaming: the estimate until the provider reports real numbers.
       const prompt = reportedPrompt ?? a.promptTokens;
       const completion = Math.max(completionTokens, reportedCompletion ?? 0);
-      a.usage.tokens = prompt + completion;
-      a.usage.usd = costOf(provider, prompt, completion);
-      if (!finished) cut ??= ledger.check(a.usage, { tokens: 0, usd: 0 });
+      a.usage.set(prompt + completion, costOf(provider, prompt, completion));
+      if (!finished) cut ??= ledger.check(a.usage, NO_EXTRA);
       if (cut && !finished) {
         out += errorEvent(family, 'budget', `${cut.message} (stream cut after ~${completion} completion tokens)`, 'budget_exceeded');
       }
@@ -1006,13 +1118,17 @@ export function createRouter(options: RouterOptions): Router {
       if (out.length > 0) res.write(out);
     }
     res.end();
+    if (translator && !providerReported) reportedCompletion = undefined;
     const prompt = reportedPrompt ?? a.promptTokens;
-    const completion = reportedCompletion ?? completionTokens;
+    // No usage from the provider: the tokenizer's count of what was relayed (never below the running
+    // estimate the stream was cut on, so a cut stream leaves its window at the cap).
+    const completion =
+      reportedCompletion ?? (generated.length === 0 ? completionTokens : Math.max(completionTokens, (await loadTokenizer())(generated.join(''))));
     record.prompt_tokens = prompt;
     record.completion_tokens = completion;
     record.tokens_reported = reportedCompletion !== undefined;
-    a.usage.tokens = prompt + completion;
-    a.usage.usd = costOf(provider, prompt, completion);
+    if (reportedCompletion === undefined && completion > 0) record.usage_estimated = true;
+    a.usage.set(prompt + completion, costOf(provider, prompt, completion));
     record.cost_usd = a.usage.usd;
     if (cut) {
       emitExceeded(record.id, cut, 'stream');

@@ -103,11 +103,19 @@ const capsSchema = z
   })
   .strict();
 
+/** Output tokens a call reserves (per choice) when it sets no `max_tokens` / `max_completion_tokens`. */
+export const DEFAULT_OUTPUT_RESERVATION = 4096;
+
 const budgetsSchema = z
   .object({
     hour: capsSchema.optional(),
     day: capsSchema.optional(),
     request: capsSchema.optional(),
+    /**
+     * Output tokens reserved per choice for a call that sets no output limit, until it settles on its
+     * real usage (the per-request cap, when lower, bounds it).
+     */
+    default_output_reservation: z.number().int().positive().max(10_000_000).default(DEFAULT_OUTPUT_RESERVATION),
   })
   .strict();
 
@@ -152,7 +160,7 @@ export const inferencePolicySchema = z
     providers: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'a provider name (letters, digits, . _ -)'), providerSchema).default({}),
     routes: z.array(routeSchema).default([]),
     redaction: redactionSchema.default({ entities: [...ENTITY_KINDS], disabled: [], markers: { path_globs: [], repos: [], patterns: [] } }),
-    budgets: budgetsSchema.default({}),
+    budgets: budgetsSchema.default({ default_output_reservation: DEFAULT_OUTPUT_RESERVATION }),
     rate_limits: rateLimitsSchema.default({}),
   })
   .strict()

@@ -89,7 +89,7 @@ describe('baseline policy spellings', () => {
     expect(cfg.providers.l!.type).toBe('openai');
     expect(cfg.routes[0]!.when.entities).toEqual(['secret']);
     expect(cfg.redaction.entities).toEqual(['email', 'secret']);
-    expect(cfg.budgets).toEqual({ day: { tokens: 10 }, hour: { usd: 1 }, request: { tokens: 5 } });
+    expect(cfg.budgets).toEqual({ default_output_reservation: 4096, day: { tokens: 10 }, hour: { usd: 1 }, request: { tokens: 5 } });
   });
 });
 
