@@ -131,6 +131,10 @@ interface Admission {
   source: 'policy' | 'approval';
   rule: string | undefined;
   endpoint: Endpoint | undefined;
+  /** The client's ancestors inside the sandbox when identified (a policy naming one covers it). */
+  ancestors: readonly string[] | undefined;
+  /** Requests must be checked (a tunnel decrypted) although `endpoint` has no L7 rules: see NetworkDecision.inspect. */
+  inspect: boolean;
   address: string;
   family: 4 | 6;
   generation: number;
@@ -356,6 +360,8 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     conn: {
       emit(e: EventInput): void;
       resolveBinary(): Promise<string | undefined>;
+      /** The ancestors of the identified client (once resolveBinary has settled). */
+      ancestors(): readonly string[] | undefined;
       onHold(withdraw: (() => void) | undefined): void;
       /** Re-identify the holders now: a reason to refuse, or undefined when they are unchanged. */
       recheckIdentity(host: string, port: number, held: boolean): Promise<string | undefined>;
@@ -363,7 +369,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
   ): Promise<Admission | Refusal> {
     let binary = knownBinary;
     const base = { host, port, binary };
-    const decision = opts.decide({ host, port, binary });
+    const decision = opts.decide({ host, port, binary, ancestors: conn.ancestors() });
     let source: Admission['source'] = 'policy';
     let heldMs = 0;
     let pendingId: string | undefined;
@@ -444,7 +450,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       counters.approved++;
       source = outcome.reason === 'policy_allow' || outcome.reason === 'always' ? 'policy' : 'approval';
     }
-    const after = source === 'policy' && decision.verdict === 'unknown' ? opts.decide({ host, port, binary }) : decision;
+    const after = source === 'policy' && decision.verdict === 'unknown' ? opts.decide({ host, port, binary, ancestors: conn.ancestors() }) : decision;
     // The binary the decision (or the prompt) named must still be the one holding the connection.
     const changed = await conn.recheckIdentity(host, port, pendingId !== undefined);
     if (changed) return refuse('policy_denied', changed, after.rule);
@@ -476,6 +482,8 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       source,
       rule: after.rule,
       endpoint,
+      ancestors: conn.ancestors(),
+      inspect: after.inspect === true,
       address: verdict.address as string,
       family: verdict.family as 4 | 6,
       generation,
@@ -743,6 +751,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       return admit(reqId, host, head.port, binary, summary, t0, {
         emit: (e) => this.emitConn(e),
         resolveBinary: () => this.identify(),
+        ancestors: () => this.holdersValue?.ancestors,
         recheckIdentity: (h, p, held) => this.recheckIdentity(h, p, held),
         onHold: (withdraw) => {
           this.withdrawHold = withdraw;
@@ -782,7 +791,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         this.emitConn({ kind: 'net.decision', level: 'warn', id: reqId, action: 'deny', error: 'policy_denied', reason: detail, host, port: head.port, binary: admission.binary ?? null, rule: admission.rule ?? null, tls_skip: true });
         return writeRefusal(this.socket, { code: 'policy_denied', detail, host, port: head.port, binary: admission.binary, rule: admission.rule });
       }
-      if (tunnelNeedsInspection(admission.endpoint)) return this.inspectTunnel(admission, { host, port: head.port });
+      if (tunnelNeedsInspection(admission.endpoint) || admission.inspect) return this.inspectTunnel(admission, { host, port: head.port });
       // highWaterMark is passed on to the socket's Duplex (not in the connect options' types).
       const streamOpts = { highWaterMark: TUNNEL_HIGH_WATER_MARK };
       const upstream = netConnect({ host: admission.address, port: admission.port, family: admission.family, ...streamOpts });
@@ -985,13 +994,13 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       if (admission !== 'inference') {
         if (!this.tunnel) this.admission = admission;
         if (this.tunnel) this.emitConn({ kind: 'net.request', level: 'info', id: reqId, method: head.method, host: admission.host, port: admission.port, path: head.path, binary: admission.binary ?? null, tunnelled: true, ...(this.tunnel.tls ? { tls: true } : {}) });
-        if (endpointHasL7(admission.endpoint)) {
+        if (endpointHasL7(admission.endpoint) || admission.inspect) {
           // Per-request L7 (method + path) is the policy engine's call, on every keep-alive request.
           // It decides on the canonical target, and exactly that is forwarded (or nothing is).
           const target = canonicalL7Target(admission.endpoint, head.pathAndQuery);
           if (target.ok) head = { ...head, path: target.path, pathAndQuery: target.pathAndQuery };
           const d: NetworkDecision = target.ok
-            ? opts.decide({ host: admission.host, port: admission.port, binary: admission.binary, method: head.method, path: head.pathAndQuery })
+            ? opts.decide({ host: admission.host, port: admission.port, binary: admission.binary, ancestors: admission.ancestors, method: head.method, path: head.pathAndQuery })
             : { verdict: 'deny', rule: admission.rule, reason: `${head.method} refused: ${target.reason}` };
           const refused = d.verdict === 'deny' || (d.verdict === 'unknown' && admission.source === 'policy');
           if (refused) {
@@ -1004,7 +1013,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
           for (const o of methodOverrides(head)) {
             const od: NetworkDecision = !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(o.method)
               ? { verdict: 'deny', rule: admission.rule, reason: 'not a method token' }
-              : opts.decide({ host: admission.host, port: admission.port, binary: admission.binary, method: o.method, path: head.pathAndQuery });
+              : opts.decide({ host: admission.host, port: admission.port, binary: admission.binary, ancestors: admission.ancestors, method: o.method, path: head.pathAndQuery });
             if (od.verdict === 'allow' || (od.verdict === 'unknown' && admission.source !== 'policy')) continue;
             const detail = `${head.method} refused: ${o.via} asks for ${JSON.stringify(o.method.slice(0, 40))}, which the rules do not allow on ${head.path} (${od.reason})`;
             counters.denied++;
@@ -1027,7 +1036,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
           // the frames after the 101. On other endpoints OpenShell relays the upgraded bytes raw.
           let textAllowed = true;
           if (admission.endpoint?.protocol === 'websocket') {
-            const td = opts.decide({ host: admission.host, port: admission.port, binary: admission.binary, method: 'WEBSOCKET_TEXT', path: head.pathAndQuery });
+            const td = opts.decide({ host: admission.host, port: admission.port, binary: admission.binary, ancestors: admission.ancestors, method: 'WEBSOCKET_TEXT', path: head.pathAndQuery });
             textAllowed = td.verdict === 'allow' || (td.verdict === 'unknown' && admission.source !== 'policy');
             if (!textAllowed) textDenyReason = td.reason;
           }
@@ -1465,7 +1474,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       for (const c of connections) {
         const a = c.tunnel?.admission ?? c.admission;
         if (!a || a === 'inference') continue;
-        const d = opts.decide({ host: a.host, port: a.port, binary: a.binary });
+        const d = opts.decide({ host: a.host, port: a.port, binary: a.binary, ancestors: a.ancestors });
         const stillAllowed = d.verdict === 'allow' || (a.source === 'approval' && d.verdict === 'unknown');
         if (stillAllowed) continue;
         counters.revoked++;

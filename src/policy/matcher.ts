@@ -262,7 +262,7 @@ class Matcher implements NetworkMatcher {
     const method = query.method === undefined ? undefined : query.method.toUpperCase();
     const target = query.path ?? '/';
     const ctx: DecisionContext = { binary: query.binary, ancestors: query.ancestors, method, target, req: undefined };
-    const state: DecisionState = { allow: undefined, refusal: undefined, deny: undefined, programMiss: undefined };
+    const state: DecisionState = { allow: undefined, refusal: undefined, deny: undefined, programMiss: undefined, requestChecks: false };
 
     const exact = this.exact.get(host)?.get(port);
     if (exact && this.scan(exact, ctx, state)) return state.deny!;
@@ -289,7 +289,7 @@ class Matcher implements NetworkMatcher {
       if (entry.port !== port || (entry.host !== undefined && !entry.host.test(host))) continue;
       if (this.scanOne(entry.rule, ctx, state)) return state.deny!;
     }
-    if (state.allow) return state.allow;
+    if (state.allow) return state.requestChecks ? { ...state.allow, inspect: true } : state.allow;
     if (state.refusal) return state.refusal;
     if (state.programMiss) return { verdict: 'unknown', reason: programMissReason(state.programMiss, host, port, query.binary) };
     return { verdict: 'unknown', reason: `no policy matches ${host}:${port}` };
@@ -313,7 +313,10 @@ class Matcher implements NetworkMatcher {
         state.deny = rule.denyDecision;
         return true;
       }
-      if (method === undefined) return false;
+      if (method === undefined) {
+        state.requestChecks = true;
+        return false;
+      }
       const req = (ctx.req ??= l7Request(method, ctx.target));
       if (req.invalid !== undefined || l7Matches(rule.allow, req, true)) {
         state.deny = req.invalid !== undefined ? { verdict: 'deny', rule: rule.id, reason: req.invalid, endpoint: rule.endpoint } : rule.denyDecision;
@@ -322,6 +325,7 @@ class Matcher implements NetworkMatcher {
       return false;
     }
     if (method === undefined || !rule.hasL7) {
+      if (method === undefined && rule.denyRules.length > 0) state.requestChecks = true;
       state.allow ??= rule.allowDecision;
       return false;
     }
@@ -377,6 +381,8 @@ interface DecisionState {
   deny: NetworkDecision | undefined;
   /** The first allow rule that covered (host, port) but not the program asking (for the reason). */
   programMiss: CompiledRule | undefined;
+  /** At L4: a rule covering this program refuses some requests (deny_rules / a deny policy with rules). */
+  requestChecks: boolean;
 }
 
 function push(map: Map<string, Map<number, CompiledRule[]>>, key: string, port: number, rule: CompiledRule): void {

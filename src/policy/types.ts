@@ -141,6 +141,12 @@ export interface NetworkDecision {
   reason: string;
   /** The matched endpoint, for L7 and allowed_ips checks. */
   endpoint?: Endpoint | undefined;
+  /**
+   * An L4 allow where another rule on this host:port (for this program) refuses some requests
+   * (`deny_rules`, or a deny policy with rules): each request must be checked, and a tunnel
+   * decrypted, even when the deciding endpoint has no L7 rules of its own.
+   */
+  inspect?: boolean;
 }
 
 export type RevisionAuthor = 'cli' | 'tui' | 'approval' | 'startup' | 'onboard';

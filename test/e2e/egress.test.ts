@@ -25,7 +25,7 @@ let d: NsDaemon;
 let dir: string;
 let workdir: string;
 
-const HOSTS = ['a.x.test', 'b.a.x.test', 'x.test', 'always.test', 'tls.test', 'plain.test', 'h1.test', 'h2.test', 'h3.test'];
+const HOSTS = ['a.x.test', 'b.a.x.test', 'x.test', 'always.test', 'tls.test', 'plain.test', 'h1.test', 'h2.test', 'h3.test', 'anc.test'];
 
 function policy(withGlob = true): string {
   return `version: 1
@@ -48,7 +48,11 @@ ${
         ports: [${up.port}, ${echo.port}]
 `
     : ''
-}  tls:
+}  via_bash:
+    binaries: [{ path: /usr/bin/bash }]
+    endpoints:
+      - { host: anc.test, port: ${up.port} }
+  tls:
     binaries: [{ path: "/**" }]
     endpoints:
       - host: tls.test
@@ -149,6 +153,22 @@ describe('egress through the real sandbox', () => {
     expect(allow).toBeDefined();
     expect(String(allow!.binary)).toMatch(/curl$/);
   }, 90_000);
+
+  it('a policy naming bash covers curl run by bash (an ancestor inside the sandbox); curl on its own is held (OpenShell opa.rs::ancestor_binary_allowed)', async () => {
+    const viaBash = await inSandbox(['bash', '-c', `curl -s -S --noproxy '' -x http://127.0.0.1:3128 -w '\\n%{http_code}' http://anc.test:${up.port}/via-bash; :`]);
+    const ok = split(viaBash.stdout);
+    expect(ok.code, viaBash.stderr).toBe(200);
+    const events = await d.client.events({ kinds: ['net.decision'] });
+    const allow = events.find((e) => e.action === 'allow' && e.host === 'anc.test');
+    expect(allow).toMatchObject({ rule: 'via_bash/0' });
+    expect(String(allow!.binary)).toMatch(/curl$/);
+    // Straight from the sandbox's first process: curl has no bash above it, so it is held.
+    const alone = curlInSandbox(`http://anc.test:${up.port}/alone`);
+    const [entry] = await pendingFor((p) => p.host === 'anc.test');
+    expect((await runCli(['deny', entry!.id], { home: d.home })).code).toBe(0);
+    expect(split((await alone).stdout).code).toBe(403);
+    expect(up.requests.some((q) => q.url === '/alone')).toBe(false);
+  }, 120_000);
 
   it('refuses an L7 POST with the JSON 403', async () => {
     const r = await curlInSandbox(`http://127.0.0.1:${up.port}/x`, ['-X', 'POST', '-d', 'no']);

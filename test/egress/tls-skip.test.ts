@@ -195,6 +195,24 @@ describe('which tunnels are decrypted', () => {
     expect(proxy.counters().tls_terminated).toBe(0);
   });
 
+  it('an L4 endpoint is decrypted when another rule on the same host:port has deny_rules: they win over its allow (sandbox-policy.rego deny_rules)', async () => {
+    const up = await startUpstream(true);
+    const { proxy, socketPath } = await startProxy(
+      [
+        { host: 'dr.test', ports: [up.port] },
+        { host: 'dr.test', ports: [up.port], protocol: 'rest', access: 'full', deny_rules: [{ method: '*', path: '/admin/**' }] },
+      ],
+      { 'dr.test': ['127.0.0.1'] },
+    );
+    const { s, issuer } = await tlsThrough(socketPath, `dr.test:${up.port}`, 'dr.test', sandboxCa.caCertPem);
+    expect(issuer).toBe(issuerOf(sandboxCa));
+    expect(await get(s, 'dr.test', '/admin/x')).toMatch(/^HTTP\/1\.1 403 /);
+    const again = await tlsThrough(socketPath, `dr.test:${up.port}`, 'dr.test', sandboxCa.caCertPem);
+    expect(await get(again.s, 'dr.test', '/ok')).toMatch(/^HTTP\/1\.1 200 /);
+    expect(up.requests.map((r) => r.url)).toEqual(['/ok']);
+    expect(proxy.counters().tls_terminated).toBeGreaterThanOrEqual(1);
+  });
+
   it('protocol: rest is decrypted and checked; tls: passthrough (deprecated, = auto) no longer skips that', async () => {
     const up = await startUpstream(true);
     const { proxy, socketPath } = await startProxy([{ host: 'rest.test', ports: [up.port], protocol: 'rest', access: 'read-only', tls: 'passthrough' }], { 'rest.test': ['127.0.0.1'] });

@@ -5,6 +5,7 @@
  * is ours. Where this engine deliberately differs (it refuses a file upstream accepts, because it
  * cannot enforce it) the case says so.
  */
+import { createConnection } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { compileNetworkMatcher, parsePolicy } from '../../src/policy/index.js';
 import { canonicalizeRequestTarget, canonicalPathHasEncodedSlash, parseQueryParams } from '../../src/policy/path.js';
@@ -677,6 +678,47 @@ describe(`canonical paths through the proxy (${REST_RS})`, () => {
       expect(s.up.requests.map((r) => `${r.method} ${r.url}`)).toEqual(['HEAD /public/a']);
     } finally {
       await s.close();
+    }
+  });
+
+  it('deny_rules of another policy on the same host:port apply although the allowing endpoint has no L7 rules (plain HTTP and inside a CONNECT tunnel)', async () => {
+    // sandbox-policy.rego: deny_rules of every matching policy win over every allow, so the tunnel
+    // must be inspected even when the first allowing endpoint would have been a raw tunnel.
+    const up = await startUpstream();
+    const doc = load(
+      `network_policies:\n  open:\n    endpoints:\n      - { host: api.test, port: ${up.port} }\n    binaries: ["/**"]\n` +
+        `  guarded:\n    endpoints:\n      - { host: api.test, port: ${up.port}, protocol: rest, access: full, deny_rules: [{ method: "*", path: "/admin/**" }] }\n    binaries: ["/**"]\n`,
+    ).doc;
+    const m = compileNetworkMatcher(doc);
+    expect(m.decide({ host: 'api.test', port: up.port, binary: '/usr/bin/curl' })).toMatchObject({ verdict: 'allow', rule: 'open/0', inspect: true });
+    const h = await startProxy({ unsafeAllowLoopbackUpstreams: true, resolver: testResolver({ 'api.test': ['127.0.0.1'] }), decide: (q) => m.decide({ ...q, binary: '/usr/bin/curl' }) });
+    try {
+      expect((await proxyRequest(h.socketPath, `http://api.test:${up.port}/admin/x`)).status).toBe(403);
+      expect((await proxyRequest(h.socketPath, `http://api.test:${up.port}/ok`)).status).toBe(200);
+      const tunnelled = await new Promise<string>((resolve, reject) => {
+        const sock = createConnection(h.socketPath);
+        let buf = '';
+        let stage = 0;
+        sock.on('data', (d) => {
+          buf += d.toString('latin1');
+          if (stage === 0 && buf.includes('\r\n\r\n')) {
+            stage = 1;
+            if (!buf.startsWith('HTTP/1.1 200')) return reject(new Error(buf));
+            buf = '';
+            sock.write(`GET /admin/y HTTP/1.1\r\nHost: api.test:${up.port}\r\n\r\n`);
+          } else if (stage === 1 && buf.includes('\r\n\r\n')) {
+            sock.destroy();
+            resolve(buf);
+          }
+        });
+        sock.on('error', reject);
+        sock.write(`CONNECT api.test:${up.port} HTTP/1.1\r\nHost: api.test:${up.port}\r\n\r\n`);
+      });
+      console.log("TUNNEL", tunnelled.slice(0,200)); expect(tunnelled).toMatch(/^HTTP\/1\.1 403/);
+      expect(up.requests.map((r) => r.url)).toEqual(['/ok']);
+    } finally {
+      await h.close();
+      await up.close();
     }
   });
 
