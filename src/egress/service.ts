@@ -10,7 +10,7 @@ import { createBinaryIdentifier, type IdentifyTarget } from './identity.js';
 import { dirname, join } from 'node:path';
 import type { PolicyDocument } from '../policy/types.js';
 import { createEgressProxy, INFERENCE_HOST, type EgressProxy } from './proxy.js';
-import { endpointHasL7 } from './l7.js';
+import { tunnelNeedsInspection } from './l7.js';
 import { binaryMatters } from './binaries.js';
 import { loadOrCreateSandboxCa, type SandboxCa, type SandboxTrustBundle } from './tls.js';
 import { APPROVAL_DECISIONS, type ApprovalDecision } from './pending.js';
@@ -55,8 +55,9 @@ export function terminatedHosts(doc: PolicyDocument): string[] {
   const hosts = new Set<string>([INFERENCE_HOST]);
   for (const p of Object.values(doc.network_policies)) {
     for (const ep of p.endpoints) {
-      if (ep.host.includes('*') || ep.protocol === 'tcp' || ep.tls === 'passthrough') continue;
-      if (ep.tls === 'terminate' || endpointHasL7(ep)) hosts.add(ep.host.toLowerCase());
+      // Hostless (allowed_ips) and glob endpoints are minted on demand.
+      if (ep.host === '' || ep.host.includes('*')) continue;
+      if (tunnelNeedsInspection(ep)) hosts.add(ep.host.toLowerCase());
     }
   }
   return [...hosts];
