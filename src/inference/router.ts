@@ -1120,10 +1120,10 @@ export function createRouter(options: RouterOptions): Router {
     res.end();
     if (translator && !providerReported) reportedCompletion = undefined;
     const prompt = reportedPrompt ?? a.promptTokens;
-    // No usage from the provider: the tokenizer's count of what was relayed (never below the running
-    // estimate the stream was cut on, so a cut stream leaves its window at the cap).
-    const completion =
-      reportedCompletion ?? (generated.length === 0 ? completionTokens : Math.max(completionTokens, (await loadTokenizer())(generated.join(''))));
+    // No usage from the provider: the tokenizer's count of what was relayed (for a stream cut on a cap,
+    // never below the running estimate it was cut on, so it leaves its window at the cap).
+    const counted = reportedCompletion === undefined && generated.length > 0 ? (await loadTokenizer())(generated.join('')) : undefined;
+    const completion = reportedCompletion ?? (counted === undefined ? completionTokens : cut ? Math.max(completionTokens, counted) : counted);
     record.prompt_tokens = prompt;
     record.completion_tokens = completion;
     record.tokens_reported = reportedCompletion !== undefined;
