@@ -5,6 +5,7 @@
  */
 import type { Command } from 'commander';
 import { ControlClient } from '../control/client.js';
+import { formatPolicyIssues, type PolicyIssue } from '../policy/index.js';
 import type { LogsOptions } from '../headless/index.js';
 import { NemoclawError, describeError, isNemoclawError } from '../shared/errors.js';
 import { DEFAULT_SANDBOX_NAME, ensurePrivateDir, resolveHome, sandboxPaths, validateSandboxName, type SandboxPaths } from '../shared/home.js';
@@ -345,4 +346,18 @@ export function humanDuration(ms: number): string {
   if (h > 0) return `${h}h ${m}m`;
   if (m > 0) return `${m}m ${sec}s`;
   return `${sec}s`;
+}
+
+/**
+ * Policy warnings for a terminal: a changed meaning (a rule now read as OpenShell reads it) under its
+ * own heading, before what is accepted but not enforced. `what` names the file or preset.
+ */
+export function formatPolicyWarnings(warnings: readonly PolicyIssue[], what = ''): string {
+  const changed = warnings.filter((w) => w.severity === 'meaning-changed');
+  const notEnforced = warnings.filter((w) => w.severity !== 'meaning-changed');
+  const of = what ? ` (${what})` : '';
+  const parts: string[] = [];
+  if (changed.length > 0) parts.push(`warning${of}: these rules now mean what they mean in OpenShell, not what earlier nemoclaw-tui versions read:\n${formatPolicyIssues(changed)}`);
+  if (notEnforced.length > 0) parts.push(`warning${of}: accepted but not enforced here:\n${formatPolicyIssues(notEnforced)}`);
+  return parts.join('\n');
 }

@@ -107,7 +107,7 @@ describe('presets through the CLI', { timeout: 180_000 }, () => {
     expect(onboard.stdout).toContain(`presets: npm, pypi, discord (file ${discord}), drill-override (file ${override})`);
     expect(onboard.stdout).toContain('ready; start it with: nemoclaw-tui up');
     // NemoClaw's file names no binaries: said at onboarding (no program may use it, as in OpenShell).
-    expect(onboard.stderr).toMatch(/warning: preset discord: not enforced here:\n.*no `binaries`/);
+    expect(onboard.stderr).toMatch(/warning \(preset discord\): these rules now mean what they mean in OpenShell[^\n]*\n.*no `binaries`/);
     // Stored with the sandbox.
     expect(readFileSync(join(sbx, 'presets', 'discord.yaml'), 'utf8')).toBe(readFileSync(discord, 'utf8'));
     // The base policy a plain `up` uses validates.

@@ -29,10 +29,10 @@ import {
   keptPresetFiles,
   writeOnboardingRecord,
 } from '../../agent/index.js';
-import { checkPresetNames, formatPolicyIssues, isPresetPath, loadPresetFile, type PresetFile } from '../../policy/index.js';
+import { checkPresetNames, isPresetPath, loadPresetFile, type PresetFile } from '../../policy/index.js';
 import { NemoclawError } from '../../shared/errors.js';
 import { writeFileAtomicSync } from '../../shared/fs.js';
-import { EXIT, action, ensureHome, nameFlag, type CliContext } from '../util.js';
+import { EXIT, action, ensureHome, formatPolicyWarnings, nameFlag, type CliContext } from '../util.js';
 import type { CommandModule } from './index.js';
 
 interface OnboardOptions {
@@ -179,7 +179,7 @@ export async function prepareOnboarding(ctx: CliContext, opts: OnboardOptions, s
   say(`  policy     ${prepared.policyFile} (your always-allow rules in ${ctx.paths.overlayFile} are kept)`);
   for (const f of plan.presetFiles) {
     say(`  preset     ${f.name} from ${f.source} (${f.sha256.slice(0, 19)}…): network_policies ${f.policyKeys.join(', ')} written into the policy (a policy of the same key is replaced, as NemoClaw applies presets); copy kept in ${join(ctx.paths.dir, 'presets', `${f.name}.yaml`)}`);
-    if (f.warnings.length > 0) ctx.err(`warning: preset ${f.name}: not enforced here:\n${formatPolicyIssues(f.warnings)}`);
+    if (f.warnings.length > 0) ctx.err(formatPolicyWarnings(f.warnings, `preset ${f.name}`));
   }
 
   // 4. The agent's runtime, with progress.

@@ -2,11 +2,11 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { AuditEvent } from '../../audit/events.js';
-import { formatPolicyIssues, loadPolicyFile, readPolicyFile } from '../../policy/index.js';
+import { loadPolicyFile, readPolicyFile } from '../../policy/index.js';
 import type { PolicyRevision } from '../../policy/types.js';
 import { NemoclawError, isNemoclawError } from '../../shared/errors.js';
 import type { ControlClient } from '../../control/index.js';
-import { EXIT, action, commandGroup } from '../util.js';
+import { EXIT, action, commandGroup, formatPolicyWarnings } from '../util.js';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import {
@@ -96,10 +96,7 @@ export const policyCommands: CommandModule = {
             }
           }
           const { doc, warnings } = await loadPolicyFile(path);
-          const changed = warnings.filter((w) => w.severity === 'meaning-changed');
-          const notEnforced = warnings.filter((w) => w.severity !== 'meaning-changed');
-          if (changed.length > 0) ctx.err(`warning: these rules now mean what they mean in OpenShell, not what earlier nemoclaw-tui versions read:\n${formatPolicyIssues(changed)}`);
-          if (notEnforced.length > 0) ctx.err(`warning: accepted but not enforced here:\n${formatPolicyIssues(notEnforced)}`);
+          if (warnings.length > 0) ctx.err(formatPolicyWarnings(warnings));
           const n = Object.keys(doc.network_policies).length;
           ctx.out(`${file}: valid (${n} network polic${n === 1 ? 'y' : 'ies'}${doc.presets.length > 0 ? `, presets: ${doc.presets.join(', ')}` : ''})`);
           return EXIT.ok;
