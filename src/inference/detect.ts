@@ -1,14 +1,36 @@
 /**
- * Classification of message text: secrets (secretlint's recommended preset plus a few key formats it
- * misses), PII following Presidio's entity list with checksum validation, and configurable
- * proprietary markers. Results are cached per text by content hash: OpenClaw resends the same large
- * system prompt and history every turn, so only the new message costs anything.
+ * Classification of message text. Results are cached per text by content hash: OpenClaw resends the
+ * same large system prompt and history every turn, so only the new message costs anything.
+ *
+ * Detectors, and where each comes from:
+ * - secrets: gitleaks' default rule set (vendored, pinned: detectors/gitleaks/, MIT) run with its
+ *   keywords, entropy thresholds and allowlists; secretlint's recommended preset; own rules only for
+ *   formats neither has (NVIDIA keys, Azure storage account keys, AWS secret keys with no name nearby);
+ * - phone numbers: libphonenumber-js (detectors/phone.ts);
+ * - person names, addresses, dates of birth, passports: compromise's lexicon + cue patterns
+ *   (detectors/entities.ts);
+ * - e-mail, cards (Luhn), IBAN (mod 97), US SSN, IP, MAC, URL credentials, wallets (base58check):
+ *   here, following Presidio's entity list;
+ * - proprietary markers from the policy.
+ * Before detecting, text is normalised (zero-width characters, soft hyphens, NFKC, confusable
+ * letters: detectors/normalize.ts) and encoded blobs are decoded and rescanned (detectors/decode.ts);
+ * spans always refer to the ORIGINAL text. Documented placeholders (AWS's example keys, example.com
+ * addresses, RFC 5737/3849 addresses, version strings) are not reported.
+ *
+ * Public API: `Classifier` (`classify`, `lookup`, `stats`, `classifyJoined` for a secret split across
+ * two texts of one request), `detectPii` (synchronous part, for tests and benches), `Detection`.
  */
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { isIPv6 } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import type { EntityKind } from './schema.js';
+import { findEncodedBlobs } from './detectors/decode.js';
+import { detectEntities } from './detectors/entities.js';
+import { GITLEAKS_CONFIG } from './detectors/gitleaks/rules.generated.js';
+import { GitleaksScanner, shannonEntropy } from './detectors/gitleaks/translate.js';
+import { mapSpan, normalizeForDetection } from './detectors/normalize.js';
+import { detectPhones as detectPhonesWithLibphonenumber } from './detectors/phone.js';
 
 export interface Detection {
   kind: EntityKind;
@@ -80,16 +102,70 @@ function loadHeavyDeps(): Promise<HeavyDeps> {
   return heavyDeps;
 }
 
-/** Key formats the recommended preset does not report (or reports only in some contexts). */
+/**
+ * Key formats that neither gitleaks' rules nor secretlint's preset report (each has a test in
+ * detect.test.ts). Everything else comes from those two maintained rule sets.
+ */
 const EXTRA_SECRET_PATTERNS: Array<[string, RegExp]> = [
-  ['aws-access-key-id', /\b(?:AKIA|ASIA)[0-9A-Z]{16}\b/g],
-  ['anthropic-key', /\bsk-ant-[A-Za-z0-9_-]{20,}/g],
-  ['openai-key', /\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{32,}/g],
   ['nvidia-key', /\bnvapi-[A-Za-z0-9_-]{32,}/g],
-  ['huggingface-token', /\bhf_[A-Za-z0-9]{30,}\b/g],
-  ['github-token', /\bgh[pousr]_[A-Za-z0-9]{36,}\b/g],
-  ['private-key', /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z0-9 ]*PRIVATE KEY-----/g],
+  // gitleaks' openai rule wants the `T3BlbkFJ` marker of old keys; project/service keys have none.
+  ['openai-key', /\bsk-(?:proj-|svcacct-|admin-)[A-Za-z0-9_-]{32,}/g],
+  // Azure storage account keys: 64 random bytes in base64 (88 characters ending in `==`).
+  ['azure-storage-account-key', /(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{86}==(?![A-Za-z0-9+/=])/g],
 ];
+
+let gitleaks: GitleaksScanner | undefined;
+/** gitleaks' rules compiled on first use (~100 ms once; not at import, see HeavyDeps). */
+function gitleaksScanner(): GitleaksScanner {
+  gitleaks ??= new GitleaksScanner(GITLEAKS_CONFIG);
+  return gitleaks;
+}
+
+function detectGitleaks(text: string, out: Detection[]): void {
+  for (const f of gitleaksScanner().scan(text)) {
+    out.push({ kind: 'secret', start: f.start, end: f.end, value: text.slice(f.start, f.end), detector: `gitleaks:${f.ruleId}` });
+  }
+}
+
+const AWS_KEY_ID = /\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}\b/g;
+const B64_40 = /(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/]{40}(?![A-Za-z0-9+/=_-])/g;
+
+/**
+ * AWS secret access keys are 40 base64 characters of random bytes and carry no prefix; gitleaks and
+ * secretlint find them only next to a variable name. Here: any 40-character base64 token that
+ * mixes upper case, lower case and digits, has high entropy, decodes to binary (not text), and
+ * either stands within 300 characters of an AWS access key id or has a `/` or `+` in it.
+ */
+function detectAwsSecretKeys(text: string, out: Detection[]): void {
+  if (text.length < 40) return;
+  const ids: number[] = [];
+  for (const m of text.matchAll(AWS_KEY_ID)) ids.push(m.index);
+  for (const m of text.matchAll(B64_40)) {
+    const v = m[0];
+    if (!/[A-Z]/.test(v) || !/[a-z]/.test(v) || !/\d/.test(v)) continue;
+    if (shannonEntropy(v) < 4.3) continue;
+    const nearId = ids.some((i) => Math.abs(i - m.index) < 300);
+    if (!nearId && !/[+/]/.test(v)) continue;
+    if (!nearId && /^[A-Za-z0-9]+(?:\/[A-Za-z0-9]+)+$/.test(v) && /\/[a-z]+\//.test(v)) continue; // a path
+    out.push({ kind: 'secret', start: m.index, end: m.index + 40, value: v, detector: nearId ? 'aws-secret-key:near-key-id' : 'aws-secret-key:shape' });
+  }
+}
+
+/**
+ * Values published as placeholders in vendor documentation: never a live credential. AWS documents
+ * `AKIAIOSFODNN7EXAMPLE` / `wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY` (and variants ending in
+ * `EXAMPLE`); a secret made of one repeated character or of x's is a mask, not a key.
+ */
+function isDocumentedPlaceholder(d: Detection): boolean {
+  const v = d.value;
+  if (d.kind === 'secret') {
+    if (/EXAMPLE(?:KEY)?['"]?$/.test(v) || /(?:AKIAIOSFODNN7|wJalrXUtnFEMI\/K7MDENG)/.test(v)) return true;
+    const core = v.replace(/^[a-z]{2,8}[_-](?:[a-z]{2,8}[_-])?/i, '');
+    if (core.length >= 8 && (/^(.)\1+$/.test(core) || /^[xX*.]+$/.test(core))) return true;
+    if (/(?:your|my)[_-]?(?:api[_-]?)?(?:key|token|secret)|<[^>]+>|\$\{[^}]+\}|\{\{[^}]+\}\}|placeholder|redacted|changeme/i.test(v)) return true;
+  }
+  return false;
+}
 
 // ---------------------------------------------------------------------------------------------
 // PII detectors. Each returns candidate spans; validators reject the usual false positives.
@@ -98,6 +174,15 @@ const FILE_EXTENSION_TLDS = new Set([
   'png', 'jpg', 'jpeg', 'gif', 'svg', 'webp', 'ico', 'js', 'mjs', 'cjs', 'ts', 'tsx', 'jsx', 'css', 'json',
   'map', 'md', 'txt', 'py', 'rs', 'go', 'java', 'rb', 'sh', 'yaml', 'yml', 'toml', 'lock', 'zip', 'gz', 'tar',
 ]);
+
+/**
+ * RFC 2606 / 6761 reserved names: `example.com`, `example.org`, `example.net` (and subdomains), and
+ * the `.example`, `.test`, `.invalid`, `.localhost` TLDs. Addresses there are documentation.
+ */
+function isDocumentationDomain(domain: string): boolean {
+  const d = domain.toLowerCase();
+  return /(?:^|\.)example\.(?:com|org|net|edu)$/.test(d) || /\.(?:example|test|invalid|localhost)$/.test(d);
+}
 
 function detectEmails(text: string, out: Detection[]): void {
   const re = /[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}\b/g;
@@ -112,6 +197,7 @@ function detectEmails(text: string, out: Detection[]): void {
     if (m[0].startsWith('.') || m[0].includes('..')) continue;
     const tld = m[0].slice(m[0].lastIndexOf('.') + 1).toLowerCase();
     if (FILE_EXTENSION_TLDS.has(tld)) continue;
+    if (isDocumentationDomain(m[0].slice(m[0].indexOf('@') + 1))) continue;
     out.push({ kind: 'email', start, end, value: m[0], detector: 'email' });
   }
 }
@@ -136,12 +222,15 @@ function luhnValid(digits: string): boolean {
 }
 
 function detectCreditCards(text: string, out: Detection[]): void {
-  const re = /(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])/g;
+  const re = /(?<![\w-])(?:\d[ -]?){11,18}\d(?![\w-])/g;
   for (const m of text.matchAll(re)) {
     const digits = digitsOf(m[0]);
-    if (digits.length < 13 || digits.length > 19) continue;
-    // Issuer prefixes: Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay.
-    if (!/^(?:4|5[1-5]|2[2-7]|3[47]|6011|65|64[4-9]|35|30[0-5]|36|38|62)/.test(digits)) continue;
+    if (digits.length < 12 || digits.length > 19) continue;
+    // Issuer prefixes: Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay, Maestro (12–19 digits).
+    const maestro = /^(?:50[0-9]|5[6-8]|6[0-9])/.test(digits);
+    if (!maestro && !/^(?:4|5[1-5]|2[2-7]|3[47]|6011|65|64[4-9]|35|30[0-5]|36|38|62)/.test(digits)) continue;
+    // Only Maestro issues 12-digit numbers.
+    if (digits.length === 12 && !maestro) continue;
     if (/^(\d)\1+$/.test(digits)) continue;
     // The digits of an IBAN (`DE89 3704 …`) are not a card number.
     if (/[A-Z]{2}\d{2} ?$/.test(text.slice(Math.max(0, m.index - 5), m.index))) continue;
@@ -200,34 +289,36 @@ function detectSsns(text: string, out: Detection[]): void {
 }
 
 function detectPhones(text: string, out: Detection[]): void {
-  const patterns: RegExp[] = [
-    // International: +CC followed by grouped digits.
-    /(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\d)/g,
-    // North American: (555) 123-4567, 555-123-4567, 555.123.4567.
-    /(?<![\w.-])\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}(?![\w-])/g,
-  ];
-  for (const re of patterns) {
-    for (const m of text.matchAll(re)) {
-      const digits = digitsOf(m[0]);
-      if (digits.length < 10 || digits.length > 15) continue;
-      // Dates and versions use the same separators: require at least one space/dash/paren grouping
-      // that is not a pure dotted sequence of small numbers.
-      if (/^\d{4}[.-]\d{2}[.-]\d{2}/.test(m[0])) continue;
-      out.push({ kind: 'phone', start: m.index, end: m.index + m[0].length, value: m[0], detector: 'phone' });
-    }
+  for (const p of detectPhonesWithLibphonenumber(text)) {
+    out.push({ kind: 'phone', start: p.start, end: p.end, value: text.slice(p.start, p.end), detector: p.detector });
   }
 }
 
+/** RFC 5737 (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) and RFC 3849 (2001:db8::/32). */
+function isDocumentationIp(ip: string): boolean {
+  return /^(?:192\.0\.2|198\.51\.100|203\.0\.113)\./.test(ip) || /^2001:0?db8(?::|$)/i.test(ip);
+}
+
+/** `v1.2.3.4`, `version 10.0.19041.1`, `Chrome/120.0.6099.109`, `1.2.3.4-beta`: a version, not a host. */
+function looksLikeVersion(text: string, start: number, end: number): boolean {
+  const before = text.slice(Math.max(0, start - 24), start);
+  if (/(?:\bv|\bver\.?|version|release|build|firmware|\brev\.?|update|patch|kernel|\bnode|python|chrome|firefox|safari|edge|android|ios|windows|macos|@|[a-z]\/|=|==|~|\^|>=?|<=?)[ \t:]*$/i.test(before)) return true;
+  if (/^[-+][0-9A-Za-z]/.test(text.slice(end, end + 2))) return true;
+  return false;
+}
+
 function detectIps(text: string, out: Detection[]): void {
-  const v4 = /(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.]|\.\d)/g;
+  // A full stop after the address ends the sentence; `1.2.3.4.5` is no address.
+  const v4 = /(?<![\d.]|\d\.)(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\d|\.\d)/g;
   for (const m of text.matchAll(v4)) {
+    if (isDocumentationIp(m[0]) || looksLikeVersion(text, m.index, m.index + m[0].length)) continue;
     out.push({ kind: 'ip_address', start: m.index, end: m.index + m[0].length, value: m[0], detector: 'ipv4' });
   }
   const v6 = /(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])/g;
   for (const m of text.matchAll(v6)) {
     const groups = m[0].split(':').filter((g) => g.length > 0);
     // `std::vec`, `a::b` and clock times are not addresses: need 3+ hex groups and a valid address.
-    if (groups.length < 3 || !isIPv6(m[0])) continue;
+    if (groups.length < 3 || !isIPv6(m[0]) || isDocumentationIp(m[0])) continue;
     out.push({ kind: 'ip_address', start: m.index, end: m.index + m[0].length, value: m[0], detector: 'ipv6' });
   }
 }
@@ -345,8 +436,12 @@ const PRIORITY: Record<EntityKind, number> = {
   email: 6,
   crypto_wallet: 7,
   mac_address: 8,
-  ip_address: 9,
-  phone: 10,
+  passport: 9,
+  ip_address: 10,
+  phone: 11,
+  date_of_birth: 12,
+  address: 13,
+  person: 14,
 };
 
 function resolveOverlaps(all: Detection[]): Detection[] {
@@ -363,15 +458,22 @@ function resolveOverlaps(all: Detection[]): Detection[] {
 
 /** Synchronous part of the scan (everything except secretlint). Exported for tests and benches. */
 export function detectPii(text: string, markers?: MarkerConfig, disabled: EntityKind[] = []): Detection[] {
-  return resolveOverlaps(runSyncDetectors(text, compileMarkers(markers), new Set(disabled)));
+  return resolveOverlaps(detectSyncNormalized(text, compileMarkers(markers), new Set(disabled)));
 }
+
+/** Depth of decoding: a blob inside a decoded blob is decoded once more, no further. */
+const MAX_DECODE_DEPTH = 2;
 
 function runSyncDetectors(text: string, markers: CompiledMarkers, disabled: Set<EntityKind>): Detection[] {
   const out: Detection[] = [];
-  for (const [name, re] of EXTRA_SECRET_PATTERNS) {
-    for (const m of text.matchAll(re)) {
-      out.push({ kind: 'secret', start: m.index, end: m.index + m[0].length, value: m[0], detector: name });
+  if (!disabled.has('secret')) {
+    for (const [name, re] of EXTRA_SECRET_PATTERNS) {
+      for (const m of text.matchAll(re)) {
+        out.push({ kind: 'secret', start: m.index, end: m.index + m[0].length, value: m[0], detector: name });
+      }
     }
+    detectGitleaks(text, out);
+    detectAwsSecretKeys(text, out);
   }
   // Cheap gates keep the common case (prose/code without any candidate character) fast.
   if (text.includes('@')) detectEmails(text, out);
@@ -379,14 +481,50 @@ function runSyncDetectors(text: string, markers: CompiledMarkers, disabled: Set<
     detectCreditCards(text, out);
     detectIbans(text, out);
     detectSsns(text, out);
-    detectPhones(text, out);
+    if (!disabled.has('phone')) detectPhones(text, out);
     detectIps(text, out);
   }
   if (text.includes(':') || text.includes('-')) detectMacs(text, out);
   if (text.includes('://')) detectUrlCredentials(text, out);
   detectWallets(text, out);
   detectMarkers(text, markers, out);
-  return out.filter((d) => !disabled.has(d.kind));
+  for (const e of detectEntities(text, {
+    person: !disabled.has('person'),
+    address: !disabled.has('address'),
+    date_of_birth: !disabled.has('date_of_birth'),
+    passport: !disabled.has('passport'),
+  })) {
+    out.push({ kind: e.kind, start: e.start, end: e.end, value: text.slice(e.start, e.end), detector: e.detector });
+  }
+  return out.filter((d) => !disabled.has(d.kind) && !isDocumentedPlaceholder(d));
+}
+
+/**
+ * The synchronous detectors over the normalised text, spans mapped back to `original`, plus what
+ * the decoded blobs hold (each such detection spans its whole blob).
+ */
+function detectSyncNormalized(original: string, markers: CompiledMarkers, disabled: Set<EntityKind>, depth = 0): Detection[] {
+  const n = normalizeForDetection(original);
+  const found = runSyncDetectors(n.text, markers, disabled);
+  const out: Detection[] = n.map === null ? found : found.map((d) => remap(d, n, original));
+  if (depth < MAX_DECODE_DEPTH) {
+    for (const blob of findEncodedBlobs(n.text)) {
+      const inner = detectSyncNormalized(blob.decoded, markers, disabled, depth + 1);
+      if (inner.length === 0) continue;
+      const [start, end] = n.map === null ? [blob.start, blob.end] : mapSpan(n, blob.start, blob.end, original.length);
+      // One detection per kind found inside the blob; the blob is the span.
+      for (const kind of new Set(inner.map((d) => d.kind))) {
+        const first = inner.find((d) => d.kind === kind)!;
+        out.push({ kind, start, end, value: original.slice(start, end), detector: `${blob.encoding}:${first.detector}` });
+      }
+    }
+  }
+  return out;
+}
+
+function remap(d: Detection, n: ReturnType<typeof normalizeForDetection>, original: string): Detection {
+  const [start, end] = mapSpan(n, d.start, d.end, original.length);
+  return { ...d, start, end, value: original.slice(start, end) };
 }
 
 async function detectSecretsWithSecretlint(text: string, deps: HeavyDeps): Promise<Detection[]> {
@@ -410,9 +548,39 @@ async function detectSecretsWithSecretlint(text: string, deps: HeavyDeps): Promi
         }
       }
       return { kind: 'secret' as const, start, end, value: text.slice(start, end), detector: m.ruleId };
-    });
+    })
+    .filter((d) => !isDocumentedPlaceholder(d));
 }
 
+/** secretlint over the normalised text, spans mapped back. */
+async function secretlintNormalized(original: string, deps: HeavyDeps): Promise<Detection[]> {
+  const n = normalizeForDetection(original);
+  const found = await detectSecretsWithSecretlint(n.text, deps);
+  return n.map === null ? found : found.map((d) => remap(d, n, original));
+}
+
+/** One piece of a detection found by `classifyJoined`: a span of one of the texts passed. */
+export interface JoinedPart {
+  textIndex: number;
+  start: number;
+  end: number;
+}
+
+/** A detection that crosses the boundary between consecutive texts of `classifyJoined`. */
+export interface JoinedDetection {
+  kind: EntityKind;
+  detector: string;
+  /** The whole value, as the concatenation of the parts. */
+  value: string;
+  /** In order; two parts (the end of `texts[i]`, the start of `texts[i+1]`), each to be redacted. */
+  parts: JoinedPart[];
+}
+
+/**
+ * How much of each side of a boundary `classifyJoined` scans: enough for a PEM private key
+ * (~3.3 KB for RSA 4096) or any token; longer values do not get split by accident.
+ */
+const JOIN_WINDOW = 4096;
 export function contentHash(text: string): string {
   return createHash('sha256').update(text).digest('base64url');
 }
@@ -488,10 +656,45 @@ export class Classifier {
     return { hits: this.hits, misses: this.misses, entries: this.cache.size };
   }
 
+  /**
+   * Detections that a per-text scan cannot see because they are split across two consecutive texts
+   * of one request (`texts` in request order: message contents, tool results…). Each boundary is
+   * scanned as the last JOIN_WINDOW characters of `texts[i]` joined to the first JOIN_WINDOW of
+   * `texts[i+1]`, through the same cache as `classify` (so an unchanged history costs nothing the
+   * next turn); only detections that cross the boundary are returned — those inside one text are
+   * what `classify(texts[i])` reports. Redact each part in its own text.
+   */
+  async classifyJoined(texts: readonly string[]): Promise<JoinedDetection[]> {
+    const out: JoinedDetection[] = [];
+    for (let i = 0; i + 1 < texts.length; i++) {
+      const left = texts[i]!;
+      const right = texts[i + 1]!;
+      if (left.length === 0 || right.length === 0) continue;
+      const leftStart = Math.max(0, left.length - JOIN_WINDOW);
+      const tail = left.slice(leftStart);
+      const head = right.slice(0, JOIN_WINDOW);
+      const r = this.lookup(tail + head);
+      const { detections } = r instanceof Promise ? await r : r;
+      for (const d of detections) {
+        if (!(d.start < tail.length && d.end > tail.length)) continue;
+        out.push({
+          kind: d.kind,
+          detector: d.detector,
+          value: d.value,
+          parts: [
+            { textIndex: i, start: leftStart + d.start, end: left.length },
+            { textIndex: i + 1, start: 0, end: d.end - tail.length },
+          ],
+        });
+      }
+    }
+    return out;
+  }
+
   private async scan(text: string): Promise<Classification> {
     const deps = await loadHeavyDeps();
-    const found = runSyncDetectors(text, this.markers, this.disabled);
-    if (!this.disabled.has('secret')) found.push(...(await detectSecretsWithSecretlint(text, deps)));
+    const found = detectSyncNormalized(text, this.markers, this.disabled);
+    if (!this.disabled.has('secret')) found.push(...(await secretlintNormalized(text, deps)));
     return { detections: resolveOverlaps(found), tokens: deps.countTokens(text) };
   }
 }

@@ -19,6 +19,13 @@ export const ENTITY_KINDS = [
   'url_credentials',
   'crypto_wallet',
   'proprietary',
+  // Added with the NER detectors (issue 13). Every kind is in the default `redaction.entities`
+  // list (redacted on `redact_then` routes) like the older ones; an operator who finds names or
+  // addresses too noisy for a workload lists them under `redaction.disabled`.
+  'person',
+  'address',
+  'date_of_birth',
+  'passport',
 ] as const;
 export type EntityKind = (typeof ENTITY_KINDS)[number];
 
@@ -162,6 +169,18 @@ export const inferencePolicySchema = z
     redaction: redactionSchema.default({ entities: [...ENTITY_KINDS], disabled: [], markers: { path_globs: [], repos: [], patterns: [] } }),
     budgets: budgetsSchema.default({ default_output_reservation: DEFAULT_OUTPUT_RESERVATION }),
     rate_limits: rateLimitsSchema.default({}),
+    /**
+     * Hybrid routing: what a route that matched sensitive entities on a `local` provider does when
+     * that provider is down or saturated (unreachable, 5xx, 429). `refuse` (default): the call fails,
+     * and a `fallback` of such a route to a `cloud` provider is refused here. `cloud_redacted`: that
+     * fallback is allowed; the body goes out with the policy's cloud redaction (`redaction.entities`,
+     * as on `redact_then`), a secret blocks it, and a matched kind the redaction does not cover keeps
+     * it local (the call fails).
+     */
+    hybrid: z
+      .object({ when_local_down: z.enum(['cloud_redacted', 'refuse']).default('refuse') })
+      .strict()
+      .default({ when_local_down: 'refuse' }),
   })
   .strict()
   .superRefine((doc, ctx) => {
@@ -181,11 +200,12 @@ export const inferencePolicySchema = z
       if (route.when.entities && route.fallback && primary) {
         const from = doc.providers[primary];
         const to = doc.providers[route.fallback];
-        if (from?.locality === 'local' && to?.locality === 'cloud') {
+        if (from?.locality === 'local' && to?.locality === 'cloud' && doc.hybrid.when_local_down !== 'cloud_redacted') {
           ctx.addIssue({
             code: 'custom',
             path: ['routes', i, 'fallback'],
-            message: 'no cloud fallback here: a route that matches sensitive entities may not fall back from a local provider to a cloud provider',
+            message:
+              'no cloud fallback here: a route that matches sensitive entities may not fall back from a local provider to a cloud provider (unless `inference.hybrid.when_local_down: cloud_redacted`, which sends it redacted)',
           });
         }
       }

@@ -40,7 +40,9 @@ describe('PII detectors', () => {
 
   it('finds IPv4/IPv6 and MAC addresses without matching C++ scopes or times', () => {
     expect(kinds('host 10.0.12.7 up')).toEqual([['ip_address', '10.0.12.7']]);
-    expect(kinds('addr 2001:db8:85a3::8a2e:370:7334')).toEqual([['ip_address', '2001:db8:85a3::8a2e:370:7334']]);
+    expect(kinds('addr 2a02:8108:85a3::8a2e:370:7334')).toEqual([['ip_address', '2a02:8108:85a3::8a2e:370:7334']]);
+    // RFC 3849 / 5737 documentation ranges are not anyone's address.
+    expect(kinds('addr 2001:db8:85a3::8a2e:370:7334, 192.0.2.10, 198.51.100.7 and 203.0.113.99')).toEqual([]);
     expect(kinds('nic 00:1A:2b:3C:4d:5E')).toEqual([['mac_address', '00:1A:2b:3C:4d:5E']]);
     expect(kinds('std::vector<int> a::b at 12:30:45, version 1.2.3.4.5, 999.1.1.1')).toEqual([]);
   });
@@ -103,7 +105,7 @@ describe('Classifier', () => {
 
   it('skips disabled detectors', async () => {
     const c = new Classifier({ disabled: ['ip_address'] });
-    const r = await c.classify('server 10.1.2.3 mail ops@example.com');
+    const r = await c.classify('server 10.1.2.3 mail ops@acme-corp.io');
     expect(r.detections.map((d) => d.kind)).toEqual(['email']);
   });
 });
