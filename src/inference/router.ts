@@ -124,6 +124,8 @@ interface CallRecord {
   outcome?: string;
   error?: string;
   fallback_from?: string;
+  /** The fallback went to a cloud provider: the body got the policy's cloud redaction first. */
+  redacted_for_fallback?: boolean;
   /** Set when the call was translated between wire formats (`openai->anthropic`). */
   translated?: string;
 }
@@ -545,10 +547,26 @@ export function createRouter(options: RouterOptions): Router {
     };
     const routed = (): void => pendingRoute?.();
 
+    // For a fallback to a cloud provider of a body not redacted for the cloud (forward): refused for a
+    // secret or a matched kind the redaction does not cover; else the policy's cloud redaction, as on
+    // a `redact_then` route (checks first: nothing is rewritten when it is refused).
+    const redactForCloud = (): CloudRedaction => {
+      if (kinds.has('secret')) return { map: undefined, secret: true, refused: 'the request carries a secret' };
+      const redactKinds = new Set<EntityKind>(config.redaction.entities);
+      const uncovered = choice.sensitive ? (route.when.entities ?? []).filter((k) => kinds.has(k) && !redactKinds.has(k)) : [];
+      if (uncovered.length > 0) return { map: undefined, secret: false, refused: `the route matched ${uncovered.join(', ')}, which inference.redaction.entities does not redact` };
+      const cloudMap = new RedactionMap();
+      facts.slots.forEach((slot, i) => {
+        const detections = classes[i]!.detections;
+        if (detections.length > 0) slot.set(cloudMap.redact(slot.text, detections, redactKinds));
+      });
+      return { map: cloudMap.size > 0 ? cloudMap : undefined, secret: false };
+    };
+
     inFlight++;
     calls++;
     try {
-      await forward({ req, res, api, family, body, raw, rawText, facts, provider, providerName, route, choice, map, record, usage, t0, tBody, promptTokens, done, routed });
+      await forward({ req, res, api, family, body, raw, rawText, facts, provider, providerName, route, choice, map, record, usage, t0, tBody, promptTokens, done, routed, redactForCloud });
     } finally {
       routed();
       inFlight--;
@@ -559,6 +577,13 @@ export function createRouter(options: RouterOptions): Router {
 
   function emitExceeded(id: string, breach: BudgetBreach, phase: 'precheck' | 'stream'): void {
     emit({ kind: 'budget.exceeded', level: 'warn', id, phase, scope: breach.scope, unit: breach.unit, cap: breach.cap, would_be: breach.would_be, message: breach.message });
+  }
+
+  interface CloudRedaction {
+    map: RedactionMap | undefined;
+    secret: boolean;
+    /** Why the body may not go to the cloud (nothing was rewritten). */
+    refused?: string;
   }
 
   interface ForwardArgs {
@@ -582,6 +607,8 @@ export function createRouter(options: RouterOptions): Router {
     tBody: number;
     promptTokens: number;
     done: (status: number, outcome: string, level?: 'info' | 'warn' | 'error', error?: string) => void;
+    /** The policy's cloud redaction of the body, for a fallback to a cloud provider. */
+    redactForCloud: () => CloudRedaction;
     /** Emit the inference.route event (idempotent). */
     routed: () => void;
   }
@@ -669,7 +696,8 @@ export function createRouter(options: RouterOptions): Router {
         });
         a.routed();
         upstream = await pending;
-        if (upstream.statusCode >= 500) {
+        // 5xx, or 429 (saturated) when the route has a fallback (without one the 429 is relayed).
+        if (upstream.statusCode >= 500 || (upstream.statusCode === 429 && attempt === 0 && a.route.fallback !== undefined)) {
           failed = true;
           lastError = `provider "${providerName}" answered ${upstream.statusCode}`;
           lastDetail = lastError;
@@ -686,10 +714,28 @@ export function createRouter(options: RouterOptions): Router {
       const fallbackName = attempt === 0 ? a.route.fallback : undefined;
       const fallback = fallbackName ? config.providers[fallbackName] : undefined;
       if (!fallbackName || !fallback) break;
-      if (a.choice.sensitive && provider.locality === 'local' && fallback.locality === 'cloud') break;
+      if (a.choice.sensitive && provider.locality === 'local' && fallback.locality === 'cloud' && config.hybrid.when_local_down !== 'cloud_redacted') break;
+      // Fallback never undoes privacy: a body not redacted for the cloud gets the policy's cloud
+      // redaction before it goes to a cloud provider; a secret never goes.
+      const cloudRedaction = fallback.locality === 'cloud' && !a.route.redact_then ? a.redactForCloud() : undefined;
+      if (cloudRedaction?.refused) {
+        lastDetail += `; no fallback to cloud provider "${fallbackName}": ${cloudRedaction.refused}`;
+        if (!cloudRedaction.secret) break;
+        if (upstream) await upstream.body.dump().catch(() => undefined);
+        res.off('close', onClose);
+        const message = `blocked: provider "${providerName}" is unavailable and the request carries a secret, which never goes to cloud provider "${fallbackName}"`;
+        sendError(res, family, 403, 'permission', message, { 'x-request-id': record.id }, 'blocked_by_policy');
+        a.done(403, 'blocked', 'warn', lastDetail);
+        return;
+      }
       if (upstream) await upstream.body.dump().catch(() => undefined);
       upstream = undefined;
       record.fallback_from = providerName;
+      if (cloudRedaction) {
+        a.map = cloudRedaction.map;
+        record.redactions = cloudRedaction.map?.size ?? 0;
+        record.redacted_for_fallback = true;
+      }
       providerName = fallbackName;
       provider = fallback;
       record.provider = providerName;
