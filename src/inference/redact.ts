@@ -1,21 +1,44 @@
 /**
- * Reversible redaction for cloud routes: each detected value becomes a stable placeholder
- * (`<EMAIL_1>`; the same value always gets the same placeholder within a request), the mapping lives
- * only as long as the request, and the original values are put back in the response — including in
- * streamed deltas, where a placeholder may arrive split across several SSE chunks.
+ * Reversible redaction for cloud routes: each detected value becomes a placeholder that cannot be
+ * guessed (`<EMAIL_7f3a9c>`: the kind and six random hex digits drawn for this request; the same
+ * value always gets the same placeholder within a request), the mapping lives only as long as the
+ * request, and only the placeholders this request issued are put back in the response — including
+ * in streamed deltas, where a placeholder may arrive split across several SSE chunks. A placeholder
+ * is never one that already occurs in the request (`reserved`), so text the agent wrote itself, even
+ * `<EMAIL_7f3a9c>`, is never replaced by a real value.
  */
+import { randomBytes } from 'node:crypto';
 import type { Detection } from './detect.js';
 import type { EntityKind } from './schema.js';
 
-const PLACEHOLDER_RE = /<([A-Z]+(?:_[A-Z]+)*_\d+)>/g;
+/** Candidates for restoration: `<KIND_hhhhhh>`; only those in the map are replaced. */
+const PLACEHOLDER_RE = /<[A-Z]+(?:_[A-Z]+)*_[0-9a-f]{6}>/g;
+const SUFFIX_HEX = 6;
+
+export interface RedactionMapOptions {
+  /** True when a candidate placeholder already occurs in the request (it is then drawn again). */
+  reserved?: (placeholder: string) => boolean;
+  /** Random hex suffixes (tests); default crypto.randomBytes. */
+  random?: () => string;
+}
+
+function randomSuffix(): string {
+  return randomBytes(SUFFIX_HEX / 2).toString('hex');
+}
 
 export class RedactionMap {
   private readonly byValue = new Map<string, string>();
   private readonly byPlaceholder = new Map<string, string>();
-  private readonly counters = new Map<EntityKind, number>();
   private readonly perKind = new Map<EntityKind, number>();
+  private readonly reserved: ((placeholder: string) => boolean) | undefined;
+  private readonly random: () => string;
   /** Longest placeholder handed out: a stream holds back at most this many characters. */
   maxPlaceholderLength = 0;
+
+  constructor(options: RedactionMapOptions = {}) {
+    this.reserved = options.reserved;
+    this.random = options.random ?? randomSuffix;
+  }
 
   get size(): number {
     return this.byPlaceholder.size;
@@ -30,10 +53,13 @@ export class RedactionMap {
     const key = `${kind}\u0000${value}`;
     const existing = this.byValue.get(key);
     if (existing) return existing;
-    const n = (this.counters.get(kind) ?? 0) + 1;
-    this.counters.set(kind, n);
-    this.perKind.set(kind, n);
-    const placeholder = `<${kind.toUpperCase()}_${n}>`;
+    let placeholder: string;
+    for (let tries = 0; ; tries++) {
+      placeholder = `<${kind.toUpperCase()}_${this.random()}>`;
+      if (!this.byPlaceholder.has(placeholder) && !this.reserved?.(placeholder)) break;
+      if (tries > 64) throw new Error('could not draw an unused redaction placeholder');
+    }
+    this.perKind.set(kind, (this.perKind.get(kind) ?? 0) + 1);
     this.byValue.set(key, placeholder);
     this.byPlaceholder.set(placeholder, value);
     this.maxPlaceholderLength = Math.max(this.maxPlaceholderLength, placeholder.length);
@@ -62,22 +88,23 @@ export class RedactionMap {
     });
   }
 
-  /** Restore every string inside a parsed JSON value (Anthropic tool_use `input`). */
+  /** Restore every string and every key inside a parsed JSON value (Anthropic tool_use `input`). */
   restoreDeep(value: unknown): unknown {
     if (typeof value === 'string') return this.restore(value);
     if (Array.isArray(value)) return value.map((v) => this.restoreDeep(v));
     if (value !== null && typeof value === 'object') {
-      return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, this.restoreDeep(v)]));
+      return Object.fromEntries(Object.entries(value).map(([k, v]) => [this.restore(k), this.restoreDeep(v)]));
     }
     return value;
   }
 }
 
-const PARTIAL_RE = /^<[A-Z_0-9]*$/;
+/** A prefix of a placeholder: `<`, `<EMA`, `<EMAIL_`, `<EMAIL_7f3`. */
+const PARTIAL_RE = /^<(?:[A-Z][A-Z_]*[0-9a-f]{0,6})?$/;
 
 /**
  * Restores placeholders in one streamed channel (a choice's content, one tool call's arguments, an
- * Anthropic content block). Holds back a trailing `<EMA` until it is known whether it completes a
+ * Anthropic content block). Holds back a trailing `<EMAIL_7f` until it is known whether it completes a
  * placeholder; `flush()` returns whatever is still held at the end of the channel.
  */
 export class StreamRestorer {

@@ -17,7 +17,7 @@ import { isNemoclawError } from '../shared/errors.js';
 import { BudgetLedger, RateLimiter, type BudgetBreach, type BudgetScope, type BudgetSnapshot, type CallUsage } from './budget.js';
 import { loadTokenizer } from './tokenizer.js';
 import { presentedToken, tokensEqual, type CredentialSource } from './credentials.js';
-import { Classifier, type Classification } from './detect.js';
+import { Classifier, type Classification, type Detection } from './detect.js';
 import { RedactionMap, StreamRestorer } from './redact.js';
 import {
   anthropicMessageToOpenAi,
@@ -43,7 +43,13 @@ import {
   errorEvent,
   familyOf,
   inspectRequest,
+  groupText,
+  loadTokenDecoders,
+  needsTokenDecoders,
+  splitDetections,
   type ApiKind,
+  type RequestFacts,
+  type SlotGroup,
   type ErrorKind,
   type WireFamily,
 } from './wire.js';
@@ -128,6 +134,8 @@ interface CallRecord {
   redacted_for_fallback?: boolean;
   /** Set when the call was translated between wire formats (`openai->anthropic`). */
   translated?: string;
+  /** Content forwarded or refused without inspection (`path: what`, never the content). */
+  uninspectable?: string[];
 }
 
 function round3(n: number): number {
@@ -220,6 +228,30 @@ function completionText(api: ApiKind, json: Record<string, unknown>): string {
     }
   }
   return parts.join('\n');
+}
+
+/**
+ * Scan every slot of a request: each group (one message, the tools, the rest) as one joined text,
+ * cached by content, its detections split back onto the slots. Tokens: the counted groups.
+ */
+async function scanSlots(classifier: Classifier, facts: RequestFacts): Promise<{ perSlot: Detection[][]; tokens: number }> {
+  const perSlot: Detection[][] = new Array<Detection[]>(facts.slots.length);
+  let tokens = 0;
+  let pending: Array<Promise<void>> | undefined;
+  const apply = (g: SlotGroup, offsets: number[], c: Classification): void => {
+    if (g.counted) tokens += c.tokens;
+    const split = splitDetections(facts, g, offsets, c.detections);
+    for (let j = 0; j < split.length; j++) perSlot[g.from + j] = split[j]!;
+  };
+  for (const g of facts.groups) {
+    const { text, offsets } = groupText(facts, g);
+    const hit = classifier.lookup(text);
+    if (hit instanceof Promise) (pending ??= []).push(hit.then((c) => apply(g, offsets, c)));
+    else apply(g, offsets, hit);
+  }
+  if (pending) await Promise.all(pending);
+  for (let i = 0; i < perSlot.length; i++) perSlot[i] ??= [];
+  return { perSlot, tokens };
 }
 
 async function readBody(req: IncomingMessage): Promise<Buffer> {
@@ -433,32 +465,30 @@ export function createRouter(options: RouterOptions): Router {
     // The schemas only check (no defaults, no transforms), so the parsed body itself is the valid
     // request: using it spares a deep copy of a 30+ KB request on every call.
     const body = parsed as Record<string, unknown>;
-    const facts = inspectRequest(api, body);
+    // Every string value and key of the body, decoded carriers included (token ids need the codecs).
+    const decoders = needsTokenDecoders(api, body) ? await loadTokenDecoders() : undefined;
+    const facts = inspectRequest(api, body, decoders);
     record.requested_model = body.model as string;
     record.stream = facts.stream;
 
-    // Classify every slot (cache hit for the unchanged system prompt and history).
+    // Classify every slot group (cache hit for the unchanged system prompt, tools and history).
     const activeClassifier = classifier;
-    const classes: Classification[] = new Array<Classification>(facts.slots.length);
-    let scans: Array<Promise<void>> | undefined;
-    facts.slots.forEach((slot, i) => {
-      const hit = activeClassifier.lookup(slot.text);
-      if (hit instanceof Promise) (scans ??= []).push(hit.then((c) => void (classes[i] = c)));
-      else classes[i] = hit;
-    });
-    if (scans) await Promise.all(scans);
+    const scanned = await scanSlots(activeClassifier, facts);
+    /** Each slot's detections (offsets relative to the slot). */
+    const classes: Array<{ detections: Detection[] }> = scanned.perSlot.map((detections) => ({ detections }));
     const kinds = new Set<EntityKind>();
-    let promptTokens = 0;
-    classes.forEach((c) => {
-      promptTokens += c.tokens;
-      for (const d of c.detections) {
+    for (const found of scanned.perSlot) {
+      for (const d of found) {
         kinds.add(d.kind);
         record.entities[d.kind] = (record.entities[d.kind] ?? 0) + 1;
       }
-    });
-    // Per-message framing tokens (role markers), as OpenAI counts them.
-    promptTokens += facts.slots.length * 4;
+    }
+    // Token ids count as themselves; messages add their framing (role markers), as OpenAI counts them.
+    const promptTokens = scanned.tokens + facts.extraTokens;
     record.estimated_prompt_tokens = promptTokens;
+    /** Placeholders are drawn at random, never one the request already contains (so none can be forged). */
+    const originals = facts.slots.map((slot) => slot.text);
+    const newRedactionMap = (): RedactionMap => new RedactionMap({ reserved: (p) => originals.some((t) => t.includes(p)) });
 
     const choice = chooseRoute({ kinds, model: body.model as string, promptTokens, usesTools: facts.usesTools, api });
     record.rule = choice.rule;
@@ -488,10 +518,29 @@ export function createRouter(options: RouterOptions): Router {
     record.locality = provider.locality;
     record.model = provider.model ?? (body.model as string);
 
+    // Content no detector can read (images, PDFs, audio, binary blobs): `inference.uninspectable`.
+    if (facts.uninspectable.length > 0) {
+      record.uninspectable = facts.uninspectable.slice(0, 20).map((u) => `${u.path}: ${u.what}`);
+      const mode = config.uninspectable;
+      if (mode === 'block' || (mode === 'local_only' && provider.locality !== 'local')) {
+        record.action = 'refuse_uninspectable';
+        record.overhead_ms = clock.monotonic() - tBody;
+        emit({ kind: 'inference.route', level: 'warn', ...record });
+        const what = facts.uninspectable.slice(0, 3).map((u) => `${u.what} at ${u.path}`).join(', ') + (facts.uninspectable.length > 3 ? `, and ${facts.uninspectable.length - 3} more` : '');
+        const why =
+          mode === 'block'
+            ? 'inference.uninspectable is "block"'
+            : `inference.uninspectable is "local_only" and route "${choice.rule}" sends it to ${provider.locality} provider "${providerName}"`;
+        sendError(res, family, 403, 'permission', `refused by policy: this request carries content the privacy router cannot inspect (${what}); ${why}. Send the content as text, route such calls to a local provider, or set inference.uninspectable: allow to forward it unscanned.`, {}, 'uninspectable_content');
+        done(403, 'uninspectable', 'warn');
+        return;
+      }
+    }
+
     // Redaction (request scope only).
     let map: RedactionMap | undefined;
     if (route.redact_then) {
-      map = new RedactionMap();
+      map = newRedactionMap();
       const redactKinds = new Set<EntityKind>(config.redaction.entities);
       facts.slots.forEach((slot, i) => {
         const detections = classes[i]!.detections;
@@ -499,6 +548,30 @@ export function createRouter(options: RouterOptions): Router {
       });
       record.redactions = map.size;
       if (map.size === 0) map = undefined;
+      else {
+        // Fail closed: scan what would go upstream again (re-encoded carriers, token ids read under
+        // the other vocabulary) and refuse when anything to redact is still there.
+        const again = inspectRequest(api, body, decoders);
+        const rescan = await scanSlots(activeClassifier, again);
+        const left = new Set<string>();
+        const where = new Set<string>();
+        rescan.perSlot.forEach((found, i) => {
+          for (const d of found) {
+            if (!redactKinds.has(d.kind)) continue;
+            left.add(d.kind);
+            where.add(again.slots[i]!.path);
+          }
+        });
+        if (left.size > 0) {
+          record.action = 'refuse_unredactable';
+          record.overhead_ms = clock.monotonic() - tBody;
+          emit({ kind: 'inference.route', level: 'warn', ...record });
+          const message = `refused by policy: route "${choice.rule}" redacts before sending to "${providerName}", but ${[...left].join(', ')} could not be redacted at ${[...where].slice(0, 3).join(', ')}; nothing was sent. Send that content as plain text, or route it to a local provider.`;
+          sendError(res, family, 403, 'permission', message, {}, 'redaction_failed');
+          done(403, 'unredactable', 'warn');
+          return;
+        }
+      }
     }
 
     // Budgets (hard stop 402): reserve the prompt plus the output the call may generate (max_tokens,
@@ -555,7 +628,7 @@ export function createRouter(options: RouterOptions): Router {
       const redactKinds = new Set<EntityKind>(config.redaction.entities);
       const uncovered = choice.sensitive ? (route.when.entities ?? []).filter((k) => kinds.has(k) && !redactKinds.has(k)) : [];
       if (uncovered.length > 0) return { map: undefined, secret: false, refused: `the route matched ${uncovered.join(', ')}, which inference.redaction.entities does not redact` };
-      const cloudMap = new RedactionMap();
+      const cloudMap = newRedactionMap();
       facts.slots.forEach((slot, i) => {
         const detections = classes[i]!.detections;
         if (detections.length > 0) slot.set(cloudMap.redact(slot.text, detections, redactKinds));
@@ -715,6 +788,8 @@ export function createRouter(options: RouterOptions): Router {
       const fallback = fallbackName ? config.providers[fallbackName] : undefined;
       if (!fallbackName || !fallback) break;
       if (a.choice.sensitive && provider.locality === 'local' && fallback.locality === 'cloud' && config.hybrid.when_local_down !== 'cloud_redacted') break;
+      // Uninspectable content that may only go to a local provider never falls back to another.
+      if (a.facts.uninspectable.length > 0 && config.uninspectable !== 'allow' && fallback.locality !== 'local') break;
       // Fallback never undoes privacy: a body not redacted for the cloud gets the policy's cloud
       // redaction before it goes to a cloud provider; a secret never goes.
       const cloudRedaction = fallback.locality === 'cloud' && !a.route.redact_then ? a.redactForCloud() : undefined;
@@ -880,6 +955,11 @@ export function createRouter(options: RouterOptions): Router {
       const msg = c.message as Record<string, unknown> | undefined;
       if (!msg) continue;
       if (typeof msg.content === 'string') msg.content = map.restore(msg.content);
+      for (const field of ['refusal', 'reasoning_content', 'reasoning']) {
+        if (typeof msg[field] === 'string') msg[field] = map.restore(msg[field] as string);
+      }
+      const fc = msg.function_call as { arguments?: unknown } | undefined;
+      if (fc && typeof fc.arguments === 'string') fc.arguments = map.restore(fc.arguments, true);
       for (const tc of (msg.tool_calls as Array<{ function?: { arguments?: unknown } }> | undefined) ?? []) {
         if (tc.function && typeof tc.function.arguments === 'string') tc.function.arguments = map.restore(tc.function.arguments, true);
       }

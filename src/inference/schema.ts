@@ -181,6 +181,13 @@ export const inferencePolicySchema = z
       .object({ when_local_down: z.enum(['cloud_redacted', 'refuse']).default('refuse') })
       .strict()
       .default({ when_local_down: 'refuse' }),
+    /**
+     * Content the router cannot read as text (images, PDFs and other binary documents, audio, binary
+     * base64, token ids outside o200k/cl100k): `local_only` (default) lets such a call go to a local
+     * provider only and refuses it otherwise; `block` refuses it; `allow` forwards it unscanned (the
+     * inference.route event lists what was not inspected).
+     */
+    uninspectable: z.enum(['block', 'allow', 'local_only']).default('local_only'),
   })
   .strict()
   .superRefine((doc, ctx) => {

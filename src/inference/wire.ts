@@ -131,71 +131,299 @@ export function errorEvent(family: WireFamily, kind: ErrorKind, message: string,
 
 // ---------------------------------------------------------------------------------------------
 // Text slots: every string a provider would see, with where it came from.
+//
+// The body is walked generically: EVERY string value and EVERY object key becomes a slot, so a wire
+// field the router has never heard of is scanned (and redactable) by default. Knowledge of the wire
+// formats is used only to label slots (role), to group them for scanning, and to decode the encoded
+// carriers of text: base64 text documents, `data:` URLs, long base64 strings, token-id arrays. What
+// cannot be read as text (images, PDFs, audio, binary base64, byte arrays, token ids outside the
+// known vocabularies) is listed as uninspectable and follows the policy's `inference.uninspectable`.
 
-export type SlotRole = 'system' | 'user' | 'assistant' | 'tool_call' | 'tool_result' | 'tools' | 'prompt' | 'input';
+export type SlotRole =
+  | 'system'
+  | 'user'
+  | 'assistant'
+  | 'tool_call'
+  | 'tool_result'
+  | 'tools'
+  | 'prompt'
+  | 'input'
+  /** Every other field of the request (`user`, `metadata`, `prediction`, `response_format`, unknown ones). */
+  | 'metadata';
 
 export interface TextSlot {
   role: SlotRole;
+  /** Where it sits in the body (`messages[2].content[0].source.data`); keys outside the wire vocabulary show as `*`, never their text. */
+  path: string;
+  /** An object key rather than a value. */
+  key?: boolean;
+  /** Text decoded from an encoded carrier; `set` encodes the new text the same way. */
+  decoded?: 'base64' | 'data_url' | 'o200k' | 'cl100k';
   text: string;
+  /** Rewrite this string in the body (a key is renamed in place, keeping the key order). */
   set(text: string): void;
 }
 
-type Obj = Record<string, unknown>;
-
-function stringSlots(holder: Obj, key: string, role: SlotRole, out: TextSlot[]): void {
-  const v = holder[key];
-  if (typeof v === 'string') out.push({ role, text: v, set: (t) => (holder[key] = t) });
+/** Consecutive slots scanned as one text (joined by newlines): one message, the tools, the rest. */
+export interface SlotGroup {
+  from: number;
+  to: number;
+  /** Its tokens count toward the prompt estimate (false for metadata and decoded token ids). */
+  counted: boolean;
 }
 
-/** Every string leaf of a JSON value (tool_use input, tool_result structured content). */
-function leafSlots(value: unknown, role: SlotRole, out: TextSlot[]): void {
-  if (Array.isArray(value)) {
-    value.forEach((v, i) => {
-      if (typeof v === 'string') out.push({ role, text: v, set: (t) => (value[i] = t) });
-      else leafSlots(v, role, out);
+/** Content the router cannot read as text: where, and what (never the content). */
+export interface UninspectablePart {
+  path: string;
+  what: string;
+}
+
+export interface TokenCodec {
+  decode(ids: number[]): string;
+  encode(text: string): number[];
+}
+export interface TokenDecoders {
+  o200k: TokenCodec;
+  cl100k: TokenCodec;
+}
+
+let decodersLoading: Promise<TokenDecoders> | undefined;
+
+/**
+ * gpt-tokenizer's o200k and cl100k codecs for token-id prompts, loaded on first need (not at import:
+ * the policy engine imports this module to validate policies).
+ */
+export function loadTokenDecoders(): Promise<TokenDecoders> {
+  decodersLoading ??= Promise.all([import('gpt-tokenizer'), import('gpt-tokenizer/encoding/cl100k_base')]).then(([o, c]) => {
+    const codec = (m: { decode(ids: number[]): string; encode(text: string, opts?: { allowedSpecial?: Set<string> }): number[]; ALL_SPECIAL_TOKENS?: unknown }): TokenCodec => ({
+      decode: (ids) => m.decode(ids),
+      encode: (text) => m.encode(text, { allowedSpecial: (m.ALL_SPECIAL_TOKENS ?? 'all') as Set<string> }),
     });
-  } else if (value !== null && typeof value === 'object') {
-    for (const k of Object.keys(value)) {
-      const v = (value as Obj)[k];
-      if (typeof v === 'string') out.push({ role, text: v, set: (t) => ((value as Obj)[k] = t) });
-      else leafSlots(v, role, out);
-    }
-  }
+    return { o200k: codec(o as never), cl100k: codec(c as never) };
+  });
+  return decodersLoading;
 }
 
-function openaiContentSlots(msg: Obj, role: SlotRole, out: TextSlot[]): void {
-  const content = msg.content;
-  if (typeof content === 'string') stringSlots(msg, 'content', role, out);
-  else if (Array.isArray(content)) {
-    for (const part of content as Obj[]) {
-      if (part.type === 'text') stringSlots(part, 'text', role, out);
-      else if (part.type === 'input_text') stringSlots(part, 'text', role, out);
-    }
-  }
+const isTokenIds = (v: unknown): v is number[] => Array.isArray(v) && v.length > 0 && v.every((n) => Number.isInteger(n));
+
+/** Whether the body carries token-id arrays (then `loadTokenDecoders()` must be awaited first). */
+export function needsTokenDecoders(api: ApiKind, body: Obj): boolean {
+  const v = api === 'openai.completions' ? body.prompt : api === 'openai.embeddings' ? body.input : undefined;
+  return isTokenIds(v) || (Array.isArray(v) && v.some(isTokenIds));
 }
 
-function anthropicBlockSlots(block: Obj, role: SlotRole, out: TextSlot[]): void {
-  switch (block.type) {
-    case 'text':
-      stringSlots(block, 'text', role, out);
-      break;
-    case 'thinking':
-      stringSlots(block, 'thinking', role, out);
-      break;
-    case 'tool_use':
-      leafSlots(block.input, 'tool_call', out);
-      break;
-    case 'tool_result':
-      if (typeof block.content === 'string') stringSlots(block, 'content', 'tool_result', out);
-      else if (Array.isArray(block.content)) for (const b of block.content as Obj[]) anthropicBlockSlots(b, 'tool_result', out);
-      break;
-    default:
-      break;
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Wire keys are lower-case snake_case; anything else (a key inside tool input, metadata) may be data. */
+const pathKey = (k: string): string => (/^[a-z_]{1,32}$/.test(k) ? k : '*');
+
+/** Media types whose bytes are text to scan (RFC 2397: an empty one means text/plain). */
+function isTextMedia(mediaType: string): boolean {
+  const mt = mediaType.trim().toLowerCase();
+  return (
+    mt === '' ||
+    mt.startsWith('text/') ||
+    /^application\/(json|xml|x-yaml|yaml|javascript|ecmascript|x-sh|x-python|csv|x-ndjson|ndjson|sql|graphql|toml|x-toml)$/.test(mt) ||
+    /\+(json|xml|yaml)$/.test(mt)
+  );
+}
+
+/** Decoded bytes that read as text: valid UTF-8 without NULs or other C0 controls beyond whitespace. */
+function bytesAsText(bytes: Buffer): string | undefined {
+  if (!isUtf8(bytes)) return undefined;
+  const text = bytes.toString('utf8');
+  // eslint-disable-next-line no-control-regex
+  return /[\u0000-\u0008\u000e-\u001f]/.test(text) ? undefined : text;
+}
+
+/** A long unbroken base64 (or base64url) run: an encoded blob rather than prose. */
+const BASE64_BLOB = /^[A-Za-z0-9+/_-]{256,}={0,2}$/;
+const urlSafe = (s: string): boolean => /[_-]/.test(s);
+function toBase64(text: string, like: string): string {
+  return Buffer.from(text, 'utf8').toString(urlSafe(like) ? 'base64url' : 'base64');
+}
+
+const DATA_URL = /^data:([^,;]*)((?:;[^,;]*)*),(.*)$/s;
+
+function renameKey(obj: Obj, ref: { key: string }, next: string): void {
+  if (next === ref.key) return;
+  const entries = Object.entries(obj);
+  for (const [k] of entries) delete obj[k];
+  for (const [k, v] of entries) obj[k === ref.key ? next : k] = v;
+  ref.key = next;
+}
+
+class BodyWalker {
+  readonly slots: TextSlot[] = [];
+  readonly groups: SlotGroup[] = [];
+  readonly uninspectable: UninspectablePart[] = [];
+  /** Prompt tokens known without scanning: token ids and per-message framing. */
+  extraTokens = 0;
+  /** Decoded token-id readings: scanned, never counted (the ids are). */
+  private readonly tokenSlots: TextSlot[] = [];
+  /** Values a carrier handler took care of (not walked as plain strings). */
+  private readonly handled = new WeakMap<object, Set<string>>();
+
+  constructor(private readonly decoders: TokenDecoders | undefined) {}
+
+  group(counted: boolean, fn: () => void): void {
+    const from = this.slots.length;
+    fn();
+    if (this.slots.length > from) this.groups.push({ from, to: this.slots.length, counted });
+    if (counted) this.extraTokens += 4; // role markers, as OpenAI counts them
+  }
+
+  finish(): void {
+    if (this.tokenSlots.length === 0) return;
+    const from = this.slots.length;
+    this.slots.push(...this.tokenSlots);
+    this.groups.push({ from, to: this.slots.length, counted: false });
+  }
+
+  private skip(obj: Obj, key: string): void {
+    let s = this.handled.get(obj);
+    if (!s) this.handled.set(obj, (s = new Set()));
+    s.add(key);
+  }
+
+  private opaque(path: string, what: string): void {
+    this.uninspectable.push({ path, what });
+  }
+
+  value(v: unknown, role: SlotRole, path: string, write: (next: unknown) => void): void {
+    if (typeof v === 'string') this.string(v, role, path, write);
+    else if (Array.isArray(v)) this.array(v, role, path);
+    else if (isObj(v)) this.object(v, role, path);
+  }
+
+  /** A `prompt` / `input` field: strings, token ids, or arrays of either. */
+  promptField(holder: Obj, key: string, role: SlotRole, path: string): void {
+    const v = holder[key];
+    if (isTokenIds(v)) this.tokenIds(v, role, path, (next) => (holder[key] = next));
+    else if (Array.isArray(v) && v.some(isTokenIds)) {
+      v.forEach((el, i) => {
+        if (isTokenIds(el)) this.tokenIds(el, role, `${path}[${i}]`, (next) => (v[i] = next));
+        else this.value(el, role, `${path}[${i}]`, (next) => (v[i] = next));
+      });
+    } else this.value(v, role, path, (next) => (holder[key] = next));
+  }
+
+  private tokenIds(ids: number[], role: SlotRole, path: string, write: (next: unknown) => void): void {
+    this.extraTokens += ids.length;
+    if (!this.decoders) throw new Error('token-id prompt inspected before loadTokenDecoders()');
+    let readable = false;
+    for (const name of ['o200k', 'cl100k'] as const) {
+      const codec = this.decoders[name];
+      let text: string;
+      try {
+        text = codec.decode(ids);
+      } catch {
+        continue; // ids outside this vocabulary
+      }
+      readable = true;
+      this.tokenSlots.push({ role, path, decoded: name, text, set: (t) => write(codec.encode(t)) });
+    }
+    if (!readable) this.opaque(path, 'token ids outside the o200k and cl100k vocabularies');
+  }
+
+  private string(s: string, role: SlotRole, path: string, write: (next: unknown) => void): void {
+    if (s.startsWith('data:')) {
+      const m = DATA_URL.exec(s);
+      if (m) {
+        const [, mediaType = '', params = '', payload = ''] = m;
+        const base64 = /;base64$/i.test(params);
+        if (!isTextMedia(mediaType)) return this.opaque(path, `data: URL (${mediaType || 'text/plain'})`);
+        let text: string | undefined;
+        try {
+          text = base64 ? bytesAsText(Buffer.from(payload, 'base64')) : decodeURIComponent(payload);
+        } catch {
+          text = undefined;
+        }
+        if (text === undefined) return this.opaque(path, `data: URL (${mediaType || 'text/plain'}) that is not text`);
+        const head = `data:${mediaType}${params},`;
+        this.slots.push({
+          role,
+          path,
+          decoded: 'data_url',
+          text,
+          set: (t) => write(head + (base64 ? Buffer.from(t, 'utf8').toString('base64') : encodeURIComponent(t))),
+        });
+        return;
+      }
+    }
+    if (s.length >= 256 && BASE64_BLOB.test(s)) {
+      const text = bytesAsText(Buffer.from(s, urlSafe(s) ? 'base64url' : 'base64'));
+      if (text === undefined) return this.opaque(path, 'base64 data that is not text');
+      this.slots.push({ role, path, decoded: 'base64', text, set: (t) => write(toBase64(t, s)) });
+      return;
+    }
+    this.slots.push({ role, path, text: s, set: (t) => write(t) });
+  }
+
+  private array(arr: unknown[], role: SlotRole, path: string): void {
+    if (arr.length >= 64 && arr.every((n) => Number.isInteger(n) && (n as number) >= 0 && (n as number) <= 255)) {
+      return this.opaque(path, `array of ${arr.length} byte values`);
+    }
+    arr.forEach((el, i) => this.value(el, role, `${path}[${i}]`, (next) => (arr[i] = next)));
+  }
+
+  /** Known carriers of encoded content inside one object (a content block or part). */
+  private carriers(obj: Obj, role: SlotRole, path: string): void {
+    const type = obj.type;
+    const source = obj.source;
+    if ((type === 'image' || type === 'document') && isObj(source) && source.type === 'base64' && typeof source.data === 'string') {
+      const mediaType = typeof source.media_type === 'string' ? source.media_type : '';
+      const at = `${path}.source.data`;
+      this.skip(source, 'data');
+      const data = source.data;
+      const text = isTextMedia(mediaType) && type === 'document' ? bytesAsText(Buffer.from(data, 'base64')) : undefined;
+      if (text === undefined) return this.opaque(at, `${type} (${mediaType || 'no media type'})`);
+      this.slots.push({ role, path: at, decoded: 'base64', text, set: (t) => (source.data = Buffer.from(t, 'utf8').toString('base64')) });
+      return;
+    }
+    if (type === 'input_audio' && isObj(obj.input_audio) && typeof obj.input_audio.data === 'string') {
+      this.skip(obj.input_audio, 'data');
+      return this.opaque(`${path}.input_audio.data`, `audio (${String(obj.input_audio.format ?? 'unknown format')})`);
+    }
+    const file = obj.file;
+    if (type === 'file' && isObj(file) && typeof file.file_data === 'string' && !file.file_data.startsWith('data:')) {
+      // Raw base64 file contents: text is decoded and scanned, anything else cannot be.
+      const data = file.file_data;
+      this.skip(file, 'file_data');
+      const at = `${path}.file.file_data`;
+      const text = bytesAsText(Buffer.from(data, 'base64'));
+      if (text === undefined || /\.pdf$/i.test(String(file.filename ?? ''))) return this.opaque(at, 'file (binary)');
+      this.slots.push({ role, path: at, decoded: 'base64', text, set: (t) => (file.file_data = Buffer.from(t, 'utf8').toString('base64')) });
+    }
+  }
+
+  object(obj: Obj, role: SlotRole, path: string): void {
+    let r = role;
+    const type = obj.type;
+    if (type === 'tool_use' || type === 'server_tool_use' || type === 'mcp_tool_use') r = 'tool_call';
+    else if (typeof type === 'string' && type.endsWith('tool_result')) r = 'tool_result';
+    this.carriers(obj, r, path);
+    const handled = this.handled.get(obj);
+    for (const k of Object.keys(obj)) {
+      const ref = { key: k };
+      const at = `${path}.${pathKey(k)}`;
+      this.slots.push({ role: r, path: at, key: true, text: k, set: (t) => renameKey(obj, ref, t) });
+      if (handled?.has(k)) continue;
+      const childRole: SlotRole = k === 'tool_calls' || k === 'function_call' ? 'tool_call' : r;
+      this.value(obj[k], childRole, at, (next) => (obj[ref.key] = next));
+    }
   }
 }
 
 export interface RequestFacts {
   slots: TextSlot[];
+  /** How slots are scanned: consecutive runs joined into one text each. */
+  groups: SlotGroup[];
+  /** Content no detector can read (images, PDFs, audio, binary blobs); empty when all is text. */
+  uninspectable: UninspectablePart[];
+  /** Prompt tokens known without scanning (token-id arrays, per-message framing). */
+  extraTokens: number;
   /** Offers tools, or carries tool calls / results. */
   usesTools: boolean;
   stream: boolean;
@@ -203,59 +431,88 @@ export interface RequestFacts {
   maxOutputTokens: number | undefined;
 }
 
-/** Collect slots from a (cloned, validated) request body; setters rewrite that body in place. */
-export function inspectRequest(api: ApiKind, body: Obj): RequestFacts {
-  const slots: TextSlot[] = [];
+const OPENAI_ROLES: Record<string, SlotRole> = { system: 'system', developer: 'system', user: 'user', assistant: 'assistant', tool: 'tool_result', function: 'tool_result' };
+
+/**
+ * Collect slots from a (validated) request body; setters rewrite that body in place. A body with
+ * token-id arrays (`needsTokenDecoders`) needs the decoders from `loadTokenDecoders()`.
+ */
+export function inspectRequest(api: ApiKind, body: Obj, decoders?: TokenDecoders): RequestFacts {
+  const w = new BodyWalker(decoders);
   let usesTools = false;
-  if (api === 'openai.chat') {
-    for (const msg of body.messages as Obj[]) {
-      const role = msg.role as string;
-      if (role === 'tool' || role === 'function') {
-        usesTools = true;
-        openaiContentSlots(msg, 'tool_result', slots);
-      } else if (role === 'assistant') {
-        openaiContentSlots(msg, 'assistant', slots);
-        for (const call of (msg.tool_calls as Obj[] | undefined) ?? []) {
-          usesTools = true;
-          stringSlots(call.function as Obj, 'arguments', 'tool_call', slots);
+  const rest: string[] = [];
+  for (const key of Object.keys(body)) {
+    const v = body[key];
+    if (key === 'messages' && Array.isArray(v)) {
+      v.forEach((msg, i) => {
+        const role: SlotRole = isObj(msg) ? (OPENAI_ROLES[String(msg.role)] ?? 'user') : 'user';
+        if (isObj(msg)) {
+          if (msg.role === 'tool' || msg.role === 'function' || msg.tool_calls !== undefined || msg.function_call !== undefined) usesTools = true;
+          if (Array.isArray(msg.content) && msg.content.some((b) => isObj(b) && (b.type === 'tool_use' || b.type === 'tool_result'))) usesTools = true;
         }
-      } else openaiContentSlots(msg, role === 'user' ? 'user' : 'system', slots);
-    }
-    if (Array.isArray(body.tools) && body.tools.length > 0) usesTools = true;
-  } else if (api === 'anthropic.messages') {
-    if (typeof body.system === 'string') stringSlots(body, 'system', 'system', slots);
-    else if (Array.isArray(body.system)) for (const b of body.system as Obj[]) stringSlots(b, 'text', 'system', slots);
-    for (const msg of body.messages as Obj[]) {
-      const role: SlotRole = msg.role === 'assistant' ? 'assistant' : 'user';
-      if (typeof msg.content === 'string') stringSlots(msg, 'content', role, slots);
-      else {
-        for (const block of msg.content as Obj[]) {
-          if (block.type === 'tool_use' || block.type === 'tool_result') usesTools = true;
-          anthropicBlockSlots(block, role, slots);
-        }
-      }
-    }
-    if (Array.isArray(body.tools) && body.tools.length > 0) usesTools = true;
-  } else if (api === 'openai.completions') {
-    if (typeof body.prompt === 'string') stringSlots(body, 'prompt', 'prompt', slots);
-    else if (Array.isArray(body.prompt)) leafSlots(body.prompt, 'prompt', slots);
-  } else {
-    if (typeof body.input === 'string') stringSlots(body, 'input', 'input', slots);
-    else if (Array.isArray(body.input)) leafSlots(body.input, 'input', slots);
+        w.group(true, () => w.value(msg, role, `messages[${i}]`, (next) => (v[i] = next)));
+      });
+    } else if (key === 'system') {
+      w.group(true, () => w.value(v, 'system', 'system', (next) => (body.system = next)));
+    } else if (key === 'tools' || key === 'functions') {
+      if (Array.isArray(v) && v.length > 0) usesTools = true;
+      w.group(true, () => w.value(v, 'tools', key, (next) => (body[key] = next)));
+    } else if ((key === 'prompt' && api === 'openai.completions') || (key === 'input' && api === 'openai.embeddings')) {
+      w.group(true, () => w.promptField(body, key, key === 'prompt' ? 'prompt' : 'input', key));
+    } else rest.push(key);
   }
-  // Tool definitions count as prompt tokens and may carry descriptions worth scanning.
-  if (Array.isArray(body.tools) && body.tools.length > 0) {
-    const text = JSON.stringify(body.tools);
-    slots.push({ role: 'tools', text, set: () => undefined });
-  }
+  // Every other field, and every top-level key: scanned together, not counted.
+  w.group(false, () => {
+    for (const key of Object.keys(body)) {
+      const ref = { key };
+      w.slots.push({ role: 'metadata', path: pathKey(key), key: true, text: key, set: (t) => renameKey(body, ref, t) });
+    }
+    for (const key of rest) w.value(body[key], 'metadata', pathKey(key), (next) => (body[key] = next));
+  });
+  w.finish();
   const max =
     (body.max_completion_tokens as number | null | undefined) ?? (body.max_tokens as number | null | undefined) ?? undefined;
   return {
-    slots,
+    slots: w.slots,
+    groups: w.groups,
+    uninspectable: w.uninspectable,
+    extraTokens: w.extraTokens,
     usesTools,
     stream: body.stream === true && api !== 'openai.embeddings',
     maxOutputTokens: max === null ? undefined : max,
   };
+}
+
+/** The text of one slot group as scanned: its slots joined by newlines, with each slot's offset. */
+export function groupText(facts: RequestFacts, g: SlotGroup): { text: string; offsets: number[] } {
+  const offsets: number[] = [];
+  let text = '';
+  for (let i = g.from; i < g.to; i++) {
+    if (i > g.from) text += '\n';
+    offsets.push(text.length);
+    text += facts.slots[i]!.text;
+  }
+  return { text, offsets };
+}
+
+/**
+ * Detections on a group's text, split onto its slots (offsets relative to each slot; a detection
+ * that runs over a slot boundary is cut at it, each piece kept).
+ */
+export function splitDetections<D extends { start: number; end: number; value: string }>(facts: RequestFacts, g: SlotGroup, offsets: number[], detections: readonly D[]): D[][] {
+  const out: D[][] = offsets.map(() => []);
+  for (const d of detections) {
+    for (let j = 0; j < offsets.length; j++) {
+      const slot = facts.slots[g.from + j]!;
+      const s0 = offsets[j]!;
+      const s1 = s0 + slot.text.length;
+      if (d.end <= s0 || d.start >= s1) continue;
+      const start = Math.max(d.start, s0) - s0;
+      const end = Math.min(d.end, s1) - s0;
+      if (end > start) out[j]!.push({ ...d, start, end, value: slot.text.slice(start, end) });
+    }
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import {
 import { post, SANDBOX_TOKEN, startRouter, until, type RouterHarness } from './harness.js';
 
 const CLOUD_KEY = 'sk-cloud-real-key-never-in-sandbox';
-const EMAIL = 'jane.doe@example.com';
+const EMAIL = 'jane.doe@acme-widgets.io';
 const PHONE = '+1 415 555 0132';
 
 let local: StubUpstream;
@@ -217,8 +217,8 @@ describe('routing and redaction', () => {
     await start();
     cloud.options.reply = (req) => {
       const seen = lastUserText(req.body);
-      const email = /<EMAIL_\d+>/.exec(seen)?.[0] ?? 'none';
-      const phone = /<PHONE_\d+>/.exec(seen)?.[0] ?? 'none';
+      const email = /<EMAIL_[0-9a-f]{6}>/.exec(seen)?.[0] ?? 'none';
+      const phone = /<PHONE_[0-9a-f]{6}>/.exec(seen)?.[0] ?? 'none';
       return { text: `I will write to ${email} and call ${phone}.`, toolCalls: [{ name: 'send_mail', arguments: JSON.stringify({ to: email, cc: [email], phone }) }] };
     };
     cloud.options.chunkChars = 3;
@@ -226,7 +226,7 @@ describe('routing and redaction', () => {
     const streamed = assembleOpenAiStream((await post(`${h!.url}/v1/chat/completions`, chat(ask, { stream: true }))).text);
     expect(cloud.receivedText()).not.toContain(EMAIL);
     expect(cloud.receivedText()).not.toContain('555 0132');
-    expect(lastUserText(cloud.requests[0]!.body)).toBe('Email <EMAIL_1> and call <PHONE_1>; <EMAIL_1> is the boss.');
+    expect(lastUserText(cloud.requests[0]!.body)).toMatch(/^Email (<EMAIL_[0-9a-f]{6}>) and call <PHONE_[0-9a-f]{6}>; \1 is the boss\.$/);
     expect(streamed.content).toBe(`I will write to ${EMAIL} and call ${PHONE}.`);
     expect(JSON.parse(streamed.toolArgs[0]!)).toEqual({ to: EMAIL, cc: [EMAIL], phone: PHONE });
 
@@ -244,7 +244,7 @@ describe('routing and redaction', () => {
     await start();
     claude.options.reply = (req) => {
       const all = JSON.stringify(req.body);
-      const email = /<EMAIL_\d+>/.exec(all)?.[0] ?? 'none';
+      const email = /<EMAIL_[0-9a-f]{6}>/.exec(all)?.[0] ?? 'none';
       return { text: `ok ${email}`, toolCalls: [{ name: 'lookup', arguments: JSON.stringify({ who: email }) }] };
     };
     const body = {

@@ -4,7 +4,7 @@ import { assembleAnthropicStream, assembleOpenAiStream, lastUserText, startStubU
 import { post, SANDBOX_TOKEN, startRouter, until, type RouterHarness } from './harness.js';
 
 const KEY = 'sk-real-provider-key-outside-the-sandbox';
-const EMAIL = 'jane.doe@example.com';
+const EMAIL = 'jane.doe@acme-widgets.io';
 const ANTHROPIC_HEADERS = { 'x-api-key': SANDBOX_TOKEN, authorization: '', 'anthropic-version': '2023-06-01' };
 
 let claude: StubUpstream;
@@ -124,7 +124,7 @@ describe('OpenAI chat call routed to an Anthropic provider', () => {
     await start();
     claude.options.chunkChars = 3;
     claude.options.reply = (req) => {
-      const placeholder = /<EMAIL_\d+>/.exec(JSON.stringify(req.body))?.[0] ?? 'none';
+      const placeholder = /<EMAIL_[0-9a-f]{6}>/.exec(JSON.stringify(req.body))?.[0] ?? 'none';
       return { text: `Writing to ${placeholder}.`, toolCalls: [{ name: 'send_mail', arguments: JSON.stringify({ to: placeholder }) }] };
     };
     const ask = { model: 'gpt-4o', tools, messages: [{ role: 'user', content: `mail ${EMAIL} the report` }] };
@@ -135,7 +135,7 @@ describe('OpenAI chat call routed to an Anthropic provider', () => {
     expect(whole.json.choices[0].message.content).toBe(`Writing to ${EMAIL}.`);
     expect(JSON.parse(whole.json.choices[0].message.tool_calls[0].function.arguments)).toEqual({ to: EMAIL });
     expect(claude.receivedText()).not.toContain(EMAIL);
-    expect(lastUserText(claude.requests[0]!.body)).toBe('mail <EMAIL_1> the report');
+    expect(lastUserText(claude.requests[0]!.body)).toMatch(/^mail <EMAIL_[0-9a-f]{6}> the report$/);
   });
 
   it('re-words a provider error in the OpenAI format, and still refuses embeddings it cannot translate', async () => {
@@ -227,7 +227,7 @@ describe('Anthropic messages call routed to an OpenAI-compatible provider', () =
     await start();
     oai.options.chunkChars = 2;
     oai.options.reply = (req) => {
-      const placeholder = /<EMAIL_\d+>/.exec(JSON.stringify(req.body))?.[0] ?? 'none';
+      const placeholder = /<EMAIL_[0-9a-f]{6}>/.exec(JSON.stringify(req.body))?.[0] ?? 'none';
       return { text: `ok ${placeholder}`, toolCalls: [{ name: 'send_mail', arguments: JSON.stringify({ to: placeholder }) }] };
     };
     const body = { model: 'c', max_tokens: 50, tools: anthropicTools, messages: [{ role: 'user', content: `write to ${EMAIL}` }] };
