@@ -425,9 +425,13 @@ export class ControlClient {
     return out.pending;
   }
 
-  /** Decide a pending request: once, session, always, deny or deny_always. Throws not_found for an unknown id. */
-  decide(id: string, decision: ApprovalDecision, by: 'cli' | 'tui' = 'cli'): Promise<DecideResult> {
-    return this.request<DecideResult>('POST', `/v1/pending/${encodeURIComponent(id)}`, { decision, by });
+  /**
+   * Decide a pending request: once, session, always, deny or deny_always. Throws not_found for an
+   * unknown id. `reason` (optional, the operator's words) goes into the audit event and, for a deny,
+   * into the 403 the agent gets; the supervisor strips control characters and bounds its length.
+   */
+  decide(id: string, decision: ApprovalDecision, by: 'cli' | 'tui' = 'cli', reason?: string): Promise<DecideResult> {
+    return this.request<DecideResult>('POST', `/v1/pending/${encodeURIComponent(id)}`, { decision, by, ...(reason !== undefined && reason !== '' ? { reason } : {}) });
   }
 
   /** Ask the supervisor to stop cleanly (it flushes the audit log); returns its pid. */

@@ -3,7 +3,7 @@ export { createEgressService, EGRESS_SERVICE_NAME, terminatedHosts } from './ser
 export type { EgressService, EgressServiceOptions } from './service.js';
 export { createEgressProxy, INFERENCE_HOST } from './proxy.js';
 export type { EgressProxy, EgressProxyOptions, EgressCounters, DecideResult, RefusalCode } from './proxy.js';
-export { APPROVAL_DECISIONS } from './pending.js';
+export { APPROVAL_DECISIONS, cleanDecisionReason, MAX_DECISION_REASON_CHARS } from './pending.js';
 export type { ApprovalDecision, PendingView } from './pending.js';
 export { canonicalHost, classifyAddress, guardDestination, normaliseIpv4Literal, systemResolver } from './ssrf.js';
 export type { Resolver, ResolvedAddress } from './ssrf.js';

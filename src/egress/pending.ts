@@ -26,6 +26,26 @@ export interface HoldOutcome {
   reason: string;
   by: DecidedBy;
   pendingId: string;
+  /** The operator's own words for a decision (`deny ID --reason TEXT`), cleaned by cleanDecisionReason. */
+  note?: string;
+}
+
+/** The longest operator reason kept (characters, after cleaning). */
+export const MAX_DECISION_REASON_CHARS = 200;
+
+/**
+ * An operator's reason as it may enter the audit log and the refusal body the agent reads: control
+ * characters (C0, DEL, C1, so no escape sequences), bidirectional overrides and line separators
+ * become spaces, runs of whitespace one space, and it is cut at MAX_DECISION_REASON_CHARS (whole
+ * characters, with an ellipsis). Undefined for a non-string or when nothing is left.
+ */
+export function cleanDecisionReason(raw: unknown): string | undefined {
+  if (typeof raw !== 'string') return undefined;
+  // eslint-disable-next-line no-control-regex
+  const flat = raw.replace(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/g, ' ').replace(/\s+/g, ' ').trim();
+  if (flat === '') return undefined;
+  const chars = Array.from(flat);
+  return chars.length <= MAX_DECISION_REASON_CHARS ? flat : `${chars.slice(0, MAX_DECISION_REASON_CHARS - 1).join('').trimEnd()}…`;
 }
 
 export interface PendingView {
@@ -200,14 +220,14 @@ export class PendingQueue {
    * Resolve every waiter of entry `id` and remove it. Returns the view (its `waiters`: how many were
    * resolved now) and latency, or undefined.
    */
-  resolve(id: string, allowed: boolean, reason: string, by: DecidedBy): { entry: PendingView; latencyMs: number } | undefined {
+  resolve(id: string, allowed: boolean, reason: string, by: DecidedBy, note?: string): { entry: PendingView; latencyMs: number } | undefined {
     const e = this.entries.get(id);
     if (!e) return undefined;
     const latencyMs = this.clock.monotonic() - e.createdMono;
     const view = this.view(e);
     this.remove(e);
     const waiters = e.waiters.splice(0);
-    for (const w of waiters) w({ allowed, reason, by, pendingId: e.id });
+    for (const w of waiters) w({ allowed, reason, by, pendingId: e.id, ...(note !== undefined ? { note } : {}) });
     return { entry: view, latencyMs };
   }
 

@@ -19,7 +19,7 @@ import { NemoclawError } from '../shared/errors.js';
 import { listenUnixSocket } from '../shared/socket.js';
 import { WebSocketTextGate, canonicalL7Target, endpointHasL7, tlsSkipConflict, tunnelNeedsInspection, upgradeKind, websocketAccept, websocketCloseFrame } from './l7.js';
 import { ChunkedDecoder, MAX_HEAD_BYTES, firstSignificantByte, parseRequestHead, type Authority, type RequestHead } from './parser.js';
-import { PendingQueue, type ApprovalDecision, type DecidedBy, type HoldOutcome, type PendingView } from './pending.js';
+import { cleanDecisionReason, PendingQueue, type ApprovalDecision, type DecidedBy, type HoldOutcome, type PendingView } from './pending.js';
 import { canonicalHost, guardDestination, systemResolver, type Resolver } from './ssrf.js';
 import { binaryOfHolders, compareHolders, type SocketHolders } from './identity.js';
 
@@ -117,7 +117,8 @@ export interface EgressProxy {
   port(): number | undefined;
   close(): Promise<void>;
   pending(): PendingView[];
-  decide(id: string, decision: ApprovalDecision, by: 'cli' | 'tui'): Promise<DecideResult>;
+  /** `reason`: the operator's words (cleaned); into the audit event, and for a deny into the 403 body. */
+  decide(id: string, decision: ApprovalDecision, by: 'cli' | 'tui', reason?: string): Promise<DecideResult>;
   /** Re-check open tunnels, keep-alive connections and held requests against the new policy. */
   policyChanged(revision?: number): void;
   counters(): EgressCounters;
@@ -444,7 +445,9 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
               ? `the approval queue is full (max_pending ${approvals.max_pending}); this request was the oldest`
               : code === 'client_gone'
                 ? `the client closed its connection while the request to ${host}:${port} was held (pending ${held.pendingId}); nothing was forwarded`
-                : `denied by ${outcome.by} (${outcome.reason})`;
+                : outcome.note !== undefined
+                  ? `denied by operator: ${outcome.note} (${outcome.reason} by ${outcome.by})`
+                  : `denied by ${outcome.by} (${outcome.reason})`;
         return refuse(code, detail, undefined);
       }
       counters.approved++;
@@ -1414,7 +1417,9 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     pending() {
       return queue.list();
     },
-    async decide(id, decision, by) {
+    async decide(id, decision, by, reason) {
+      const note = cleanDecisionReason(reason);
+      const noteField = note !== undefined ? { reason: note } : {};
       const entry = queue.get(id);
       if (!entry) {
         // Taken: a second decision on the same id is "not found", like any decided entry.
@@ -1423,7 +1428,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
           // Every client of this prompt left before the decision: nothing is forwarded (or refused).
           // A rule the operator asked for (session / always / deny always) still applies from now on.
           await applyDecisionSideEffects(gone, decision);
-          emit({ kind: 'approval.decision', level: 'notice', id, pending_id: id, decision, by, latency_ms: 0, host: gone.host, port: gone.port, binary: gone.binary, waiters: 0, client_gone: true, ...scopeFields(gone, decision) });
+          emit({ kind: 'approval.decision', level: 'notice', id, pending_id: id, decision, by, latency_ms: 0, host: gone.host, port: gone.port, binary: gone.binary, waiters: 0, client_gone: true, ...scopeFields(gone, decision), ...noteField });
           return { pending: { ...gone, waiters: 0 }, decision, latency_ms: 0, waiters: 0, client_gone: true };
         }
         throw new NemoclawError('not_found', `no pending request "${id}" (already decided, timed out, or never existed)`, {
@@ -1438,7 +1443,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         deciding.delete(id);
       }
       const allowed = decision === 'once' || decision === 'session' || decision === 'always';
-      const res = queue.resolve(id, allowed, decision, by as DecidedBy);
+      const res = queue.resolve(id, allowed, decision, by as DecidedBy, note);
       const latencyMs = res?.latencyMs ?? 0;
       // Clients may have left while the side effects were written: count those still waiting.
       const waiters = res?.entry.waiters ?? 0;
@@ -1458,6 +1463,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         waiters,
         state: entry.state,
         ...scopeFields(entry, decision),
+        ...noteField,
         ...(clientGone ? { client_gone: true } : {}),
       });
       return { pending: entry, decision, latency_ms: Math.round(latencyMs), waiters, ...(clientGone ? { client_gone: true } : {}) };

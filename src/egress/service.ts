@@ -13,7 +13,7 @@ import { createEgressProxy, INFERENCE_HOST, type EgressProxy } from './proxy.js'
 import { tunnelNeedsInspection } from './l7.js';
 import { binaryMatters } from './binaries.js';
 import { loadOrCreateSandboxCa, type SandboxCa, type SandboxTrustBundle } from './tls.js';
-import { APPROVAL_DECISIONS, type ApprovalDecision } from './pending.js';
+import { APPROVAL_DECISIONS, cleanDecisionReason, MAX_DECISION_REASON_CHARS, type ApprovalDecision } from './pending.js';
 import type { Resolver } from './ssrf.js';
 
 export const EGRESS_SERVICE_NAME = 'egress';
@@ -105,7 +105,7 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
       method: 'POST',
       path: '/v1/pending/:id',
       handler: async (req) => {
-        const body = (req.body ?? {}) as { decision?: unknown; by?: unknown };
+        const body = (req.body ?? {}) as { decision?: unknown; by?: unknown; reason?: unknown };
         const decision = body.decision as ApprovalDecision;
         if (!APPROVAL_DECISIONS.includes(decision)) {
           throw new NemoclawError('invalid_input', `decision must be one of ${APPROVAL_DECISIONS.join(', ')} (got ${JSON.stringify(body.decision)})`, {
@@ -113,9 +113,17 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
             exitCode: 2,
           });
         }
+        if (body.reason !== undefined && body.reason !== null && typeof body.reason !== 'string') {
+          throw new NemoclawError('invalid_input', `reason must be a string (got ${typeof body.reason})`, {
+            nextStep: `send {"decision": "deny", "reason": "short text"} (at most ${MAX_DECISION_REASON_CHARS} characters are kept)`,
+            exitCode: 2,
+          });
+        }
         const by = body.by === 'tui' ? 'tui' : 'cli';
         const id = req.params.id ?? '';
-        const result = await requireProxy().decide(id, decision, by);
+        // Control characters are stripped and the length bounded before it reaches the log or the agent.
+        const reason = cleanDecisionReason(body.reason);
+        const result = await requireProxy().decide(id, decision, by, reason);
         return { status: 200, body: result };
       },
     },
@@ -160,6 +168,7 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
         approvals: () => ctx.policy.current().approvals,
         operatorsAttached: () => ctx.operators.attachedCount(),
         emit: (e) => void ctx.events.emit(e),
+        audit: { durable: () => ctx.events.durable(), writable: () => ctx.events.writable(), problem: () => ctx.events.auditProblem() },
         clock: ctx.clock,
         ...(opts.resolver ? { resolver: opts.resolver } : {}),
         unsafeAllowLoopbackUpstreams: ctx.options.unsafeAllowLoopbackUpstreams === true,

@@ -1,6 +1,6 @@
-/** `pending [--json]`, `approve ID [--session|--always] [--json]`, `deny ID [--always] [--json]`; each also `--host user@box` (over ssh). */
+/** `pending [--json]`, `approve ID [--session|--always] [--json]`, `deny ID [--always] [--reason TEXT] [--json]`; each also `--host user@box` (over ssh). */
 import type { Command } from 'commander';
-import type { ApprovalDecision, DecideResult, PendingView } from '../../egress/index.js';
+import { cleanDecisionReason, MAX_DECISION_REASON_CHARS, type ApprovalDecision, type DecideResult, type PendingView } from '../../egress/index.js';
 import { NemoclawError } from '../../shared/errors.js';
 import { EXIT, action, hostFlags, hostOptions, humanDuration, nameFlag } from '../util.js';
 import type { CommandModule } from './index.js';
@@ -50,7 +50,7 @@ export const approvalsCommands: CommandModule = {
             const target = `${p.host}:${p.port}`;
             ctx.out(`${p.id.padEnd(8)} ${target.padEnd(36)} ${(p.binary ?? '?').padEnd(24)} ${p.request.slice(0, 28).padEnd(28)} ${describeWait(p, now)}`);
           }
-          ctx.out(`decide with \`nemoclaw-tui${nameFlag(ctx.name)} approve ID [--session|--always]${hostFlags(ctx)}\` or \`nemoclaw-tui${nameFlag(ctx.name)} deny ID [--always]${hostFlags(ctx)}\``);
+          ctx.out(`decide with \`nemoclaw-tui${nameFlag(ctx.name)} approve ID [--session|--always]${hostFlags(ctx)}\` or \`nemoclaw-tui${nameFlag(ctx.name)} deny ID [--always] [--reason TEXT]${hostFlags(ctx)}\``);
           return EXIT.ok;
         }),
       );
@@ -78,13 +78,18 @@ export const approvalsCommands: CommandModule = {
       .description('refuse a held request (JSON 403 to the agent); --always adds a deny rule to the overlay')
       .argument('<id>', 'pending id (see `nemoclaw-tui pending`)')
       .option('--always', 'deny the host:port for good (new policy revision, survives restarts)')
+      .option('--reason <text>', `why, in a few words: written to the audit log and sent to the agent in the refusal (at most ${MAX_DECISION_REASON_CHARS} characters, control characters removed)`)
       .option('--json', 'print the decision result as JSON (client_gone: true when its client had already left)')
       .action(
-        action(async (ctx, id: string, opts: { always?: boolean; json?: boolean }) => {
+        action(async (ctx, id: string, opts: { always?: boolean; reason?: string; json?: boolean }) => {
           const decision: ApprovalDecision = opts.always ? 'deny_always' : 'deny';
-          const r = await (await ctx.supervisorClient()).decide(id, decision, 'cli');
-          if (opts.json) ctx.json({ ...r, client_gone: r.client_gone === true });
-          else ctx.out(describeDecision(r, decision, 'refused'));
+          const reason = opts.reason === undefined ? undefined : cleanDecisionReason(opts.reason);
+          if (opts.reason !== undefined && reason === undefined) {
+            throw new NemoclawError('invalid_input', '--reason is empty (after removing control characters)', { exitCode: EXIT.usage, nextStep: 'give a few words, e.g. --reason "not needed for this task"' });
+          }
+          const r = await (await ctx.supervisorClient()).decide(id, decision, 'cli', reason);
+          if (opts.json) ctx.json({ ...r, client_gone: r.client_gone === true, ...(reason !== undefined ? { reason } : {}) });
+          else ctx.out(describeDecision(r, decision, 'refused') + (reason !== undefined ? ` (reason: ${reason})` : ''));
           return EXIT.ok;
         }),
       );
