@@ -25,7 +25,7 @@ import { createRequire } from 'node:module';
 import { isIPv6 } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import type { EntityKind } from './schema.js';
-import { findEncodedBlobs } from './detectors/decode.js';
+import { findEncodedBlobs, printableText } from './detectors/decode.js';
 import { detectEntities } from './detectors/entities.js';
 import { GITLEAKS_CONFIG } from './detectors/gitleaks/rules.generated.js';
 import { GitleaksScanner, shannonEntropy } from './detectors/gitleaks/translate.js';
@@ -111,7 +111,8 @@ const EXTRA_SECRET_PATTERNS: Array<[string, RegExp]> = [
   // gitleaks' openai rule wants the `T3BlbkFJ` marker of old keys; project/service keys have none.
   ['openai-key', /\bsk-(?:proj-|svcacct-|admin-)[A-Za-z0-9_-]{32,}/g],
   // Azure storage account keys: 64 random bytes in base64 (88 characters ending in `==`).
-  ['azure-storage-account-key', /(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{86}==(?![A-Za-z0-9+/=])/g],
+  // (Not a Subresource Integrity / npm `integrity` hash: `sha512-<88 base64>`.)
+  ['azure-storage-account-key', /(?<![A-Za-z0-9+/]|sha(?:256|384|512)-)[A-Za-z0-9+/]{86}==(?![A-Za-z0-9+/=])/g],
 ];
 
 let gitleaks: GitleaksScanner | undefined;
@@ -133,8 +134,8 @@ const B64_40 = /(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/]{40}(?![A-Za-z0-9+/=_-])/g;
 /**
  * AWS secret access keys are 40 base64 characters of random bytes and carry no prefix; gitleaks and
  * secretlint find them only next to a variable name. Here: any 40-character base64 token that
- * mixes upper case, lower case and digits, has high entropy, decodes to binary (not text), and
- * either stands within 300 characters of an AWS access key id or has a `/` or `+` in it.
+ * mixes upper case, lower case and digits, has high entropy and decodes to binary (not text).
+ * The detector name says whether an AWS access key id stood within 300 characters.
  */
 function detectAwsSecretKeys(text: string, out: Detection[]): void {
   if (text.length < 40) return;
@@ -145,8 +146,9 @@ function detectAwsSecretKeys(text: string, out: Detection[]): void {
     if (!/[A-Z]/.test(v) || !/[a-z]/.test(v) || !/\d/.test(v)) continue;
     if (shannonEntropy(v) < 4.3) continue;
     const nearId = ids.some((i) => Math.abs(i - m.index) < 300);
-    if (!nearId && !/[+/]/.test(v)) continue;
-    if (!nearId && /^[A-Za-z0-9]+(?:\/[A-Za-z0-9]+)+$/.test(v) && /\/[a-z]+\//.test(v)) continue; // a path
+    // Base64 of text (`payload: SGVsbG8…`) is not key material; nor is a path.
+    if (printableText(Buffer.from(v, 'base64').toString('utf8'))) continue;
+    if (!nearId && /\/[a-z]+\//.test(v)) continue;
     out.push({ kind: 'secret', start: m.index, end: m.index + 40, value: v, detector: nearId ? 'aws-secret-key:near-key-id' : 'aws-secret-key:shape' });
   }
 }
@@ -162,6 +164,8 @@ function isDocumentedPlaceholder(d: Detection): boolean {
     if (/EXAMPLE(?:KEY)?['"]?$/.test(v) || /(?:AKIAIOSFODNN7|wJalrXUtnFEMI\/K7MDENG)/.test(v)) return true;
     const core = v.replace(/^[a-z]{2,8}[_-](?:[a-z]{2,8}[_-])?/i, '');
     if (core.length >= 8 && (/^(.)\1+$/.test(core) || /^[xX*.]+$/.test(core))) return true;
+    // gitleaks' generic rule takes any high-entropy value after `token`/`key`: a UUID there is an id.
+    if (d.detector.startsWith('gitleaks:generic') && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(v)) return true;
     if (/(?:your|my)[_-]?(?:api[_-]?)?(?:key|token|secret)|<[^>]+>|\$\{[^}]+\}|\{\{[^}]+\}\}|placeholder|redacted|changeme/i.test(v)) return true;
   }
   return false;
@@ -222,7 +226,8 @@ function luhnValid(digits: string): boolean {
 }
 
 function detectCreditCards(text: string, out: Detection[]): void {
-  const re = /(?<![\w-])(?:\d[ -]?){11,18}\d(?![\w-])/g;
+  // (`+49 2611 0568062` is a phone number: a card number never follows a `+`.)
+  const re = /(?<![\w+-]|\+ )(?:\d[ -]?){11,18}\d(?![\w-])/g;
   for (const m of text.matchAll(re)) {
     const digits = digitsOf(m[0]);
     if (digits.length < 12 || digits.length > 19) continue;
@@ -302,7 +307,7 @@ function isDocumentationIp(ip: string): boolean {
 /** `v1.2.3.4`, `version 10.0.19041.1`, `Chrome/120.0.6099.109`, `1.2.3.4-beta`: a version, not a host. */
 function looksLikeVersion(text: string, start: number, end: number): boolean {
   const before = text.slice(Math.max(0, start - 24), start);
-  if (/(?:\bv|\bver\.?|version|release|build|firmware|\brev\.?|update|patch|kernel|\bnode|python|chrome|firefox|safari|edge|android|ios|windows|macos|@|[a-z]\/|=|==|~|\^|>=?|<=?)[ \t:]*$/i.test(before)) return true;
+  if (/(?:\bv|\bver\.?|version|release|build|firmware|\brev\.?|update|patch|kernel|\bnode|python|chrome|firefox|safari|edge|android|ios|windows|macos|[a-z]\/|==|~=?|\^|>=?|<=?)["'\\ \t:=]*$/i.test(before)) return true;
   if (/^[-+][0-9A-Za-z]/.test(text.slice(end, end + 2))) return true;
   return false;
 }

@@ -62,6 +62,9 @@ const NOT_NAME_WORDS = new Set(
     .split(' '),
 );
 
+/** Between a label and its value: `Name: `, `"name": "`, `\"name\": \"` (JSON inside JSON), `name=`. */
+const SEP = String.raw`(?:\\?["'])?[ \t]*[:=#]?[ \t]*(?:\\?["'])?`;
+
 // A name word: Capitalised (any script with case), optional hyphenated second part; or an initial.
 const W = String.raw`(?:\p{Lu}[\p{Ll}\p{M}]+(?:['’]\p{Lu}?[\p{Ll}\p{M}]+)?(?:-\p{Lu}[\p{Ll}\p{M}]+)?|\p{Lu}['’]\p{Lu}[\p{Ll}\p{M}]+|\p{Lu}\.)`;
 const PARTICLE = String.raw`(?:von|van|de|der|den|del|della|degli|di|da|das|do|dos|du|la|le|y|e|ter|ten|zu|af|av|bin|al)`;
@@ -72,12 +75,12 @@ const CJK_NAME = String.raw`[\p{Script=Han}]{1,3}[ \t\u3000]?[\p{Script=Han}\p{S
 const HONORIFIC = String.raw`(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Dame|Herr|Frau|Hr|Fr|Mme|Mlle|Sr|Sra|Srta|Sig|Sig\.ra|Dott|Dott\.ssa|Ing|Avv|Pan|Pani|Dhr|Mevr|Mw|Fru)\.?`;
 const LABEL = String.raw`(?:(?:full[ _-]?|first[ _-]?|last[ _-]?|customer[ _-]?|client[ _-]?|patient[ _-]?|employee[ _-]?|contact[ _-]?|user[ _-]?|account[ _-]?holder[ _-]?|card[ _-]?holder[ _-]?|sender[ _-]?|recipient[ _-]?|display[ _-]?)?name|customer|client|patient|employee|contact|recipient|sender|assignee|reporter|owner|author|attn|signed|passenger|guest|applicant|tenant|holder|nom|nombre|nome|imię|imie|namn|naam|vorname|nachname|apellidos?|cognome|sobrenome|nazwisko|efternamn|achternaam|氏名|名前|担当者?|お名前)`;
 
-const RE_LABELLED = new RegExp(String.raw`(?<![\p{L}])${LABEL}["']?[ \t]*[:=][ \t]*["']?(?:${HONORIFIC}[ \t]+)?(${FULL_NAME}${SUFFIX}|${W}|${CJK_NAME})`, 'giu');
+const RE_LABELLED = new RegExp(String.raw`(?<![\p{L}])${LABEL}(?:\\?["'])?[ \t]*[:=][ \t]*(?:\\?["'])?(?:${HONORIFIC}[ \t]+)?(${FULL_NAME}${SUFFIX}|${W}|${CJK_NAME})`, 'giu');
 const RE_HONORIFIC = new RegExp(String.raw`(?<![\p{L}])${HONORIFIC}[ \t]+(${FULL_NAME}${SUFFIX}|${W})`, 'gu');
 const CUE_WORDS = String.raw`(?:Dear|Hi|Hello|Hey|Hallo|Liebe[rs]?|Sehr geehrte[rs]?|Bonjour|Cher|Chère|Hola|Estimad[oa]|Ciao|Gentile|Caro|Cara|Olá|Prezad[oa]|Cześć|Szanown[ya]|Hej|Beste|Geachte|with|by|from|to|for|and|contact|ask|asked|called|emailed|met|meet|cc|thanks|mit|von|für|und|avec|pour|et|con|para|por|per|di|com|z|och|med|met|door|voor|en)`;
 const RE_CUED = new RegExp(String.raw`(?<![\p{L}])${CUE_WORDS}[ \t]+(${FULL_NAME}${SUFFIX})`, 'gu');
 const RE_SIGNOFF = new RegExp(
-  String.raw`(?:Regards|Best|Thanks|Cheers|Sincerely|Grüße|Gruß|Cordialement|Saludos|Cordiali saluti|Saluti|Atenciosamente|Abraços|Pozdrawiam|Hälsningar|Groeten|Met vriendelijke groet)[,!.]?[ \t]*\r?\n[ \t]*(${FULL_NAME})`,
+  String.raw`(?:[Rr]egards|Best|[Tt]hanks|Cheers|Sincerely|Yours|Grüße|Gruß|Cordialement|Salutations|Saludos|[Ss]aluti|Atenciosamente|Abraços|Pozdrawiam|[Hh]älsningar|[Gg]roeten|[Gg]roet)[,!.]?[ \t]*(?:\r?\n|\\n)[ \t]*(?:(?:#|\/\/|--)[ \t]*)?(${FULL_NAME})`,
   'gu',
 );
 const RE_CJK_CUED = new RegExp(String.raw`(${CJK_NAME})(?:[ \t\u3000]?(?:様|さん|氏|先生|殿|君))`, 'gu');
@@ -88,9 +91,18 @@ function wordsOf(name: string): string[] {
   return name.split(/[ \t]+/).filter((w) => /^\p{Lu}/u.test(w));
 }
 
+/** Words that open a street name (`Am Vogelkreuz 34b`, `Camino Antonia Urrutia 18`, `Södra Ekgärdet 918`). */
+const STREET_OPENERS = new Set(
+  ('Am An Auf Im In Zum Zur Unter Norra Södra Östra Västra Övre Undre Lilla Stora Gamla Nya Camino Calle Avenida Apartamento Masía Rotonda ' +
+    'Callejón Cuesta Pasaje Paseo Plaza Ronda Riera Colegio Chalet Urbanización Via Viale Piazza Corso Largo Strada Vicolo Contrada Borgo Rotonda ' +
+    'Rue Avenue Boulevard Impasse Allée Chemin Place Quai Route Voie Rua Travessa Praça Alameda Estrada Rodovia Marginal Ladeira Vila')
+    .split(' '),
+);
+
 function plausibleName(name: string): boolean {
   const words = wordsOf(name);
   if (words.length === 0) return false;
+  if (STREET_OPENERS.has(words[0]!)) return false;
   if (words.some((w) => NOT_NAME_WORDS.has(w.replace(/[.,]$/, '')))) return false;
   if (words.every((w) => isPlace(w))) return false;
   return true;
@@ -122,9 +134,12 @@ function detectPersons(text: string, out: EntityMatch[]): void {
       out.push({ kind: 'person', start: m.index!, end: m.index! + name.length, detector: 'name:lexicon' });
       continue;
     }
-    // Mid-sentence, after a lower-case word: two or more words none of which is an English word.
+    // Mid-sentence after a lower-case word, or opening a sentence before one (`Gatien Morin will
+    // join…`): two or more words none of which is an English word.
     const before = text.slice(Math.max(0, m.index! - 30), m.index!);
-    if (/\p{Ll}[,]?[ \t]+$/u.test(before) && words.every((w) => !isCommonWord(w) && w.length > 2 && !/^\p{Lu}+$/u.test(w) && !/\p{Lu}.*\p{Lu}/u.test(w.slice(1)))) {
+    const after = text.slice(m.index! + name.length, m.index! + name.length + 3);
+    const placed = /\p{Ll}[,]?[ \t]+$/u.test(before) || ((before === '' || /(?:[.!?:]|\n)[ \t]*$/u.test(before)) && /^[ \t]\p{Ll}/u.test(after));
+    if (placed && words.every((w) => !isCommonWord(w) && w.length > 2 && !/^\p{Lu}+$/u.test(w) && !/\p{Lu}.*\p{Lu}/u.test(w.slice(1)))) {
       out.push({ kind: 'person', start: m.index!, end: m.index! + name.length, detector: 'name:unknown-words' });
     }
   }
@@ -135,8 +150,8 @@ function detectPersons(text: string, out: EntityMatch[]): void {
 
 /** USPS Publication 28 street suffixes (primary names and common abbreviations). */
 const STREET_SUFFIXES =
-  'Alley|Aly|Annex|Arcade|Avenue|Ave|Bayou|Beach|Bend|Bluff|Bluffs|Bottom|Boulevard|Blvd|Branch|Bridge|Brook|Brooks|Burg|Burgs|Bypass|Camp|Canyon|Cape|Causeway|Center|Centers|Circle|Cir|Circles|Cliff|Cliffs|Club|Common|Commons|Corner|Corners|Course|Court|Ct|Courts|Cove|Coves|Creek|Crescent|Crest|Crossing|Crossroad|Curve|Dale|Dam|Divide|Drive|Dr|Drives|Estate|Estates|Expressway|Extension|Extensions|Fall|Falls|Ferry|Field|Fields|Flat|Flats|Ford|Fords|Forest|Forge|Forges|Fork|Forks|Fort|Freeway|Garden|Gardens|Gateway|Glen|Glens|Green|Greens|Grove|Groves|Harbor|Harbors|Haven|Heights|Highway|Hwy|Hill|Hills|Hollow|Inlet|Island|Islands|Isle|Junction|Junctions|Key|Keys|Knoll|Knolls|Lake|Lakes|Land|Landing|Lane|Ln|Light|Lights|Loaf|Lock|Locks|Lodge|Loop|Mall|Manor|Manors|Meadow|Meadows|Mews|Mill|Mills|Mission|Motorway|Mount|Mountain|Mountains|Neck|Orchard|Oval|Overpass|Park|Parks|Parkway|Pkwy|Pass|Passage|Path|Pike|Pine|Pines|Place|Pl|Plain|Plains|Plaza|Point|Points|Port|Ports|Prairie|Radial|Ramp|Ranch|Rapid|Rapids|Rest|Ridge|Ridges|River|Road|Rd|Roads|Route|Row|Rue|Run|Shoal|Shoals|Shore|Shores|Skyway|Spring|Springs|Spur|Spurs|Square|Sq|Squares|Station|Stravenue|Stream|Street|St|Streets|Summit|Terrace|Ter|Throughway|Trace|Track|Trafficway|Trail|Trl|Trailer|Tunnel|Turnpike|Underpass|Union|Unions|Valley|Valleys|Viaduct|View|Views|Village|Villages|Ville|Vista|Walk|Walks|Wall|Way|Ways|Well|Wells|Close|Drove|Gate|Glade|Rise|Wharf|Wynd|Parade|Promenade|Quay|Embankment|Approach|Hall|Cottages|Yard';
-const UNIT = String.raw`(?:,?[ \t]+(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Flat|Floor|Fl\.?|Room|Rm\.?|#|Zimmer|Whg\.?|Wohnung|\d+\.?[ \t]?OG|Stock|étage|Étage|Appartamento|Piano|Interno|Int\.?|Apto\.?|Casa|Bloco|Lgh\.?|m\.|lok\.|Bajo|Piso|Puerta|Izda\.?|Dcha\.?|\d+º|bus|hoog|I{1,3})[ \t]?(?:[\p{L}\d][\p{L}\d.-]*)?(?:[ \t]+(?:\d+[ºª]?|[A-Z]|hoog|OG|étage|Izda\.?|Dcha\.?))*)?`;
+  'Alley|Aly|Annex|Arcade|Avenue|Ave|Bayou|Beach|Bend|Bluff|Bluffs|Bottom|Boulevard|Blvd|Branch|Bridge|Brook|Brooks|Burg|Burgs|Bypass|Camp|Canyon|Cape|Causeway|Center|Centers|Circle|Cir|Circles|Cliff|Cliffs|Club|Common|Commons|Corner|Corners|Course|Court|Ct|Courts|Cove|Coves|Creek|Crescent|Crest|Crossing|Crossroad|Curve|Dale|Dam|Divide|Drive|Dr|Drives|Estate|Estates|Expressway|Extension|Extensions|Fall|Falls|Ferry|Field|Fields|Flat|Flats|Ford|Fords|Forest|Forge|Forges|Fork|Forks|Fort|Freeway|Garden|Gardens|Gateway|Glen|Glens|Green|Greens|Grove|Groves|Harbor|Harbors|Haven|Heights|Highway|Hwy|Hill|Hills|Hollow|Inlet|Island|Islands|Isle|Junction|Junctions|Key|Keys|Knoll|Knolls|Lake|Lakes|Land|Landing|Lane|Ln|Light|Lights|Loaf|Lock|Locks|Lodge|Loop|Mall|Manor|Manors|Meadow|Meadows|Mews|Mill|Mills|Mission|Motorway|Mount|Mountain|Mountains|Neck|Orchard|Oval|Overpass|Park|Parks|Parkway|Pkwy|Pass|Passage|Path|Pike|Pine|Pines|Place|Pl|Plain|Plains|Plaza|Point|Points|Port|Ports|Prairie|Radial|Ramp|Ranch|Rapid|Rapids|Rest|Ridge|Ridges|River|Road|Rd|Roads|Route|Row|Rue|Run|Shoal|Shoals|Shore|Shores|Skyway|Spring|Springs|Spur|Spurs|Square|Sq|Squares|Station|Stravenue|Stream|Street|St|Streets|Summit|Terrace|Ter|Throughway|Trace|Track|Trafficway|Trail|Trl|Trailer|Tunnel|Turnpike|Underpass|Union|Unions|Valley|Valleys|Viaduct|View|Views|Village|Villages|Ville|Vista|Walk|Walks|Wall|Way|Ways|Well|Wells|Close|Drove|Gate|Glade|Rise|Wharf|Wynd|Parade|Promenade|Quay|Embankment|Approach|Hall|Cottages|Yard|Grange|Croft|Fold|Brow|Chase|Garth|Hey|Lea|Nook|Paddock|Side|Spinney|Vale|Wood|Courtyard|Circus|Bank|Leys|End|Fields|Heath|Downs|Ride|Moor';
+const UNIT = String.raw`(?:,?[ \t]+(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Flat|Floor|Fl\.?|Room|Rm\.?|#|Zimmer|Hus|lgh|Whg\.?|Wohnung|\d+\.?[ \t]?OG|Stock|étage|Étage|Appartamento|Piano|Interno|Int\.?|Apto\.?|Casa|Bloco|Lgh\.?|m\.|lok\.|Bajo|Piso|Puerta|Izda\.?|Dcha\.?|\d+º|bus|hoog|I{1,3})[ \t]?(?:[\p{L}\d][\p{L}\d.-]*)?(?:[ \t]+(?:\d+[ºª]?|[A-Z]|hoog|OG|étage|Izda\.?|Dcha\.?))*)?`;
 const NAME_WORD = String.raw`(?:\p{Lu}[\p{L}\p{M}'’.-]*|\d+(?:st|nd|rd|th)|(?:${PARTICLE}|des|aux|du|l'|d'|dei|delle|dello|das|dos|do))`;
 const HOUSE = String.raw`\d{1,5}[ \t]?[a-zA-Z]?(?![\p{L}\d])`;
 const POSTAL_TAIL = String.raw`(?:,?[ \t\r\n]+(?:(?:\d{5}(?:-\d{4})?|\d{4}[ \t]?[A-Z]{2}|\d{2}-\d{3}|\d{3}[ \t]?\d{2}|\d{4}|\d{5}-\d{3}|[A-Z]{1,2}\d[A-Z\d]?[ \t]?\d[A-Z]{2})[ \t]+(?:\p{Lu}[\p{L}'’.-]+)(?:[ \t-]+\p{Lu}[\p{L}'’.-]+){0,2}|(?:\p{Lu}[\p{L}'’.-]+)(?:[ \t-]+\p{Lu}[\p{L}'’.-]+){0,2},?[ \t]+(?:[A-Z]{2}[ \t]+)?(?:\d{5}(?:-\d{4})?|\d{4}[ \t]?[A-Z]{2}|\d{2}-\d{3}|\d{3}[ \t]?\d{2}|\d{5}-\d{3}|[A-Z]{1,2}\d[A-Z\d]?[ \t]?\d[A-Z]{2})))?`;
@@ -150,14 +165,19 @@ const RE_ADDR_COMPOUND = new RegExp(
   String.raw`(?<![\p{L}\d])(?:(?:Am|An|Auf|Im|In|Zum|Zur|Unter|Alte[rn]?|Neue[rn]?|Norra|Södra|Östra|Västra|Lilla|Stora)[ \t]+)?(?:\p{Lu}[\p{L}\p{M}-]*[ \t-]+){0,3}\p{Lu}?[\p{L}\p{M}-]*${COMPOUND}[ \t]+\d{1,5}[ \t]?[a-zA-Z]?(?![\p{L}\d])${UNIT}${POSTAL_TAIL}`,
   'giu',
 );
-const PREFIX = String.raw`(?:Rue|Avenue|Av\.|Boulevard|Bd|Impasse|Allée|Chemin|Place|Quai|Route|Cours|Voie|Passage|Square|Via|Viale|Piazza|Piazzale|Corso|Largo|Vicolo|Strada|Contrada|Borgo|Calle|C\.|Avenida|Avda\.?|Plaza|Paseo|Camino|Carrera|Carretera|Ronda|Travesía|Rambla|Riera|Urbanización|Colegio|Chalet|Glorieta|Rua|Travessa|Praça|Alameda|Estrada|Rodovia|Marginal|Largo|Ladeira|Vila|Ul\.|ul\.|ulica|al\.|Al\.|aleja|pl\.|Pl\.|plac|os\.|osiedle|rynek|wyb\.|wyspa|skwer|bulw\.)`;
+const PREFIX = String.raw`(?:Rue|Avenue|Av\.|Boulevard|Bd|Impasse|Allée|Chemin|Place|Quai|Route|Cours|Voie|Passage|Square|Via|Viale|Piazza|Piazzale|Corso|Largo|Vicolo|Strada|Contrada|Borgo|Calle|C\.|Avenida|Avda\.?|Plaza|Paseo|Camino|Carrera|Carretera|Ronda|Travesía|Rambla|Riera|Urbanización|Colegio|Chalet|Glorieta|Apartamento|Masía|Rotonda|Callejón|Cuesta|Pasaje|Polígono|Barrio|Partida|Sector|Edificio|Bajada|Subida|Vía|Rua|Travessa|Praça|Alameda|Estrada|Rodovia|Marginal|Largo|Ladeira|Vila|Ul\.|ul\.|ulica|al\.|Al\.|aleja|pl\.|Pl\.|plac|os\.|osiedle|rynek|wyb\.|wyspa|skwer|bulw\.|szosa|droga|park|ogród|bulwar|rondo|wyb\.|plac)`;
 const RE_ADDR_PREFIX = new RegExp(
   String.raw`(?<![\p{L}\d])(?:${HOUSE},?[ \t]+)?${PREFIX}[ \t]+(?:${NAME_WORD}[ \t]+){0,4}?${NAME_WORD}(?:,?[ \t]+(?:\d{1,5}[ \t]?[a-zA-Z]?(?![\p{L}\d])|s\/n\.?))?${UNIT}${POSTAL_TAIL}`,
   'gu',
 );
+/** German / Nordic street names that are a preposition or direction plus a name: `Am Vogelkreuz 34b`, `Södra Ekgärdet 918`. */
+const RE_ADDR_OPENER = new RegExp(
+  String.raw`(?<![\p{L}\d])(?:Am|An|Auf|Im|In der|Zum|Zur|Unter den|Hinter der|Norra|Södra|Östra|Västra|Övre|Undre|Lilla|Stora|Gamla|Nya)[ \t]+\p{Lu}[\p{L}\p{M}-]+(?:[ \t]+\p{Lu}[\p{L}\p{M}-]+)?[ \t]+\d{1,5}[ \t]?[a-zA-Z]?(?![\p{L}\d])${UNIT}${POSTAL_TAIL}`,
+  'gu',
+);
 const RE_ADDR_JA = /(?:[\p{Script=Han}\p{Script=Hiragana}\p{Script=Katakana}]{1,12}[都道府県市区町村郡])*\d{1,4}丁目\d{1,4}番(?:地)?\d{0,4}号?(?:[ \t\u3000]?[\p{Script=Han}\p{Script=Katakana}\p{Script=Hiragana}]{0,8}\d{1,5}号室)?/gu;
 const ADDRESS_LABEL = String.raw`(?:(?:home|postal|mailing|billing|shipping|street|delivery|residential|current|permanent)[ _-]?)?(?:address|addr|adresse|anschrift|wohnort|dirección|direccion|domicilio|indirizzo|endereço|endereco|morada|adres|adress|住所|所在地)`;
-const RE_ADDR_LABEL = new RegExp(String.raw`(?<![\p{L}])${ADDRESS_LABEL}["']?[ \t]*[:=][ \t]*["']?([^\n"'<>{}]{6,120}?)(?=["'\n<>{}]|$)`, 'giu');
+const RE_ADDR_LABEL = new RegExp(String.raw`(?<![\p{L}])${ADDRESS_LABEL}(?:\\?["'])?[ \t]*[:=][ \t]*(?:\\?["'])?([^\n"'<>{}\\]{6,120}?)(?=["'\n<>{}\\]|$)`, 'giu');
 
 function detectAddresses(text: string, out: EntityMatch[]): void {
   const add = (start: number, end: number, detector: string): void => {
@@ -173,6 +193,7 @@ function detectAddresses(text: string, out: EntityMatch[]): void {
       if (!/\d|s\/n/.test(m[0])) continue;
       add(m.index!, m.index! + m[0].length, 'address:street-prefix');
     }
+    for (const m of text.matchAll(RE_ADDR_OPENER)) add(m.index!, m.index! + m[0].length, 'address:street-opener');
     if (text.includes('丁目')) for (const m of text.matchAll(RE_ADDR_JA)) add(m.index!, m.index! + m[0].length, 'address:ja-chome');
   }
   for (const m of text.matchAll(RE_ADDR_LABEL)) {
@@ -191,18 +212,19 @@ const MONTHS =
   'Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?|Januar|Februar|März|Mai|Juni|Juli|Oktober|Dezember|janvier|février|mars|avril|mai|juin|juillet|août|septembre|octobre|novembre|décembre|enero|febrero|marzo|abril|mayo|junio|julio|agosto|septiembre|octubre|noviembre|diciembre|gennaio|febbraio|aprile|maggio|giugno|luglio|settembre|ottobre|dicembre|janeiro|fevereiro|março|maio|junho|julho|setembro|outubro|dezembro';
 const DATE = String.raw`(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:T[\d:.]+Z?)?|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|\d{1,2}\.?[ \t]+(?:de[ \t]+)?(?:${MONTHS})\.?,?[ \t]+(?:de[ \t]+)?\d{4}|(?:${MONTHS})\.?[ \t]+\d{1,2}(?:st|nd|rd|th)?,?[ \t]+\d{4}|\d{4}年\d{1,2}月\d{1,2}日)`;
 const DOB_CUE = String.raw`(?:date[ _-]?of[ _-]?birth|birth[ _-]?date|birthdate|birthday|d\.?o\.?b\.?|born(?:[ \t]+on)?|geboren(?:[ \t]+am)?|geburtsdatum|geb\.|né(?:e)?[ \t]+le|date[ \t]+de[ \t]+naissance|fecha[ \t]+de[ \t]+nacimiento|nacid[oa][ \t]+el|data[ \t]+di[ \t]+nascita|nat[oa][ \t]+il|data[ \t]+de[ \t]+nascimento|nascid[oa][ \t]+em|geboortedatum|geboren[ \t]+op|data[ \t]+urodzenia|urodzon[ya][ \t]+|födelsedatum|född|生年月日|誕生日)`;
-const RE_DOB = new RegExp(String.raw`${DOB_CUE}["']?[ \t]*[:=]?[ \t]*["']?(${DATE})`, 'giu');
+const RE_DOB = new RegExp(String.raw`${DOB_CUE}${SEP}(${DATE})`, 'giu');
 
 const PASSPORT_CUE = String.raw`(?:passport|pass(?:port)?[ \t]*(?:no|nr|number|#)|reisepass(?:nummer)?|passnummer|passeport|n°[ \t]+de[ \t]+passeport|pasaporte|passaporto|passaporte|paspoort(?:nummer)?|paszport(?:u)?|pass(?:nummer)?|旅券番号|パスポート番号?|护照号码?)`;
 const RE_PASSPORT = new RegExp(
-  String.raw`${PASSPORT_CUE}(?:[ \t]+(?:no\.?|nr\.?|number|num\.?|#|n°|nº|número|numero|numer|nummer))?["']?[ \t]*[:=#]?[ \t]*["']?(?<![A-Z0-9])([A-Z0-9]{1,2}[0-9]{6,8}|[A-Z]{2}[A-Z0-9]{5,7}|[0-9]{8,9}|[A-Z][0-9]{7,8}|[0-9]{2}[A-Z]{2}[0-9]{5})(?![A-Za-z0-9])`,
+  String.raw`${PASSPORT_CUE}(?:[ \t]+(?:no\.?|nr\.?|number|num\.?|#|n°|nº|número|numero|numer|nummer))?${SEP}(?<![A-Z0-9])([A-Z0-9]{6,10})(?![A-Za-z0-9])`,
   'giu',
 );
 
 function detectDobAndPassport(text: string, out: EntityMatch[]): void {
   for (const m of text.matchAll(RE_DOB)) pushGroup(out, m, 'dob:cue', 'date_of_birth');
   for (const m of text.matchAll(RE_PASSPORT)) {
-    if (!/\d/.test(m[1]!)) continue;
+    // Passport numbers of every ICAO 9303 issuer: 6–10 letters and digits, at least two digits.
+    if ((m[1]!.match(/\d/g) ?? []).length < 2) continue;
     pushGroup(out, m, 'passport:cue', 'passport');
   }
 }

@@ -61,6 +61,8 @@ export function detectPhones(text: string): PhoneMatch[] {
     const before = text.slice(Math.max(0, m.index - 40), m.index);
     if (NOT_A_PHONE_BEFORE.test(before)) continue;
     const cue = CUE_BEFORE.test(before);
+    // Postal codes: US ZIP+4, Brazilian CEP, Polish, Japanese (`94561-7141`, `90318-806`, `96-569`, `288-9049`).
+    if (!cue && /^(?:\d{5}-\d{3,4}|\d{2}-\d{3}|\d{3}-\d{4})$/.test(raw)) continue;
     const international = raw.startsWith('+') || raw.startsWith('00');
     const separators = (raw.match(/[ .\-/()]/g) ?? []).length;
     // A bare run of digits is a phone number only with a cue or a country code.
