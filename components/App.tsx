@@ -360,7 +360,9 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
   const h = state.header;
   const banner =
     h.connection === 'connected'
-      ? undefined
+      ? h.auditProblem
+        ? `AUDIT LOG FAILING: ${h.auditProblem}`
+        : undefined
       : h.connection === 'connecting'
         ? `connecting to the supervisor${host ? ` on ${host}` : ''}…`
         : `supervisor connection lost${h.connectionMessage ? `: ${h.connectionMessage}` : ''}; reconnecting (the sandbox keeps running)`;
@@ -446,7 +448,7 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
         <Text color={h.connection === 'connected' ? theme.dim : theme.deny}>{header.right}</Text>
       </Box>
       {banner ? (
-        <Text inverse color={h.connection === 'lost' ? theme.deny : theme.warn} wrap="truncate">
+        <Text inverse color={h.connection === 'lost' || h.auditProblem ? theme.deny : theme.warn} wrap="truncate">
           {fit(' ' + banner, columns)}
         </Text>
       ) : null}

@@ -89,6 +89,8 @@ export interface HeaderState {
   connectionMessage: string | undefined;
   /** Events seen since attach (all kinds). */
   eventCount: number;
+  /** Set while the supervisor cannot write its audit log (it then refuses all egress and inference). */
+  auditProblem?: string | undefined;
 }
 
 export interface NetworkState {
@@ -309,6 +311,11 @@ export class TuiStore {
       policyRevision: revision !== MISSING ? revision : this.header.policyRevision,
       startedAt: Number.isNaN(startedAt) ? this.header.startedAt : startedAt,
     };
+    const audit = field(status, 'audit');
+    if (audit && typeof audit === 'object') {
+      const a = audit as Record<string, unknown>;
+      this.header.auditProblem = a.state === 'failing' ? (typeof a.problem === 'string' ? a.problem : 'the audit log cannot be written') : undefined;
+    }
     const budget = field(status, 'budget');
     if (budget && typeof budget === 'object') this.budget = budgetReading(budget as Record<string, unknown>);
     this.commit(new Set(['header', 'meters']));
@@ -453,6 +460,9 @@ export class TuiStore {
         else if (action === 'supervisor.stop') this.header = { ...this.header, state: 'stopping' };
         // A backlog spans restarts: a later start supersedes an earlier stop (and the agent state of before).
         else if (action === 'supervisor.start') this.header = { ...this.header, state: 'running' };
+        // The disk under the audit log failed (a live-only event) / the log resumed (its chained gap marker).
+        if (action === 'audit.failed' && ev.transient === true) this.header = { ...this.header, auditProblem: str(ev, 'message', 'reason') };
+        else if (action === 'audit.gap') this.header = { ...this.header, auditProblem: undefined };
         this.agentRows.push(agentRowFromEvent(ev));
         changed.add('header');
         changed.add('agent');

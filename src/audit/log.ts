@@ -1,5 +1,6 @@
 import { hash, randomBytes } from 'node:crypto';
-import { appendFile, open, type FileHandle } from 'node:fs/promises';
+import { appendFile, open, statfs, type FileHandle } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { systemClock, type Clock } from '../shared/clock.js';
 import { NemoclawError } from '../shared/errors.js';
@@ -12,12 +13,64 @@ export interface AuditLogOptions {
   dir: string;
   sandbox: string;
   clock?: Clock;
-  /** Unsynced records are fsynced at most this long after they were written (default 100 ms). */
+  /** Ignored (kept for callers): every batch is now fsynced before it counts as durable (group commit). */
   fsyncIntervalMs?: number;
   /** Start a new file once the current one would grow past this (default 32 MiB). */
   maxFileBytes?: number;
-  /** Background write/fsync failures (the records stay queued and are retried on the next write). */
+  /** Background write/fsync failures (the log then fails closed until the disk takes writes again). */
   onError?: (err: Error) => void;
+  /**
+   * Bytes preallocated in `<dir>/.reserve` so that the gap marker can be written even when the
+   * disk stays full (released at close while failing). Default 64 KiB; 0 disables.
+   */
+  reserveBytes?: number;
+  /** How often a failing log retries (writes the gap marker and resumes when it can). Default 1000 ms. */
+  retryMs?: number;
+}
+
+/** Why the log refuses writes, while it does (AuditLog.health). */
+export interface AuditFailure {
+  /** errno code of the failed write (ENOSPC, EDQUOT, EIO, ...). */
+  code: string;
+  message: string;
+  /** ISO time of the first failed write. */
+  since: string;
+  /** First seq that was not written; every record from it on is lost until the gap marker. */
+  firstLostSeq: number;
+  /** Records assigned a seq since (none of them was published or let anything through). */
+  lostRecords: number;
+  dir: string;
+  /** The filesystem the log is on, as the operator should read it. */
+  disk: string;
+  /** Attempts to resume so far. */
+  retries: number;
+}
+
+export type AuditHealth = { ok: true; durableSeq: number } | ({ ok: false; durableSeq: number } & AuditFailure);
+
+/** What the bus (or any subscriber) learns from the log. */
+export interface AuditWatcher {
+  /** Records now fsynced, in seq order (each exactly once). */
+  onDurable?(events: AuditEvent[]): void;
+  /** The log started failing (health.ok false) or resumed (health.ok true, after its gap marker). */
+  onHealth?(health: AuditHealth): void;
+}
+
+/** The error `durable()` rejects with, and refusals quote: names the audit log and the disk. */
+export class AuditUnavailableError extends NemoclawError {
+  readonly failure: AuditFailure;
+  constructor(failure: AuditFailure) {
+    super('io', auditFailureText(failure), {
+      nextStep: `free space on ${failure.disk} (or fix the disk); the supervisor retries every second and resumes with a gap marker in the audit log`,
+      details: failure,
+    });
+    this.failure = failure;
+  }
+}
+
+export function auditFailureText(f: Pick<AuditFailure, 'code' | 'dir' | 'disk' | 'message'>): string {
+  const what = f.code === 'ENOSPC' ? 'no space left on device' : f.code === 'EDQUOT' ? 'disk quota exceeded' : f.message;
+  return `the audit log cannot be written (${f.code}: ${what}; ${f.dir} on ${f.disk}); egress and inference are refused until it can`;
 }
 
 /** What `open` found and repaired at the end of the log. */
@@ -41,8 +94,11 @@ export interface AuditReadFilter {
 const DEFAULT_MAX_FILE_BYTES = 32 * 1024 * 1024;
 const TAIL_WINDOW = 256 * 1024;
 const READ_CHUNK = 1024 * 1024;
-/** Lines kept in memory when the disk refuses writes; beyond this the oldest are dropped (verify will show the gap). */
-const MAX_QUEUED_LINES = 1_000_000;
+const DEFAULT_RESERVE_BYTES = 64 * 1024;
+const DEFAULT_RETRY_MS = 1000;
+export const RESERVE_FILE = '.reserve';
+/** The marker that closes a gap: `sandbox.lifecycle` with this action (verify.ts accepts exactly it). */
+export const GAP_ACTION = 'audit.gap';
 
 interface LastRecord {
   seq: number;
@@ -149,10 +205,65 @@ function safeStringify(value: unknown): string {
   });
 }
 
+/** The filesystem holding `dir`, as "MOUNTPOINT (FSTYPE SOURCE)", from /proc/self/mounts. */
+export function describeDisk(dir: string): string {
+  let best: { point: string; type: string; source: string } | undefined;
+  try {
+    for (const line of readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
+      const [source, rawPoint, type] = line.split(' ');
+      if (!source || !rawPoint || !type) continue;
+      const point = rawPoint.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+      const inside = point === '/' || dir === point || dir.startsWith(`${point}/`);
+      if (inside && (!best || point.length >= best.point.length)) best = { point, type, source };
+    }
+  } catch {
+    // not Linux, or no /proc
+  }
+  return best ? `${best.point} (${best.type} ${best.source})` : 'its filesystem';
+}
+
+/** Free bytes for unprivileged writers on the filesystem of `dir` (undefined when unknown). */
+export async function freeBytes(dir: string): Promise<number | undefined> {
+  try {
+    const s = await statfs(dir);
+    return s.bavail * s.bsize;
+  } catch {
+    return undefined;
+  }
+}
+
+interface Entry {
+  line: string;
+  event: AuditEvent;
+}
+
+interface Waiter {
+  seq: number;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+interface FailureState extends AuditFailure {
+  lostKinds: Record<string, number>;
+  failedAtMs: number;
+}
+
 /**
- * The append-only, hash-chained audit log (see canonical.ts for the hashed form).
- * `append` is synchronous: it assigns seq and hashes, and queues the line; lines are written in
- * order by one writer and fsynced at most `fsyncIntervalMs` later, and on flush/close.
+ * The append-only, hash-chained audit log (see canonical.ts for the hashed form), written ahead.
+ *
+ * `append` is synchronous: it assigns seq and hashes, and queues the line. One writer writes the
+ * queued lines in order (looping over short writes) and fdatasyncs them: one fdatasync covers every
+ * record appended since the last (group commit). A record is *durable* once that fsync returned;
+ * only then is it handed to watchers (subscribers) and only then do `durable()` waiters resume, so
+ * a decision can be made to take effect strictly after its record is on disk.
+ *
+ * When a write or fsync fails (ENOSPC, EIO...), the file is truncated back to the end of the last
+ * durable record (no partial record remains), the log *fails closed*: `durable()` rejects with
+ * AuditUnavailableError, `health()` says why, and every record appended meanwhile is lost (never
+ * published, never let anything through). A timer retries; once the disk takes writes again (and the
+ * reserve is whole) it writes one chained gap marker, `sandbox.lifecycle` / `audit.gap` with
+ * `lost_from_seq`..`lost_to_seq` and the errno, and resumes. `close` while failing releases the
+ * reserve file to write that marker, so the chain always says what happened.
  */
 export class AuditLog {
   readonly dir: string;
@@ -161,21 +272,30 @@ export class AuditLog {
   readonly recovery: AuditRecovery | undefined;
 
   private readonly clock: Clock;
-  private readonly fsyncIntervalMs: number;
   private readonly maxFileBytes: number;
   private readonly onError: ((err: Error) => void) | undefined;
+  private readonly reserveBytes: number;
+  private readonly retryMs: number;
   private seq: number;
   private hashValue: string;
+  /** The last record on disk and fsynced. */
+  private durableSeqValue: number;
+  private durableHash: string;
   private fh: FileHandle;
   private fileIndex: number;
+  /** Bytes of complete, durable records in the current file. */
   private fileBytes: number;
-  private pending: string[] = [];
+  private pending: Entry[] = [];
   private drainQueued = false;
   private io: Promise<void> = Promise.resolve();
-  private syncTimer: NodeJS.Timeout | undefined;
-  private unsynced = false;
+  private waiters: Waiter[] = [];
+  private watchers: AuditWatcher[] = [];
+  private failure: FailureState | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private reserveFh: FileHandle | undefined;
+  private reserveSize = 0;
   private closed = false;
-  private droppedLines = 0;
+  private readonly disk: string;
   /** toISOString is a large share of an append; many appends share a millisecond. */
   private lastMs = Number.NaN;
   private lastIso = '';
@@ -184,21 +304,27 @@ export class AuditLog {
 
   private constructor(
     opts: AuditLogOptions,
-    state: { seq: number; hash: string; fh: FileHandle; fileIndex: number; fileBytes: number },
+    state: { seq: number; hash: string; fh: FileHandle; fileIndex: number; fileBytes: number; reserveFh: FileHandle | undefined; reserveSize: number },
     recovery: AuditRecovery | undefined,
   ) {
     this.dir = opts.dir;
     this.sandbox = opts.sandbox;
     this.clock = opts.clock ?? systemClock;
-    this.fsyncIntervalMs = opts.fsyncIntervalMs ?? 100;
     this.maxFileBytes = opts.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
     this.onError = opts.onError;
+    this.reserveBytes = Math.max(0, opts.reserveBytes ?? DEFAULT_RESERVE_BYTES);
+    this.retryMs = Math.max(10, opts.retryMs ?? DEFAULT_RETRY_MS);
     this.seq = state.seq;
     this.hashValue = state.hash;
+    this.durableSeqValue = state.seq;
+    this.durableHash = state.hash;
     this.fh = state.fh;
     this.fileIndex = state.fileIndex;
     this.fileBytes = state.fileBytes;
+    this.reserveFh = state.reserveFh;
+    this.reserveSize = state.reserveSize;
     this.recovery = recovery;
+    this.disk = describeDisk(opts.dir);
   }
 
   static async open(opts: AuditLogOptions): Promise<AuditLog> {
@@ -231,16 +357,38 @@ export class AuditLog {
       for (let i = files.length - 2; !last && i >= 0; i--) last = (await scanTail(files[i]!.path)).last;
       if (recovery) recovery.lastSeq = last?.seq ?? 0;
     }
+    const reserveBytes = Math.max(0, opts.reserveBytes ?? DEFAULT_RESERVE_BYTES);
+    let reserveFh: FileHandle | undefined;
+    let reserveSize = 0;
+    if (reserveBytes > 0) {
+      reserveFh = await open(join(opts.dir, RESERVE_FILE), 'a+', 0o600);
+      try {
+        reserveSize = await growReserve(reserveFh, reserveBytes);
+      } catch (err) {
+        await reserveFh.close().catch(() => undefined);
+        const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+        throw new NemoclawError('io', auditFailureText({ code, message: (err as Error).message, dir: opts.dir, disk: describeDisk(opts.dir) }).replace('; egress and inference are refused until it can', ''), {
+          nextStep: `free at least ${Math.ceil(reserveBytes / 1024)} KiB on ${describeDisk(opts.dir)}, then start again (the supervisor does not run without a writable audit log)`,
+          cause: err,
+        });
+      }
+    }
     const fh = await open(join(opts.dir, auditFileName(fileIndex)), 'a', 0o600);
     return new AuditLog(
       opts,
-      { seq: last?.seq ?? 0, hash: last?.hash ?? GENESIS_HASH, fh, fileIndex, fileBytes },
+      { seq: last?.seq ?? 0, hash: last?.hash ?? GENESIS_HASH, fh, fileIndex, fileBytes, reserveFh, reserveSize },
       recovery,
     );
   }
 
+  /** The last seq assigned (durable or not). */
   get lastSeq(): number {
     return this.seq;
+  }
+
+  /** The last seq on disk and fsynced (what subscribers have been given). */
+  get durableSeq(): number {
+    return this.durableSeqValue;
   }
 
   get lastHash(): string {
@@ -252,11 +400,115 @@ export class AuditLog {
     return join(this.dir, auditFileName(this.fileIndex));
   }
 
+  /** Whether the log takes writes, and why not. */
+  health(): AuditHealth {
+    const f = this.failure;
+    if (!f) return { ok: true, durableSeq: this.durableSeqValue };
+    return { ok: false, durableSeq: this.durableSeqValue, ...publicFailure(f, this.seq) };
+  }
+
+  /** Why the log refuses writes now (a sentence naming the log and the disk), or undefined. */
+  problem(): string | undefined {
+    return this.failure ? auditFailureText(this.failure) : undefined;
+  }
+
+  watch(watcher: AuditWatcher): () => void {
+    this.watchers.push(watcher);
+    return () => {
+      this.watchers = this.watchers.filter((w) => w !== watcher);
+    };
+  }
+
+  /**
+   * Resolves once every record appended before the call is durable; rejects with
+   * AuditUnavailableError when any of them was lost (the log is failing).
+   */
+  durable(): Promise<void> {
+    const target = this.seq;
+    if (target <= this.durableSeqValue) return Promise.resolve();
+    if (this.failure) return Promise.reject(new AuditUnavailableError(publicFailure(this.failure, this.seq)));
+    if (this.closed) return Promise.reject(new NemoclawError('internal', `audit log ${this.dir} is closed`));
+    return new Promise<void>((resolve, reject) => {
+      this.waiters.push({ seq: target, resolve, reject });
+    });
+  }
+
+  /** Resolves when the log takes writes (now, or once it resumed after a failure). */
+  writable(): Promise<void> {
+    if (!this.failure || this.closed) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const stop = this.watch({
+        onHealth: (h) => {
+          if (!h.ok) return;
+          stop();
+          resolve();
+        },
+      });
+    });
+  }
+
   append(input: EventInput): AuditEvent {
     if (this.closed) {
       throw new NemoclawError('internal', `audit log ${this.dir} is closed; event ${input.kind} was not recorded`);
     }
-    const seq = this.seq + 1;
+    const { event, line } = this.makeRecord(input, this.seq + 1, this.hashValue);
+    this.seq = event.seq;
+    this.hashValue = event.hash;
+    if (this.failure) {
+      // Failing closed: the record cannot be written; it is counted in the gap marker.
+      this.countLost(event.kind);
+      return event;
+    }
+    this.pending.push({ line, event });
+    if (!this.drainQueued) {
+      this.drainQueued = true;
+      void this.enqueue(() => this.drain());
+    }
+    return event;
+  }
+
+  /**
+   * Durable audited events from disk (all files, oldest first). With `limit`, the newest `limit`
+   * matches. Events appended before the call are included once durable.
+   */
+  async read(filter: AuditReadFilter = {}, limit?: number): Promise<AuditEvent[]> {
+    if (!this.closed) await this.durable().catch(() => undefined);
+    const upTo = this.durableSeqValue;
+    const events = await readAuditDir(this.dir, filter, undefined);
+    const durable = events.filter((e) => e.seq <= upTo);
+    return limit !== undefined && limit >= 0 ? (limit === 0 ? [] : durable.slice(-limit)) : durable;
+  }
+
+  /** Write and fsync everything appended so far. Rejects when the disk refuses. */
+  async flush(): Promise<void> {
+    if (this.closed) return;
+    await this.enqueue(() => this.drain());
+    if (this.failure) throw new AuditUnavailableError(publicFailure(this.failure, this.seq));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    let error: unknown;
+    try {
+      await this.enqueue(() => this.drain());
+      if (this.failure) {
+        // Still failing at shutdown: spend the reserve on the gap marker so the chain says what happened.
+        await this.enqueue(() => this.resume(true));
+        if (this.failure) error = new AuditUnavailableError(publicFailure(this.failure, this.seq));
+      }
+    } finally {
+      this.closed = true;
+      this.clearRetry();
+      await this.io.catch(() => undefined);
+      const closedErr = new NemoclawError('internal', `audit log ${this.dir} is closed`);
+      for (const w of this.waiters.splice(0)) w.reject(closedErr);
+      await this.fh.close().catch(() => undefined);
+      await this.reserveFh?.close().catch(() => undefined);
+    }
+    if (error) throw error;
+  }
+
+  private makeRecord(input: EventInput, seq: number, prevHash: string): { event: AuditEvent; line: string } {
     const kind = input.kind;
     const ms = this.clock.now();
     if (ms !== this.lastMs) {
@@ -278,7 +530,7 @@ export class AuditLog {
       if (value === undefined) continue;
       record[safeFieldName(key)] = value;
     }
-    record.prev_hash = this.hashValue;
+    record.prev_hash = prevHash;
     let body: string;
     let event = record;
     try {
@@ -289,50 +541,14 @@ export class AuditLog {
       event = JSON.parse(body) as Record<string, unknown>;
     }
     const digest = hash('sha256', body, 'hex');
-    this.seq = seq;
-    this.hashValue = digest;
     event.hash = digest;
-    if (this.pending.length >= MAX_QUEUED_LINES) {
-      this.pending.shift();
-      this.droppedLines++;
-    }
-    this.pending.push(`${body.slice(0, -1)},"hash":"${digest}"}\n`);
-    if (!this.drainQueued) {
-      this.drainQueued = true;
-      void this.enqueue(() => this.writePending());
-    }
-    return event as AuditEvent;
+    return { event: event as AuditEvent, line: `${body.slice(0, -1)},"hash":"${digest}"}\n` };
   }
 
-  /**
-   * Audited events from disk (all files, oldest first). With `limit`, the newest `limit` matches.
-   * Events appended before the call are included.
-   */
-  async read(filter: AuditReadFilter = {}, limit?: number): Promise<AuditEvent[]> {
-    if (!this.closed) await this.enqueue(() => this.writePending()).catch(() => undefined);
-    return readAuditDir(this.dir, filter, limit);
-  }
-
-  /** Write and fsync everything appended so far. Rejects when the disk refuses. */
-  async flush(): Promise<void> {
-    if (this.closed) return;
-    this.clearSyncTimer();
-    await this.enqueue(async () => {
-      await this.writePending();
-      await this.syncNow();
-    });
-  }
-
-  async close(): Promise<void> {
-    if (this.closed) return;
-    try {
-      await this.flush();
-    } finally {
-      this.closed = true;
-      this.clearSyncTimer();
-      await this.io.catch(() => undefined);
-      await this.fh.close().catch(() => undefined);
-    }
+  private countLost(kind: string): void {
+    const f = this.failure!;
+    f.lostRecords++;
+    f.lostKinds[kind] = (f.lostKinds[kind] ?? 0) + 1;
   }
 
   /** Run file operations one at a time, in order. */
@@ -347,64 +563,179 @@ export class AuditLog {
     if (this.onError) this.onError(error);
   }
 
-  private clearSyncTimer(): void {
-    if (this.syncTimer) {
-      clearTimeout(this.syncTimer);
-      this.syncTimer = undefined;
+  private clearRetry(): void {
+    if (this.retryTimer) {
+      clearInterval(this.retryTimer);
+      this.retryTimer = undefined;
     }
   }
 
-  private async syncNow(): Promise<void> {
-    if (!this.unsynced) return;
-    await this.fh.datasync();
-    this.unsynced = false;
-  }
-
-  private async writePending(): Promise<void> {
+  /** Write and fsync what is queued, one segment per file; then wake waiters and watchers. */
+  private async drain(): Promise<void> {
     this.drainQueued = false;
-    if (this.pending.length === 0) return;
-    const lines = this.pending;
-    this.pending = [];
-    let written = 0;
-    try {
-      let chunk = '';
-      let chunkBytes = 0;
-      for (const line of lines) {
-        const bytes = Buffer.byteLength(line);
-        if (this.fileBytes + chunkBytes + bytes > this.maxFileBytes && this.fileBytes + chunkBytes > 0) {
-          if (chunkBytes > 0) await this.writeChunk(chunk, chunkBytes);
-          written += countLines(chunk);
-          chunk = '';
-          chunkBytes = 0;
-          await this.rotate();
-        }
-        chunk += line;
-        chunkBytes += bytes;
+    while (this.pending.length > 0) {
+      const batch = this.pending;
+      this.pending = [];
+      if (this.failure) {
+        for (const e of batch) this.countLost(e.event.kind);
+        continue;
       }
-      if (chunkBytes > 0) await this.writeChunk(chunk, chunkBytes);
-    } catch (err) {
-      // Keep what was not written, in order, for the next attempt.
-      this.pending = lines.slice(written).concat(this.pending);
-      throw err;
-    }
-    this.unsynced = true;
-    if (!this.syncTimer && this.fsyncIntervalMs >= 0) {
-      this.syncTimer = setTimeout(() => {
-        this.syncTimer = undefined;
-        void this.enqueue(() => this.syncNow());
-      }, this.fsyncIntervalMs);
-      this.syncTimer.unref();
+      let i = 0;
+      while (i < batch.length) {
+        let bytes = 0;
+        let j = i;
+        const parts: string[] = [];
+        for (; j < batch.length; j++) {
+          const b = Buffer.byteLength(batch[j]!.line);
+          if (this.fileBytes + bytes + b > this.maxFileBytes && this.fileBytes + bytes > 0) break;
+          parts.push(batch[j]!.line);
+          bytes += b;
+        }
+        if (j === i) {
+          // The current file is full: continue in the next one.
+          try {
+            await this.rotate();
+          } catch (err) {
+            await this.fail(err, batch.slice(i));
+            break;
+          }
+          continue;
+        }
+        const segment = batch.slice(i, j);
+        try {
+          await writeAll(this.fh, Buffer.from(parts.join('')));
+          await this.fh.datasync();
+        } catch (err) {
+          await this.fail(err, batch.slice(i));
+          break;
+        }
+        this.fileBytes += bytes;
+        this.markDurable(segment);
+        i = j;
+      }
     }
   }
 
-  private async writeChunk(chunk: string, bytes: number): Promise<void> {
-    await this.fh.write(chunk);
-    this.fileBytes += bytes;
-    this.unsynced = true;
+  private markDurable(segment: Entry[]): void {
+    const last = segment[segment.length - 1]!.event;
+    this.durableSeqValue = last.seq;
+    this.durableHash = last.hash;
+    let k = 0;
+    while (k < this.waiters.length && this.waiters[k]!.seq <= last.seq) k++;
+    const ready = k > 0 ? this.waiters.splice(0, k) : [];
+    const events = segment.map((e) => e.event);
+    for (const w of this.watchers) {
+      try {
+        w.onDurable?.(events);
+      } catch (err) {
+        this.report(err);
+      }
+    }
+    for (const w of ready) w.resolve();
+  }
+
+  /** A write or fsync failed: cut the file back to the last durable record and fail closed. */
+  private async fail(err: unknown, lost: Entry[]): Promise<void> {
+    const e = err as NodeJS.ErrnoException;
+    const firstLostSeq = lost[0]?.event.seq ?? this.durableSeqValue + 1;
+    const now = this.clock.now();
+    this.failure = {
+      code: e.code ?? 'EIO',
+      message: e.message ?? String(err),
+      since: new Date(now).toISOString(),
+      failedAtMs: now,
+      firstLostSeq,
+      lostRecords: 0,
+      lostKinds: {},
+      dir: this.dir,
+      disk: this.disk,
+      retries: 0,
+    };
+    for (const entry of lost) this.countLost(entry.event.kind);
+    for (const entry of this.pending.splice(0)) this.countLost(entry.event.kind);
+    await this.fh.truncate(this.fileBytes).catch(() => undefined);
+    const failure = new AuditUnavailableError(publicFailure(this.failure, this.seq));
+    for (const w of this.waiters.splice(0)) w.reject(failure);
+    this.report(failure);
+    this.notifyHealth();
+    if (!this.closed && !this.retryTimer) {
+      this.retryTimer = setInterval(() => {
+        if (this.failure && !this.closed) void this.enqueue(() => this.resume(false));
+      }, this.retryMs);
+      this.retryTimer.unref();
+    }
+  }
+
+  /**
+   * Write the gap marker and resume. Normally only when the reserve can be made whole again (so a
+   * later failure can still be marked); at close (`useReserve`) the reserve is released for it.
+   */
+  private async resume(useReserve: boolean): Promise<void> {
+    const f = this.failure;
+    if (!f) return;
+    f.retries++;
+    try {
+      await this.fh.truncate(this.fileBytes);
+      if (useReserve) {
+        if (this.reserveFh && this.reserveSize > 0) {
+          await this.reserveFh.truncate(0);
+          this.reserveSize = 0;
+        }
+      } else if (this.reserveFh && this.reserveBytes > 0) {
+        this.reserveSize = await growReserve(this.reserveFh, this.reserveBytes);
+      }
+      if (this.fileBytes >= this.maxFileBytes) await this.rotate();
+      const now = this.clock.now();
+      const lostTo = this.seq;
+      const { event, line } = this.makeRecord(
+        {
+          kind: 'sandbox.lifecycle',
+          level: 'error',
+          action: GAP_ACTION,
+          lost_from_seq: f.firstLostSeq,
+          lost_to_seq: lostTo,
+          lost_records: lostTo - f.firstLostSeq + 1,
+          lost_kinds: f.lostKinds,
+          reason: f.code,
+          detail: `records lost between seq ${f.firstLostSeq} and ${lostTo} (reason ${f.code}: ${f.message}); nothing was allowed on them`,
+          disk: f.disk,
+          failed_at: f.since,
+          failed_ms: Math.max(0, now - f.failedAtMs),
+          retries: f.retries,
+          resumed: !useReserve,
+        },
+        lostTo + 1,
+        this.durableHash,
+      );
+      const buf = Buffer.from(line);
+      await writeAll(this.fh, buf);
+      await this.fh.datasync();
+      this.fileBytes += buf.length;
+      this.seq = event.seq;
+      this.hashValue = event.hash;
+      this.failure = undefined;
+      this.clearRetry();
+      this.markDurable([{ line, event }]);
+      this.notifyHealth();
+    } catch (err) {
+      await this.fh.truncate(this.fileBytes).catch(() => undefined);
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code) f.code = f.code === 'EIO' ? code : f.code;
+    }
+  }
+
+  private notifyHealth(): void {
+    const h = this.health();
+    for (const w of [...this.watchers]) {
+      try {
+        w.onHealth?.(h);
+      } catch (err) {
+        this.report(err);
+      }
+    }
   }
 
   private async rotate(): Promise<void> {
-    await this.syncNow();
     await this.fh.close();
     this.fileIndex++;
     this.fh = await open(join(this.dir, auditFileName(this.fileIndex)), 'a', 0o600);
@@ -412,10 +743,48 @@ export class AuditLog {
   }
 }
 
-function countLines(chunk: string): number {
-  let n = 0;
-  for (let i = chunk.indexOf('\n'); i >= 0; i = chunk.indexOf('\n', i + 1)) n++;
-  return n;
+function publicFailure(f: FailureState, lastSeq: number): AuditFailure {
+  return {
+    code: f.code,
+    message: f.message,
+    since: f.since,
+    firstLostSeq: f.firstLostSeq,
+    lostRecords: Math.max(f.lostRecords, lastSeq - f.firstLostSeq + 1),
+    dir: f.dir,
+    disk: f.disk,
+    retries: f.retries,
+  };
+}
+
+/** Write all of `buf` (a short write is continued, never left as a partial record). */
+async function writeAll(fh: FileHandle, buf: Buffer): Promise<void> {
+  let off = 0;
+  while (off < buf.length) {
+    const { bytesWritten } = await fh.write(buf, off, buf.length - off);
+    if (bytesWritten <= 0) throw Object.assign(new Error('write returned 0 bytes'), { code: 'EIO' });
+    off += bytesWritten;
+  }
+}
+
+/** Grow the reserve file to `size` bytes of real (non-sparse) blocks; returns its size. */
+async function growReserve(fh: FileHandle, size: number): Promise<number> {
+  const have = (await fh.stat()).size;
+  if (have >= size) return have;
+  const zeros = Buffer.alloc(Math.min(64 * 1024, size - have));
+  let at = have;
+  try {
+    while (at < size) {
+      const n = Math.min(zeros.length, size - at);
+      const { bytesWritten } = await fh.write(zeros, 0, n, at);
+      if (bytesWritten <= 0) throw Object.assign(new Error('write returned 0 bytes'), { code: 'EIO' });
+      at += bytesWritten;
+    }
+    await fh.datasync();
+  } catch (err) {
+    await fh.truncate(have).catch(() => undefined);
+    throw err;
+  }
+  return at;
 }
 
 async function readRange(path: string, offset: number, length: number): Promise<Buffer> {

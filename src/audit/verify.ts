@@ -21,6 +21,26 @@ export interface VerifyResult {
   /** seq and hash of the last intact record. */
   lastSeq?: number;
   lastHash?: string;
+  /**
+   * Gaps the log itself recorded: a chained `audit.gap` marker (written when the disk refused
+   * writes and the log failed closed) that names exactly the missing seqs. Not tampering: the chain
+   * links across it. `audit verify` still exits 0, and prints a warning naming each gap.
+   */
+  gaps?: AuditGap[];
+}
+
+export interface AuditGap {
+  /** First and last seq that were never written. */
+  from: number;
+  to: number;
+  /** errno of the failed write (ENOSPC...). */
+  reason: string;
+  /** When the log started failing (ISO), from the marker. */
+  failedAt?: string;
+  /** seq of the marker, and where it is. */
+  markerSeq: number;
+  file: string;
+  line: number;
 }
 
 const READ_CHUNK = 4 * 1024 * 1024;
@@ -33,6 +53,9 @@ const COMMA = 0x2c;
 
 interface ChainState {
   expectSeq: number | undefined;
+  gaps: AuditGap[];
+  file: string;
+  lineNo: number;
   /** Hex hash of the last intact record as 64 ASCII bytes, so links are checked without allocating strings. */
   prevHashBytes: Buffer;
   hasPrev: boolean;
@@ -81,7 +104,9 @@ function checkLine(view: Buffer, s: number, e: number, state: ChainState): LineF
   if (i === digitsStart || view[i] !== COMMA || i - digitsStart > 15) {
     return { seq: expected, reason: 'malformed record (bad seq)' };
   }
-  if (expected !== undefined && seq !== expected) {
+  if (expected !== undefined && seq > expected && isGapMarker(view, s, e, expected, seq, state)) {
+    // A recorded gap: the marker names exactly the missing seqs and links to the record before them.
+  } else if (expected !== undefined && seq !== expected) {
     return {
       seq: expected,
       reason:
@@ -110,12 +135,35 @@ function checkLine(view: Buffer, s: number, e: number, state: ChainState): LineF
   return undefined;
 }
 
+/** Whether the line is an `audit.gap` marker covering exactly [expected, seq - 1]; records it in state. */
+function isGapMarker(view: Buffer, s: number, e: number, expected: number, seq: number, state: ChainState): boolean {
+  if (view.indexOf('"action":"audit.gap"', s) < 0 || view.indexOf('"action":"audit.gap"', s) > e) return false;
+  let rec: Record<string, unknown>;
+  try {
+    rec = JSON.parse(view.toString('utf8', s, e)) as Record<string, unknown>;
+  } catch {
+    return false;
+  }
+  if (rec.kind !== 'sandbox.lifecycle' || rec.action !== 'audit.gap' || rec.lost_from_seq !== expected || rec.lost_to_seq !== seq - 1) return false;
+  state.gaps.push({
+    from: expected,
+    to: seq - 1,
+    reason: typeof rec.reason === 'string' ? rec.reason : 'unknown',
+    ...(typeof rec.failed_at === 'string' ? { failedAt: rec.failed_at } : {}),
+    markerSeq: seq,
+    file: state.file,
+    line: state.lineNo,
+  });
+  return true;
+}
+
 interface FileOutcome {
   failure?: { seq: number | undefined; reason: string; line: number };
   torn: boolean;
 }
 
 async function verifyFile(path: string, state: ChainState): Promise<FileOutcome> {
+  state.file = path;
   const fh = await open(path, 'r');
   try {
     let buf = Buffer.allocUnsafe(READ_CHUNK);
@@ -132,6 +180,7 @@ async function verifyFile(path: string, state: ChainState): Promise<FileOutcome>
         const nl = view.indexOf(10, start);
         if (nl < 0) break;
         lineNo++;
+        state.lineNo = lineNo;
         const failure = checkLine(view, start, nl, state);
         if (failure) return { failure: { ...failure, line: lineNo }, torn: false };
         start = nl + 1;
@@ -167,7 +216,7 @@ export async function verifyAudit(pathFileOrDir: string): Promise<VerifyResult> 
       exitCode: 2,
     });
   }
-  const state: ChainState = { expectSeq: undefined, prevHashBytes: Buffer.alloc(64), hasPrev: false, records: 0 };
+  const state: ChainState = { expectSeq: undefined, gaps: [], file: '', lineNo: 0, prevHashBytes: Buffer.alloc(64), hasPrev: false, records: 0 };
   let paths: string[];
   if (isDir) {
     const files = await listAuditFiles(pathFileOrDir);
@@ -224,7 +273,7 @@ export async function verifyAudit(pathFileOrDir: string): Promise<VerifyResult> 
       tornTail = true;
     }
   }
-  return { ok: true, records: state.records, files: paths, ...(tornTail ? { tornTail } : {}), ...lastOf(state) };
+  return { ok: true, records: state.records, files: paths, ...(tornTail ? { tornTail } : {}), ...(state.gaps.length > 0 ? { gaps: state.gaps } : {}), ...lastOf(state) };
 }
 
 function lastOf(state: ChainState): { lastSeq?: number; lastHash?: string } {

@@ -256,6 +256,11 @@ export function describeStatus(s: SupervisorStatus, opts: { daemonLog?: string }
   if (s.unsafe_allow_loopback_upstreams) {
     out.push('  !! UNSAFE: --unsafe-allow-loopback-upstreams is on: the egress proxy may dial loopback upstreams (tests only)');
   }
+  // Louder still: a supervisor that cannot write its audit log lets nothing through (fail closed).
+  if (s.audit?.state === 'failing') {
+    out.push(`  !! AUDIT LOG FAILING since ${s.audit.since ?? '?'}: ${s.audit.problem ?? s.audit.code ?? 'write failed'}`);
+    out.push(`  !! free space on ${s.audit.disk ?? 'the disk of the audit log'}; ${plural(s.audit.lost_records ?? 0, 'event')} not recorded so far (from seq ${s.audit.first_lost_seq ?? '?'}); it resumes with a gap marker`);
+  }
   const pending = num(obj(services.egress)?.pending) ?? 0;
   if (pending > 0) out.push(`  !! ${plural(pending, 'request')} waiting for approval: nemoclaw-tui pending${nameFlag(s.name)}`);
   const p = s.policy;

@@ -41,7 +41,20 @@ export interface SupervisorStatus {
     /** Preset files onboarding wrote into the running base policy (`onboard --preset FILE`). */
     preset_files?: Array<{ name: string; source: string; sha256: string; policies: string[] }>;
   };
-  audit: { dir: string; last_seq: number };
+  audit: {
+    dir: string;
+    /** Last durable seq. */
+    last_seq: number;
+    /** `failing`: the log cannot be written; egress and inference are refused (fail closed). Absent from older supervisors. */
+    state?: 'ok' | 'failing';
+    /** While failing: the sentence naming the log and the disk, errno, since when, what is lost so far. */
+    problem?: string;
+    code?: string;
+    disk?: string;
+    since?: string;
+    first_lost_seq?: number;
+    lost_records?: number;
+  };
   /** The blueprint the sandbox is pinned to (lock file), verified in the store at start; absent when none. */
   blueprint?: { name: string; version: string; digest: string; dir: string; locked_at: string; signer: string };
   services: Record<string, Record<string, unknown>>;

@@ -1,10 +1,12 @@
 /**
- * The supervisor's event bus: every event goes to the audit log first (chained, batched fsync),
- * then to live subscribers. A ring of recent audited events answers most backlog requests without
- * touching the disk.
+ * The supervisor's event bus: every event goes to the audit log first (chained, group-committed
+ * fsync), then — once durable — to live subscribers. A ring of recent durable events answers most
+ * backlog requests without touching the disk. `durable()` is the write-ahead gate the proxy and the
+ * router await before an allow takes effect.
  */
 import { randomUUID } from 'node:crypto';
 import { OCSF_CLASS, type AuditEvent, type EventInput, type EventKind } from '../audit/events.js';
+import type { AuditHealth, AuditWatcher } from '../audit/log.js';
 import type { Clock } from '../shared/clock.js';
 import { systemClock } from '../shared/clock.js';
 import type { EventBus, EventFilter } from './types.js';
@@ -15,6 +17,17 @@ export interface AuditSink {
   readonly lastSeq: number;
   /** Audited events from disk, oldest first; with `limit`, the newest `limit` matches. */
   read(filter?: { sinceSeq?: number; sinceTs?: number; kinds?: EventKind[] }, limit?: number): Promise<AuditEvent[]>;
+  /**
+   * Write-ahead sinks (AuditLog): records reach subscribers only through `watch().onDurable`, and
+   * `durable()` resolves once everything appended so far is fsynced. A sink without them is
+   * treated as durable on append (test fakes).
+   */
+  readonly durableSeq?: number;
+  durable?(): Promise<void>;
+  writable?(): Promise<void>;
+  problem?(): string | undefined;
+  health?(): AuditHealth;
+  watch?(watcher: AuditWatcher): () => void;
 }
 
 export interface EventBusOptions {
@@ -61,20 +74,66 @@ export class SupervisorEventBus implements EventBus {
     this.ringSize = Math.max(1, opts.ringSize ?? 10_000);
     this.extraFields = opts.extraFields ?? {};
     this.onListenerError = opts.onListenerError ?? (() => {});
+    this.writeAhead = typeof this.audit.watch === 'function';
+    this.audit.watch?.({
+      onDurable: (events) => {
+        for (const e of events) {
+          this.remember(e);
+          this.publish(e);
+        }
+      },
+      onHealth: (h) => this.healthChanged(h),
+    });
   }
+
+  private readonly writeAhead: boolean;
 
   emit(input: EventInput): AuditEvent {
     const event = this.audit.append({ ...input, ...this.extraFields });
-    this.remember(event);
-    this.publish(event);
+    if (!this.writeAhead) {
+      this.remember(event);
+      this.publish(event);
+    }
     return event;
+  }
+
+  /** Resolves once every event emitted so far is durable; rejects (AuditUnavailableError) when the log lost any. */
+  durable(): Promise<void> {
+    return this.audit.durable ? this.audit.durable() : Promise.resolve();
+  }
+
+  /** Resolves when the audit log takes writes (at once, or after it resumed). */
+  writable(): Promise<void> {
+    return this.audit.writable ? this.audit.writable() : Promise.resolve();
+  }
+
+  /** Why the audit log refuses writes (names the log and the disk), or undefined while it is healthy. */
+  auditProblem(): string | undefined {
+    return this.audit.problem?.();
+  }
+
+  /** The disk failing is news for every subscriber now: a transient, critical event (it cannot be audited). */
+  private healthChanged(h: AuditHealth): void {
+    if (h.ok) return; // the resume is the chained audit.gap marker itself
+    this.publishTransient({
+      kind: 'sandbox.lifecycle',
+      level: 'error',
+      action: 'audit.failed',
+      critical: true,
+      reason: h.code,
+      message: this.audit.problem?.() ?? h.message,
+      dir: h.dir,
+      disk: h.disk,
+      since: h.since,
+      first_lost_seq: h.firstLostSeq,
+    });
   }
 
   publishTransient(input: EventInput): AuditEvent {
     const { kind, level, id, ...fields } = input;
     const event: AuditEvent = {
       ts: new Date(this.clock.now()).toISOString(),
-      seq: this.audit.lastSeq,
+      seq: this.durableSeq(),
       kind,
       level: level ?? 'debug',
       sandbox: this.sandbox,
@@ -99,12 +158,14 @@ export class SupervisorEventBus implements EventBus {
   }
 
   async backlog(filter?: EventFilter, limit?: number): Promise<AuditEvent[]> {
+    // Events emitted before the request are part of it once durable (lost ones never are).
+    await this.durable().catch(() => undefined);
     const recent = this.recent();
     const oldestInRing = recent[0]?.seq;
     const sinceSeq = filter?.sinceSeq ?? 0;
     // The ring answers when it holds every event after sinceSeq (or, for a tail request, enough of them).
     let fromRing = oldestInRing !== undefined && oldestInRing <= sinceSeq + 1;
-    if (!fromRing && oldestInRing === undefined) fromRing = this.audit.lastSeq <= sinceSeq;
+    if (!fromRing && oldestInRing === undefined) fromRing = this.durableSeq() <= sinceSeq;
     if (!fromRing && limit !== undefined && filter?.sinceTs === undefined) {
       const matching = recent.filter((e) => eventMatches(e, filter));
       if (matching.length >= limit) return matching.slice(matching.length - limit);
@@ -123,8 +184,13 @@ export class SupervisorEventBus implements EventBus {
     return events;
   }
 
+  /** The last seq subscribers have been (or are being) given: the durable one. */
   lastSeq(): number {
-    return this.audit.lastSeq;
+    return this.durableSeq();
+  }
+
+  private durableSeq(): number {
+    return this.audit.durableSeq ?? this.audit.lastSeq;
   }
 
   subscriberCount(): number {

@@ -126,10 +126,18 @@ export class Supervisor {
         sandbox: config.name,
         clock,
         onError: (err) => {
-          // Reported once; the log retries queued records on the next write.
+          // Reported once per failure; the log fails closed and retries until it can write the gap marker.
           if (reportedAuditError) return;
           reportedAuditError = true;
           log(`audit log write failed: ${err.message}`);
+        },
+      });
+      audit.watch({
+        onHealth: (h) => {
+          if (h.ok) {
+            reportedAuditError = false;
+            log('audit log writable again: resumed after a recorded gap (the audit.gap marker names the lost seqs); egress and inference allowed again');
+          }
         },
       });
       const events = new SupervisorEventBus({
@@ -278,7 +286,7 @@ export class Supervisor {
       operators: this.operators.attachedCount(),
       last_seq: this.events.lastSeq(),
       policy: { revision: rev.number, sha256: rev.sha256, author: rev.author, time: rev.time, presets: [...this.policy.current().presets], preset_files: this.presetFiles() },
-      audit: { dir: this.paths.auditDir, last_seq: this.audit.lastSeq },
+      audit: auditStatus(this.paths.auditDir, this.audit),
       ...(this.blueprint ? { blueprint: { ...this.blueprint } } : {}),
       services,
       routes: this.server?.routes() ?? [],
@@ -368,6 +376,22 @@ export class Supervisor {
       },
     ];
   }
+}
+
+function auditStatus(dir: string, audit: AuditLog): SupervisorStatus['audit'] {
+  const h = audit.health();
+  if (h.ok) return { dir, last_seq: h.durableSeq, state: 'ok' };
+  return {
+    dir,
+    last_seq: h.durableSeq,
+    state: 'failing',
+    problem: audit.problem() ?? h.message,
+    code: h.code,
+    disk: h.disk,
+    since: h.since,
+    first_lost_seq: h.firstLostSeq,
+    lost_records: h.lostRecords,
+  };
 }
 
 /**

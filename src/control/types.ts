@@ -24,9 +24,16 @@ export interface EventFilter {
 }
 
 export interface EventBus {
-  /** Append to the audit log (chained, batched fsync) and publish to subscribers. Never throws on I/O:
-   *  an audit write failure is reported once on stderr and as an event, the supervisor keeps running. */
+  /** Append to the audit log (chained, group-committed fsync); subscribers get it once durable.
+   *  Never throws on I/O: when the log cannot be written it fails closed (see durable/auditProblem). */
   emit(input: EventInput): AuditEvent;
+  /** Write-ahead gate: resolves once every event emitted so far is durable; rejects
+   *  (AuditUnavailableError, message names the log and the disk) when the log lost any. */
+  durable(): Promise<void>;
+  /** Resolves when the audit log takes writes (at once, or after it resumed from a failure). */
+  writable(): Promise<void>;
+  /** Why the audit log refuses writes now, or undefined while it is healthy. */
+  auditProblem(): string | undefined;
   /** Publish to live subscribers only (high-rate samples); not chained, seq is the last audited seq. */
   publishTransient(input: EventInput): AuditEvent;
   /** Live subscription; returns an unsubscribe function. */

@@ -25,13 +25,20 @@ import { binaryOfHolders, compareHolders, type SocketHolders } from './identity.
 
 export const INFERENCE_HOST = 'inference.local';
 
-export type RefusalCode = 'policy_denied' | 'ssrf_denied' | 'approval_timeout' | 'queue_full' | 'client_gone';
+export type RefusalCode = 'policy_denied' | 'ssrf_denied' | 'approval_timeout' | 'queue_full' | 'client_gone' | 'audit_unavailable';
 
 export interface EgressProxyOptions {
   decide(query: NetworkQuery): NetworkDecision;
   approvals(): ApprovalsPolicy;
   operatorsAttached(): number;
   emit(event: EventInput): void;
+  /**
+   * Write-ahead (DESIGN invariant 2), from the event bus: nothing is forwarded before every event
+   * emitted for it is durable (`durable()`); while the audit log cannot be written (`problem()`
+   * says why) new requests are refused with 503 audit_unavailable, and a held request that gets
+   * approved waits for `writable()`. Omitted: events are taken as durable (tests, benches).
+   */
+  audit?: { durable(): Promise<void>; writable(): Promise<void>; problem(): string | undefined };
   clock: Clock;
   resolver?: Resolver;
   /** Test-only: lets upstreams on loopback through the SSRF guard. Reported in every event. */
@@ -175,6 +182,7 @@ const NEXT_STEPS: Record<RefusalCode, string[]> = {
   approval_timeout: ['nobody decided in time; retry while an operator watches (`nemoclaw-tui` or `nemoclaw-tui logs -f --approver`)'],
   queue_full: ['too many requests are waiting for approval; decide the pending ones (`nemoclaw-tui pending`)'],
   client_gone: ['the client closed its connection while the request was held; nothing was forwarded'],
+  audit_unavailable: ['the supervisor cannot write its audit log, so it lets nothing through (fail closed); free space on that disk (`nemoclaw-tui status` names it), then retry'],
 };
 
 let requestSeq = 0;
@@ -309,7 +317,8 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
   }
 
   function writeRefusal(socket: Socket, r: Refusal): void {
-    writeJson(socket, 403, 'Forbidden', refusalBody(r), { 'X-Nemoclaw-Policy': `${r.code}; host=${r.host}; port=${r.port}${r.rule ? `; rule=${r.rule}` : ''}` }, false);
+    const unavailable = r.code === 'audit_unavailable';
+    writeJson(socket, unavailable ? 503 : 403, unavailable ? 'Service Unavailable' : 'Forbidden', refusalBody(r), { 'X-Nemoclaw-Policy': `${r.code}; host=${r.host}; port=${r.port}${r.rule ? `; rule=${r.rule}` : ''}` }, false);
   }
 
   function isRefusal(x: Admission | Refusal | 'inference'): x is Refusal {
@@ -394,6 +403,9 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       });
       return { code, detail, ...base, rule };
     };
+    // Fail closed while the audit log cannot be written: nothing new is let through, or held.
+    const auditDown = opts.audit?.problem();
+    if (auditDown) return refuse('audit_unavailable', auditDown, undefined);
     if (decision.verdict === 'deny') return refuse('policy_denied', decision.reason, decision.rule);
     if (decision.verdict === 'unknown') {
       // A prompt names the binary (and joins by it); the wait for a human dwarfs the lookup.
@@ -451,6 +463,8 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         return refuse(code, detail, undefined);
       }
       counters.approved++;
+      // Held requests stay held while the audit log is failing: the approval applies once it can be recorded.
+      await opts.audit?.writable();
       source = outcome.reason === 'policy_allow' || outcome.reason === 'always' ? 'policy' : 'approval';
     }
     const after = source === 'policy' && decision.verdict === 'unknown' ? opts.decide({ host, port, binary, ancestors: conn.ancestors() }) : decision;
@@ -795,6 +809,9 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         return writeRefusal(this.socket, { code: 'policy_denied', detail, host, port: head.port, binary: admission.binary, rule: admission.rule });
       }
       if (tunnelNeedsInspection(admission.endpoint) || admission.inspect) return this.inspectTunnel(admission, { host, port: head.port });
+      const unrecorded = await this.writeAhead();
+      if (this.closed) return;
+      if (unrecorded) return writeRefusal(this.socket, { code: 'audit_unavailable', detail: unrecorded, host, port: head.port, binary: admission.binary, rule: admission.rule });
       // highWaterMark is passed on to the socket's Duplex (not in the connect options' types).
       const streamOpts = { highWaterMark: TUNNEL_HIGH_WATER_MARK };
       const upstream = netConnect({ host: admission.address, port: admission.port, family: admission.family, ...streamOpts });
@@ -1056,7 +1073,27 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
           return writeJson(this.socket, 503, 'Service Unavailable', body, { 'X-Nemoclaw-Policy': 'inference_unavailable' }, false);
         }
       }
+      if (admission !== 'inference') {
+        const unrecorded = await this.writeAhead();
+        if (this.closed) return;
+        if (unrecorded) return writeRefusal(this.socket, { code: 'audit_unavailable', detail: unrecorded, host: admission.host, port: admission.port, binary: admission.binary, rule: admission.rule });
+      }
       this.forward(head, admission, upgrade && { ...upgrade, textDenyReason });
+    }
+
+    /**
+     * Write-ahead: wait until every event of this connection so far (its allow included, also one
+     * still waiting for the binary lookup) is durable. A reason when it cannot be (log failing).
+     */
+    async writeAhead(): Promise<string | undefined> {
+      if (!opts.audit) return undefined;
+      if (this.eventTail) await this.eventTail;
+      try {
+        await opts.audit.durable();
+        return undefined;
+      } catch (err) {
+        return (err as Error).message;
+      }
     }
 
     /** `upgrade`: an allowed WebSocket upgrade; its Upgrade/Connection headers go upstream. */

@@ -69,6 +69,8 @@ export interface RouterOptions {
   clock?: Clock;
   /** Audited events (inference.route/done, budget.exceeded, one budget.update per call). */
   emit?: (event: EventInput) => void;
+  /** Write-ahead gate: resolves once every emitted event is durable; rejects while the audit log cannot be written. */
+  durable?: () => Promise<void>;
   /** Live-only events (budget.update while streaming). */
   publishTransient?: (event: EventInput) => void;
   /** Budget state file; omitted = in memory only. */
@@ -611,14 +613,18 @@ export function createRouter(options: RouterOptions): Router {
       return;
     }
 
-    // The route event is written once the upstream request is on its way (or the call ends first):
-    // the audit append then overlaps the provider's time to first byte instead of adding to it.
+    // Write-ahead (DESIGN invariant 2): the route record is durable before the upstream call; while
+    // the audit log cannot be written the call is refused (fail closed), in the caller's wire format.
     const routeEvent: EventInput = { kind: 'inference.route', level: 'info', ...record, overhead_ms: round3(clock.monotonic() - tBody) };
-    pendingRoute = () => {
-      pendingRoute = undefined;
-      emit(routeEvent);
-    };
-    const routed = (): void => pendingRoute?.();
+    emit(routeEvent);
+    const unrecorded = options.durable ? await options.durable().then(() => undefined, (err: unknown) => (err as Error).message) : undefined;
+    if (unrecorded) {
+      ledger.commit(usage);
+      sendError(res, family, 503, 'overloaded', unrecorded, {}, 'audit_unavailable');
+      done(503, 'audit_unavailable', 'error', unrecorded);
+      return;
+    }
+    const routed = (): void => undefined;
 
     // For a fallback to a cloud provider of a body not redacted for the cloud (forward): refused for a
     // secret or a matched kind the redaction does not cover; else the policy's cloud redaction, as on

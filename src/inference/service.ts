@@ -94,6 +94,7 @@ export function createInferenceService(options: InferenceServiceOptions = {}): I
         sandboxToken: token,
         clock: context.clock,
         emit: (e) => void context.events.emit(e),
+        durable: () => context.events.durable(),
         publishTransient: (e) => void context.events.publishTransient(e),
         budgetStateFile: context.paths.budgetStateFile,
       });

@@ -177,6 +177,8 @@ describe('control API server and client', () => {
     await until(() => controls.includes('backlog_end'));
     expect(presence.attachedCount()).toBe(1);
     bus.emit({ kind: 'agent.log', line: 'after' });
+    // Audited events reach subscribers once durable; a transient sample goes out at once.
+    await bus.durable();
     bus.publishTransient({ kind: 'gpu.sample', util: 50 });
     await until(() => seen.length === 3 && controls.includes('heartbeat'));
     expect(seen.map((e) => e.line ?? e.kind)).toEqual(['before', 'after', 'gpu.sample']);

@@ -23,6 +23,11 @@ export const auditCommands: CommandModule = {
           if (res.ok) {
             if (!opts.json) ctx.out(`audit log ok: ${res.records} records checked in ${files} (${target})`);
             if (res.tornTail) ctx.err('note: the last file ends in a partial record (a crash before it was written); it is not counted');
+            for (const g of res.gaps ?? []) {
+              ctx.err(
+                `warning: records lost between seq ${g.from} and ${g.to} (reason ${g.reason}${g.failedAt ? `, since ${g.failedAt}` : ''}): the audit log could not be written and failed closed; recorded by the gap marker at seq ${g.markerSeq} (${g.file}:${g.line}), not tampering`,
+              );
+            }
             return EXIT.ok;
           }
           const where = res.file ? ` (${res.file}${res.line !== undefined ? `:${res.line}` : ''})` : '';
