@@ -11,6 +11,8 @@ import { NemoclawError, describeError } from '../shared/errors.js';
 import { listenUnixSocket } from '../shared/socket.js';
 import type { BudgetScope } from './budget.js';
 import { FileAndEnvCredentials, loadOrCreateSandboxToken } from './credentials.js';
+import { Agent } from 'undici';
+import { createInferenceListener, labelClientApi } from './responses.js';
 import { createRouter, type Router } from './router.js';
 import { validateInferencePolicy } from './schema.js';
 
@@ -64,6 +66,8 @@ export function createInferenceService(options: InferenceServiceOptions = {}): I
   let ctx: SupervisorContext | undefined;
   let core: Router | undefined;
   let server: Server | undefined;
+  /** The Responses adapter's connection back into this socket (its calls take the router's full path). */
+  let selfAgent: Agent | undefined;
   let socketPath = '';
   let token = '';
   let unsubscribe: (() => void) | undefined;
@@ -93,7 +97,7 @@ export function createInferenceService(options: InferenceServiceOptions = {}): I
         credentials: new FileAndEnvCredentials(context.home.credentialsFile, options.env ?? process.env),
         sandboxToken: token,
         clock: context.clock,
-        emit: (e) => void context.events.emit(e),
+        emit: labelClientApi((e) => void context.events.emit(e)),
         durable: () => context.events.durable(),
         publishTransient: (e) => void context.events.publishTransient(e),
         budgetStateFile: context.paths.budgetStateFile,
@@ -108,7 +112,17 @@ export function createInferenceService(options: InferenceServiceOptions = {}): I
         }
       });
       socketPath = join(context.paths.runDir, 'inference.sock');
-      const srv = createServer((req, res) => core!.handle(req, res));
+      const agent = new Agent({ connect: { socketPath }, keepAliveTimeout: 30_000 });
+      selfAgent = agent;
+      // POST /v1/responses: translated to chat completions and sent back through this socket.
+      const listener = createInferenceListener({
+        router: core,
+        self: () => ({ dispatcher: agent, origin: 'http://inference.local' }),
+        sandboxToken: token,
+        emit: (e) => void context.events.emit(e),
+        now: () => context.clock.now(),
+      });
+      const srv = createServer(listener);
       srv.keepAliveTimeout = 60_000;
       server = srv;
       await listenUnixSocket(srv, socketPath, { what: 'privacy router socket' });
@@ -123,6 +137,8 @@ export function createInferenceService(options: InferenceServiceOptions = {}): I
         srv.closeAllConnections();
         await new Promise<void>((resolve) => srv.close(() => resolve()));
       }
+      await selfAgent?.close().catch(() => undefined);
+      selfAgent = undefined;
       if (socketPath) rmSync(socketPath, { force: true });
       await core?.close().catch(() => undefined);
     },
