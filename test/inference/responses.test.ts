@@ -341,6 +341,65 @@ describe('Responses API through the privacy router (official openai SDK)', () =>
     ]);
   });
 
+  it('maps reasoning_content from a provider to a reasoning item (streamed and not), which the SDK accumulates', async () => {
+    // A reasoning model behind an OpenAI-compatible server (vLLM-style reasoning_content).
+    const reasoner = createServer((req, res) => {
+      let raw = '';
+      req.on('data', (c) => (raw += c));
+      req.on('end', () => {
+        const body = JSON.parse(raw);
+        if (!body.stream) {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ id: 'c1', object: 'chat.completion', created: 1, model: 'r1', choices: [{ index: 0, message: { role: 'assistant', reasoning_content: 'think first', content: 'the answer' }, finish_reason: 'stop' }], usage: { prompt_tokens: 5, completion_tokens: 4, total_tokens: 9, completion_tokens_details: { reasoning_tokens: 2 } } }));
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const chunk = (delta: object, finish: string | null = null) => `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'r1', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+        res.end(
+          chunk({ role: 'assistant', reasoning_content: 'think ' }) + chunk({ reasoning_content: 'first' }) + chunk({ content: 'the ' }) + chunk({ content: 'answer' }) + chunk({}, 'length') +
+            `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'r1', choices: [], usage: { prompt_tokens: 5, completion_tokens: 4, total_tokens: 9 } })}\n\n` + 'data: [DONE]\n\n',
+        );
+      });
+    });
+    await new Promise<void>((r) => reasoner.listen(0, '127.0.0.1', r));
+    try {
+      const base = `http://127.0.0.1:${(reasoner.address() as AddressInfo).port}/v1`;
+      const { client } = await start({ providers: { local: { type: 'openai', base_url: base, locality: 'local' } }, routes: [] });
+      const whole = await client.responses.create({ model: 'r1', input: 'why?', reasoning: { effort: 'high' } });
+      expect(whole.output.map((o) => o.type)).toEqual(['reasoning', 'message']);
+      expect((whole.output[0] as any).content[0]).toEqual({ type: 'reasoning_text', text: 'think first' });
+      expect(whole.output_text).toBe('the answer');
+      expect(whole.usage!.output_tokens_details.reasoning_tokens).toBe(2);
+
+      const final = await client.responses.stream({ model: 'r1', input: 'why?' }).finalResponse();
+      expect(final.status).toBe('incomplete');
+      expect(final.incomplete_details).toEqual({ reason: 'max_output_tokens' });
+      expect(final.output.map((o) => o.type)).toEqual(['reasoning', 'message']);
+      expect((final.output[0] as any).content[0].text).toBe('think first');
+      expect(final.output_text).toBe('the answer');
+      expect(final.usage!.total_tokens).toBe(9);
+    } finally {
+      await new Promise<void>((r) => reasoner.close(() => r()));
+    }
+  });
+
+  it('passes a client abort on to the router (the call ends as client_abort)', async () => {
+    const { client } = await start();
+    cloud.options.reply = () => ({ text: 'word '.repeat(400) });
+    cloud.options.chunkDelayMs = 10;
+    const controller = new AbortController();
+    const stream = await client.responses.create({ model: 'gpt-4o', input: 'long', stream: true }, { signal: controller.signal });
+    let deltas = 0;
+    for await (const ev of stream) {
+      if (ev.type !== 'response.output_text.delta') continue;
+      deltas++;
+      controller.abort();
+    }
+    expect(deltas).toBeGreaterThan(0);
+    await until(() => done().length === 1, 'inference.done', 5000);
+    expect(done()[0]).toMatchObject({ api: 'openai.responses', status: 499, outcome: 'client_abort' });
+  });
+
   it('does not let a caller forge the internal label header', async () => {
     await start();
     const res = await fetch(`${h!.url}/v1/chat/completions`, {
