@@ -80,6 +80,16 @@ describe('classifier on the labelled corpus (issue 13)', () => {
       secretFormats.set(o.sample.format, s);
     }
     rows.push(`secret formats: ${[...secretFormats].map(([f, s]) => `${f} ${s.hit}/${s.n}`).join(', ')}`);
+    const held = outcomes.filter((o) => o.sample.holdout);
+    const heldPos = held.filter((o) => o.sample.label !== 'negative');
+    const heldLabels = [...new Set(heldPos.map((o) => o.sample.label))];
+    rows.push(`held-out phrasings (never tuned on): ${heldLabels.map((l) => {
+      const mine = heldPos.filter((o) => o.sample.label === l);
+      return `${l} ${pct(mine.filter((o) => o.hit).length, mine.length).trim()} of ${mine.length}`;
+    }).join(', ')}; negatives with a detection ${held.filter((o) => o.sample.label === 'negative' && o.stray.length > 0).length}/${held.filter((o) => o.sample.label === 'negative').length}`);
+    for (const o of held.filter((h) => (h.sample.label === 'negative' ? h.stray.length > 0 : !h.hit))) {
+      rows.push(`  held-out ${o.sample.label === 'negative' ? 'FP' : 'miss'}: ${o.sample.id} ${JSON.stringify(o.sample.texts[0]!.slice(0, 120))}${o.stray.length ? ` → ${o.stray.map((d) => `${d.kind}/${d.detector}`).join(', ')}` : ''}`);
+    }
     console.log(rows.join('\n'));
 
     const missedFormats = [...secretFormats].filter(([f, s]) => !f.startsWith('obfuscated:') && s.hit < s.n).map(([f]) => f);

@@ -109,3 +109,145 @@ describe('Classifier', () => {
     expect(r.detections.map((d) => d.kind)).toEqual(['email']);
   });
 });
+
+describe('issue 13: normalisation, decoding, joined texts', () => {
+  const GHP = 'ghp_R8a9sdfQ2mZkLpW0xYtB3nC7vJ5hG1eK4uD6';
+
+  it('finds a token hidden with zero-width characters / soft hyphens, and the span covers them in the original', async () => {
+    const hidden = `${GHP.slice(0, 8)}\u200b${GHP.slice(8, 20)}\u00ad${GHP.slice(20)}`;
+    const text = `push with ${hidden} please`;
+    const r = await new Classifier().classify(text);
+    const d = r.detections.find((x) => x.kind === 'secret')!;
+    expect(d.value).toBe(hidden);
+    expect(text.slice(d.start, d.end)).toBe(hidden);
+  });
+
+  it('folds fullwidth (NFKC) and Cyrillic look-alikes inside Latin words, but leaves Russian prose alone', async () => {
+    const full = [...'sk_live_4eC39HqLyjWDarjtT1zdp7dc'].map((c) => String.fromCharCode(c.charCodeAt(0) + 0xfee0)).join('');
+    const c = new Classifier();
+    const a = await c.classify(`stripe ${full} ok`);
+    expect(a.detections.map((d) => [d.kind, d.value])).toEqual([['secret', full]]);
+    const cyr = GHP.replace('p', 'р'); // U+0440
+    const b = await c.classify(`use ${cyr}`);
+    expect(b.detections.map((d) => d.value)).toEqual([cyr]);
+    expect((await c.classify('Привет, как дела? Всё хорошо.')).detections).toEqual([]);
+  });
+
+  it('decodes base64, hex and URL-encoded blobs and reports the whole blob as the span', async () => {
+    const c = new Classifier();
+    const blob = Buffer.from(`GITHUB_TOKEN=${GHP}\n`).toString('base64');
+    const r = await c.classify(`env: ${blob} end`);
+    const d = r.detections.find((x) => x.kind === 'secret')!;
+    expect(d.value).toBe(blob);
+    expect(d.detector).toMatch(/^base64:/);
+    const hex = Buffer.from('mail me at jane.roe@acme-corp.io').toString('hex');
+    expect((await c.classify(`dump ${hex}`)).detections.map((x) => [x.kind, x.value, x.detector.split(':')[0]])).toEqual([['email', hex, 'hex']]);
+    const url = encodeURIComponent('token=xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx&x=1');
+    expect((await c.classify(`GET /cb?state=${url}`)).detections.map((x) => x.kind)).toEqual(['secret']);
+    // Base64 of ordinary text and random binary (an image) is not reported.
+    expect((await c.classify(`data=${Buffer.from('The quick brown fox jumps over the lazy dog again').toString('base64')}`)).detections).toEqual([]);
+  });
+
+  it('classifyJoined finds a key split across two messages and gives both parts', async () => {
+    const c = new Classifier();
+    const texts = ['here is the first half: ' + GHP.slice(0, 15), GHP.slice(15) + ' is the rest', 'unrelated'];
+    expect((await c.classify(texts[0]!)).detections.filter((d) => d.kind === 'secret')).toEqual([]);
+    const joined = await c.classifyJoined(texts);
+    expect(joined).toHaveLength(1);
+    const j = joined[0]!;
+    expect(j.kind).toBe('secret');
+    expect(j.value).toBe(GHP);
+    expect(j.parts).toEqual([
+      { textIndex: 0, start: texts[0]!.length - 15, end: texts[0]!.length },
+      { textIndex: 1, start: 0, end: GHP.length - 15 },
+    ]);
+    // Detections inside one text are not repeated by classifyJoined.
+    expect(await c.classifyJoined([`token ${GHP}`, 'next message'])).toEqual([]);
+  });
+});
+
+describe('issue 13: detectors from maintained sources, own rules, placeholders', () => {
+  it('runs gitleaks rules (every rule of the pinned version translates) for Google API keys and JWTs', async () => {
+    const { GitleaksScanner } = await import('../../src/inference/detectors/gitleaks/translate.js');
+    const { GITLEAKS_CONFIG } = await import('../../src/inference/detectors/gitleaks/rules.generated.js');
+    const scanner = new GitleaksScanner(GITLEAKS_CONFIG);
+    expect(scanner.skipped).toEqual([]);
+    expect(scanner.ruleCount).toBeGreaterThan(200);
+    const c = new Classifier();
+    const g = await c.classify('maps key AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY here');
+    expect(g.detections.map((d) => d.detector)).toContain('gitleaks:gcp-api-key');
+    const jwt = 'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c';
+    expect((await c.classify(`Authorization: Bearer ${jwt}`)).detections.some((d) => d.kind === 'secret' && d.value.includes(jwt.slice(0, 40)))).toBe(true);
+  });
+
+  it('translates Go regex syntax to JavaScript', async () => {
+    const { goRegexToJs } = await import('../../src/inference/detectors/gitleaks/translate.js');
+    expect(goRegexToJs('(?i)abc')).toEqual({ source: 'abc', flags: 'i' });
+    expect(goRegexToJs('a(?i)b|c')).toEqual({ source: 'a(?i:b)|(?i:c)', flags: '' });
+    expect(goRegexToJs('(x(?i)y)z\\z')).toEqual({ source: '(x(?i:y))z$', flags: '' });
+    expect(goRegexToJs('[[:alnum:]_]{3}')).toEqual({ source: '[a-zA-Z0-9_]{3}', flags: '' });
+    expect(goRegexToJs('(?P<alg>ab)c')).toEqual({ source: '(?:ab)c', flags: '' });
+  });
+
+  it('own rules where no rule set has one: Azure storage keys, AWS secret keys without a name, OpenAI project keys', async () => {
+    const c = new Classifier();
+    const azure = 'Fq4G5mD8cQ0vB2sX9kL1pN7rT3wY6zA0bC4dE8fG2hJ5kM9nP3qR7sU1vW5xZ8aB2cD6eF0gH4iJ8kL2mN6oP0qR4sT==';
+    const a = await c.classify(`AccountName=acme;AccountKey=${azure.slice(0, 86)}==;EndpointSuffix=core.windows.net`);
+    expect(a.detections.map((d) => d.detector)).toContain('azure-storage-account-key');
+    expect((await c.classify(`"integrity": "sha512-${azure.slice(0, 86)}=="`)).detections).toEqual([]);
+    const secret = Buffer.from(Array.from({ length: 30 }, (_, i) => (i * 97 + 13) % 256)).toString('base64');
+    const s = await c.classify(`the other value was ${secret} from IAM`);
+    expect(s.detections.map((d) => [d.kind, d.value, d.detector])).toEqual([['secret', secret, 'aws-secret-key:shape']]);
+    const near = await c.classify(`AKIAZ4EXAMPLE2ABCDEF / ${secret}`);
+    expect(near.detections.map((d) => d.detector)).toContain('aws-secret-key:near-key-id');
+    const proj = `sk-proj-${'Ab3dEf6hIj9lMn2pQr5tUv8xYz1BcD4fGh7jKl0'.repeat(2)}`;
+    expect((await c.classify(`OPENAI_API_KEY=${proj}`)).detections.map((d) => d.kind)).toEqual(['secret']);
+  });
+
+  it('never reports documented placeholders, example domains, documentation IPs or version strings', async () => {
+    const c = new Classifier();
+    for (const text of [
+      'aws_access_key_id = AKIAIOSFODNN7EXAMPLE',
+      'aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY',
+      'write to jane@example.com, bob@mail.example.org or ops@corp.example',
+      'version 4.2.0.1, upgraded to v10.2.3.4, pip install pkg==1.2.3.4, "version": "2.14.3.7"',
+      'OPENAI_API_KEY=sk-XXXXXXXXXXXXXXXXXXXXXXXX and ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx',
+      'token_id: 5d62a98b-adf5-407a-bda7-eff5da20928e',
+    ]) {
+      expect((await c.classify(text)).detections.map((d) => `${d.kind}/${d.detector}`), text).toEqual([]);
+    }
+    // A real address at the end of a sentence is still one.
+    expect(kinds('The server is at 147.67.82.162.')).toEqual([['ip_address', '147.67.82.162']]);
+  });
+
+  it('phones in national formats and with extensions (libphonenumber-js), not order numbers or postal codes', () => {
+    for (const p of ['(0151) 496 0202', '090-4889-2887', '873.878.2659x6089', '+33 6 12 34 56 78']) {
+      const found = detectPii(`Call ${p} after 5pm.`);
+      expect(found.map((d) => [d.kind, d.value]), p).toEqual([['phone', p]]);
+      expect(found[0]!.detector).toMatch(/^libphonenumber:/);
+    }
+    expect(kinds('Order #4488-2910-33 shipped, invoice 2024-0012-883, ZIP 94561-7141')).toEqual([]);
+  });
+
+  it('12-digit Maestro cards (Luhn)', () => {
+    expect(kinds('card 5018 0000 0009 exp 09/29')).toEqual([['credit_card', '5018 0000 0009']]);
+    expect(kinds('order 123456789012')).toEqual([]);
+  });
+
+  it('names, addresses, dates of birth and passports, each naming its detector', () => {
+    const d = detectPii('Customer name: Jonna Wollenberg\nAddress: Spreestr. 94, 10115 Berlin\nDate of birth: 14.03.1987\nPassport number: C01X00T47');
+    expect(d.map((x) => [x.kind, x.value])).toEqual([
+      ['person', 'Jonna Wollenberg'],
+      ['address', 'Spreestr. 94, 10115 Berlin'],
+      ['date_of_birth', '14.03.1987'],
+      ['passport', 'C01X00T47'],
+    ]);
+    expect(d.every((x) => x.detector.length > 0 && !x.detector.includes(x.value))).toBe(true);
+    expect(kinds('I spoke with Georgiana Schinner yesterday about 294 Gulgowski Divide Apt. 741.')).toEqual([
+      ['person', 'Georgiana Schinner'],
+      ['address', '294 Gulgowski Divide Apt. 741'],
+    ]);
+    // Capitalised technical phrases and bare dates are not personal data.
+    expect(kinds('We use Visual Studio Code and Pull Request templates. Released 2026-11-22.')).toEqual([]);
+  });
+});

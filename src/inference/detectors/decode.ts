@@ -15,8 +15,10 @@ export interface EncodedBlob {
 }
 
 /** Shortest blob decoded: 24 base64 characters (18 bytes), 32 hex digits, 3 %XX escapes. */
-const BASE64_RE = /(?<![A-Za-z0-9+/_=-])(?:[A-Za-z0-9+/]{24,}={0,2}|[A-Za-z0-9_-]{24,}={0,2})(?![A-Za-z0-9+/_=-])/g;
-const HEX_RE = /(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}){16,}(?![0-9A-Fa-f])/g;
+/** Maximal runs of base64 / base64url characters (linear: each run is consumed once). */
+const B64_RUN_RE = /[A-Za-z0-9+/_=-]+/g;
+const BASE64_RE = /^(?:[A-Za-z0-9+/]{24,}={0,2}|[A-Za-z0-9_-]{24,}={0,2})$/;
+const HEX_RUN_RE = /[0-9A-Fa-f]+/g;
 const URL_RE = /(?:[^\s%"'<>]*%[0-9A-Fa-f]{2}){3,}[^\s%"'<>]*/g;
 
 /** Upper bound of decoded bytes per text, so a huge blob cannot make a scan slow. */
@@ -42,8 +44,9 @@ export function findEncodedBlobs(text: string): EncodedBlob[] {
   const out: EncodedBlob[] = [];
   let budget = MAX_DECODED;
   if (text.length >= 24) {
-    for (const m of text.matchAll(BASE64_RE)) {
+    for (const m of text.matchAll(B64_RUN_RE)) {
       if (budget <= 0) break;
+      if (m[0].length < 24 || !BASE64_RE.test(m[0])) continue;
       const raw = m[0];
       const body = raw.replace(/=+$/, '');
       if (/^[0-9A-Fa-f]+$/.test(body)) continue; // hex: below
@@ -52,8 +55,9 @@ export function findEncodedBlobs(text: string): EncodedBlob[] {
       budget -= decoded.length;
       if (printableText(decoded)) out.push({ start: m.index, end: m.index + raw.length, encoding: 'base64', decoded });
     }
-    for (const m of text.matchAll(HEX_RE)) {
+    for (const m of text.matchAll(HEX_RUN_RE)) {
       if (budget <= 0) break;
+      if (m[0].length < 32 || m[0].length % 2 === 1) continue;
       const decoded = Buffer.from(m[0], 'hex').toString('utf8');
       budget -= decoded.length;
       if (printableText(decoded)) out.push({ start: m.index, end: m.index + m[0].length, encoding: 'hex', decoded });

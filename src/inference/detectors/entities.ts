@@ -161,9 +161,12 @@ const RE_ADDR_EN = new RegExp(
   'gu',
 );
 const COMPOUND = String.raw`(?:straße|strasse|str\.|weg|allee|platz|gasse|ring|damm|ufer|chaussee|steig|pfad|markt|kamp|berg|feld|hof|garten|gatan|gata|vägen|väg|gränd|torget|backe|stigen|leden|straat|laan|plein|gracht|dijk|kade|singel|steeg|park|plantsoen|hof|dreef|pad|veld|wal|vej|gade|gaten|veien)`;
+/** Where a compound street name ends: the suffix and the house number (cheap to search for). */
+const RE_COMPOUND_HIT = new RegExp(String.raw`${COMPOUND}[ \t]+\d`, 'giu');
+/** The full compound address, matched (sticky) from a word start found by walking back from a hit. */
 const RE_ADDR_COMPOUND = new RegExp(
   String.raw`(?<![\p{L}\d])(?:(?:Am|An|Auf|Im|In|Zum|Zur|Unter|Alte[rn]?|Neue[rn]?|Norra|Södra|Östra|Västra|Lilla|Stora)[ \t]+)?(?:\p{Lu}[\p{L}\p{M}-]*[ \t-]+){0,3}\p{Lu}?[\p{L}\p{M}-]*${COMPOUND}[ \t]+\d{1,5}[ \t]?[a-zA-Z]?(?![\p{L}\d])${UNIT}${POSTAL_TAIL}`,
-  'giu',
+  'iuy',
 );
 const PREFIX = String.raw`(?:Rue|Avenue|Av\.|Boulevard|Bd|Impasse|Allée|Chemin|Place|Quai|Route|Cours|Voie|Passage|Square|Via|Viale|Piazza|Piazzale|Corso|Largo|Vicolo|Strada|Contrada|Borgo|Calle|C\.|Avenida|Avda\.?|Plaza|Paseo|Camino|Carrera|Carretera|Ronda|Travesía|Rambla|Riera|Urbanización|Colegio|Chalet|Glorieta|Apartamento|Masía|Rotonda|Callejón|Cuesta|Pasaje|Polígono|Barrio|Partida|Sector|Edificio|Bajada|Subida|Vía|Rua|Travessa|Praça|Alameda|Estrada|Rodovia|Marginal|Largo|Ladeira|Vila|Ul\.|ul\.|ulica|al\.|Al\.|aleja|pl\.|Pl\.|plac|os\.|osiedle|rynek|wyb\.|wyspa|skwer|bulw\.|szosa|droga|park|ogród|bulwar|rondo|wyb\.|plac)`;
 const RE_ADDR_PREFIX = new RegExp(
@@ -187,7 +190,35 @@ function detectAddresses(text: string, out: EntityMatch[]): void {
   };
   if (/\d/.test(text)) {
     for (const m of text.matchAll(RE_ADDR_EN)) add(m.index!, m.index! + m[0].length, 'address:street-suffix');
-    for (const m of text.matchAll(RE_ADDR_COMPOUND)) add(m.index!, m.index! + m[0].length, 'address:compound-street');
+    // The compound pattern would try every letter as a start: find suffix + number first, then
+    // try starts at up to 4 word boundaries before it.
+    let coveredTo = -1;
+    for (const hit of text.matchAll(RE_COMPOUND_HIT)) {
+      if (hit.index! < coveredTo) continue;
+      const starts: number[] = [];
+      let i = hit.index!;
+      while (i > 0 && /[\p{L}\p{M}-]/u.test(text[i - 1]!)) i--;
+      starts.push(i);
+      for (let k = 0; k < 3 && i > 0; k++) {
+        let j = i - 1;
+        if (!/[ \t]/.test(text[j]!)) break;
+        while (j > 0 && /[ \t]/.test(text[j - 1]!)) j--;
+        let w = j;
+        while (w > 0 && /[\p{L}\p{M}-]/u.test(text[w - 1]!)) w--;
+        if (w === j) break;
+        i = w;
+        starts.push(i);
+      }
+      for (const start of starts.reverse()) {
+        RE_ADDR_COMPOUND.lastIndex = start;
+        const m = RE_ADDR_COMPOUND.exec(text);
+        if (m && start + m[0].length > hit.index!) {
+          add(start, start + m[0].length, 'address:compound-street');
+          coveredTo = start + m[0].length;
+          break;
+        }
+      }
+    }
     for (const m of text.matchAll(RE_ADDR_PREFIX)) {
       // A Romance/Polish street word alone (`Via Roma`) needs a house number next to it.
       if (!/\d|s\/n/.test(m[0])) continue;
@@ -245,3 +276,4 @@ export function detectEntities(text: string, enabled: EntityOptions): EntityMatc
   }
   return out.filter((d) => enabled[d.kind]);
 }
+
