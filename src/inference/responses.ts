@@ -24,7 +24,7 @@ import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import { request, type Dispatcher } from 'undici';
 import type { EventInput } from '../audit/events.js';
 import { presentedToken, tokensEqual } from './credentials.js';
-import type { Router } from './router.js';
+import { OVERHEAD_HEADER, type Router } from './router.js';
 
 type Obj = Record<string, unknown>;
 
@@ -697,6 +697,8 @@ export function createInferenceListener(options: InferenceListenerOptions): (req
     };
     res.on('close', onClose);
     const target = options.self();
+    /** Set once the Responses stream has started (a failure after that is written into it). */
+    let conv: ChatStreamToResponses | undefined;
     try {
       const upstream = await request(`${target.origin}/v1/chat/completions`, {
         method: 'POST',
@@ -706,7 +708,7 @@ export function createInferenceListener(options: InferenceListenerOptions): (req
         ...(target.dispatcher ? { dispatcher: target.dispatcher } : {}),
       });
       const relayHeaders: Record<string, string> = {};
-      for (const h of ['x-request-id', 'retry-after', 'x-nemoclaw-router-overhead-ms']) {
+      for (const h of ['x-request-id', 'retry-after', OVERHEAD_HEADER]) {
         const v = upstream.headers[h];
         if (typeof v === 'string') relayHeaders[h] = v;
       }
@@ -728,14 +730,14 @@ export function createInferenceListener(options: InferenceListenerOptions): (req
         }
         if (t.stream) {
           // Asked to stream, answered whole (a provider that does not stream): the same events, at once.
-          const conv = new ChatStreamToResponses(shell);
+          const whole = new ChatStreamToResponses(shell);
           const msg = (Array.isArray(completion.choices) ? (completion.choices[0] as Obj | undefined)?.message : undefined) as Obj | undefined;
           res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', ...relayHeaders });
           const delta = { ...(msg ?? {}), tool_calls: ((msg?.tool_calls as Obj[] | undefined) ?? []).map((tc, index) => ({ ...tc, index })) };
           res.end(
-            conv.start() +
-              conv.push({ model: completion.model, usage: completion.usage, choices: [{ index: 0, delta, finish_reason: (completion.choices as Obj[] | undefined)?.[0]?.finish_reason }] }) +
-              conv.end(),
+            whole.start() +
+              whole.push({ model: completion.model, usage: completion.usage, choices: [{ index: 0, delta, finish_reason: (completion.choices as Obj[] | undefined)?.[0]?.finish_reason }] }) +
+              whole.end(),
           );
           return;
         }
@@ -745,30 +747,31 @@ export function createInferenceListener(options: InferenceListenerOptions): (req
       // Streamed.
       res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', ...relayHeaders });
       res.flushHeaders();
-      const conv = new ChatStreamToResponses(shell);
-      let out = conv.start();
+      const stream = new ChatStreamToResponses(shell);
+      conv = stream;
+      let out = stream.start();
       let sawDone = false;
       const onEvent = (ev: EventSourceMessage): void => {
-        if (conv.finished) return;
+        if (stream.finished) return;
         if (ev.data === '[DONE]') {
           sawDone = true;
-          out += conv.end();
+          out += stream.end();
           return;
         }
         let chunk: unknown;
         try {
           chunk = JSON.parse(ev.data);
         } catch {
-          if (ev.data.trim().length > 0) out += conv.fail('api_error', 'the privacy router sent a stream event that is not JSON');
+          if (ev.data.trim().length > 0) out += stream.fail('api_error', 'the privacy router sent a stream event that is not JSON');
           return;
         }
         if (!isObj(chunk)) return;
         if (isObj(chunk.error)) {
           const e = chunk.error;
-          out += conv.fail(typeof e.code === 'string' ? e.code : typeof e.type === 'string' ? e.type : 'api_error', typeof e.message === 'string' ? e.message : 'the stream failed');
+          out += stream.fail(typeof e.code === 'string' ? e.code : typeof e.type === 'string' ? e.type : 'api_error', typeof e.message === 'string' ? e.message : 'the stream failed');
           return;
         }
-        out += conv.push(chunk);
+        out += stream.push(chunk);
       };
       const parser = createParser({ onEvent });
       const decoder = new TextDecoder();
@@ -786,12 +789,14 @@ export function createInferenceListener(options: InferenceListenerOptions): (req
         if (res.destroyed) break;
       }
       parser.feed(decoder.decode());
-      if (!conv.finished && !sawDone) out += conv.fail('api_error', 'the stream ended before it was complete');
+      if (!stream.finished && !sawDone) out += stream.fail('api_error', 'the stream ended before it was complete');
       res.end(out);
     } catch (err) {
       if (abort.signal.aborted || res.destroyed) return;
-      const message = `privacy router unreachable for the Responses API: ${(err as Error).message}`;
-      if (res.headersSent) res.end();
+      // The kind of failure only (no socket path, no Node error text), as the router words its own.
+      const code = (err as { code?: unknown }).code;
+      const message = `the Responses adapter lost the privacy router (${typeof code === 'string' ? code : 'connection failed'})`;
+      if (res.headersSent) res.end(conv && !conv.finished ? conv.fail('api_error', message) : undefined);
       else sendJson(res, 502, errorJson(message, 'api_error', 'api_error', null));
     } finally {
       res.off('close', onClose);

@@ -400,6 +400,39 @@ describe('Responses API through the privacy router (official openai SDK)', () =>
     expect(done()[0]).toMatchObject({ api: 'openai.responses', status: 499, outcome: 'client_abort' });
   });
 
+  it('turns a provider stream that breaks into response.failed, and the SDK throws rather than yield a cut answer', async () => {
+    const broken = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.end(`data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { content: 'half' }, finish_reason: null }] })}\n\ndata: <html>oops</html>\n\n`);
+      });
+    });
+    await new Promise<void>((r) => broken.listen(0, '127.0.0.1', r));
+    try {
+      const base = `http://127.0.0.1:${(broken.address() as AddressInfo).port}/v1`;
+      const { client } = await start({ providers: { local: { type: 'openai', base_url: base, locality: 'local' } }, routes: [] });
+      const types: string[] = [];
+      let failed: any;
+      const err = await refusal(
+        (async () => {
+          for await (const ev of await client.responses.create({ model: 'm', input: 'x', stream: true })) {
+            types.push(ev.type);
+            if (ev.type === 'response.failed') failed = ev.response;
+          }
+        })(),
+      );
+      expect(err.message).toContain('not JSON');
+      expect(types).toContain('response.output_text.delta');
+      expect(failed).toMatchObject({ status: 'failed', error: { code: 'api_error' } });
+      expect(types).not.toContain('response.completed');
+      await until(() => done().length === 1, 'inference.done');
+      expect(done()[0]).toMatchObject({ api: 'openai.responses', status: 502, outcome: 'upstream_error' });
+    } finally {
+      await new Promise<void>((r) => broken.close(() => r()));
+    }
+  });
+
   it('does not let a caller forge the internal label header', async () => {
     await start();
     const res = await fetch(`${h!.url}/v1/chat/completions`, {
