@@ -4,7 +4,8 @@
  * 1. Added TTFT and total time of a 32 KB OpenClaw-shaped streaming chat call (22 KB system prompt,
  *    history, tools) through the router vs. directly to the stub upstream, p50/p95, with a cold
  *    classification cache (every text new) and a warm one (only the last user message new).
- * 2. Detector throughput (MB/s): PII detectors alone, and the full classifier (secretlint + PII + tokens).
+ * 2. Detector throughput (MB/s): PII detectors alone, and the full classifier (secretlint + PII + tokens);
+ *    cold latency of one new 32 KB prompt with every detector, and the cached lookup.
  * 3. 200 concurrent streams through the router vs. direct.
  */
 import { createServer } from 'node:http';
@@ -206,7 +207,36 @@ async function main(): Promise<void> {
   console.log(`single email regex (baseline)       ${(mb / plainSec).toFixed(1).padStart(9)}   1.00x`);
   console.log(`PII detectors (all kinds)           ${(mb / piiSec).toFixed(1).padStart(9)}   ${(plainSec / piiSec).toFixed(2)}x`);
   console.log(`full classifier (secretlint+PII+tok)${(mb / fullSec).toFixed(1).padStart(9)}   ${(plainSec / fullSec).toFixed(2)}x`);
-  console.log(`(${found + plain} detections)\n`);
+  console.log(`(${found + plain} detections)`);
+  // Cold latency of one new 32 KB prompt (what a turn with a new system prompt costs) with every
+  // detector on — gitleaks + secretlint + PII + names/addresses + normalisation + decoding — and the
+  // cached answer for a text already seen. A plain prompt and a PII-dense one (a name, an address, a
+  // phone, an e-mail and an IP in every ~400 characters: the worst case for the entity detectors).
+  const dense = 'I spoke with Jane Miller at 12 Main Street, Springfield; call +1 415 555 0132 or mail jane@acme-corp.io from 10.1.2.3. ';
+  for (const [label, unit] of [['32 KB prompt', PROSE + CODE], ['32 KB PII-dense', PROSE + CODE + dense]] as const) {
+    const base = (() => { let c = ''; while (c.length < 32 * 1024) c += unit; return c.slice(0, 32 * 1024); })();
+    const cold = new Classifier({ cacheEntries: 8 });
+    await cold.classify(`${base} warm-up`);
+    const pii: number[] = [];
+    const full: number[] = [];
+    const cached: number[] = [];
+    for (let i = 0; i < 120; i++) {
+      const text = `${i} ${base}`;
+      let t0 = performance.now();
+      detectPii(text);
+      pii.push(performance.now() - t0);
+      t0 = performance.now();
+      await cold.classify(`${text}!`);
+      full.push(performance.now() - t0);
+      t0 = performance.now();
+      cold.lookup(`${text}!`);
+      cached.push(performance.now() - t0);
+    }
+    console.log(
+      `${label.padEnd(16)} cold, sync detectors p50 ${pct(pii, 50).toFixed(2)} ms p95 ${pct(pii, 95).toFixed(2)} | full classifier p50 ${pct(full, 50).toFixed(2)} ms p95 ${pct(full, 95).toFixed(2)} | cached p50 ${pct(cached, 50).toFixed(3)} ms`,
+    );
+  }
+  console.log('');
 
   // 200 concurrent streams.
   stub.options.chunkDelayMs = 5;
