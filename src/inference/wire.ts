@@ -246,12 +246,65 @@ function toBase64(text: string, like: string): string {
 
 const DATA_URL = /^data:([^,;]*)((?:;[^,;]*)*),(.*)$/s;
 
+/** Where a value sits, built only when a path is shown (most slots never need theirs). */
+interface Path {
+  up: Path | undefined;
+  /** `.key` or `[i]`. */
+  seg: string;
+}
+const ROOT: Path | undefined = undefined;
+const at = (up: Path | undefined, key: string): Path => ({ up, seg: up ? `.${pathKey(key)}` : pathKey(key) });
+const atIndex = (up: Path | undefined, i: number): Path => ({ up, seg: `[${i}]` });
+function render(p: Path | undefined): string {
+  const segs: string[] = [];
+  for (let n = p; n; n = n.up) segs.push(n.seg);
+  return segs.reverse().join('');
+}
+
+/**
+ * Words of the wire formats themselves (field names, roles, block types, JSON-schema keywords): such
+ * a key or value cannot carry anything a detector looks for, so it is not made a slot (the walk is
+ * then about as cheap as the old role-aware extraction). Everything else is.
+ */
+const WIRE_WORDS = new Set([
+  // keys
+  'model', 'messages', 'role', 'content', 'type', 'text', 'name', 'function', 'arguments', 'tool_calls', 'tool_call_id', 'id',
+  'parameters', 'properties', 'description', 'required', 'enum', 'items', 'stream', 'stream_options', 'include_usage',
+  'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k', 'n', 'stop', 'stop_sequences', 'tools', 'tool_choice',
+  'system', 'source', 'media_type', 'data', 'url', 'image_url', 'detail', 'file', 'file_id', 'filename', 'file_data',
+  'input_audio', 'format', 'input', 'tool_use_id', 'is_error', 'cache_control', 'thinking', 'signature', 'citations', 'title',
+  'context', 'metadata', 'user_id', 'strict', 'additionalProperties', 'default', 'minimum', 'maximum', 'anyOf', 'oneOf',
+  'allOf', '$ref', '$defs', 'definitions', 'prompt', 'encoding_format', 'dimensions', 'seed', 'logprobs', 'top_logprobs',
+  'frequency_penalty', 'presence_penalty', 'response_format', 'json_schema', 'schema', 'refusal', 'reasoning_content',
+  'prediction', 'parallel_tool_calls', 'user', 'budget_tokens', 'functions', 'function_call', 'disable_parallel_tool_use',
+  'input_schema', 'ttl', 'enabled', 'index', 'audio', 'modalities', 'reasoning_effort', 'service_tier', 'store', 'logit_bias',
+  // values
+  'developer', 'assistant', 'tool', 'image', 'document', 'object', 'string', 'integer', 'number', 'boolean', 'array', 'null',
+  'auto', 'any', 'none', 'tool_use', 'tool_result', 'redacted_thinking', 'base64', 'ephemeral', 'search_result', 'json_object',
+  'text/plain', 'application/pdf', 'image/png', 'image/jpeg', 'image/gif', 'image/webp', 'low', 'high', 'medium', 'float',
+]);
+
 function renameKey(obj: Obj, ref: { key: string }, next: string): void {
   if (next === ref.key) return;
   const entries = Object.entries(obj);
   for (const [k] of entries) delete obj[k];
   for (const [k, v] of entries) obj[k === ref.key ? next : k] = v;
   ref.key = next;
+}
+
+class Slot implements TextSlot {
+  constructor(
+    public role: SlotRole,
+    private readonly where: Path | undefined,
+    public readonly text: string,
+    public readonly set: (text: string) => void,
+    public readonly key?: boolean,
+    public readonly decoded?: TextSlot['decoded'],
+  ) {}
+
+  get path(): string {
+    return render(this.where);
+  }
 }
 
 class BodyWalker {
@@ -281,35 +334,43 @@ class BodyWalker {
     this.groups.push({ from, to: this.slots.length, counted: false });
   }
 
+  slot(out: TextSlot[], role: SlotRole, where: Path | undefined, text: string, set: (t: string) => void, extra?: { key?: true; decoded?: TextSlot['decoded'] }): void {
+    out.push(new Slot(role, where, text, set, extra?.key, extra?.decoded));
+  }
+
   private skip(obj: Obj, key: string): void {
     let s = this.handled.get(obj);
     if (!s) this.handled.set(obj, (s = new Set()));
     s.add(key);
   }
 
-  private opaque(path: string, what: string): void {
-    this.uninspectable.push({ path, what });
+  private opaque(where: Path | undefined, what: string): void {
+    this.uninspectable.push({ path: render(where), what });
   }
 
-  value(v: unknown, role: SlotRole, path: string, write: (next: unknown) => void): void {
-    if (typeof v === 'string') this.string(v, role, path, write);
-    else if (Array.isArray(v)) this.array(v, role, path);
-    else if (isObj(v)) this.object(v, role, path);
+  /** `raw`: a provider-issued opaque string (thinking signatures): scanned as it is, never decoded. */
+  value(v: unknown, role: SlotRole, where: Path | undefined, write: (next: unknown) => void, raw = false): void {
+    if (typeof v === 'string') {
+      if (raw) this.slot(this.slots, role, where, v, write);
+      else this.string(v, role, where, write);
+    } else if (Array.isArray(v)) this.array(v, role, where);
+    else if (isObj(v)) this.object(v, role, where);
   }
 
   /** A `prompt` / `input` field: strings, token ids, or arrays of either. */
-  promptField(holder: Obj, key: string, role: SlotRole, path: string): void {
+  promptField(holder: Obj, key: string, role: SlotRole): void {
     const v = holder[key];
-    if (isTokenIds(v)) this.tokenIds(v, role, path, (next) => (holder[key] = next));
+    const where = at(ROOT, key);
+    if (isTokenIds(v)) this.tokenIds(v, role, where, (next) => (holder[key] = next));
     else if (Array.isArray(v) && v.some(isTokenIds)) {
       v.forEach((el, i) => {
-        if (isTokenIds(el)) this.tokenIds(el, role, `${path}[${i}]`, (next) => (v[i] = next));
-        else this.value(el, role, `${path}[${i}]`, (next) => (v[i] = next));
+        if (isTokenIds(el)) this.tokenIds(el, role, atIndex(where, i), (next) => (v[i] = next));
+        else this.value(el, role, atIndex(where, i), (next) => (v[i] = next));
       });
-    } else this.value(v, role, path, (next) => (holder[key] = next));
+    } else this.value(v, role, where, (next) => (holder[key] = next));
   }
 
-  private tokenIds(ids: number[], role: SlotRole, path: string, write: (next: unknown) => void): void {
+  private tokenIds(ids: number[], role: SlotRole, where: Path, write: (next: unknown) => void): void {
     this.extraTokens += ids.length;
     if (!this.decoders) throw new Error('token-id prompt inspected before loadTokenDecoders()');
     let readable = false;
@@ -322,96 +383,93 @@ class BodyWalker {
         continue; // ids outside this vocabulary
       }
       readable = true;
-      this.tokenSlots.push({ role, path, decoded: name, text, set: (t) => write(codec.encode(t)) });
+      this.slot(this.tokenSlots, role, where, text, (t) => write(codec.encode(t)), { decoded: name });
     }
-    if (!readable) this.opaque(path, 'token ids outside the o200k and cl100k vocabularies');
+    if (!readable) this.opaque(where, 'token ids outside the o200k and cl100k vocabularies');
   }
 
-  private string(s: string, role: SlotRole, path: string, write: (next: unknown) => void): void {
+  private string(s: string, role: SlotRole, where: Path | undefined, write: (next: unknown) => void): void {
+    if (s.length < 32 && WIRE_WORDS.has(s)) return;
     if (s.startsWith('data:')) {
       const m = DATA_URL.exec(s);
       if (m) {
         const [, mediaType = '', params = '', payload = ''] = m;
         const base64 = /;base64$/i.test(params);
-        if (!isTextMedia(mediaType)) return this.opaque(path, `data: URL (${mediaType || 'text/plain'})`);
+        if (!isTextMedia(mediaType)) return this.opaque(where, `data: URL (${mediaType || 'text/plain'})`);
         let text: string | undefined;
         try {
           text = base64 ? bytesAsText(Buffer.from(payload, 'base64')) : decodeURIComponent(payload);
         } catch {
           text = undefined;
         }
-        if (text === undefined) return this.opaque(path, `data: URL (${mediaType || 'text/plain'}) that is not text`);
+        if (text === undefined) return this.opaque(where, `data: URL (${mediaType || 'text/plain'}) that is not text`);
         const head = `data:${mediaType}${params},`;
-        this.slots.push({
-          role,
-          path,
-          decoded: 'data_url',
-          text,
-          set: (t) => write(head + (base64 ? Buffer.from(t, 'utf8').toString('base64') : encodeURIComponent(t))),
-        });
+        this.slot(this.slots, role, where, text, (t) => write(head + (base64 ? Buffer.from(t, 'utf8').toString('base64') : encodeURIComponent(t))), { decoded: 'data_url' });
         return;
       }
     }
     if (s.length >= 256 && BASE64_BLOB.test(s)) {
       const text = bytesAsText(Buffer.from(s, urlSafe(s) ? 'base64url' : 'base64'));
-      if (text === undefined) return this.opaque(path, 'base64 data that is not text');
-      this.slots.push({ role, path, decoded: 'base64', text, set: (t) => write(toBase64(t, s)) });
+      if (text === undefined) return this.opaque(where, 'base64 data that is not text');
+      this.slot(this.slots, role, where, text, (t) => write(toBase64(t, s)), { decoded: 'base64' });
       return;
     }
-    this.slots.push({ role, path, text: s, set: (t) => write(t) });
+    this.slot(this.slots, role, where, s, write);
   }
 
-  private array(arr: unknown[], role: SlotRole, path: string): void {
+  private array(arr: unknown[], role: SlotRole, where: Path | undefined): void {
     if (arr.length >= 64 && arr.every((n) => Number.isInteger(n) && (n as number) >= 0 && (n as number) <= 255)) {
-      return this.opaque(path, `array of ${arr.length} byte values`);
+      return this.opaque(where, `array of ${arr.length} byte values`);
     }
-    arr.forEach((el, i) => this.value(el, role, `${path}[${i}]`, (next) => (arr[i] = next)));
+    arr.forEach((el, i) => this.value(el, role, atIndex(where, i), (next) => (arr[i] = next)));
   }
 
   /** Known carriers of encoded content inside one object (a content block or part). */
-  private carriers(obj: Obj, role: SlotRole, path: string): void {
+  private carriers(obj: Obj, role: SlotRole, where: Path | undefined): void {
     const type = obj.type;
     const source = obj.source;
     if ((type === 'image' || type === 'document') && isObj(source) && source.type === 'base64' && typeof source.data === 'string') {
       const mediaType = typeof source.media_type === 'string' ? source.media_type : '';
-      const at = `${path}.source.data`;
+      const dataAt = at(at(where, 'source'), 'data');
       this.skip(source, 'data');
       const data = source.data;
       const text = isTextMedia(mediaType) && type === 'document' ? bytesAsText(Buffer.from(data, 'base64')) : undefined;
-      if (text === undefined) return this.opaque(at, `${type} (${mediaType || 'no media type'})`);
-      this.slots.push({ role, path: at, decoded: 'base64', text, set: (t) => (source.data = Buffer.from(t, 'utf8').toString('base64')) });
+      if (text === undefined) return this.opaque(dataAt, `${type} (${mediaType || 'no media type'})`);
+      this.slot(this.slots, role, dataAt, text, (t) => (source.data = Buffer.from(t, 'utf8').toString('base64')), { decoded: 'base64' });
       return;
     }
     if (type === 'input_audio' && isObj(obj.input_audio) && typeof obj.input_audio.data === 'string') {
       this.skip(obj.input_audio, 'data');
-      return this.opaque(`${path}.input_audio.data`, `audio (${String(obj.input_audio.format ?? 'unknown format')})`);
+      return this.opaque(at(at(where, 'input_audio'), 'data'), `audio (${String(obj.input_audio.format ?? 'unknown format')})`);
     }
     const file = obj.file;
     if (type === 'file' && isObj(file) && typeof file.file_data === 'string' && !file.file_data.startsWith('data:')) {
       // Raw base64 file contents: text is decoded and scanned, anything else cannot be.
       const data = file.file_data;
       this.skip(file, 'file_data');
-      const at = `${path}.file.file_data`;
+      const dataAt = at(at(where, 'file'), 'file_data');
       const text = bytesAsText(Buffer.from(data, 'base64'));
-      if (text === undefined || /\.pdf$/i.test(String(file.filename ?? ''))) return this.opaque(at, 'file (binary)');
-      this.slots.push({ role, path: at, decoded: 'base64', text, set: (t) => (file.file_data = Buffer.from(t, 'utf8').toString('base64')) });
+      if (text === undefined || /\.pdf$/i.test(String(file.filename ?? ''))) return this.opaque(dataAt, 'file (binary)');
+      this.slot(this.slots, role, dataAt, text, (t) => (file.file_data = Buffer.from(t, 'utf8').toString('base64')), { decoded: 'base64' });
     }
   }
 
-  object(obj: Obj, role: SlotRole, path: string): void {
+  object(obj: Obj, role: SlotRole, where: Path | undefined): void {
     let r = role;
     const type = obj.type;
     if (type === 'tool_use' || type === 'server_tool_use' || type === 'mcp_tool_use') r = 'tool_call';
     else if (typeof type === 'string' && type.endsWith('tool_result')) r = 'tool_result';
-    this.carriers(obj, r, path);
+    this.carriers(obj, r, where);
     const handled = this.handled.get(obj);
+    // Provider-issued opaque strings (signed thinking, redacted thinking): scanned, never decoded.
+    const opaqueKey = type === 'thinking' ? 'signature' : type === 'redacted_thinking' ? 'data' : undefined;
     for (const k of Object.keys(obj)) {
       const ref = { key: k };
-      const at = `${path}.${pathKey(k)}`;
-      this.slots.push({ role: r, path: at, key: true, text: k, set: (t) => renameKey(obj, ref, t) });
+      const kAt = at(where, k);
+      if (!WIRE_WORDS.has(k)) this.slot(this.slots, r, kAt, k, (t) => renameKey(obj, ref, t), { key: true });
       if (handled?.has(k)) continue;
       const childRole: SlotRole = k === 'tool_calls' || k === 'function_call' ? 'tool_call' : r;
-      this.value(obj[k], childRole, at, (next) => (obj[ref.key] = next));
+      this.value(obj[k], childRole, kAt, (next) => (obj[ref.key] = next), k === opaqueKey);
     }
   }
 }
@@ -450,24 +508,24 @@ export function inspectRequest(api: ApiKind, body: Obj, decoders?: TokenDecoders
           if (msg.role === 'tool' || msg.role === 'function' || msg.tool_calls !== undefined || msg.function_call !== undefined) usesTools = true;
           if (Array.isArray(msg.content) && msg.content.some((b) => isObj(b) && (b.type === 'tool_use' || b.type === 'tool_result'))) usesTools = true;
         }
-        w.group(true, () => w.value(msg, role, `messages[${i}]`, (next) => (v[i] = next)));
+        w.group(true, () => w.value(msg, role, atIndex(at(ROOT, 'messages'), i), (next) => (v[i] = next)));
       });
     } else if (key === 'system') {
-      w.group(true, () => w.value(v, 'system', 'system', (next) => (body.system = next)));
+      w.group(true, () => w.value(v, 'system', at(ROOT, 'system'), (next) => (body.system = next)));
     } else if (key === 'tools' || key === 'functions') {
       if (Array.isArray(v) && v.length > 0) usesTools = true;
-      w.group(true, () => w.value(v, 'tools', key, (next) => (body[key] = next)));
+      w.group(true, () => w.value(v, 'tools', at(ROOT, key), (next) => (body[key] = next)));
     } else if ((key === 'prompt' && api === 'openai.completions') || (key === 'input' && api === 'openai.embeddings')) {
-      w.group(true, () => w.promptField(body, key, key === 'prompt' ? 'prompt' : 'input', key));
+      w.group(true, () => w.promptField(body, key, key === 'prompt' ? 'prompt' : 'input'));
     } else rest.push(key);
   }
   // Every other field, and every top-level key: scanned together, not counted.
   w.group(false, () => {
     for (const key of Object.keys(body)) {
       const ref = { key };
-      w.slots.push({ role: 'metadata', path: pathKey(key), key: true, text: key, set: (t) => renameKey(body, ref, t) });
+      if (!WIRE_WORDS.has(key)) w.slot(w.slots, 'metadata', at(ROOT, key), key, (t) => renameKey(body, ref, t), { key: true });
     }
-    for (const key of rest) w.value(body[key], 'metadata', pathKey(key), (next) => (body[key] = next));
+    for (const key of rest) w.value(body[key], 'metadata', at(ROOT, key), (next) => (body[key] = next));
   });
   w.finish();
   const max =
@@ -485,6 +543,7 @@ export function inspectRequest(api: ApiKind, body: Obj, decoders?: TokenDecoders
 
 /** The text of one slot group as scanned: its slots joined by newlines, with each slot's offset. */
 export function groupText(facts: RequestFacts, g: SlotGroup): { text: string; offsets: number[] } {
+  if (g.to - g.from === 1) return { text: facts.slots[g.from]!.text, offsets: [0] };
   const offsets: number[] = [];
   let text = '';
   for (let i = g.from; i < g.to; i++) {

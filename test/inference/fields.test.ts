@@ -346,6 +346,15 @@ describe('inference.uninspectable', () => {
     expect(cloud.requests).toHaveLength(0);
   });
 
+  it('a signed thinking block (a long opaque base64 signature) is no uninspectable content', async () => {
+    await start('same');
+    const signature = Buffer.alloc(400, 0xab).toString('base64');
+    const body = msgs([{ role: 'user', content: 'q' }, { role: 'assistant', content: [{ type: 'thinking', thinking: 'plan', signature }, { type: 'text', text: 'a' }] }, { role: 'user', content: 'ok' }]);
+    const res = await send('messages', body);
+    expect(res.status, res.text).toBe(200);
+    expect(claude.requests[0]!.body.messages[1].content[0].signature).toBe(signature);
+  });
+
   it('rejects an unknown value in the policy', async () => {
     await start('same');
     expect(() => h!.router.setPolicy(policy('same', { uninspectable: 'sometimes' }))).toThrow(/inference\.uninspectable/);
