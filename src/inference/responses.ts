@@ -12,10 +12,10 @@
  * is translated lands in the chat body, where the router scans (and redacts) every string value and
  * key; `metadata` is echoed on the response object and never sent to a provider.
  *
- * The router's inference.route / inference.done events for such a call say `api: "openai.responses"`
- * (and `routed_as: "openai.chat"`): the self-call carries a per-process secret header that the
- * listener strips and turns into an AsyncLocalStorage context, which `labelClientApi` reads when the
- * router emits. The sandbox cannot forge it.
+ * The router's inference.route / inference.done events for such a call say `api: "openai.responses"`,
+ * with `routed_as: "openai.chat"` and `response_id` (the id the caller got): the self-call carries a
+ * per-process secret header that the listener strips and turns into an AsyncLocalStorage context,
+ * which `labelClientApi` reads when the router emits. The sandbox cannot forge it.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
@@ -39,14 +39,14 @@ const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !
 // ---------------------------------------------------------------------------------------------
 // Event labelling.
 
-const clientApi = new AsyncLocalStorage<string>();
+const clientApi = new AsyncLocalStorage<{ api: string; responseId: string }>();
 
 /** Wrap the router's `emit` so events of a call made by the Responses adapter name the client API. */
 export function labelClientApi(emit: (event: EventInput) => void): (event: EventInput) => void {
   return (event) => {
-    const api = clientApi.getStore();
-    if (api && (event.kind === 'inference.route' || event.kind === 'inference.done')) {
-      emit({ ...event, api, routed_as: event.api });
+    const client = clientApi.getStore();
+    if (client && (event.kind === 'inference.route' || event.kind === 'inference.done')) {
+      emit({ ...event, api: client.api, routed_as: event.api, response_id: client.responseId });
       return;
     }
     emit(event);
@@ -684,7 +684,7 @@ export function createInferenceListener(options: InferenceListenerOptions): (req
     const headers: Record<string, string> = {
       'content-type': 'application/json',
       accept: t.stream ? 'text/event-stream' : 'application/json',
-      [INTERNAL_HEADER]: secret,
+      [INTERNAL_HEADER]: `${secret} ${id}`,
     };
     // The caller's own credentials and trace context: the router authenticates them again.
     for (const h of ['authorization', 'x-api-key', 'traceparent']) {
@@ -808,8 +808,9 @@ export function createInferenceListener(options: InferenceListenerOptions): (req
     const marker = req.headers[INTERNAL_HEADER];
     if (marker !== undefined) {
       delete req.headers[INTERNAL_HEADER];
-      if (typeof marker === 'string' && marker.length === secret.length && tokensEqual(marker, secret) && path === '/v1/chat/completions') {
-        clientApi.run(RESPONSES_API, () => options.router.handle(req, res));
+      const [given, responseId] = typeof marker === 'string' ? marker.split(' ') : [];
+      if (given !== undefined && responseId !== undefined && given.length === secret.length && tokensEqual(given, secret) && path === '/v1/chat/completions') {
+        clientApi.run({ api: RESPONSES_API, responseId }, () => options.router.handle(req, res));
         return;
       }
     }

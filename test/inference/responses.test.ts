@@ -115,7 +115,7 @@ describe('Responses API through the privacy router (official openai SDK)', () =>
     expect(cloud.receivedText()).not.toContain(SANDBOX_TOKEN);
     await until(() => done().length === 1, 'inference.done');
     expect(h!.events.find((e) => e.kind === 'inference.route')).toMatchObject({ api: 'openai.responses', routed_as: 'openai.chat', rule: 'default', provider: 'cloud' });
-    expect(done()[0]).toMatchObject({ api: 'openai.responses', routed_as: 'openai.chat', status: 200, outcome: 'ok' });
+    expect(done()[0]).toMatchObject({ api: 'openai.responses', routed_as: 'openai.chat', response_id: res.id, status: 200, outcome: 'ok' });
   });
 
   it('streams Responses events (stream: true) from an OpenAI-type and an Anthropic-type provider', async () => {
