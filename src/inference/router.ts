@@ -405,7 +405,7 @@ export function createRouter(options: RouterOptions): Router {
     const family: WireFamily = path.startsWith('/v1/messages') || (api === undefined && typeof req.headers['anthropic-version'] === 'string') ? 'anthropic' : 'openai';
 
     if (api === undefined) {
-      sendError(res, family, 404, 'not_found', `inference.local does not serve ${method} ${path}; use POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages or GET /v1/models`);
+      sendError(res, family, 404, 'not_found', `inference.local does not serve ${method} ${path}; use POST /v1/chat/completions, /v1/responses, /v1/completions, /v1/embeddings, /v1/messages or GET /v1/models`);
       return;
     }
     const token = presentedToken(req.headers);
