@@ -346,6 +346,26 @@ describe('inference.uninspectable', () => {
     expect(cloud.requests).toHaveLength(0);
   });
 
+  it('local_only content never falls back from a local provider to the cloud', async () => {
+    const base = policy('same');
+    await h?.close();
+    h = await startRouter(
+      {
+        ...base,
+        providers: { ...(base.providers as object), down: { type: 'openai', base_url: 'http://127.0.0.1:1/v1', locality: 'local', timeout_ms: 2000 } },
+        routes: [{ name: 'vision-local', when: { model: ['local-*'] }, provider: 'down', fallback: 'cloud' }, { provider: 'cloud' }],
+      },
+      {},
+      { CLOUD_KEY: 'sk-cloud' },
+    );
+    const res = await send('chat', imageChat('local-vision'));
+    expect(res.status).toBe(502);
+    expect(cloud.requests).toHaveLength(0);
+    // Plain text on the same route does fall back.
+    expect((await send('chat', chat([{ role: 'user', content: 'hi' }], { model: 'local-x' }))).status).toBe(200);
+    expect(cloud.requests).toHaveLength(1);
+  });
+
   it('a signed thinking block (a long opaque base64 signature) is no uninspectable content', async () => {
     await start('same');
     const signature = Buffer.alloc(400, 0xab).toString('base64');
