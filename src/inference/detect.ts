@@ -188,21 +188,32 @@ function isDocumentationDomain(domain: string): boolean {
   return /(?:^|\.)example\.(?:com|org|net|edu)$/.test(d) || /\.(?:example|test|invalid|localhost)$/.test(d);
 }
 
+const EMAIL_LOCAL_RE = /[A-Za-z0-9._%+-]{1,64}$/;
+const EMAIL_DOMAIN_RE = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}\b/;
+
+/**
+ * Anchored on each `@` with the local part and the domain bounded (64 / 255 characters, RFC 5321):
+ * one regex over the whole text backtracks quadratically on `a.a.a.…@b.b.…` (seconds for 32 KB).
+ */
 function detectEmails(text: string, out: Detection[]): void {
-  const re = /[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}\b/g;
-  for (const m of text.matchAll(re)) {
-    const start = m.index;
-    const end = start + m[0].length;
+  for (let at = text.indexOf('@'); at >= 0; at = text.indexOf('@', at + 1)) {
+    const local = EMAIL_LOCAL_RE.exec(text.slice(Math.max(0, at - 64), at));
+    if (!local) continue;
+    const domain = EMAIL_DOMAIN_RE.exec(text.slice(at + 1, at + 256));
+    if (!domain) continue;
+    const start = at - local[0].length;
+    const end = at + 1 + domain[0].length;
+    const value = text.slice(start, end);
     const before = text[start - 1];
     // `scheme://user:pw@host` is a URL with credentials, not an email; `git@host:org/repo` is an scp address.
     if (before === ':' || before === '/') continue;
     const after = text[end];
     if (after === ':' && /^:[\w.-]+\//.test(text.slice(end, end + 100))) continue;
-    if (m[0].startsWith('.') || m[0].includes('..')) continue;
-    const tld = m[0].slice(m[0].lastIndexOf('.') + 1).toLowerCase();
+    if (value.startsWith('.') || value.includes('..')) continue;
+    const tld = value.slice(value.lastIndexOf('.') + 1).toLowerCase();
     if (FILE_EXTENSION_TLDS.has(tld)) continue;
-    if (isDocumentationDomain(m[0].slice(m[0].indexOf('@') + 1))) continue;
-    out.push({ kind: 'email', start, end, value: m[0], detector: 'email' });
+    if (isDocumentationDomain(domain[0])) continue;
+    out.push({ kind: 'email', start, end, value: value, detector: 'email' });
   }
 }
 
@@ -586,6 +597,26 @@ export interface JoinedDetection {
  * (~3.3 KB for RSA 4096) or any token; longer values do not get split by accident.
  */
 const JOIN_WINDOW = 4096;
+/**
+ * gpt-tokenizer's BPE is quadratic in the length of one pre-token: a 32 KB base64 blob (a binary file
+ * read by a tool) costs it 1–2 s, blocking the router. Runs of 1,024+ non-space characters are counted
+ * in 256-character pieces: at most one token more per piece than an exact count (budgets stay
+ * conservative), and linear time.
+ */
+function countTokensBounded(text: string, count: (t: string) => number): number {
+  if (!/\S{1024}/.test(text)) return count(text);
+  let total = 0;
+  let rest = '';
+  let last = 0;
+  for (const m of text.matchAll(/\S{1024,}/g)) {
+    rest += text.slice(last, m.index);
+    for (let i = 0; i < m[0].length; i += 256) total += count(m[0].slice(i, i + 256));
+    last = m.index + m[0].length;
+  }
+  rest += text.slice(last);
+  return total + (rest.length > 0 ? count(rest) : 0);
+}
+
 export function contentHash(text: string): string {
   return createHash('sha256').update(text).digest('base64url');
 }
@@ -700,6 +731,6 @@ export class Classifier {
     const deps = await loadHeavyDeps();
     const found = detectSyncNormalized(text, this.markers, this.disabled);
     if (!this.disabled.has('secret')) found.push(...(await secretlintNormalized(text, deps)));
-    return { detections: resolveOverlaps(found), tokens: deps.countTokens(text) };
+    return { detections: resolveOverlaps(found), tokens: countTokensBounded(text, deps.countTokens) };
   }
 }

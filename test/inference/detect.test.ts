@@ -251,3 +251,24 @@ describe('issue 13: detectors from maintained sources, own rules, placeholders',
     expect(kinds('We use Visual Studio Code and Pull Request templates. Released 2026-11-22.')).toEqual([]);
   });
 });
+
+describe('bounded cost on hostile input (the router scans on its event loop)', () => {
+  it('a 32 KB base64 blob, one 32 KB "word" and an a.a.a…@b.b.b… run each scan in well under a second', async () => {
+    const c = new Classifier({ cacheEntries: 1 });
+    await c.classify('warm up');
+    for (const text of ['QUFB'.repeat(8000), `api_key = "${'a'.repeat(32000)}`, `${'a.'.repeat(8000)}@${'b.'.repeat(8000)}`]) {
+      const t0 = performance.now();
+      await c.classify(text);
+      // Seconds before (gpt-tokenizer's BPE and the e-mail regex are quadratic there); ~20-40 ms now.
+      expect(performance.now() - t0).toBeLessThan(1500);
+    }
+  });
+
+  it('counts tokens of long runs in pieces: within one token per 256 characters of the exact count', async () => {
+    const { countTokens } = await import('gpt-tokenizer');
+    const blob = Buffer.from(Array.from({ length: 3000 }, (_, i) => (i * 131 + 7) % 256)).toString('base64');
+    const text = `read the file: ${blob} done`;
+    const r = await new Classifier().classify(text);
+    expect(Math.abs(r.tokens - countTokens(text))).toBeLessThanOrEqual(Math.ceil(blob.length / 256) + 1);
+  });
+});
