@@ -310,9 +310,20 @@ function detectPhones(text: string, out: Detection[]): void {
   }
 }
 
-/** RFC 5737 (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) and RFC 3849 (2001:db8::/32). */
+/**
+ * Addresses that identify no one: RFC 5737 (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) and
+ * RFC 3849 (2001:db8::/32) documentation ranges, loopback (127.0.0.0/8, ::1), the unspecified
+ * address (0.0.0.0, ::) and broadcast — `localhost:8080`-style text is everywhere in coding sessions.
+ */
 function isDocumentationIp(ip: string): boolean {
-  return /^(?:192\.0\.2|198\.51\.100|203\.0\.113)\./.test(ip) || /^2001:0?db8(?::|$)/i.test(ip);
+  return (
+    /^(?:192\.0\.2|198\.51\.100|203\.0\.113)\./.test(ip) ||
+    /^2001:0?db8(?::|$)/i.test(ip) ||
+    /^127\./.test(ip) ||
+    ip === '0.0.0.0' ||
+    ip === '255.255.255.255' ||
+    /^(?:0{0,4}:){2,7}0{0,3}1?$/.test(ip)
+  );
 }
 
 /** `v1.2.3.4`, `version 10.0.19041.1`, `Chrome/120.0.6099.109`, `1.2.3.4-beta`: a version, not a host. */

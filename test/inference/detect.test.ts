@@ -216,6 +216,9 @@ describe('issue 13: detectors from maintained sources, own rules, placeholders',
     ]) {
       expect((await c.classify(text)).detections.map((d) => `${d.kind}/${d.detector}`), text).toEqual([]);
     }
+    expect(kinds('listening on 127.0.0.1:8080, 0.0.0.0:9090 and [::1]:3000; peer 10.1.2.3').map(([, v]) => v)).toEqual(['10.1.2.3']);
+    // German capitalises nouns: a sentence opening with two of them is no name.
+    expect(kinds('Größere Änderungen an der Straßenführung wurden übernommen. Neue Regeln gelten ab morgen.')).toEqual([]);
     // A real address at the end of a sentence is still one.
     expect(kinds('The server is at 147.67.82.162.')).toEqual([['ip_address', '147.67.82.162']]);
   });

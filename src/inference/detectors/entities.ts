@@ -134,11 +134,10 @@ function detectPersons(text: string, out: EntityMatch[]): void {
       out.push({ kind: 'person', start: m.index!, end: m.index! + name.length, detector: 'name:lexicon' });
       continue;
     }
-    // Mid-sentence after a lower-case word, or opening a sentence before one (`Gatien Morin will
-    // join…`): two or more words none of which is an English word.
+    // Mid-sentence after a lower-case word: two or more words none of which is an English word.
+    // (Not at the start of a sentence: German capitalises nouns, `Größere Änderungen an …`.)
     const before = text.slice(Math.max(0, m.index! - 30), m.index!);
-    const after = text.slice(m.index! + name.length, m.index! + name.length + 3);
-    const placed = /\p{Ll}[,]?[ \t]+$/u.test(before) || ((before === '' || /(?:[.!?:]|\n)[ \t]*$/u.test(before)) && /^[ \t]\p{Ll}/u.test(after));
+    const placed = /\p{Ll}[,]?[ \t]+$/u.test(before);
     if (placed && words.every((w) => !isCommonWord(w) && w.length > 2 && !/^\p{Lu}+$/u.test(w) && !/\p{Lu}.*\p{Lu}/u.test(w.slice(1)))) {
       out.push({ kind: 'person', start: m.index!, end: m.index! + name.length, detector: 'name:unknown-words' });
     }
