@@ -418,9 +418,8 @@ class BodyWalker {
   }
 
   private array(arr: unknown[], role: SlotRole, where: Path | undefined): void {
-    if (arr.length >= 64 && arr.every((n) => Number.isInteger(n) && (n as number) >= 0 && (n as number) <= 255)) {
-      return this.opaque(where, `array of ${arr.length} byte values`);
-    }
+    // A run of integers outside prompt/input: bytes or token ids of some tokenizer, text nobody can read.
+    if (arr.length >= 16 && arr.every((n) => Number.isInteger(n))) return this.opaque(where, `array of ${arr.length} integers (bytes or token ids)`);
     arr.forEach((el, i) => this.value(el, role, atIndex(where, i), (next) => (arr[i] = next)));
   }
 

@@ -343,6 +343,9 @@ describe('inference.uninspectable', () => {
     expect(res.json.error.message).toContain('base64 data that is not text at x_attachment');
     const bytes = await send('chat', chat([{ role: 'user', content: 'hi' }], { x_bytes: Array.from({ length: 80 }, (_, i) => i) }));
     expect(bytes.status).toBe(403);
+    const ids = await send('chat', chat([{ role: 'user', content: 'hi' }], { x_tokens: tok.o200k.encode(`please mail ${EMAIL} the quarterly report, the invoice and the minutes of the meeting today`) }));
+    expect(ids.status).toBe(403);
+    expect(ids.json.error.message).toContain('integers (bytes or token ids) at x_tokens');
     expect(cloud.requests).toHaveLength(0);
   });
 
