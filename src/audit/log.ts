@@ -26,6 +26,13 @@ export interface AuditLogOptions {
   reserveBytes?: number;
   /** How often a failing log retries (writes the gap marker and resumes when it can). Default 1000 ms. */
   retryMs?: number;
+  /**
+   * When a record counts as durable (subscribers get it, `durable()` resolves):
+   * `fsync` (default): after the fdatasync that covers it (group commit) — survives power loss;
+   * `write`: once write() returned (in the kernel: survives a crash or kill -9 of the supervisor,
+   * not a power cut); the fdatasync follows, overlapped, and a failing one still fails the log closed.
+   */
+  sync?: 'fsync' | 'write';
 }
 
 /** Why the log refuses writes, while it does (AuditLog.health). */
@@ -276,6 +283,10 @@ export class AuditLog {
   private readonly onError: ((err: Error) => void) | undefined;
   private readonly reserveBytes: number;
   private readonly retryMs: number;
+  private readonly syncMode: 'fsync' | 'write';
+  /** `write` mode: the fdatasync in flight (overlapping later writes), and whether another is owed. */
+  private syncing: Promise<void> | undefined;
+  private syncOwed = false;
   private seq: number;
   private hashValue: string;
   /** The last record on disk and fsynced. */
@@ -314,6 +325,7 @@ export class AuditLog {
     this.onError = opts.onError;
     this.reserveBytes = Math.max(0, opts.reserveBytes ?? DEFAULT_RESERVE_BYTES);
     this.retryMs = Math.max(10, opts.retryMs ?? DEFAULT_RETRY_MS);
+    this.syncMode = opts.sync === 'write' ? 'write' : 'fsync';
     this.seq = state.seq;
     this.hashValue = state.hash;
     this.durableSeqValue = state.seq;
@@ -500,6 +512,8 @@ export class AuditLog {
       this.closed = true;
       this.clearRetry();
       await this.io.catch(() => undefined);
+      if (this.syncing) await this.syncing.catch(() => undefined);
+      if (this.syncMode === 'write' && !this.failure) await this.fh.datasync().catch((err: unknown) => this.report(err));
       const closedErr = new NemoclawError('internal', `audit log ${this.dir} is closed`);
       for (const w of this.waiters.splice(0)) w.reject(closedErr);
       await this.fh.close().catch(() => undefined);
@@ -604,7 +618,8 @@ export class AuditLog {
         const segment = batch.slice(i, j);
         try {
           await writeAll(this.fh, Buffer.from(parts.join('')));
-          await this.fh.datasync();
+          if (this.syncMode === 'fsync') await this.fh.datasync();
+          else this.syncSoon();
         } catch (err) {
           await this.fail(err, batch.slice(i));
           break;
@@ -614,6 +629,28 @@ export class AuditLog {
         i = j;
       }
     }
+  }
+
+  /** `write` mode: one fdatasync at a time, overlapping the writes; a failure fails the log closed. */
+  private syncSoon(): void {
+    if (this.syncing) {
+      this.syncOwed = true;
+      return;
+    }
+    const fh = this.fh;
+    this.syncing = fh.datasync().then(
+      () => {
+        this.syncing = undefined;
+        if (this.syncOwed && !this.failure) {
+          this.syncOwed = false;
+          this.syncSoon();
+        }
+      },
+      (err: unknown) => {
+        this.syncing = undefined;
+        if (!this.failure && fh === this.fh) void this.enqueue(() => this.fail(err, []));
+      },
+    );
   }
 
   private markDurable(segment: Entry[]): void {
@@ -681,8 +718,13 @@ export class AuditLog {
           await this.reserveFh.truncate(0);
           this.reserveSize = 0;
         }
-      } else if (this.reserveFh && this.reserveBytes > 0) {
-        this.reserveSize = await growReserve(this.reserveFh, this.reserveBytes);
+      } else {
+        // Resume only with headroom (the reserve's size free besides the reserve itself): the space
+        // the truncated batch gave back must not let the log flap between failing and resuming.
+        const free = await freeBytes(this.dir);
+        const headroom = Math.max(this.reserveBytes, 16 * 1024);
+        if (free !== undefined && free < headroom) throw Object.assign(new Error(`only ${free} bytes free`), { code: f.code });
+        if (this.reserveFh && this.reserveBytes > 0) this.reserveSize = await growReserve(this.reserveFh, this.reserveBytes);
       }
       if (this.fileBytes >= this.maxFileBytes) await this.rotate();
       const now = this.clock.now();
@@ -736,6 +778,8 @@ export class AuditLog {
   }
 
   private async rotate(): Promise<void> {
+    if (this.syncing) await this.syncing;
+    if (this.syncMode === 'write') await this.fh.datasync();
     await this.fh.close();
     this.fileIndex++;
     this.fh = await open(join(this.dir, auditFileName(this.fileIndex)), 'a', 0o600);

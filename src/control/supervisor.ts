@@ -44,6 +44,11 @@ export interface SupervisorConfig {
   log?: (line: string) => void;
   /** Take the pid lock for this pid (default: this process). */
   pid?: number;
+  /**
+   * When an audit record is durable (AuditLogOptions.sync): `fsync` (default, survives power loss)
+   * or `write` (survives a supervisor crash; fdatasync overlapped). Default: $NEMOCLAW_AUDIT_SYNC.
+   */
+  auditSync?: 'fsync' | 'write';
 }
 
 const AUTHORS: readonly RevisionAuthor[] = ['cli', 'tui', 'approval', 'startup', 'onboard'];
@@ -125,6 +130,7 @@ export class Supervisor {
         dir: paths.auditDir,
         sandbox: config.name,
         clock,
+        sync: config.auditSync ?? (process.env.NEMOCLAW_AUDIT_SYNC === 'write' ? 'write' : 'fsync'),
         onError: (err) => {
           // Reported once per failure; the log fails closed and retries until it can write the gap marker.
           if (reportedAuditError) return;
