@@ -1,12 +1,21 @@
 /**
  * The root of the TUI: header, panes, footer, and ONE key dispatcher that switches on the mode
  * (normal, filter, confirm, help, detail, policy). Decisions are only ever taken by a plain
- * letter in normal mode (or `y` in a confirmation); Esc and Alt-modified keys never decide.
+ * letter in normal mode (or `y` / Enter in a confirmation); Esc and Alt-modified keys never decide.
+ *
+ * Keys read together (`jj`, `j⏎`, a held-down key over SSH) are split and handled one by one, each
+ * against the state the previous one left (a queue drained one key per render).
+ *
+ * The Network cursor follows a request, not a row position: it stays on the same row (by id) as
+ * rows arrive and leave. When its request leaves (decided here or elsewhere, timed out), the cursor
+ * moves to the row now at its place, and a decision key acts only on the request the operator last
+ * saw under the cursor: the first key after such a move only says "selection changed — press again".
  */
 import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from 'react';
-import { Box, Text, useApp, useInput, useWindowSize, type Key } from 'ink';
+import { Box, Text, useApp, useInput, usePaste, useWindowSize, type Key } from 'ink';
 import type { ApprovalDecision, PolicyView, TuiClient } from './client.js';
 import { compactNumber, duration, fit } from './format.js';
+import { splitKeys, type KeyPress } from './keys.js';
 import { computeLayout, isTooSmall, MIN_COLUMNS, MIN_ROWS, PANE_IDS, PANE_TITLES, type PaneId } from './layout.js';
 import { AgentPane } from './panes/AgentPane.js';
 import { FilesystemPane } from './panes/FilesystemPane.js';
@@ -15,6 +24,7 @@ import { MetersPane } from './panes/MetersPane.js';
 import { NetworkPane, type NetworkItem } from './panes/NetworkPane.js';
 import type { HeldRow } from './selectors.js';
 import type { TuiState, TuiStore } from './store.js';
+import type { TerminalSignals } from './terminal-signals.js';
 import { THEMES, type Theme } from './theme.js';
 import { useSupervisorFeed } from './useSupervisorFeed.js';
 import { ConfirmView, HelpView, ScrollView, TooSmallView } from './views.js';
@@ -30,10 +40,16 @@ export interface AppProps {
   now?: () => number;
   /** Called once when the operator detaches (q / Ctrl-C). */
   onDetach?: () => void;
+  /** Bell, window title and desktop notifications for held requests (run.ts writes them to the terminal). */
+  signals?: TerminalSignals;
 }
+
+/** The longest deny reason the dialog takes (the supervisor keeps at most 200 characters). */
+const MAX_REASON = 200;
 
 type Confirm =
   | { kind: 'always'; row: HeldRow }
+  | { kind: 'deny'; row: HeldRow; always: boolean; reason: string }
   | { kind: 'detach'; held: number }
   | { kind: 'budget' };
 
@@ -48,9 +64,18 @@ type Mode =
 const DECISION_KEYS: Record<string, { decision: ApprovalDecision; label: string }> = {
   a: { decision: 'once', label: 'approved once' },
   s: { decision: 'session', label: 'approved for this session' },
-  d: { decision: 'deny', label: 'denied' },
-  D: { decision: 'deny_always', label: 'always denied' },
 };
+
+/** The Network cursor's identity for an item: the pending id of a held row, the row key otherwise. */
+function itemKey(item: NetworkItem): string {
+  return item.type === 'held' ? `h:${item.row.id}` : item.row.key;
+}
+
+/** Typed text for a field: printable characters only (no escape sequences into the reason). */
+function typed(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028-\u202e\u2066-\u2069]/g, ' ');
+}
 
 const PANE_HINTS: Record<PaneId, string> = {
   network: 'a approve  s session  A always  d deny  D always-deny  ⏎ detail  / filter  p policy  ? help  q detach',
@@ -115,7 +140,7 @@ function useFilteredLists(state: TuiState, filters: Record<PaneId, string>) {
   return { networkItems, fsRows, infRows, agentRows };
 }
 
-export function App({ client, store, ascii, theme: themeName, host, now: nowFn = Date.now, onDetach }: AppProps) {
+export function App({ client, store, ascii, theme: themeName, host, now: nowFn = Date.now, onDetach, signals }: AppProps) {
   const { exit } = useApp();
   const { columns, rows } = useWindowSize();
   const theme: Theme = THEMES[themeName];
@@ -127,6 +152,19 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
   const [flash, setFlash] = useState<{ text: string; bad: boolean } | undefined>(undefined);
   const [now, setNow] = useState(nowFn);
   const detached = useRef(false);
+  /** The Network cursor: the item it is on (by key) and, when that item left, where it was. */
+  const [netCursor, setNetCursor] = useState<{ key: string | undefined; index: number }>({ key: undefined, index: 0 });
+  /** The key the operator last saw under the Network cursor (moved there, or was told it changed). */
+  const seenKey = useRef<string | undefined>(undefined);
+  /** Keys not handled yet (one per render), with the read they came in. */
+  const keyQueue = useRef<Array<KeyPress & { chunk: number }>>([]);
+  const chunkSeq = useRef(0);
+  const currentChunk = useRef(0);
+  /** A read after whose decision (or "selection changed") no further decision key of it acts. */
+  const decidedChunk = useRef(-1);
+  const [inputTick, setInputTick] = useState(0);
+  /** Pending ids whose decision is on its way (a repeated key must not send it twice). */
+  const inFlight = useRef(new Set<string>());
 
   const refresh = useSupervisorFeed(client, store);
 
@@ -150,9 +188,31 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
     inference: lists.infRows.length,
     agent: lists.agentRows.length,
   };
-  const sel = (id: PaneId) => Math.max(0, Math.min(selected[id], Math.max(0, counts[id] - 1)));
-  const selectedNetwork = lists.networkItems[sel('network')];
-  const selectedHeld = focus === 'network' && selectedNetwork?.type === 'held' ? selectedNetwork.row : undefined;
+  const netItems = lists.networkItems;
+  const netIndex = useMemo(() => {
+    const found = netCursor.key === undefined ? -1 : netItems.findIndex((it) => itemKey(it) === netCursor.key);
+    return found >= 0 ? found : Math.max(0, Math.min(netCursor.index, netItems.length - 1));
+  }, [netItems, netCursor]);
+  const sel = (id: PaneId) => (id === 'network' ? netIndex : Math.max(0, Math.min(selected[id], Math.max(0, counts[id] - 1))));
+  const selectedNetwork = netItems[netIndex];
+  const selectedKey = selectedNetwork ? itemKey(selectedNetwork) : undefined;
+  const cursorHeld = selectedNetwork?.type === 'held' ? selectedNetwork.row : undefined;
+  const selectedHeld = focus === 'network' ? cursorHeld : undefined;
+
+  // Keep the cursor on the item it now shows. A cursor that was on nothing takes the first row that
+  // appears as seen (nothing was swapped under it); one whose request left does not.
+  useEffect(() => {
+    if (selectedKey === netCursor.key && netIndex === netCursor.index) return;
+    if (netCursor.key === undefined && selectedKey !== undefined) seenKey.current = selectedKey;
+    if (selectedKey === undefined) seenKey.current = undefined;
+    setNetCursor({ key: selectedKey, index: netIndex });
+  }, [selectedKey, netIndex, netCursor]);
+
+  // Bell, window title and notifications follow the held list; the title is given back on unmount.
+  useEffect(() => {
+    signals?.update(state.network.held);
+  }, [signals, state.network.held]);
+  useEffect(() => () => signals?.restore(), [signals]);
 
   const detach = useCallback(() => {
     if (detached.current) return;
@@ -162,14 +222,22 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
   }, [exit, onDetach]);
 
   const decide = useCallback(
-    (row: HeldRow, decision: ApprovalDecision, label: string) => {
-      client.decide(row.id, decision).then(
+    (row: HeldRow, decision: ApprovalDecision, label: string, reason?: string) => {
+      if (inFlight.current.has(row.id)) return;
+      inFlight.current.add(row.id);
+      decidedChunk.current = currentChunk.current;
+      const words = reason?.trim() ? reason.trim() : undefined;
+      client.decide(row.id, decision, words).then(
         () => {
+          inFlight.current.delete(row.id);
           store.resolvePending(row.id);
-          setFlash({ text: `${label}: ${row.host}:${row.port}`, bad: false });
+          setFlash({ text: `${label}: ${row.host}:${row.port}${words ? ` (reason: ${words})` : ''}`, bad: false });
           refresh();
         },
-        (err: unknown) => setFlash({ text: `could not record "${label}" for ${row.host}:${row.port}: ${errorText(err)}`, bad: true }),
+        (err: unknown) => {
+          inFlight.current.delete(row.id);
+          setFlash({ text: `could not record "${label}" for ${row.host}:${row.port}: ${errorText(err)}`, bad: true });
+        },
       );
     },
     [client, store, refresh],
@@ -206,7 +274,17 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
     if (pick) setMode({ kind: 'detail', title: `${PANE_TITLES[focus]} detail`, lines: describeRecord(pick.raw), scroll: 0, held: undefined });
   };
 
-  const moveSelection = (delta: number | 'top' | 'bottom') => {
+  const moveSelection = (delta: number | 'top' | 'bottom', pane: PaneId = focus) => {
+    if (pane === 'network') {
+      const max = Math.max(0, netItems.length - 1);
+      const next = delta === 'top' ? 0 : delta === 'bottom' ? max : Math.max(0, Math.min(max, netIndex + delta));
+      const item = netItems[next];
+      const key = item ? itemKey(item) : undefined;
+      // The operator moved: what is under the cursor now is what they look at.
+      seenKey.current = key;
+      setNetCursor({ key, index: next });
+      return;
+    }
     setSelected((s) => {
       const max = Math.max(0, counts[focus] - 1);
       const cur = Math.min(s[focus], max);
@@ -226,19 +304,37 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
     else detach();
   };
 
-  const onDecisionKey = (input: string, held: HeldRow | undefined): boolean => {
-    if (input === 'A') {
-      if (held) setMode({ kind: 'confirm', confirm: { kind: 'always', row: held } });
-      else setFlash({ text: 'select a held request first (Network pane, top rows)', bad: true });
+  /**
+   * a / s / A / d / D. `checkSeen`: on the Network cursor, act only on the request the operator last
+   * saw there (the detail view shows its own request, so it does not check).
+   */
+  const onDecisionKey = (input: string, held: HeldRow | undefined, checkSeen: boolean): boolean => {
+    const d = DECISION_KEYS[input];
+    if (!d && input !== 'A' && input !== 'd' && input !== 'D') return false;
+    // One decision per read: a repeated or typed-ahead key never runs on into the next request.
+    if (decidedChunk.current === currentChunk.current) return true;
+    if (!held) {
+      setFlash({ text: 'select a held request first (Network pane, top rows)', bad: true });
       return true;
     }
-    const d = DECISION_KEYS[input];
-    if (!d) return false;
-    if (held) {
+    if (inFlight.current.has(held.id)) return true;
+    if (!state.network.held.some((r) => r.id === held.id)) {
+      setFlash({ text: `${held.host}:${held.port} was already decided (or timed out)`, bad: true });
+      setMode({ kind: 'normal' });
+      return true;
+    }
+    if (checkSeen && seenKey.current !== `h:${held.id}`) {
+      // The row under the cursor changed without the operator moving it: show it, act next time.
+      seenKey.current = `h:${held.id}`;
+      decidedChunk.current = currentChunk.current;
+      setFlash({ text: `selection changed — now ${held.host}:${held.port}; press ${input} again`, bad: true });
+      return true;
+    }
+    if (input === 'A') setMode({ kind: 'confirm', confirm: { kind: 'always', row: held } });
+    else if (input === 'd' || input === 'D') setMode({ kind: 'confirm', confirm: { kind: 'deny', row: held, always: input === 'D', reason: '' } });
+    else if (d) {
       decide(held, d.decision, d.label);
       setMode({ kind: 'normal' });
-    } else {
-      setFlash({ text: 'select a held request first (Network pane, top rows)', bad: true });
     }
     return true;
   };
@@ -257,7 +353,7 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
     setMode({ ...m, scroll: Math.max(0, Math.min(scroll, Math.max(0, total - 1))) });
   };
 
-  useInput((input, key) => {
+  const handleKey = (input: string, key: Key) => {
     const ctrlC = key.ctrl && input === 'c';
     switch (mode.kind) {
       case 'help':
@@ -266,6 +362,20 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
         return;
       case 'confirm': {
         const c = mode.confirm;
+        if (c.kind === 'deny') {
+          // A small text field: the reason is optional, Enter denies, Esc (or Ctrl-C) cancels.
+          if (key.escape || ctrlC) setMode({ kind: 'normal' });
+          else if (key.return) {
+            if (decidedChunk.current === currentChunk.current) return;
+            setMode({ kind: 'normal' });
+            decide(c.row, c.always ? 'deny_always' : 'deny', c.always ? 'always denied' : 'denied', c.reason);
+          } else if (key.backspace || key.delete) setMode({ kind: 'confirm', confirm: { ...c, reason: Array.from(c.reason).slice(0, -1).join('') } });
+          else if (key.ctrl && input === 'u') setMode({ kind: 'confirm', confirm: { ...c, reason: '' } });
+          else if (input && !key.ctrl && !key.meta && !key.tab) {
+            setMode({ kind: 'confirm', confirm: { ...c, reason: Array.from(c.reason + typed(input)).slice(0, MAX_REASON).join('') } });
+          }
+          return;
+        }
         if (key.escape || input === 'n' || input === 'N') {
           setMode({ kind: 'normal' });
           return;
@@ -277,6 +387,7 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
           return;
         }
         if (!yes) return;
+        if (c.kind === 'always' && decidedChunk.current === currentChunk.current) return;
         setMode({ kind: 'normal' });
         if (c.kind === 'always') decide(c.row, 'always', 'always allowed');
         else if (c.kind === 'budget') raiseBudget();
@@ -299,13 +410,14 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
           setMode({ kind: 'filter', draft });
           setFilters((f) => ({ ...f, [focus]: draft }));
           setSelected((s) => ({ ...s, [focus]: 0 }));
+          if (focus === 'network') setNetCursor({ key: undefined, index: 0 });
         }
         return;
       }
       case 'detail':
         if (key.escape || input === 'q') setMode({ kind: 'normal' });
         else if (ctrlC) askDetach();
-        else if (!key.meta && mode.held && onDecisionKey(input, mode.held)) return;
+        else if (!key.meta && mode.held && onDecisionKey(input, mode.held, false)) return;
         else scrollBy(mode, input, key, mode.lines.length);
         return;
       case 'policy': {
@@ -321,7 +433,17 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
       askDetach();
       return;
     }
-    if (isTooSmall(columns, rows)) return;
+    if (isTooSmall(columns, rows)) {
+      // The small screen still shows the held count and the request under the Network cursor:
+      // j/k pick one, the decision keys decide it.
+      if (key.meta) return;
+      if (input === 'j' || key.downArrow) return moveSelection(1, 'network');
+      if (input === 'k' || key.upArrow) return moveSelection(-1, 'network');
+      if (input === 'g' || key.home) return moveSelection('top', 'network');
+      if (input === 'G' || key.end) return moveSelection('bottom', 'network');
+      onDecisionKey(input, cursorHeld, true);
+      return;
+    }
     if (key.escape) {
       if (filters[focus]) setFilters((f) => ({ ...f, [focus]: '' }));
       return;
@@ -350,11 +472,50 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
     if (input === '?') return setMode({ kind: 'help' });
     if (input === 'p') return openPolicy();
     if (input === 'b') return setMode({ kind: 'confirm', confirm: { kind: 'budget' } });
-    if (focus === 'network' && onDecisionKey(input, selectedHeld)) return;
+    if (focus === 'network' && onDecisionKey(input, selectedHeld, true)) return;
+  };
+
+  useInput((input, key) => {
+    const chunk = ++chunkSeq.current;
+    for (const k of splitKeys(input, key)) keyQueue.current.push({ ...k, chunk });
+    setInputTick((t) => t + 1);
+  });
+
+  // One key per render: each one sees the mode, cursor and lists the previous one left.
+  useEffect(() => {
+    const next = keyQueue.current.shift();
+    if (!next) return;
+    currentChunk.current = next.chunk;
+    handleKey(next.input, next.key);
+    if (keyQueue.current.length > 0) setInputTick((t) => t + 1);
+  }, [inputTick]); // eslint-disable-line react-hooks/exhaustive-deps
+
+  // Bracketed paste: text for the filter or the deny reason; never keys (a paste must not decide).
+  usePaste((text) => {
+    if (mode.kind === 'filter') {
+      const draft = mode.draft + typed(text);
+      setMode({ kind: 'filter', draft });
+      setFilters((f) => ({ ...f, [focus]: draft }));
+    } else if (mode.kind === 'confirm' && mode.confirm.kind === 'deny') {
+      const c = mode.confirm;
+      setMode({ kind: 'confirm', confirm: { ...c, reason: Array.from(c.reason + typed(text)).slice(0, MAX_REASON).join('') } });
+    } else {
+      setFlash({ text: 'pasted text ignored (paste into / filter or a deny reason)', bad: true });
+    }
   });
 
   if (isTooSmall(columns, rows)) {
-    return <TooSmallView columns={columns} rows={rows} minColumns={MIN_COLUMNS} minRows={MIN_ROWS} />;
+    return (
+      <TooSmallView
+        columns={columns}
+        rows={rows}
+        minColumns={MIN_COLUMNS}
+        minRows={MIN_ROWS}
+        theme={theme}
+        lines={tooSmallLines(state, cursorHeld, mode, now, ascii)}
+        flash={flash}
+      />
+    );
   }
 
   const h = state.header;
@@ -385,7 +546,9 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
     mode.kind === 'filter'
       ? ` /${mode.draft}_   type to filter ${PANE_TITLES[focus]}  ⏎ keep  Esc clear`
       : mode.kind === 'confirm'
-        ? ' y confirm  n / Esc cancel'
+        ? mode.confirm.kind === 'deny'
+          ? ` type a reason (optional)  ⏎ ${mode.confirm.always ? 'always deny' : 'deny'}  Esc cancel`
+          : ' y confirm  n / Esc cancel'
         : mode.kind === 'help'
           ? ' Esc / ? close help'
           : mode.kind === 'detail' || mode.kind === 'policy'
@@ -490,7 +653,44 @@ function composeHeader(columns: number, sep: string, p: HeaderParts): { left: st
   return { left, pending: sep + p.pending, gap: 0, right: '' };
 }
 
-function confirmText(c: Confirm, state: TuiState): { title: string; lines: string[] } {
+/** What the too-small screen says besides its size: the held count, the request the keys act on, the keys. */
+function tooSmallLines(state: TuiState, cursorHeld: HeldRow | undefined, mode: Mode, now: number, ascii: boolean): string[] {
+  const held = state.network.held.filter((r) => r.state === 'held').length;
+  const listed = state.network.held.length;
+  if (listed === 0) return ['nothing is held for a decision'];
+  const mark = ascii ? '||' : '⏸';
+  const out: string[] = [];
+  if (cursorHeld) {
+    const r = cursorHeld;
+    const left = r.deadline === undefined ? '' : ` · ${duration(Math.max(0, r.deadline - now))} left`;
+    out.push(`${mark} ${held} held · › ${r.host}:${r.port} ${r.binary !== '-' ? r.binary : ''} ${r.method !== '-' ? r.method : ''} ${r.path !== '-' ? r.path : ''}`.replace(/ +/g, ' ').trimEnd() + left);
+  } else {
+    out.push(`${mark} ${held} held · j/k to pick one`);
+  }
+  if (mode.kind === 'confirm') {
+    const c = mode.confirm;
+    if (c.kind === 'deny') out.push(`${c.always ? 'Always deny' : 'Deny'} ${c.row.host}:${c.row.port}? reason: ${c.reason}_  ⏎ deny  Esc cancel`);
+    else out.push(`${confirmText(c, state).title.trim()}  y yes  n no`);
+  } else {
+    out.push('a approve  s session  A always  d deny  D always-deny  j/k next  q detach');
+  }
+  return out;
+}
+
+function confirmText(c: Confirm, state: TuiState): { title: string; lines: string[]; keys?: string } {
+  if (c.kind === 'deny') {
+    const r = c.row;
+    return {
+      title: c.always ? ` Always deny ${r.host}:${r.port}?` : ` Deny ${r.host}:${r.port}?`,
+      lines: [
+        ` Request: ${r.method} ${r.path}${r.binary !== '-' ? ` from ${r.binary}` : ''}`,
+        ...(c.always ? [' This writes a deny rule to the operator overlay: it survives restarts and is a new policy revision.'] : []),
+        ' Reason (optional; written to the audit log and sent to the agent in the refusal):',
+        ` > ${c.reason}_`,
+      ],
+      keys: `[⏎] ${c.always ? 'always deny' : 'deny'}  [Esc] cancel`,
+    };
+  }
   if (c.kind === 'always') {
     const r = c.row;
     return {

@@ -35,7 +35,8 @@ export interface TuiClient {
   status(): Promise<Record<string, unknown>>;
   /** Held requests awaiting a decision. */
   pending(): Promise<Record<string, unknown>[]>;
-  decide(id: string, decision: ApprovalDecision): Promise<void>;
+  /** `reason`: the operator's words (a deny's reason), for the audit log and the agent's refusal. */
+  decide(id: string, decision: ApprovalDecision, reason?: string): Promise<void>;
   /**
    * Follow live events (with a short backlog) until `signal` aborts. Resolves on abort; rejects
    * when the supervisor cannot be reached (the caller shows a banner and tries again).

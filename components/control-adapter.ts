@@ -23,8 +23,8 @@ export function controlTuiClient(control: ControlClient): TuiClient {
       return Array.isArray(list) ? (list.filter((p) => p && typeof p === 'object') as Record<string, unknown>[]) : [];
     },
 
-    async decide(id: string, decision: ApprovalDecision) {
-      await control.decide(id, decision, 'tui');
+    async decide(id: string, decision: ApprovalDecision, reason?: string) {
+      await control.decide(id, decision, 'tui', reason);
     },
 
     async follow(handlers: FollowHandlers, signal: AbortSignal) {

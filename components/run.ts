@@ -26,6 +26,8 @@ export interface RunTuiOptions {
   incrementalRendering?: boolean;
   /** Unmounts the UI as a detach would (bench, embedding). */
   signal?: AbortSignal;
+  /** `--notify`: a desktop notification (OSC 9 / OSC 777) for each new held request. Off by default. */
+  notify?: boolean;
 }
 
 /** Apply NO_COLOR before anything loads chalk. Call as early as possible. */
@@ -37,15 +39,26 @@ export function honourNoColor(env: NodeJS.ProcessEnv = process.env): void {
 export async function runTui(opts: RunTuiOptions): Promise<number> {
   const env = opts.env ?? process.env;
   honourNoColor(env);
-  const [{ render }, React, { App }, { TuiStore }] = await Promise.all([
+  const [{ render }, React, { App }, { TuiStore }, { TerminalSignals, notifyProtocolFor }] = await Promise.all([
     import('ink'),
     import('react'),
     import('./App.js'),
     import('./store.js'),
+    import('./terminal-signals.js'),
   ]);
   const stdout = opts.stdout ?? process.stdout;
   const store = new TuiStore({ name: opts.name, batchMs: opts.batchMs ?? 80 });
   const ascii = shouldUseAscii(env, opts.ascii === true);
+  // Bell and window title for held requests (and, with --notify, a desktop notification).
+  const signals = new TerminalSignals({
+    write: (d) => {
+      if (stdout.isTTY) stdout.write(d);
+    },
+    ascii,
+    notify: opts.notify === true ? notifyProtocolFor(env) : false,
+    tmux: Boolean(env.TMUX),
+    name: opts.name,
+  });
 
   // Ink restores the screen on unmount and on signals (signal-exit); this is the last line of
   // defence for paths that skip both (an uncaught exception, process.exit from elsewhere).
@@ -53,6 +66,7 @@ export async function runTui(opts: RunTuiOptions): Promise<number> {
   const restore = () => {
     if (restored) return;
     restored = true;
+    signals.restore();
     try {
       stdout.write(LEAVE_ALT_SCREEN);
     } catch {
@@ -79,6 +93,7 @@ export async function runTui(opts: RunTuiOptions): Promise<number> {
       ascii,
       theme: opts.theme ?? 'dark',
       host: opts.host,
+      signals,
     }),
     {
       stdout,

@@ -61,8 +61,10 @@ export interface HeldRow {
   binary: string;
   method: string;
   path: string;
-  /** ms epoch when first held (for the age column). */
+  /** ms epoch when first held. */
   heldAt: number | undefined;
+  /** ms epoch when it times out (held) or stops being listed (unattended): the time-left column. */
+  deadline: number | undefined;
   hits: number;
   raw: Record<string, unknown>;
 }
@@ -104,6 +106,9 @@ function splitRequest(ev: Record<string, unknown>): { method: string; path: stri
 export function heldRowFromEvent(ev: TuiEvent): HeldRow | undefined {
   const id = pendingIdOf(ev) ?? (typeof ev.id === 'string' ? ev.id : undefined);
   if (!id) return undefined;
+  const heldAt = tsMs(typeof field(ev, 'held_at', 'since') === 'string' ? String(field(ev, 'held_at', 'since')) : ev.ts);
+  const timeout = num(ev, 'timeout_s');
+  const deadline = num(ev, 'deadline');
   return {
     id,
     state: 'held',
@@ -111,10 +116,18 @@ export function heldRowFromEvent(ev: TuiEvent): HeldRow | undefined {
     port: str(ev, 'port'),
     binary: str(ev, 'binary'),
     ...splitRequest(ev),
-    heldAt: tsMs(typeof field(ev, 'held_at', 'since') === 'string' ? String(field(ev, 'held_at', 'since')) : ev.ts),
+    heldAt,
+    deadline: deadline ?? (heldAt !== undefined && timeout !== undefined ? heldAt + timeout * 1000 : undefined),
     hits: num(ev, 'hits') ?? 1,
     raw: ev,
   };
+}
+
+/** A pending entry without `deadline` (an older supervisor): from its start and `timeout_s`. */
+function pendingDeadline(p: Record<string, unknown>, since: unknown): number | undefined {
+  const start = typeof since === 'number' ? since : tsMs(typeof since === 'string' ? since : undefined);
+  const timeout = num(p, 'timeout_s');
+  return start !== undefined && timeout !== undefined ? start + timeout * 1000 : undefined;
 }
 
 /** A pending request as returned by the control API (`GET /v1/pending`). */
@@ -130,6 +143,7 @@ export function heldRowFromPending(p: Record<string, unknown>): HeldRow | undefi
     binary: str(p, 'binary'),
     ...splitRequest(p),
     heldAt: typeof since === 'number' ? since : tsMs(typeof since === 'string' ? since : undefined),
+    deadline: num(p, 'deadline') ?? pendingDeadline(p, since),
     hits: Math.max(1, num(p, 'waiters', 'hits') ?? 1),
     raw: p,
   };
@@ -144,7 +158,9 @@ export function netRowFromEvent(ev: TuiEvent): NetRow {
     const by = field(ev, 'by');
     if (by === 'timeout') verdict = 'timeout';
     const latency = num(ev, 'latency_ms');
-    if (by !== undefined) reason = `by ${str(ev, 'by')}${latency === undefined ? '' : ` after ${(latency / 1000).toFixed(1)} s`}`;
+    // An operator's decision may carry their own words (`deny --reason`, the TUI's deny dialog).
+    const words = by === 'cli' || by === 'tui' ? field(ev, 'reason') : undefined;
+    if (by !== undefined) reason = `by ${str(ev, 'by')}${latency === undefined ? '' : ` after ${(latency / 1000).toFixed(1)} s`}${typeof words === 'string' ? `: ${words}` : ''}`;
   }
   return {
     key: `${ev.kind}:${ev.seq ?? ''}:${ev.id ?? ''}`,
@@ -453,4 +469,30 @@ export function budgetReading(ev: Record<string, unknown>): BudgetReading {
     windows.push(budgetWindow(ev, 'total'));
   }
   return { windows, tokensPerMin: num(ev, 'tokens_per_min', 'tpm') };
+}
+
+/**
+ * One row per request (issue 16): an operator's decision (approval.decision) and what then became
+ * of the request (its net.decision, one per waiting client) fold into the row of their pending id.
+ * An approval whose request then failed (cannot resolve, SSRF guard, identity changed) reads as
+ * `failed`, not as a deny.
+ */
+export function mergeRequestRows(prev: NetRow, next: NetRow): NetRow {
+  const approval = prev.raw.kind === 'approval.decision' ? prev : next.raw.kind === 'approval.decision' ? next : undefined;
+  const outcome = approval === prev ? next : approval === next ? prev : undefined;
+  if (!approval || !outcome || outcome.raw.kind !== 'net.decision') return { ...prev, raw: prev.raw };
+  const allowedByOperator = approval.verdict === 'once' || approval.verdict === 'session' || approval.verdict === 'always';
+  const failed = allowedByOperator && outcome.verdict.startsWith('deny');
+  return {
+    ...approval,
+    key: prev.key,
+    ts: prev.ts,
+    binary: approval.binary !== MISSING ? approval.binary : outcome.binary,
+    method: approval.method !== MISSING ? approval.method : outcome.method,
+    path: approval.path !== MISSING ? approval.path : outcome.path,
+    verdict: failed ? 'failed' : approval.verdict,
+    rule: outcome.rule !== MISSING ? outcome.rule : approval.rule,
+    reason: failed ? `${approval.verdict} ${approval.reason}, then: ${outcome.reason}` : approval.reason,
+    raw: { ...approval.raw, outcome: outcome.verdict, outcome_reason: field(outcome.raw, 'reason') ?? null, request_id: outcome.raw.id ?? null },
+  };
 }

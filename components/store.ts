@@ -14,6 +14,7 @@ import {
   heldRowFromPending,
   inferenceRowFromRoute,
   inferenceRowWithDone,
+  mergeRequestRows,
   netRowFromEvent,
   num,
   pendingIdOf,
@@ -279,7 +280,7 @@ export class TuiStore {
       if (!row) continue;
       seen.add(row.id);
       const prev = this.heldById.get(row.id);
-      this.heldById.set(row.id, prev ? { ...row, heldAt: row.heldAt ?? prev.heldAt } : row);
+      this.heldById.set(row.id, prev ? { ...row, heldAt: row.heldAt ?? prev.heldAt, deadline: row.deadline ?? prev.deadline } : row);
     }
     for (const id of [...this.heldById.keys()]) if (!seen.has(id)) this.heldById.delete(id);
     this.commit(new Set(['network']));
@@ -382,6 +383,15 @@ export class TuiStore {
         if (line && row.method === MISSING) {
           row.method = line.method;
           row.path = line.path;
+        }
+        // One row per request: a decision on a held request and that request's outcome share the
+        // row of its pending id (a later event updates it in place; the cursor stays on it).
+        if (pid !== undefined) {
+          const key = `pending:${pid}`;
+          row.key = key;
+          if (!this.netHistory.replaceRecent((r) => r.key === key, (prev) => mergeRequestRows(prev, row), 256)) this.netHistory.push(row);
+          changed.add('network');
+          return;
         }
         const replaced =
           ev.kind === 'net.decision' &&

@@ -19,5 +19,6 @@ export function verdictColor(theme: Theme, verdict: string): string | undefined 
   const v = verdict.toLowerCase();
   if (v.startsWith('deny') || v === 'denied' || v === 'blocked' || v === 'timeout') return theme.deny;
   if (v.startsWith('allow') || v.startsWith('approve') || v === 'once' || v === 'session' || v === 'always') return theme.allow;
+  if (v === 'failed') return theme.warn;
   return undefined;
 }

@@ -13,11 +13,12 @@ export const HELP_LINES: ReadonlyArray<readonly [string, string]> = [
   ['a', 'approve the held request once'],
   ['s', 'approve it for this session (until the supervisor restarts)'],
   ['A', 'always allow (asks first; writes a rule for that exact host:port)'],
-  ['d', 'deny it'],
-  ['D', 'always deny (writes a deny rule)'],
+  ['d', 'deny it (type an optional reason, Enter denies, Esc cancels)'],
+  ['D', 'always deny (writes a deny rule; asks the same way)'],
   ['b', 'raise the token budget (asks first)'],
   ['p', 'policy: current revision, history and effective YAML'],
   ['?', 'this help'],
+  ['selection changed', 'the request under the cursor left and another took its row: press the key again'],
   ['q / Ctrl-C', 'detach; the supervisor and the agent keep running (asks first when requests are held)'],
 ];
 
@@ -44,9 +45,11 @@ export interface ConfirmViewProps {
   theme: Theme;
   title: string;
   lines: string[];
+  /** The bottom line (default: y / n). */
+  keys?: string | undefined;
 }
 
-export function ConfirmView({ width, height, theme, title, lines }: ConfirmViewProps) {
+export function ConfirmView({ width, height, theme, title, lines, keys }: ConfirmViewProps) {
   return (
     <Box flexDirection="column" width={width} height={height} overflow="hidden" borderStyle="round" borderColor={theme.warn}>
       <Text bold color={theme.warn} wrap="truncate">
@@ -59,7 +62,7 @@ export function ConfirmView({ width, height, theme, title, lines }: ConfirmViewP
       ))}
       <Text> </Text>
       <Text bold wrap="truncate">
-        [y] yes [n] no (Esc cancels)
+        {keys ?? '[y] yes [n] no (Esc cancels)'}
       </Text>
     </Box>
   );
@@ -93,15 +96,33 @@ export function ScrollView({ width, height, theme, title, lines, scroll }: Scrol
   );
 }
 
-export function TooSmallView({ columns, rows, minColumns, minRows }: { columns: number; rows: number; minColumns: number; minRows: number }) {
+export interface TooSmallViewProps {
+  columns: number;
+  rows: number;
+  minColumns: number;
+  minRows: number;
+  theme: Theme;
+  /** Held count, the request the decision keys act on, the keys (App.tsx tooSmallLines). */
+  lines: readonly string[];
+  flash?: { text: string; bad: boolean } | undefined;
+}
+
+export function TooSmallView({ columns, rows, minColumns, minRows, theme, lines, flash }: TooSmallViewProps) {
   return (
-    <Box flexDirection="column" width={columns} height={rows}>
+    <Box flexDirection="column" width={columns} height={rows} overflow="hidden">
       <Text bold wrap="wrap">
-        Terminal too small: {columns}x{rows}.
+        Terminal too small: {columns}x{rows} (needs at least {minColumns}x{minRows}); the agent keeps running.
       </Text>
-      <Text wrap="wrap">
-        nemoclaw-tui needs at least {minColumns}x{minRows}. Resize the window to continue; the agent keeps running. (q detaches)
-      </Text>
+      {lines.map((l, i) => (
+        <Text key={i} wrap="wrap" bold={i === 0} color={i === 0 ? theme.held : undefined}>
+          {l}
+        </Text>
+      ))}
+      {flash ? (
+        <Text wrap="wrap" color={flash.bad ? theme.deny : theme.allow}>
+          {flash.text}
+        </Text>
+      ) : null}
     </Box>
   );
 }

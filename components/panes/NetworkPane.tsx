@@ -40,9 +40,12 @@ function binaryCell(binary: string, wide: boolean): string {
 function cells(item: NetworkItem, now: number, wide: boolean): Cells {
   if (item.type === 'held') {
     const r = item.row;
+    // Time left before it times out (or, refused while nobody was attached, stops being listed).
+    const left = r.deadline === undefined ? undefined : r.deadline - now;
+    const label = r.state === 'unattended' ? 'REFUSED' : 'HELD';
     return {
-      time: r.heldAt === undefined ? '-' : duration(now - r.heldAt),
-      verdict: r.hits > 1 ? `HELD×${r.hits}` : 'HELD',
+      time: left === undefined ? '-' : left <= 0 ? 'now' : `${duration(left)} left`,
+      verdict: r.hits > 1 ? `${label}×${r.hits}` : label,
       hostPort: `${r.host}:${r.port}`,
       binary: binaryCell(r.binary, wide),
       method: r.method,
@@ -65,7 +68,7 @@ function cells(item: NetworkItem, now: number, wide: boolean): Cells {
 function columnsFor(width: number): Column<Cells>[] {
   const wide = width >= 110;
   const cols: Column<Cells>[] = [
-    { title: 'TIME/AGE', width: 8, value: (c) => c.time },
+    { title: 'TIME/LEFT', width: 10, value: (c) => c.time },
     { title: 'VERDICT', width: 11, value: (c) => c.verdict },
     { title: 'HOST:PORT', width: wide ? 32 : 22, value: (c) => c.hostPort },
     { title: 'BINARY', width: wide ? WIDE_BINARY : 12, value: (c) => c.binary },

@@ -30,6 +30,11 @@ export interface LogsOptions {
   kinds?: EventKind[] | undefined;
   output: 'text' | 'jsonl';
   approver?: boolean | undefined;
+  /**
+   * Ring the terminal bell for each new held request (`logs -f --approver`, text output on a
+   * terminal, live events only: not for the backlog). Default: on exactly then.
+   */
+  bell?: boolean | undefined;
   /** Aborts the follow (SIGINT/SIGTERM in the CLI). */
   signal?: AbortSignal | undefined;
   /** Backoff bounds for reconnects (tests shorten them). */
@@ -72,10 +77,14 @@ export async function runLogs(opts: LogsOptions): Promise<number> {
     }
   };
   opts.stdout.on?.('error', onStdoutError);
+  // An approver on a terminal hears each new hold (not a request joining one, not the backlog).
+  const bell = opts.bell ?? (opts.follow && opts.approver === true && opts.output === 'text' && opts.stdout.isTTY === true);
+  let live = false;
   const print = (e: AuditEvent): void => {
     if (readerGone) return;
     try {
-      opts.stdout.write(`${render(e)}\n`);
+      const ring = bell && live && e.kind === 'net.held' && e.joined !== true;
+      opts.stdout.write(`${render(e)}\n${ring ? '\u0007' : ''}`);
     } catch (err) {
       if (!isEpipe(err)) throw err;
       readerGone = true;
@@ -119,6 +128,9 @@ export async function runLogs(opts: LogsOptions): Promise<number> {
           },
           {
             signal: paused.signal,
+            onBacklogEnd: () => {
+              live = true;
+            },
             minBackoffMs: opts.minBackoffMs,
             maxBackoffMs: opts.maxBackoffMs,
             onReconnecting: (info) => {

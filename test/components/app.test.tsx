@@ -85,15 +85,20 @@ describe('approvals through the control client', () => {
     expect(f).toContain('1 pending');
   });
 
-  test('j moves to the next held request; s, d and D send their decisions', async () => {
+  test('j moves to the next held request; s, d and D send their decisions (d and D ask for a reason, Enter denies)', async () => {
     const t = await open(80, 24);
     await t.press('j', 's');
     expect(t.client.decisions).toEqual([{ id: 'p-2', decision: 'session' }]);
     await t.press('g', 'd');
+    expect(t.frame()).toContain('Deny api.example.test:8443?');
+    await t.press(KEYS.enter);
     expect(t.client.decisions.at(-1)).toEqual({ id: 'p-1', decision: 'deny' });
     expect(t.frame()).toContain('0 pending');
     await t.feed([{ kind: 'net.held', ts: '2026-11-22T09:59:59.000Z', pending_id: 'p-3', host: 'evil.test', port: 25 }]);
-    await t.press('D');
+    // The cursor stayed on the row it was on; the new request is at the top.
+    await t.press('g', 'D');
+    expect(t.frame()).toContain('Always deny evil.test:25?');
+    await t.press(KEYS.enter);
     expect(t.client.decisions.at(-1)).toEqual({ id: 'p-3', decision: 'deny_always' });
   });
 
@@ -252,8 +257,10 @@ test('below 80x24 it says so and waits; growing the terminal brings the panes ba
   const t = await open(60, 20);
   expect(t.frame()).toContain('Terminal too small: 60x20');
   expect(t.frame()).toContain('at least 80x24');
-  await t.press('a');
-  expect(t.client.decisions).toEqual([]);
+  // It still shows the held count, the request the keys act on, and the keys (issue 16).
+  expect(t.frame()).toContain('2 held · › api.example.test:8443 /usr/bin/curl POST');
+  expect(t.frame()).toContain('1m20s left');
+  expect(t.frame()).toContain('a approve  s session');
   t.term.resize(80, 24);
   await settle();
   expectFits(t.frame(), 80, 24);

@@ -11,6 +11,7 @@ import { App } from '../../components/App.js';
 import type { ApprovalDecision, FollowHandlers, PolicyView, TuiClient } from '../../components/client.js';
 import type { TuiEvent } from '../../components/selectors.js';
 import { TuiStore } from '../../components/store.js';
+import { TerminalSignals, type TerminalSignalsOptions } from '../../components/terminal-signals.js';
 
 export const NOW = Date.parse('2026-11-22T10:00:00.000Z');
 
@@ -23,8 +24,12 @@ export class FakeTerminal extends EventEmitter {
   ) {
     super();
   }
+  /** Writes that are not frames (bracketed paste on/off, which Ink sends around the app). */
+  controls: string[] = [];
   write = (frame: string): boolean => {
-    this.frames.push(frame);
+    // eslint-disable-next-line no-control-regex
+    if (/^(\u001B\[\?2004[hl])+$/.test(frame)) this.controls.push(frame);
+    else this.frames.push(frame);
     return true;
   };
   lastFrame(): string {
@@ -59,7 +64,7 @@ export class FakeStdin extends EventEmitter {
 }
 
 export class FakeClient implements TuiClient {
-  decisions: Array<{ id: string; decision: ApprovalDecision }> = [];
+  decisions: Array<{ id: string; decision: ApprovalDecision; reason?: string }> = [];
   pendingList: Record<string, unknown>[] = [];
   statusValue: Record<string, unknown> = { name: 'demo', state: 'running', policy: { revision: 3 }, started_at: '2026-11-22T08:59:00.000Z' };
   budgetRaises = 0;
@@ -81,9 +86,9 @@ export class FakeClient implements TuiClient {
   async pending() {
     return this.pendingList;
   }
-  async decide(id: string, decision: ApprovalDecision) {
+  async decide(id: string, decision: ApprovalDecision, reason?: string) {
     if (this.failDecide) throw this.failDecide;
-    this.decisions.push({ id, decision });
+    this.decisions.push(reason === undefined ? { id, decision } : { id, decision, reason });
     this.pendingList = this.pendingList.filter((p) => p.id !== id);
   }
   follow(handlers: FollowHandlers, signal: AbortSignal): Promise<void> {
@@ -139,6 +144,8 @@ export interface Harness {
   client: FakeClient;
   store: TuiStore;
   instance: Instance;
+  /** What the TUI wrote to the terminal outside its frames: bell, title, notifications. */
+  signals: string[];
   detached: () => number;
   frame(): string;
   press(...keys: string[]): Promise<void>;
@@ -146,14 +153,23 @@ export interface Harness {
   cleanup(): void;
 }
 
-export async function renderApp(opts: { columns: number; rows: number; ascii?: boolean; theme?: 'dark' | 'light'; client?: FakeClient }): Promise<Harness> {
+export async function renderApp(opts: {
+  columns: number;
+  rows: number;
+  ascii?: boolean;
+  theme?: 'dark' | 'light';
+  client?: FakeClient;
+  signals?: Partial<Omit<TerminalSignalsOptions, 'write'>>;
+}): Promise<Harness> {
   const term = new FakeTerminal(opts.columns, opts.rows);
+  const signalWrites: string[] = [];
+  const signals = new TerminalSignals({ write: (d) => signalWrites.push(d), ascii: opts.ascii ?? false, now: () => Date.now(), ...opts.signals });
   const stdin = new FakeStdin();
   const client = opts.client ?? new FakeClient();
   const store = new TuiStore({ name: 'demo', batchMs: 5 });
   let detachCount = 0;
   const instance = render(
-    <App client={client} store={store} ascii={opts.ascii ?? false} theme={opts.theme ?? 'dark'} now={() => NOW} onDetach={() => detachCount++} />,
+    <App client={client} store={store} ascii={opts.ascii ?? false} theme={opts.theme ?? 'dark'} now={() => NOW} onDetach={() => detachCount++} signals={signals} />,
     {
       stdout: term as unknown as NodeJS.WriteStream,
       stdin: stdin as unknown as NodeJS.ReadStream,
@@ -170,6 +186,7 @@ export async function renderApp(opts: { columns: number; rows: number; ascii?: b
     client,
     store,
     instance,
+    signals: signalWrites,
     detached: () => detachCount,
     frame: () => term.lastFrame(),
     async press(...keys: string[]) {

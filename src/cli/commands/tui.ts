@@ -18,6 +18,7 @@ interface TuiOptions {
   sshConfig?: string;
   remoteCommand?: string;
   blueprint?: string;
+  notify?: boolean;
 }
 
 /** The --host options to repeat in the re-attach hint. */
@@ -85,6 +86,7 @@ async function tui(ctx: CliContext, opts: TuiOptions): Promise<number> {
       theme: opts.theme,
       host: opts.host,
       env: ctx.io.env,
+      notify: opts.notify === true,
     });
     ctx.err(`detached from sandbox "${ctx.name}"${opts.host ? ` on ${opts.host}` : ''}; the supervisor and the agent keep running (re-attach: nemoclaw-tui${nameFlag(ctx.name)}${reattachFlags(opts)})`);
     return code;
@@ -102,6 +104,7 @@ export const tuiCommands: CommandModule = {
       .option('--headless', 'print the event follow instead of the full-screen UI')
       .option('--ascii', 'draw gauges with # and . only (also automatic on TERM=linux/dumb or a non-UTF-8 locale)')
       .option('--theme <theme>', 'dark or light', 'dark')
+      .option('--notify', 'also a desktop notification (OSC 9, or OSC 777 on VTE/rxvt/foot; through tmux passthrough) for each new held request; the bell and window title are always on')
       .option('--host <user@box>', "attach to that box's supervisor through ssh (runs `nemoclaw-tui __bridge` there; ssh must log in without a prompt)")
       .option('--ssh-config <file>', 'with --host: ssh client config to use (ssh -F; default ~/.ssh/config, or $NEMOCLAW_SSH_CONFIG)')
       .option('--remote-command <path>', 'with --host: nemoclaw-tui on the remote box, a name on its PATH or an absolute path', 'nemoclaw-tui')
