@@ -8,6 +8,7 @@
 // Environment (all optional):
 //   NEMOCLAW_INFERENCE_TOKEN  per-sandbox token for inference.local
 //   DRILL_MODEL               model id to ask for (default drill-stub)
+//   DRILL_LOCAL_DOWN_MODEL    model id the drill policy routes to a local provider that is down (default drill-local-down)
 //   DRILL_ALLOWED_URL         a host the policy allows (default https://registry.npmjs.org/-/ping)
 //   DRILL_UNKNOWN_URL         a host no rule mentions (default https://unknown.drill.nemoclaw.invalid/)
 //   DRILL_BURN_MAX            most calls while burning tokens (default 40)
@@ -19,6 +20,10 @@ import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 const env = process.env;
 const token = env.NEMOCLAW_INFERENCE_TOKEN ?? '';
 const model = env.DRILL_MODEL || 'drill-stub';
+const localDownModel = env.DRILL_LOCAL_DOWN_MODEL || 'drill-local-down';
+// Made up, in the shape of real keys (documentation example keys are left alone by the detector).
+const SECRET_PROMPT = `Deploy with this key: ${'AKIA'}QYLPMN5HHHFPZAM2 and secret ${'8dyfuiRyq4'}/iJQtuCo+nGMB6CK0bZ81qpPuHmRkz`;
+const PII_PROMPT = 'Please draft a reply to jane.doe@acme-widgets.io and call her at +1 415 555 0134 about invoice 4417.';
 const allowedUrl = env.DRILL_ALLOWED_URL || 'https://registry.npmjs.org/-/ping';
 const unknownUrl = env.DRILL_UNKNOWN_URL || 'https://unknown.drill.nemoclaw.invalid/';
 const burnMax = Number(env.DRILL_BURN_MAX || 40);
@@ -45,12 +50,12 @@ async function httpGet(url, timeoutMs) {
   }
 }
 
-async function chat(content, maxTokens) {
+async function chat(content, maxTokens, askModel = model) {
   try {
     const res = await fetch(INFERENCE, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ model, max_tokens: maxTokens, messages: [{ role: 'user', content }] }),
+      body: JSON.stringify({ model: askModel, max_tokens: maxTokens, messages: [{ role: 'user', content }] }),
       signal: AbortSignal.timeout(120_000),
     });
     const text = await res.text();
@@ -95,14 +100,22 @@ async function walk(round) {
       report(round, 'read-hidden', tryFs(() => readFileSync('/root/.ssh/id_rsa')), '/root/.ssh/id_rsa');
     },
     async () => {
-      const r = await chat(
-        'Please draft a reply to jane.doe@example.com and call her at +1 415 555 0134 about invoice 4417.',
-        64,
-      );
+      // Personal data: the hybrid policy keeps it on the local model ("drill stub reply").
+      const r = await chat(PII_PROMPT, 64);
       report(round, 'send-pii', r.status ? `HTTP ${r.status}` : `failed: ${r.error}`, r.json?.choices?.[0]?.message?.content?.slice(0, 80));
     },
     async () => {
-      const r = await chat('Deploy with this key: AKIAIOSFODNN7EXAMPLE and secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY', 64);
+      // Nothing sensitive: the cloud model answers ("drill cloud stub reply").
+      const r = await chat('Summarise in one sentence what a deny-by-default sandbox is.', 64);
+      report(round, 'send-plain', r.status ? `HTTP ${r.status}` : `failed: ${r.error}`, r.json?.choices?.[0]?.message?.content?.slice(0, 80));
+    },
+    async () => {
+      // Personal data while the local model is down: the cloud gets it redacted, the answer comes back restored.
+      const r = await chat(PII_PROMPT, 64, localDownModel);
+      report(round, 'send-pii-local-down', r.status ? `HTTP ${r.status}` : `failed: ${r.error}`, r.json?.choices?.[0]?.message?.content?.slice(0, 120));
+    },
+    async () => {
+      const r = await chat(SECRET_PROMPT, 64);
       report(round, 'send-secret', r.status ? `HTTP ${r.status}` : `failed: ${r.error}`, r.json?.error?.message?.slice(0, 120));
     },
     async () => {

@@ -17,12 +17,49 @@ export interface InferencePaneProps {
   ascii: boolean;
 }
 
+type Fields = Record<string, unknown>;
+const text = (v: unknown): string | undefined => (typeof v === 'string' && v.length > 0 ? v : undefined);
+
+/** `PII: email,phone`, `proprietary code`, `secret` (what the route matched on). */
+function describeKinds(kinds: readonly string[]): string {
+  const parts: string[] = [];
+  const pii = kinds.filter((k) => k !== 'proprietary' && k !== 'secret');
+  if (pii.length > 0) parts.push(`PII: ${pii.join(',')}`);
+  if (kinds.includes('proprietary')) parts.push('proprietary code');
+  if (kinds.includes('secret')) parts.push('secret');
+  return parts.join('; ');
+}
+
+/**
+ * Where the call went and why, in words: `local (PII: email)`, `cloud (no sensitive data)`,
+ * `cloud, redacted (ollama down)`, `cloud, redacted (PII: phone)`, `blocked (secret)`.
+ */
+export function routeLabel(raw: Fields): string {
+  const action = text(raw.action);
+  const reason = text(raw.reason) ?? '';
+  const matched = /(?:^|; )entities ([a-z_,]+)/.exec(reason)?.[1]?.split(',') ?? [];
+  const detected = typeof raw.entities === 'object' && raw.entities !== null ? Object.keys(raw.entities as Fields) : [];
+  if (action === 'block') return `blocked (${describeKinds(matched.length > 0 ? matched : detected) || (text(raw.rule) ?? 'policy')})`;
+  if (action === 'none') return 'no route';
+  const where = text(raw.locality) ?? text(raw.provider) ?? '?';
+  const fallbackFrom = text(raw.fallback_from);
+  const redacted = raw.redacted_for_fallback === true || action === 'redact_then';
+  if (raw.outcome === 'blocked' && fallbackFrom === undefined) return `blocked (${text(raw.provider) ?? 'provider'} down; ${describeKinds(detected) || 'policy'})`;
+  if (fallbackFrom !== undefined) return `${where}${redacted ? ', redacted' : ''} (${fallbackFrom} down)`;
+  if (matched.length > 0) return `${where}${redacted ? ', redacted' : ''} (${describeKinds(matched)})`;
+  if (detected.length === 0) return `${where} (no sensitive data)`;
+  return `${where}${redacted ? ', redacted' : ''} (${text(raw.rule) ?? 'route'})`;
+}
+
 function columnsFor(width: number, ascii: boolean): Column<InferenceRow>[] {
   const arrow = ascii ? '->' : '→';
+  // After a fallback the done event names the provider that answered.
+  const provider = (r: InferenceRow): string => `${text(r.raw.provider) ?? r.provider}/${text(r.raw.model) ?? r.model}`;
   const cols: Column<InferenceRow>[] = [
     { title: 'TIME', width: 8, value: (r) => clockTime(r.ts) },
-    { title: `REQUESTED ${arrow} PROVIDER/MODEL`, width: 0, value: (r) => `${r.requested} ${arrow} ${r.provider}/${r.model}` },
+    { title: `REQUESTED ${arrow} PROVIDER/MODEL`, width: 0, value: (r) => `${r.requested} ${arrow} ${provider(r)}` },
   ];
+  if (width >= 90) cols.push({ title: 'ROUTED', width: width >= 115 ? 30 : 24, value: (r) => routeLabel(r.raw as Fields) });
   if (width >= 100) cols.push({ title: 'RULE', width: width >= 115 ? 18 : 12, value: (r) => r.rule });
   if (width >= 140) cols.push({ title: 'REASON', width: 20, value: (r) => r.reason });
   cols.push({ title: 'ENTITIES', width: width >= 140 ? 16 : 8, value: (r) => r.entities });

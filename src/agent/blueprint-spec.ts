@@ -36,6 +36,52 @@ const bindSchema = z
   })
   .strict();
 
+/**
+ * The profile onboarding offers, and prefers, when a local and a cloud profile are both available
+ * (unless the blueprint declares a profile of that name): personal data and proprietary code go to
+ * the local provider, the rest to the cloud one, secrets nowhere.
+ */
+export const HYBRID_PROFILE = 'hybrid';
+
+type ProfileEntry = [name: string, profile: z.output<typeof profileSchema>];
+
+/** A profile's locality as the router reads it (`cloud` unless the provider says `local`). */
+export function profileLocality(profile: z.output<typeof profileSchema>): 'local' | 'cloud' {
+  return profile.provider.locality === 'local' ? 'local' : 'cloud';
+}
+
+function hybridCapable(profiles: Record<string, z.output<typeof profileSchema>>): boolean {
+  if (HYBRID_PROFILE in profiles) return false;
+  const all = Object.values(profiles);
+  return all.some((p) => profileLocality(p) === 'local') && all.some((p) => profileLocality(p) === 'cloud');
+}
+
+/**
+ * The declared profiles a profile name stands for: itself, or for the undeclared `hybrid` its local
+ * and its cloud part: the first of each locality that `usable` accepts (declaration order). Undefined
+ * when the name is no profile, or a part is missing.
+ */
+export function profileParts(
+  spec: { inference: { profiles: Record<string, z.output<typeof profileSchema>> } },
+  name: string,
+  usable: (name: string, profile: z.output<typeof profileSchema>) => boolean = () => true,
+): ProfileEntry[] | undefined {
+  const profiles = spec.inference.profiles;
+  const declared = profiles[name];
+  if (declared) return [[name, declared]];
+  if (name !== HYBRID_PROFILE || !hybridCapable(profiles)) return undefined;
+  const entries = Object.entries(profiles).filter(([n, p]) => usable(n, p));
+  const local = entries.find(([, p]) => profileLocality(p) === 'local');
+  const cloud = entries.find(([, p]) => profileLocality(p) === 'cloud');
+  return local && cloud ? [local, cloud] : undefined;
+}
+
+/** The profile names a blueprint accepts (`--profile`): its own, and `hybrid` when it has both localities. */
+export function profileNames(spec: { inference: { profiles: Record<string, z.output<typeof profileSchema>> } }): string[] {
+  const names = Object.keys(spec.inference.profiles);
+  return hybridCapable(spec.inference.profiles) ? [HYBRID_PROFILE, ...names] : names;
+}
+
 export const blueprintSpecSchema = z
   .object({
     name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,39}$/),
@@ -69,7 +115,10 @@ export const blueprintSpecSchema = z
         profiles: z.record(z.string(), profileSchema),
       })
       .strict()
-      .refine((i) => i.default_profile in i.profiles, 'default_profile must name one of the profiles'),
+      .refine(
+        (i) => i.default_profile in i.profiles || (i.default_profile === HYBRID_PROFILE && hybridCapable(i.profiles)),
+        `default_profile must name one of the profiles (or \`${HYBRID_PROFILE}\` when the blueprint has a local and a cloud profile)`,
+      ),
     sandbox: z
       .object({
         binds: z.array(bindSchema).default([]),

@@ -12,7 +12,8 @@ import { isAlias, isMap, isScalar, parseDocument, visit, type Document, type Nod
 import { checkPresetNames, loadNamedPreset, parsePolicy, parsePresetFile, type PresetFile } from '../policy/index.js';
 import { NemoclawError } from '../shared/errors.js';
 import { writeFileAtomicSync } from '../shared/fs.js';
-import type { InferenceProfile, LoadedBlueprint } from './blueprint-spec.js';
+import { ENTITY_KINDS } from '../inference/index.js';
+import { HYBRID_PROFILE, profileLocality, type InferenceProfile, type LoadedBlueprint } from './blueprint-spec.js';
 
 export interface GpuInfo {
   name: string;
@@ -74,15 +75,43 @@ export async function detectEnvironment(bp: LoadedBlueprint, d: Detectors): Prom
 
 export interface ProfileOption {
   name: string;
+  /** For the hybrid option: its cloud part's profile (whose key onboarding stores). */
   profile: InferenceProfile;
   available: boolean;
   /** Why it is (not) available, for the prompt and the summary. */
   reason: string;
+  /** The hybrid option: its local and its cloud part (available ones first). */
+  parts?: [local: ProfileOption, cloud: ProfileOption];
 }
 
+/**
+ * Every profile of the blueprint with whether this machine can use it; first, when the blueprint
+ * has a local and a cloud profile (and declares no `hybrid` of its own), the hybrid option made of
+ * the first available of each.
+ */
 export function profileOptions(bp: LoadedBlueprint, env: DetectedEnvironment): ProfileOption[] {
+  const declared = declaredProfileOptions(bp, env);
+  if (HYBRID_PROFILE in bp.spec.inference.profiles) return declared;
+  const pick = (locality: 'local' | 'cloud'): ProfileOption | undefined => {
+    const of = declared.filter((o) => profileLocality(o.profile) === locality);
+    return of.find((o) => o.available) ?? of[0];
+  };
+  const local = pick('local');
+  const cloud = pick('cloud');
+  if (!local || !cloud) return declared;
+  const available = local.available && cloud.available;
+  const reason = available
+    ? `${local.name} (${local.reason}) + ${cloud.name} (${cloud.reason}): personal data and proprietary code stay local, the rest goes to the cloud, secrets nowhere`
+    : `needs a local and a cloud provider: ${[local, cloud].filter((o) => !o.available).map((o) => `${o.name} ${o.reason}`).join('; ')}`;
+  return [{ name: HYBRID_PROFILE, profile: cloud.profile, available, reason, parts: [local, cloud] }, ...declared];
+}
+
+function declaredProfileOptions(bp: LoadedBlueprint, env: DetectedEnvironment): ProfileOption[] {
   return Object.entries(bp.spec.inference.profiles).map(([name, profile]) => {
-    if (profile.stub) return { name, profile, available: true, reason: 'local stub model, no key needed' };
+    if (profile.stub) {
+      const what = profileLocality(profile) === 'local' ? 'local stub model' : 'stub model standing in for a cloud provider (loopback)';
+      return { name, profile, available: true, reason: `${what}, no key needed` };
+    }
     const req = profile.requires;
     if (req?.env) {
       const cred = typeof profile.provider.credential === 'string' ? profile.provider.credential : undefined;
@@ -122,6 +151,8 @@ export interface OnboardingPlan {
   policyText: string;
   /** Name of the credential to store when a key is supplied (e.g. "nvidia"). */
   credential?: string;
+  /** The environment variable that key is read from (the profile's `requires.env`). */
+  keyEnv?: string;
   warnings: string[];
 }
 
@@ -153,7 +184,8 @@ export function planOnboarding(bp: LoadedBlueprint, env: DetectedEnvironment, ch
     if (!chosen.available) warnings.push(`profile ${chosen.name}: ${chosen.reason}; the agent's inference calls fail until that is fixed`);
   } else {
     const ordered = [...options].sort((a, b) => Number(b.name === bp.spec.inference.default_profile) - Number(a.name === bp.spec.inference.default_profile));
-    chosen = ordered.find((o) => o.available);
+    // Both a local provider and a cloud key: hybrid routing, whatever the blueprint's default.
+    chosen = options.find((o) => o.parts !== undefined && o.available) ?? ordered.find((o) => o.available);
     if (!chosen) {
       throw new NemoclawError('prerequisite_missing', `no inference provider found for blueprint ${bp.spec.name}: ${options.map((o) => `${o.name} (${o.reason})`).join('; ')}`, {
         nextStep: 'export NVIDIA_API_KEY=… (or start Ollama / vLLM on this machine) and run `nemoclaw-tui onboard` again, or try the drill with no key: `nemoclaw-tui --blueprint drill`',
@@ -176,30 +208,48 @@ export function planOnboarding(bp: LoadedBlueprint, env: DetectedEnvironment, ch
   const presetFiles = choices.presetFiles ?? [];
   applyPresetFiles(base, presetFiles, presets, presetsDir);
 
-  const { name: providerName, ...providerFields } = chosen.profile.provider;
-  if (chosen.profile.stub && providerFields.base_url === undefined) {
+  const parts = chosen.parts ?? [chosen];
+  const hybrid = chosen.parts !== undefined;
+  const providers: Record<string, Record<string, unknown>> = {};
+  for (const part of parts) {
+    const { name, ...fields } = part.profile.provider;
     // Filled in with the stub model's real address when the agent starts.
-    providerFields.base_url = 'http://127.0.0.1:9/v1';
+    if (part.profile.stub && fields.base_url === undefined) fields.base_url = 'http://127.0.0.1:9/v1';
+    // Hybrid: each provider answers with its own model, whichever model the agent asked for.
+    if (hybrid && fields.model === undefined) fields.model = part.profile.models[0];
+    providers[name] = { ...fields, models: part.profile.models };
   }
+  // One provider, or the hybrid's local (first) and cloud (last) part.
+  const providerName = parts[0]!.profile.provider.name;
+  const cloudName = parts.at(-1)!.profile.provider.name;
   const previousInference = base.get('inference') as { toJSON?: () => unknown } | undefined;
   const prevJson = (previousInference?.toJSON?.() ?? {}) as Record<string, unknown>;
-  // A blueprint with its own policy file that already routes to this provider (the drill) keeps its
-  // inference section (routes, redaction, providers); only the chosen provider's entry is replaced.
+  // A blueprint with its own policy file that already routes to these providers (the drill) keeps its
+  // inference section (routes, redaction, providers); only the chosen providers' entries are replaced.
+  // Not when its routes name the provider of a profile that was not chosen (it would not be there).
   const ownProviders = typeof prevJson.providers === 'object' && prevJson.providers !== null ? (prevJson.providers as Record<string, unknown>) : undefined;
+  const unchosen = new Set(Object.values(bp.spec.inference.profiles).map((p) => p.provider.name).filter((n) => !(n in providers)));
+  const routesUnchosen = Array.isArray(prevJson.routes) && (prevJson.routes as Array<Record<string, unknown>>).some((r) => ['provider', 'redact_then', 'fallback'].some((k) => unchosen.has(r?.[k] as string)));
   const ownRoutes =
-    bp.spec.policy.file !== undefined && Array.isArray(prevJson.routes) && ownProviders !== undefined && providerName in ownProviders
+    bp.spec.policy.file !== undefined && Array.isArray(prevJson.routes) && ownProviders !== undefined && Object.keys(providers).every((n) => n in ownProviders) && !routesUnchosen
       ? (prevJson.routes as unknown[])
       : undefined;
+  const secretsNeverLeave = { name: 'secrets-never-leave', when: { entities: ['secret'] }, block: true, message: 'blocked: the request contains a secret' };
   base.set('inference', {
     ...(ownRoutes ? prevJson : {}),
-    providers: { ...(ownRoutes ? ownProviders : {}), [providerName]: { ...providerFields, models: chosen.profile.models } },
-    routes: ownRoutes ?? [
-      { name: 'secrets-never-leave', when: { entities: ['secret'] }, block: true, message: 'blocked: the request contains a secret' },
-      ...(providerFields.locality === 'cloud'
-        ? [{ name: 'pii-redacted', when: { entities: ['email', 'phone', 'credit_card', 'us_ssn', 'iban'] }, redact_then: providerName }]
-        : []),
-      { name: 'default', provider: providerName },
-    ],
+    providers: { ...(ownRoutes ? ownProviders : {}), ...providers },
+    routes:
+      ownRoutes ??
+      (hybrid
+        ? hybridRoutes(secretsNeverLeave, providerName, cloudName)
+        : [
+            secretsNeverLeave,
+            ...(providers[providerName]!.locality === 'cloud'
+              ? [{ name: 'pii-redacted', when: { entities: ['email', 'phone', 'credit_card', 'us_ssn', 'iban'] }, redact_then: providerName }]
+              : []),
+            { name: 'default', provider: providerName },
+          ]),
+    ...(hybrid && !ownRoutes ? { hybrid: { when_local_down: 'cloud_redacted' } } : {}),
     budgets: isRouterBudgets(prevJson.budgets) ? prevJson.budgets : { day: { tokens: 2_000_000 } },
   });
   const policyText = base.toString();
@@ -211,9 +261,37 @@ export function planOnboarding(bp: LoadedBlueprint, env: DetectedEnvironment, ch
     presets,
     presetFiles,
     policyText,
-    ...(typeof providerFields.credential === 'string' ? { credential: providerFields.credential } : {}),
+    ...credentialOf(parts),
     warnings,
   };
+}
+
+/** The key onboarding stores for the chosen profile (its cloud part for hybrid). */
+function credentialOf(parts: readonly ProfileOption[]): { credential?: string; keyEnv?: string } {
+  for (const part of parts) {
+    const credential = part.profile.provider.credential;
+    if (typeof credential !== 'string') continue;
+    return { credential, ...(part.profile.requires?.env ? { keyEnv: part.profile.requires.env } : {}) };
+  }
+  return {};
+}
+
+/** Every kind of personal data the classifier reports (all but secrets and proprietary markers). */
+export const PERSONAL_DATA_KINDS = ENTITY_KINDS.filter((k) => k !== 'secret' && k !== 'proprietary');
+
+/**
+ * The routes of the hybrid profile: secrets blocked; proprietary code to the local provider only
+ * (refused while it is down: redaction would leave the code); personal data to the local provider,
+ * and while it is down or saturated to the cloud redacted (`hybrid.when_local_down: cloud_redacted`);
+ * everything else to the cloud (to the local provider while the cloud is down).
+ */
+export function hybridRoutes(secrets: Record<string, unknown>, local: string, cloud: string): Array<Record<string, unknown>> {
+  return [
+    secrets,
+    { name: 'proprietary-local', when: { entities: ['proprietary'] }, provider: local },
+    { name: 'pii-local', when: { entities: [...PERSONAL_DATA_KINDS] }, provider: local, fallback: cloud },
+    { name: 'default', provider: cloud, fallback: local },
+  ];
 }
 
 function hasAlias(doc: Document): boolean {

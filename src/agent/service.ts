@@ -14,7 +14,7 @@ import type { InferenceService } from '../inference/index.js';
 import { NemoclawError, describeError } from '../shared/errors.js';
 import { writeFileAtomicSync } from '../shared/fs.js';
 import { packageInfo } from '../shared/package.js';
-import { loadBlueprintSpec, packagedBlueprintDir, type LoadedBlueprint } from './blueprint-spec.js';
+import { loadBlueprintSpec, packagedBlueprintDir, profileLocality, profileNames, profileParts, type LoadedBlueprint } from './blueprint-spec.js';
 import {
   agentRuntimeLayout,
   execaRunner,
@@ -113,7 +113,8 @@ export function policyWithProviderUrl(policyText: string, provider: string, base
 export function createAgentService(options: SupervisorOptions, deps: AgentServiceDeps = {}): SupervisorService {
   let ctx: SupervisorContext | undefined;
   let supervisor: AgentSupervisor | undefined;
-  let stub: StubModelServer | undefined;
+  /** The stub models started for the profile (the drill's local and, for hybrid, its cloud one). */
+  const stubs: StubModelServer[] = [];
   let blueprint: LoadedBlueprint | undefined;
   let state: AgentState | undefined;
   let phase: 'none' | 'installing' | 'running' | 'error' | 'stopped' = 'none';
@@ -150,20 +151,34 @@ export function createAgentService(options: SupervisorOptions, deps: AgentServic
     }
     if (stopped) return;
 
-    const profile = spec.inference.profiles[st.profile] ?? spec.inference.profiles[spec.inference.default_profile]!;
-    if (profile.stub) {
-      stub = await startStubModel({ models: profile.models });
-      if (!c.policy.current().inference.providers[profile.provider.name]) {
-        throw new NemoclawError('invalid_input', `the sandbox policy has no inference provider "${profile.provider.name}" for the ${bp.spec.name} stub model`, {
-          nextStep: `start the sandbox with the blueprint's policy: \`nemoclaw-tui up --blueprint ${bp.spec.name}\``,
-        });
+    // A profile, or the parts of the hybrid one: those whose provider the sandbox's policy has.
+    const inPolicy = c.policy.current().inference.providers;
+    const parts = (profileParts(spec, st.profile, (_n, p) => p.provider.name in inPolicy) ??
+      profileParts(spec, st.profile) ??
+      profileParts(spec, spec.inference.default_profile, (_n, p) => p.provider.name in inPolicy) ??
+      profileParts(spec, spec.inference.default_profile)!).map(([, p]) => p);
+    const profile = { models: [...new Set([...parts].reverse().flatMap((p) => p.models))] };
+    const stubParts = parts.filter((p) => p.stub);
+    if (stubParts.length > 0) {
+      let policyText = readFileSync(c.paths.policyFile, 'utf8');
+      const started = policyText;
+      const where: string[] = [];
+      for (const part of stubParts) {
+        const cloud = profileLocality(part) === 'cloud';
+        const stub = await startStubModel({ models: part.models, ...(cloud ? { label: 'drill cloud stub' } : {}) });
+        stubs.push(stub);
+        if (!inPolicy[part.provider.name]) {
+          throw new NemoclawError('invalid_input', `the sandbox policy has no inference provider "${part.provider.name}" for the ${bp.spec.name} stub model`, {
+            nextStep: `start the sandbox with the blueprint's policy: \`nemoclaw-tui up --blueprint ${bp.spec.name}\``,
+          });
+        }
+        policyText = policyWithProviderUrl(policyText, part.provider.name, stub.baseUrl);
+        where.push(`${stub.baseUrl} (provider ${part.provider.name}, ${cloud ? 'standing in for a cloud provider' : 'local'})`);
       }
-      const policyText = readFileSync(c.paths.policyFile, 'utf8');
-      const next = policyWithProviderUrl(policyText, profile.provider.name, stub.baseUrl);
-      if (next !== policyText) {
-        await c.policy.apply(next, 'startup', `the drill stub model at ${stub.baseUrl}`);
+      if (policyText !== started) {
+        await c.policy.apply(policyText, 'startup', `the drill stub model${where.length > 1 ? 's' : ''} at ${stubs.map((s) => s.baseUrl).join(', ')}`);
       }
-      emitLog(`drill stub model listening on ${stub.baseUrl} (provider ${profile.provider.name})`);
+      for (const w of where) emitLog(`drill stub model listening on ${w}`);
     }
 
     const token = (deps.sandboxToken ?? defaultSandboxToken)(c);
@@ -220,9 +235,9 @@ export function createAgentService(options: SupervisorOptions, deps: AgentServic
       blueprint = loadBlueprintSpec(dir);
       const profileOpt = typeof options.profile === 'string' ? options.profile : undefined;
       const profile = profileOpt ?? (previous?.blueprint === blueprint.spec.name ? previous.profile : blueprint.spec.inference.default_profile);
-      if (!(profile in blueprint.spec.inference.profiles)) {
+      if (!profileNames(blueprint.spec).includes(profile)) {
         throw new NemoclawError('invalid_input', `blueprint ${blueprint.spec.name} has no inference profile "${profile}"`, {
-          nextStep: `choose one of: ${Object.keys(blueprint.spec.inference.profiles).join(', ')}`,
+          nextStep: `choose one of: ${profileNames(blueprint.spec).join(', ')}`,
         });
       }
       state = {
@@ -259,7 +274,7 @@ export function createAgentService(options: SupervisorOptions, deps: AgentServic
       await background?.catch(() => undefined);
       // The install may have finished after stop() began: stop what it started.
       await supervisor?.stop().catch(() => undefined);
-      await stub?.close().catch(() => undefined);
+      await Promise.all(stubs.map((s) => s.close().catch(() => undefined)));
       phase = 'stopped';
     },
 
@@ -275,7 +290,8 @@ export function createAgentService(options: SupervisorOptions, deps: AgentServic
         restarts: s?.restarts ?? 0,
         last_exit: s?.lastExit,
         next_restart_in_ms: s?.nextRestartInMs,
-        ...(stub ? { stub_model: stub.baseUrl } : {}),
+        ...(stubs.length > 0 ? { stub_model: stubs[0]!.baseUrl } : {}),
+        ...(stubs.length > 1 ? { stub_models: stubs.map((s) => s.baseUrl) } : {}),
         ...(lastError ? { error: lastError } : {}),
       };
     },

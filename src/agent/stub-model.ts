@@ -22,6 +22,8 @@ export interface StubModelOptions {
   maxCompletionTokens?: number;
   host?: string;
   port?: number;
+  /** How its replies name it (default `drill stub`; the hybrid drill's cloud stand-in says `drill cloud stub`). */
+  label?: string;
 }
 
 const MAX_BODY = 4 * 1024 * 1024;
@@ -48,6 +50,7 @@ function promptChars(body: unknown): number {
 export async function startStubModel(options: StubModelOptions = {}): Promise<StubModelServer> {
   const models = options.models ?? ['drill-stub'];
   const cap = options.maxCompletionTokens ?? 4096;
+  const label = options.label ?? 'drill stub';
   let count = 0;
 
   const json = (res: ServerResponse, status: number, body: unknown): void => {
@@ -77,7 +80,7 @@ export async function startStubModel(options: StubModelOptions = {}): Promise<St
     const wanted = Number(body.max_completion_tokens ?? body.max_tokens ?? 32);
     const completion = Math.max(1, Math.min(cap, Number.isFinite(wanted) ? Math.floor(wanted) : 32));
     const prompt = Math.max(1, Math.ceil(promptChars(body) / 4));
-    const text = `drill stub reply #${count}: I read "${lastUserText(body).slice(0, 60)}"`;
+    const text = `${label} reply #${count}: I read "${lastUserText(body).slice(0, 60)}"`;
     const usage = { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
     const id = `chatcmpl-drill-${count}`;
     const created = Math.floor(Date.now() / 1000);

@@ -126,7 +126,7 @@ describe('drill agent', () => {
     const by = (step: string) => lines.filter((l) => l.drill === step);
     expect(lines.map((l) => l.drill)).toEqual([
       'allowed-host', 'unknown-host', 'write-outside-sandbox', 'write-usr', 'read-hidden', 'read-hidden',
-      'send-pii', 'send-secret', 'burn-tokens', 'done',
+      'send-pii', 'send-plain', 'send-pii-local-down', 'send-secret', 'burn-tokens', 'done',
     ]);
     expect(by('allowed-host')[0].outcome).toBe('HTTP 200');
     expect(by('unknown-host')[0].outcome).toMatch(/failed|HTTP 403/);

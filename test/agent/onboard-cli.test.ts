@@ -10,10 +10,10 @@ describe('nemoclaw-tui onboard (non-interactive, --no-start)', () => {
     try {
       const drill = await runCli(['onboard', '--blueprint', 'drill', '--non-interactive', '--no-start'], { home: home.dir });
       expect(drill.code, drill.stderr).toBe(0);
-      expect(drill.stdout).toContain('chose      profile stub (local stub model, no key needed)');
+      expect(drill.stdout).toContain('chose      profile hybrid (stub (local stub model, no key needed) + cloud-stub (stub model standing in for a cloud provider (loopback), no key needed)');
       const sbx = join(home.dir, 'sandboxes', 'default');
       const state1 = JSON.parse(readFileSync(join(sbx, 'agent.json'), 'utf8'));
-      expect(state1).toMatchObject({ blueprint: 'drill', profile: 'stub' });
+      expect(state1).toMatchObject({ blueprint: 'drill', profile: 'hybrid' });
 
       // The operator's overlay (written by the TUI's "always allow") must survive re-onboarding.
       const overlay = 'version: 1\nrules:\n  - { action: allow, host: api.example.com, port: 443 }\n';

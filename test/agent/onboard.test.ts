@@ -90,14 +90,16 @@ describe('onboarding', () => {
     expect(() => planOnboarding(openclaw, none, { profile: 'nope' }, REPO_ROOT)).toThrow(/no inference profile "nope"/);
   });
 
-  it('needs nothing for the drill: its stub profile is always available', async () => {
+  it('needs nothing for the drill: its two stub profiles are always available, so it runs hybrid', async () => {
     const plan = planOnboarding(drill, await detectEnvironment(drill, detectors()), {}, REPO_ROOT);
-    expect(plan.profile).toBe('stub');
+    expect(plan.profile).toBe('hybrid');
     const doc = parse(plan.policyText);
     expect(doc.inference.providers['drill-stub'].base_url).toBe('http://127.0.0.1:9/v1');
-    // The drill's own routes and budgets stay (PII redacted, secrets blocked, a small hourly budget),
-    // and the result is a policy the router accepts.
-    expect(doc.inference.routes.map((r: { name: string }) => r.name)).toEqual(['secrets-never-leave', 'pii-redacted', 'default']);
+    expect(doc.inference.providers['drill-cloud']).toMatchObject({ base_url: 'http://127.0.0.1:9/v1', locality: 'cloud', model: 'drill-cloud' });
+    // The drill's own routes and budgets stay (PII local, redacted to the cloud while local is down,
+    // secrets blocked, a small hourly budget), and the result is a policy the router accepts.
+    expect(doc.inference.routes.map((r: { name: string }) => r.name)).toEqual(['secrets-never-leave', 'pii-local-down', 'pii-local', 'default']);
+    expect(doc.inference.hybrid).toEqual({ when_local_down: 'cloud_redacted' });
     expect(doc.inference.budgets.hour).toEqual({ tokens: 20000 });
     expect(doc.approvals.when_unattended).toBe('hold');
     validateInferencePolicy(parsePolicy(plan.policyText, 'onboard').doc.inference);

@@ -2,8 +2,9 @@
  * The drill blueprint end to end, inside the real sandbox, with no API key and no model:
  * `nemoclaw-tui up --blueprint drill` (detached supervisor through the built bin) starts the drill
  * agent as the sandbox's main process; it reaches an allowed and an unknown host, writes outside
- * /sandbox, reads hidden paths, sends PII and a secret to inference.local and burns tokens until
- * the budget stops it. The unknown host is held (the drill policy holds even with nobody
+ * /sandbox, reads hidden paths, sends PII (to the local stub; while a local provider is down, to the
+ * cloud stand-in redacted), a plain prompt (to the cloud stand-in) and a secret to inference.local,
+ * and burns tokens until the budget stops it. The unknown host is held (the drill policy holds even with nobody
  * attached) and approved with the real `approve` CLI. Every event kind of the schema must appear.
  *
  * Then `nemoclaw-tui --blueprint drill` with stdout not a terminal (headless) must start the same
@@ -105,7 +106,7 @@ describe('drill blueprint inside the real sandbox', () => {
       { home: home.dir, env, timeoutMs: 60_000 },
     );
     expect(up.code, `${up.stdout}\n${up.stderr}`).toBe(0);
-    expect(up.stderr).toMatch(/blueprint drill \d+\.\d+\.\d+ \(sha256:[0-9a-f]{12}…\), profile stub/);
+    expect(up.stderr).toMatch(/blueprint drill \d+\.\d+\.\d+ \(sha256:[0-9a-f]{12}…\), profile hybrid/);
 
     // The whole history (backlog) and then live events, including transient samples.
     follower = spawnCli(['logs', '-f', '--output', 'jsonl', '-n', '1000000'], { home: home.dir, env });
@@ -175,11 +176,21 @@ describe('drill blueprint inside the real sandbox', () => {
     expect(lines).toContain('drill[1] write-outside-sandbox: EROFS (/etc/drill-was-here)');
     expect(lines.some((l) => /^drill\[1\] read-hidden: ENOENT \(\/etc\/shadow\)$/.test(l))).toBe(true);
 
-    // Inference: PII redacted and answered by the stub, the secret blocked, the budget stops the burn.
+    // Inference (hybrid): PII answered by the local stub, a plain prompt by the cloud stand-in, PII
+    // redacted to the cloud while a local provider is down, the secret blocked, the budget stops the burn.
     const routes = of('inference.route');
-    expect(routes.some((e) => e.rule === 'pii-redacted' && Number(e.redactions) >= 2)).toBe(true);
+    const dones = of('inference.done');
+    expect(routes.some((e) => e.rule === 'pii-local' && e.provider === 'drill-stub' && e.locality === 'local')).toBe(true);
+    expect(routes.some((e) => e.rule === 'default' && e.provider === 'drill-cloud' && e.locality === 'cloud')).toBe(true);
+    expect(
+      dones.some((e) => e.rule === 'pii-local-down' && e.provider === 'drill-cloud' && e.fallback_from === 'drill-local-down' && e.redacted_for_fallback === true && Number(e.redactions) >= 2),
+      JSON.stringify(dones.filter((e) => e.rule === 'pii-local-down')),
+    ).toBe(true);
     expect(routes.some((e) => e.rule === 'secrets-never-leave')).toBe(true);
-    expect(lines.some((l) => l.startsWith('drill[1] send-pii: HTTP 200'))).toBe(true);
+    expect(lines.some((l) => l.startsWith('drill[1] send-pii: HTTP 200 (drill stub reply'))).toBe(true);
+    expect(lines.some((l) => l.startsWith('drill[1] send-plain: HTTP 200 (drill cloud stub reply'))).toBe(true);
+    // The answer came back with the placeholders restored (the drill sees its own address again).
+    expect(lines.some((l) => l.startsWith('drill[1] send-pii-local-down: HTTP 200 (drill cloud stub reply') && l.includes('jane.doe@acme-widgets.io') && !l.includes('<EMAIL')), lines.filter((l) => l.includes('local-down')).join('\n')).toBe(true);
     expect(lines.some((l) => /^drill\[1\] send-secret: HTTP 4\d\d/.test(l))).toBe(true);
     expect(lines.some((l) => l.startsWith('drill[1] burn-tokens: stopped by the budget (HTTP 402)'))).toBe(true);
     expect(of('budget.exceeded').length).toBeGreaterThan(0);
@@ -249,7 +260,7 @@ describe('the README main command on a machine with nothing set up', () => {
     expect(said).toContain('nemoclaw-tui logs -f --approver');
     const status = await runCli(['status', '--json'], { home: home.dir });
     const agent = (JSON.parse(status.stdout) as { services: { agent: { blueprint: string; profile: string } } }).services.agent;
-    expect(agent).toMatchObject({ blueprint: 'drill', profile: 'stub' });
+    expect(agent).toMatchObject({ blueprint: 'drill', profile: 'hybrid' });
 
     // Detaching leaves the agent running; the next start is not a first start and re-attaches.
     await tui.kill();

@@ -163,8 +163,8 @@ export async function prepareOnboarding(ctx: CliContext, opts: OnboardOptions, s
   const plan = prepared.plan!;
   for (const w of plan.warnings) ctx.err(`warning: ${w}`);
   writeOnboardingRecord(ctx.paths.dir, bp.spec.name, plan);
-  const chosen = bp.spec.inference.profiles[plan.profile]!;
-  const keyVar = opts.apiKeyEnv ?? chosen.requires?.env;
+  // The key of the chosen profile (for hybrid: of its cloud part).
+  const keyVar = opts.apiKeyEnv ?? plan.keyEnv;
   if (plan.credential && keyVar) {
     const key = env[keyVar];
     if (key && key.length > 0) {
