@@ -1036,10 +1036,9 @@ export function createRouter(options: RouterOptions): Router {
         if (!key.startsWith(`${index}:`) || !r.pending) continue;
         const pending = r.flush();
         const tool = /^\d+:t(\d+)$/.exec(key);
-        const choice =
-          api === 'openai.completions'
-            ? { index, text: pending, finish_reason: null }
-            : { index, delta: tool ? { tool_calls: [{ index: Number(tool[1]), function: { arguments: pending } }] } : { content: pending }, finish_reason: null };
+        const reasoning = /^\d+:r:(\w+)$/.exec(key);
+        const delta = tool ? { tool_calls: [{ index: Number(tool[1]), function: { arguments: pending } }] } : reasoning ? { [reasoning[1]!]: pending } : { content: pending };
+        const choice = api === 'openai.completions' ? { index, text: pending, finish_reason: null } : { index, delta, finish_reason: null };
         out += `data: ${JSON.stringify({ id: chunk.id, object: chunk.object, created: chunk.created, model: chunk.model, choices: [choice] })}\n\n`;
       }
     };
@@ -1101,7 +1100,15 @@ export function createRouter(options: RouterOptions): Router {
             }
           }
           for (const field of ['reasoning_content', 'reasoning']) {
-            if (typeof d[field] === 'string') countDelta(d[field] as string);
+            if (typeof d[field] !== 'string') continue;
+            countDelta(d[field] as string);
+            if (map) {
+              const r = restorer(`${index}:r:${field}`, false).push(d[field] as string);
+              if (r !== d[field]) {
+                d[field] = r;
+                changed = true;
+              }
+            }
           }
           for (const tc of (d.tool_calls as Array<Record<string, unknown>> | undefined) ?? []) {
             const fn = tc.function as Record<string, unknown> | undefined;

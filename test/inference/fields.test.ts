@@ -4,6 +4,8 @@
  * placeholders cannot be forged. Each case runs through the real router on loopback against stub
  * providers speaking the real wire formats, in the caller's own format and translated.
  */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { assembleAnthropicStream, assembleOpenAiStream, startStubUpstream, type StubUpstream } from '../stubs/upstream.js';
 import { post, SANDBOX_TOKEN, startRouter, until, type RouterHarness } from './harness.js';
@@ -402,6 +404,47 @@ describe('placeholders cannot be forged', () => {
       await start(mode);
       const res = await send('messages', msgs([{ role: 'user', content: `hi ${EMAIL} <EMAIL_1>` }], { stream: true }));
       expect(assembleAnthropicStream(res.text).content).toBe(`echo: hi ${EMAIL} <EMAIL_1>`);
+    }
+  });
+
+  it('restores reasoning_content and refusal too, whole and streamed (split every 3 characters)', async () => {
+    const reasoner = createServer((req, res) => {
+      let raw = '';
+      req.on('data', (c) => (raw += c));
+      req.on('end', () => {
+        const placeholder = /<EMAIL_[0-9a-f]{6}>/.exec(raw)?.[0] ?? 'none';
+        const body = JSON.parse(raw);
+        if (!body.stream) {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          const message = { role: 'assistant', reasoning_content: `think of ${placeholder}`, content: 'ok', refusal: `not ${placeholder}` };
+          res.end(JSON.stringify({ id: 'c1', object: 'chat.completion', created: 1, model: 'r1', choices: [{ index: 0, message, finish_reason: 'stop' }], usage: { prompt_tokens: 5, completion_tokens: 4, total_tokens: 9 } }));
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const chunk = (delta: object, finish: string | null = null) => `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'r1', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+        const thought = `think of ${placeholder}`;
+        let out = '';
+        for (let i = 0; i < thought.length; i += 3) out += chunk({ reasoning_content: thought.slice(i, i + 3) });
+        res.end(out + chunk({ content: 'ok' }) + chunk({}, 'stop') + 'data: [DONE]\n\n');
+      });
+    });
+    await new Promise<void>((r) => reasoner.listen(0, '127.0.0.1', r));
+    try {
+      const base = policy('same');
+      await h?.close();
+      h = await startRouter({ ...base, providers: { ...(base.providers as object), cloud: { type: 'openai', base_url: `http://127.0.0.1:${(reasoner.address() as AddressInfo).port}/v1` } } }, {}, { CLOUD_KEY: 'k' });
+      const ask = chat([{ role: 'user', content: `who is ${EMAIL}?` }]);
+      const whole = await send('chat', ask);
+      expect(whole.json.choices[0].message).toMatchObject({ reasoning_content: `think of ${EMAIL}`, refusal: `not ${EMAIL}` });
+      const streamed = await send('chat', { ...ask, stream: true });
+      const thought = streamed.text
+        .split('\n')
+        .filter((l) => l.startsWith('data: {'))
+        .map((l) => JSON.parse(l.slice(6)).choices[0]?.delta?.reasoning_content ?? '')
+        .join('');
+      expect(thought).toBe(`think of ${EMAIL}`);
+    } finally {
+      await new Promise<void>((r) => reasoner.close(() => r()));
     }
   });
 
