@@ -272,7 +272,8 @@ function unknownKeys(schema: z.ZodType, value: unknown, path: PathKey[], out: Pa
       const shape = def.shape as Record<string, z.ZodType>;
       const loose = def.catchall !== undefined;
       for (const [k, v] of Object.entries(value)) {
-        const field = shape[k];
+        // Own keys only: `toString`, `constructor`, `__proto__` are document keys, not schema fields.
+        const field = Object.hasOwn(shape, k) ? shape[k] : undefined;
         if (field) unknownKeys(field, v, [...path, k], out);
         else if (!loose) out.push([...path, k]);
       }
@@ -422,7 +423,7 @@ export function validateYaml<S extends z.ZodType>(
   // Known OpenShell sections we accept without enforcing.
   if (raw && typeof raw === 'object') {
     for (const [section, why] of Object.entries(NOT_ENFORCED_NOTES)) {
-      if (section in (raw as Record<string, unknown>)) {
+      if (Object.hasOwn(raw, section)) {
         const pos = source.position([section], true);
         warnings.push({ file, line: pos.line, col: pos.col, path: section, expected: 'a field this engine enforces', message: `not enforced here: ${why}` });
       }
@@ -597,10 +598,16 @@ export function mergeNetworkPolicies(
 ): Record<string, NetworkPolicy> {
   const out: Record<string, NetworkPolicy> = { ...base };
   for (const [name, policy] of Object.entries(top)) {
-    const existing = out[name];
-    out[name] = existing ? mergeNetworkPolicy(existing, policy) : policy;
+    // Own keys only: a policy named `toString` or `__proto__` is a policy, not a prototype member.
+    const existing = Object.hasOwn(out, name) ? out[name] : undefined;
+    setOwn(out, name, existing ? mergeNetworkPolicy(existing, policy) : policy);
   }
   return out;
+}
+
+/** `obj[key] = value` as an own data property, also for `__proto__` (which `=` would treat as the prototype). */
+function setOwn<T>(obj: Record<string, T>, key: string, value: T): void {
+  Object.defineProperty(obj, key, { value, writable: true, enumerable: true, configurable: true });
 }
 
 /** Problems the router's validator finds in the `inference` section, as positioned PolicyIssues. */
@@ -772,7 +779,7 @@ export function loadNamedPreset(name: string, presetsDir: string = DEFAULT_PRESE
  */
 export function applyNemoclawPreset(current: Readonly<Record<string, unknown>>, presetEntries: Readonly<Record<string, unknown>>): Record<string, unknown> {
   const out: Record<string, unknown> = { ...current };
-  for (const [key, policy] of Object.entries(presetEntries)) out[key] = policy;
+  for (const [key, policy] of Object.entries(presetEntries)) setOwn(out, key, policy);
   return out;
 }
 
