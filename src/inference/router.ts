@@ -550,20 +550,23 @@ export function createRouter(options: RouterOptions): Router {
       });
       record.redactions = map.size;
       if (map.size === 0) map = undefined;
-      else {
-        // Fail closed: scan what would go upstream again (re-encoded carriers, token ids read under
-        // the other vocabulary) and refuse when anything to redact is still there.
+      else if (facts.slots.some((slot, i) => slot.decoded !== undefined && classes[i]!.detections.length > 0)) {
+        // Fail closed: a rewritten carrier is encoded again (base64, data: URL, token ids, which the
+        // other vocabulary reads differently), so every decoded text that goes upstream is scanned
+        // again and the call refused when anything to redact is still there. (Plain strings are
+        // rewritten span by span: nothing is left to find, and rescanning them would cost a full
+        // scan per call, the placeholders being new each time.)
         const again = inspectRequest(api, body, decoders);
-        const rescan = await scanSlots(activeClassifier, again);
         const left = new Set<string>();
         const where = new Set<string>();
-        rescan.perSlot.forEach((found, i) => {
-          for (const d of found) {
+        for (const slot of again.slots) {
+          if (slot.decoded === undefined) continue;
+          for (const d of (await activeClassifier.classify(slot.text)).detections) {
             if (!redactKinds.has(d.kind)) continue;
             left.add(d.kind);
-            where.add(again.slots[i]!.path);
+            where.add(slot.path);
           }
-        });
+        }
         if (left.size > 0) {
           record.action = 'refuse_unredactable';
           record.overhead_ms = clock.monotonic() - tBody;

@@ -267,6 +267,18 @@ describe('every field is scanned: an e-mail is redacted, a secret blocks', () =>
     expect(tok.o200k.decode(sent)).toMatch(/^mail <EMAIL_[0-9a-f]{6}> now$/);
   });
 
+  it('refuses, sending nothing, when a rewritten carrier still reads as the value (token ids under two vocabularies)', async () => {
+    await start('same');
+    // o200k reads the first half as the address, cl100k the second half: rewriting one reading
+    // re-encodes the ids and leaves the other one's address in place.
+    const ids = [...tok.o200k.encode(`a ${EMAIL} `), ...tok.cl100k.encode(` b ${EMAIL}`)];
+    const res = await send('completions', { model: 'gpt-3.5-turbo-instruct', prompt: ids });
+    expect(res.status, res.text).toBe(403);
+    expect(res.json.error.code).toBe('redaction_failed');
+    expect(res.json.error.message).toMatch(/email could not be redacted at prompt; nothing was sent/);
+    expect(cloud.requests).toHaveLength(0);
+  });
+
   it('a base64 text document is re-encoded with the placeholder', async () => {
     await start('same');
     const res = await send('messages', CASES.find((c) => c.name === 'document, base64 text/plain')!.body(EMAIL));
