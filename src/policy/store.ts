@@ -1,4 +1,4 @@
-import { appendFile, mkdir, readFile } from 'node:fs/promises';
+import { appendFile, mkdir, open, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { stringify } from 'yaml';
 import type { EventInput } from '../audit/events.js';
@@ -102,6 +102,12 @@ class FilePolicyStore implements PolicyStore {
     const { paths } = this.opts;
     this.base = parsePolicy(this.opts.baseText, this.opts.source, { presetsDir: this.opts.presetsDir });
     this.overlay = await this.loadOverlay();
+    // A crash mid-append leaves a torn last line; cut it off (kept in .torn) so the next revision
+    // starts on its own line instead of being glued to it and lost on the next load.
+    const torn = await recoverTornTail(paths.policyHistoryFile);
+    if (torn) {
+      this.opts.emit({ kind: 'sandbox.lifecycle', level: 'warn', action: 'policy_history.recovered', file: paths.policyHistoryFile, torn_bytes: torn.tornBytes, saved_to: torn.savedTo, offset: torn.offset });
+    }
     const history = await this.loadHistory();
     this.revisions = history.map(({ yaml: _yaml, ...rev }) => rev);
     this.lastYaml = history.at(-1)?.yaml;
@@ -251,7 +257,7 @@ class FilePolicyStore implements PolicyStore {
       if (persist) await persist();
       await mkdir(dirname(this.opts.paths.policyHistoryFile), { recursive: true, mode: 0o700 });
       const line: HistoryLine = { ...rev, yaml: text };
-      await appendFile(this.opts.paths.policyHistoryFile, `${JSON.stringify(line)}\n`, { mode: 0o600 });
+      await appendWholeLine(this.opts.paths.policyHistoryFile, `${JSON.stringify(line)}\n`);
     } catch (err) {
       if (err instanceof NemoclawError) throw err;
       throw new NemoclawError('io', `cannot record policy revision ${number}: ${(err as Error).message}`, {
@@ -310,6 +316,81 @@ class FilePolicyStore implements PolicyStore {
       }
     }
     return out;
+  }
+}
+
+/** What recoverTornTail removed from the end of an append-only file. */
+export interface TornTail {
+  /** Offset the file was cut to (end of its last complete line). */
+  offset: number;
+  tornBytes: number;
+  /** Where the removed bytes were appended, for forensics. */
+  savedTo: string;
+}
+
+/**
+ * Recover the torn tail of an append-only JSONL file, as the audit log does: bytes after the last
+ * newline (a line a crash left half-written) are appended to `<file>.torn` and the file is cut back
+ * to its last complete line. Undefined when the file is missing or ends in a newline.
+ */
+export async function recoverTornTail(path: string): Promise<TornTail | undefined> {
+  let fh;
+  try {
+    fh = await open(path, 'r+');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  try {
+    const size = (await fh.stat()).size;
+    if (size === 0) return undefined;
+    // Read backwards to the last newline (a torn line is at most one record long).
+    let window = Math.min(size, 64 * 1024);
+    let goodEnd = 0;
+    for (;;) {
+      const buf = Buffer.alloc(window);
+      await fh.read(buf, 0, window, size - window);
+      const nl = buf.lastIndexOf(10);
+      if (nl >= 0) {
+        goodEnd = size - window + nl + 1;
+        break;
+      }
+      if (window === size) break;
+      window = Math.min(size, window * 4);
+    }
+    if (goodEnd === size) return undefined;
+    const torn = Buffer.alloc(size - goodEnd);
+    await fh.read(torn, 0, torn.length, goodEnd);
+    const savedTo = `${path}.torn`;
+    await appendFile(savedTo, torn, { mode: 0o600 });
+    await fh.truncate(goodEnd);
+    await fh.datasync();
+    return { offset: goodEnd, tornBytes: torn.length, savedTo };
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Append one line whole: short writes are continued; on failure the file is cut back (no partial line stays). */
+async function appendWholeLine(path: string, line: string): Promise<void> {
+  const fh = await open(path, 'a', 0o600);
+  try {
+    const start = (await fh.stat()).size;
+    const buf = Buffer.from(line);
+    try {
+      let off = 0;
+      while (off < buf.length) {
+        const { bytesWritten } = await fh.write(buf, off, buf.length - off);
+        if (bytesWritten <= 0) throw Object.assign(new Error('write returned 0 bytes'), { code: 'EIO' });
+        off += bytesWritten;
+      }
+      await fh.datasync();
+    } catch (err) {
+      await fh.truncate(start).catch(() => undefined);
+      throw err;
+    }
+  } finally {
+    await fh.close();
   }
 }
 
