@@ -48,7 +48,8 @@ export function routeLabel(raw: Fields): string {
   if (fallbackFrom !== undefined) return `${where}${redacted ? ', redacted' : ''} (${fallbackFrom} down)`;
   if (matched.length > 0) return `${where}${redacted ? ', redacted' : ''} (${describeKinds(matched)})`;
   if (detected.length === 0) return `${where} (no sensitive data)`;
-  return `${where}${redacted ? ', redacted' : ''} (${text(raw.rule) ?? 'route'})`;
+  // Detected, but the route did not match on it (or its reason is not the router's): the rule says why.
+  return `${text(raw.rule) ?? 'route'}: ${where}${redacted ? ', redacted' : ''}`;
 }
 
 function columnsFor(width: number, ascii: boolean): Column<InferenceRow>[] {
@@ -59,8 +60,9 @@ function columnsFor(width: number, ascii: boolean): Column<InferenceRow>[] {
     { title: 'TIME', width: 8, value: (r) => clockTime(r.ts) },
     { title: `REQUESTED ${arrow} PROVIDER/MODEL`, width: 0, value: (r) => `${r.requested} ${arrow} ${provider(r)}` },
   ];
-  if (width >= 90) cols.push({ title: 'ROUTED', width: width >= 115 ? 30 : 24, value: (r) => routeLabel(r.raw as Fields) });
-  if (width >= 100) cols.push({ title: 'RULE', width: width >= 115 ? 18 : 12, value: (r) => r.rule });
+  // Where and why in words; the rule's name too once there is room (the detail view has both).
+  if (width >= 100) cols.push({ title: 'ROUTED', width: width >= 115 ? 30 : 24, value: (r) => routeLabel(r.raw as Fields) });
+  if (width >= 140) cols.push({ title: 'RULE', width: 18, value: (r) => r.rule });
   if (width >= 140) cols.push({ title: 'REASON', width: 20, value: (r) => r.reason });
   cols.push({ title: 'ENTITIES', width: width >= 140 ? 16 : 8, value: (r) => r.entities });
   cols.push({ title: 'RED', width: 3, align: 'right', value: (r) => r.redactions });
