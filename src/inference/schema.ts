@@ -51,7 +51,10 @@ const providerSchema = z
     model: z.string().min(1).optional(),
     /** Extra model ids this provider serves (listed by /v1/models, matched by `when.model`). */
     models: z.array(z.string().min(1)).default([]),
-    /** `local` providers run on this machine; sensitive traffic never falls back from them to `cloud`. */
+    /**
+     * `local` providers run on this machine. Sensitive traffic falls back from them to `cloud` only
+     * with `hybrid.when_local_down: cloud_redacted`, and any fallback to `cloud` goes redacted.
+     */
     locality: z.enum(['local', 'cloud']).default('cloud'),
     /** Name of an environment variable of the supervisor holding the key. */
     api_key_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name').optional(),
@@ -87,7 +90,10 @@ const routeSchema = z
     provider: z.string().min(1).optional(),
     block: z.literal(true).optional(),
     redact_then: z.string().min(1).optional(),
-    /** Provider to try when the chosen one is unreachable or answers 5xx. */
+    /**
+     * Provider to try when the chosen one is unreachable, answers 5xx or 429 (saturated). A fallback
+     * to a `cloud` provider gets the policy's cloud redaction first; a secret never goes.
+     */
     fallback: z.string().min(1).optional(),
     /** Message returned to the caller when the route blocks. */
     message: z.string().optional(),

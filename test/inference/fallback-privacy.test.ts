@@ -167,6 +167,15 @@ describe('a local route whose fallback is a cloud provider, local down', () => {
   });
 });
 
+describe('inference.hybrid.when_local_down', () => {
+  it('is cloud_redacted or refuse (default), named when wrong', async () => {
+    const { validateInferencePolicy } = await import('../../src/inference/schema.js');
+    expect(validateInferencePolicy({}).hybrid).toEqual({ when_local_down: 'refuse' });
+    expect(() => validateInferencePolicy({ hybrid: { when_local_down: 'maybe' } })).toThrow(/inference\.hybrid\.when_local_down: .*\(got "maybe"\)/);
+    expect(() => validateInferencePolicy({ hybrid: { when_down: 'refuse' } })).toThrow(/inference\.hybrid/);
+  });
+});
+
 describe('a saturated local provider (429)', () => {
   it('falls back to the cloud redacted; without a fallback the 429 reaches the caller', async () => {
     local.options.reply = () => ({ status: 429 });

@@ -292,7 +292,7 @@ export async function prepareAgentForAttach(ctx: CliContext, opts: { blueprint?:
   }
   if (blueprint === 'drill' && ctx.io.env.NEMOCLAW_BLUEPRINT === undefined) {
     say('first start: no inference provider found (no NVIDIA_API_KEY, nothing on 127.0.0.1:11434 or :8000), so this runs the drill:');
-    say('  a scripted agent with a local stub model that exercises every guard (network approvals, file violations, PII, secrets, budget).');
+    say('  a scripted agent that exercises every guard (network approvals, file violations, PII, secrets, budget), with hybrid routing over two stub models on loopback: a local one and one standing in for a cloud provider.');
     say(`  for OpenClaw: export NVIDIA_API_KEY=… (or start Ollama / vLLM), then: nemoclaw-tui down${nameFlag(ctx.name)} && nemoclaw-tui onboard${nameFlag(ctx.name)}`);
   }
   const prepared = await prepareOnboarding(ctx, { blueprint, nonInteractive: true, ...(opts.profile ? { profile: opts.profile } : {}) }, say);
