@@ -353,6 +353,13 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
     setMode({ ...m, scroll: Math.max(0, Math.min(scroll, Math.max(0, total - 1))) });
   };
 
+  /** False (and says so) when the request was decided elsewhere or timed out while a dialog was open. */
+  const stillHeld = (row: HeldRow): boolean => {
+    if (state.network.held.some((r) => r.id === row.id)) return true;
+    setFlash({ text: `${row.host}:${row.port} was decided elsewhere or timed out meanwhile; nothing sent`, bad: true });
+    return false;
+  };
+
   const handleKey = (input: string, key: Key) => {
     const ctrlC = key.ctrl && input === 'c';
     switch (mode.kind) {
@@ -368,6 +375,7 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
           else if (key.return) {
             if (decidedChunk.current === currentChunk.current) return;
             setMode({ kind: 'normal' });
+            if (!stillHeld(c.row)) return;
             decide(c.row, c.always ? 'deny_always' : 'deny', c.always ? 'always denied' : 'denied', c.reason);
           } else if (key.backspace || key.delete) setMode({ kind: 'confirm', confirm: { ...c, reason: Array.from(c.reason).slice(0, -1).join('') } });
           else if (key.ctrl && input === 'u') setMode({ kind: 'confirm', confirm: { ...c, reason: '' } });
@@ -389,8 +397,9 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
         if (!yes) return;
         if (c.kind === 'always' && decidedChunk.current === currentChunk.current) return;
         setMode({ kind: 'normal' });
-        if (c.kind === 'always') decide(c.row, 'always', 'always allowed');
-        else if (c.kind === 'budget') raiseBudget();
+        if (c.kind === 'always') {
+          if (stillHeld(c.row)) decide(c.row, 'always', 'always allowed');
+        } else if (c.kind === 'budget') raiseBudget();
         return;
       }
       case 'filter': {

@@ -155,6 +155,15 @@ describe('deny with a reason', () => {
     expect(t.frame()).toContain('pasted text ignored');
   });
 
+  test('a request decided elsewhere while its deny dialog is open is not sent; the dialog says nothing was', async () => {
+    const t = await threeHeld();
+    await t.press('d', 'x');
+    await decidedElsewhere(t, 'p-1', 'once');
+    await t.press(KEYS.enter);
+    expect(t.client.decisions).toEqual([]);
+    expect(t.frame()).toContain('alpha.test:443 was decided elsewhere or timed out meanwhile; nothing sent');
+  });
+
   test('an empty reason denies without one', async () => {
     const t = await threeHeld();
     await t.press('d', ' ', KEYS.enter);
