@@ -15,9 +15,10 @@ import { describeStatus } from '../../src/cli/status-text.js';
 import { createEgressService } from '../../src/egress/index.js';
 import { sandboxPaths } from '../../src/shared/home.js';
 import { proxyRequest, startUpstream, testResolver } from '../egress/harness.js';
-import { makeTempHome, readAuditRecords, startTestSupervisor } from '../helpers/supervisor.js';
+import { REPO_ROOT, makeTempHome, readAuditRecords, runCli, startTestSupervisor } from '../helpers/supervisor.js';
 
 const isRoot = process.getuid?.() === 0;
+const built = existsSync(join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js'));
 const resolver = testResolver({ 'allowed.test': ['127.0.0.1'], 'held.test': ['127.0.0.1'] });
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -152,6 +153,15 @@ describe.skipIf(!isRoot)('audit log on a full disk (real tmpfs)', () => {
     expect(text).toContain('AUDIT LOG FAILING');
     expect(text).toContain(paths.auditDir);
     expect((await t.client.pending()).map((p) => p.id)).toEqual([pending!.id]);
+    if (built) {
+      // `doctor` names it too (FAIL, exit 1), from the running supervisor's status.
+      const doctor = await runCli(['doctor', '--json'], { home: home.dir });
+      const report = JSON.parse(doctor.stdout) as { ok: boolean; audit: { ok: boolean; severity: string; detail: string; fix: string } };
+      expect(report.audit).toMatchObject({ ok: false, severity: 'error' });
+      expect(report.audit.detail).toContain('ENOSPC');
+      expect(report.audit.fix).toContain(paths.auditDir);
+      expect(doctor.code).toBe(1);
+    }
     await until('the critical live event', () => followed.find((e) => e.action === 'audit.failed' && e.transient === true && e.level === 'error'));
 
     // Nothing the follower got is missing from the disk (it only ever sees durable records).
@@ -183,6 +193,13 @@ describe.skipIf(!isRoot)('audit log on a full disk (real tmpfs)', () => {
     const gap = result.gaps![0]!;
     expect(gap.to).toBeGreaterThanOrEqual(gap.from);
 
+    if (built) {
+      const cli = await runCli(['audit', 'verify'], { home: home.dir });
+      expect(cli.code).toBe(0);
+      expect(cli.stdout).toContain('audit log ok');
+      expect(cli.stderr).toContain(`warning: records lost between seq ${gap.from} and ${gap.to} (reason ENOSPC`);
+    }
+
     // Write-ahead: every request that reached the upstream has its allow record on disk.
     const records = readAuditRecords(paths.auditDir);
     const requestIdByPath = new Map<string, string>();
@@ -201,5 +218,6 @@ describe.skipIf(!isRoot)('audit log on a full disk (real tmpfs)', () => {
     const bySeq = new Map(records.map((r) => [Number(r.seq), r]));
     for (const e of followed.filter((x) => x.transient !== true)) expect(bySeq.get(e.seq)?.hash).toBe(e.hash);
     expect(existsSync(join(paths.auditDir, '.reserve'))).toBe(true);
+    console.info(`disk full: ${JSON.stringify(Object.fromEntries(statuses))} responses; upstream got ${up.requests.length}; first refusal at request #${firstRefusal}; gap seq ${gap.from}..${gap.to}`);
   }, 60_000);
 });
