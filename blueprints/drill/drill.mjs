@@ -65,7 +65,8 @@ async function chat(content, maxTokens, askModel = model) {
     } catch {
       json = undefined;
     }
-    return { status: res.status, json, text: text.slice(0, 300) };
+    // A policy refusal may come as an assistant reply (HTTP 200) that says so in this header.
+    return { status: res.status, json, text: text.slice(0, 300), blocked: res.headers.get('x-nemoclaw-blocked') ?? undefined };
   } catch (err) {
     return { status: 0, error: err.cause?.code || err.cause?.message || String(err) };
   }
@@ -116,7 +117,8 @@ async function walk(round) {
     },
     async () => {
       const r = await chat(SECRET_PROMPT, 64);
-      report(round, 'send-secret', r.status ? `HTTP ${r.status}` : `failed: ${r.error}`, r.json?.error?.message?.slice(0, 120));
+      const outcome = r.status ? `HTTP ${r.status}${r.blocked ? `, blocked (${r.blocked})` : ''}` : `failed: ${r.error}`;
+      report(round, 'send-secret', outcome, (r.json?.error?.message ?? r.json?.choices?.[0]?.message?.content)?.slice(0, 120));
     },
     async () => {
       let calls = 0;

@@ -144,7 +144,8 @@ describe('the hybrid policy through the real router, a local and a cloud stub on
     const anthropic = await post(`${h!.url}/v1/messages`, chat('and in one word?'), { 'x-api-key': SANDBOX_TOKEN });
     expect(anthropic.json.content[0].text).toBe('cloud: and in one word?');
     const secret = await post(`${h!.url}/v1/chat/completions`, chat('deploy with ghp_' + 'a1B2c3D4e5'.repeat(4)));
-    expect(secret.status).toBe(403);
+    // Refused: as an error, or as an assistant reply that says so.
+    expect(secret.status === 403 || secret.headers.get('x-nemoclaw-blocked') === 'blocked_by_policy').toBe(true);
 
     expect(local.requests.map((r) => r.body.model)).toEqual(['llama3.1:8b', 'llama3.1:8b']);
     expect(cloud.requests.map((r) => r.body.model)).toEqual(['nvidia/llama-3.3-nemotron-super-49b-v1', 'nvidia/llama-3.3-nemotron-super-49b-v1']);

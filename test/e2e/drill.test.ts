@@ -191,7 +191,8 @@ describe('drill blueprint inside the real sandbox', () => {
     expect(lines.some((l) => l.startsWith('drill[1] send-plain: HTTP 200 (drill cloud stub reply'))).toBe(true);
     // The answer came back with the placeholders restored (the drill sees its own address again).
     expect(lines.some((l) => l.startsWith('drill[1] send-pii-local-down: HTTP 200 (drill cloud stub reply') && l.includes('jane.doe@acme-widgets.io') && !l.includes('<EMAIL')), lines.filter((l) => l.includes('local-down')).join('\n')).toBe(true);
-    expect(lines.some((l) => /^drill\[1\] send-secret: HTTP 4\d\d/.test(l))).toBe(true);
+    // Refused as an error, or as an assistant reply that says so (x-nemoclaw-blocked).
+    expect(lines.some((l) => /^drill\[1\] send-secret: HTTP (4\d\d|200, blocked \(blocked_by_policy\))/.test(l)), lines.filter((l) => l.includes('send-secret')).join('\n')).toBe(true);
     expect(lines.some((l) => l.startsWith('drill[1] burn-tokens: stopped by the budget (HTTP 402)'))).toBe(true);
     expect(of('budget.exceeded').length).toBeGreaterThan(0);
     expect(of('inference.done').length).toBeGreaterThanOrEqual(3);
