@@ -184,12 +184,13 @@ export class SupervisorEventBus implements EventBus {
     return events;
   }
 
-  /** The last seq subscribers have been (or are being) given: the durable one. */
+  /** The last seq assigned (its record may not be durable yet). */
   lastSeq(): number {
-    return this.durableSeq();
+    return this.audit.lastSeq;
   }
 
-  private durableSeq(): number {
+  /** The last durable seq: what subscribers have been (or are being) given. */
+  durableSeq(): number {
     return this.audit.durableSeq ?? this.audit.lastSeq;
   }
 

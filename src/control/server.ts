@@ -240,7 +240,7 @@ export class ControlServer {
     }, { kinds: filter.kinds });
 
     const heartbeat = setInterval(() => {
-      writeLine({ type: 'heartbeat', ts: new Date().toISOString(), last_seq: bus.lastSeq() });
+      writeLine({ type: 'heartbeat', ts: new Date().toISOString(), last_seq: bus.durableSeq() });
     }, this.opts.heartbeatMs);
     heartbeat.unref();
 
@@ -271,7 +271,7 @@ export class ControlServer {
     });
     req.on('error', () => undefined);
 
-    writeLine({ type: 'hello', sandbox: this.opts.sandbox, last_seq: bus.lastSeq(), heartbeat_ms: this.opts.heartbeatMs });
+    writeLine({ type: 'hello', sandbox: this.opts.sandbox, last_seq: bus.durableSeq(), heartbeat_ms: this.opts.heartbeatMs });
     try {
       const backlog = await bus.backlog(filter, limit);
       for (const e of backlog) {

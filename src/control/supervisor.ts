@@ -290,7 +290,7 @@ export class Supervisor {
       home: this.home.root,
       unsafe_allow_loopback_upstreams: this.options.unsafeAllowLoopbackUpstreams,
       operators: this.operators.attachedCount(),
-      last_seq: this.events.lastSeq(),
+      last_seq: this.events.durableSeq(),
       policy: { revision: rev.number, sha256: rev.sha256, author: rev.author, time: rev.time, presets: [...this.policy.current().presets], preset_files: this.presetFiles() },
       audit: auditStatus(this.paths.auditDir, this.audit),
       ...(this.blueprint ? { blueprint: { ...this.blueprint } } : {}),

@@ -40,7 +40,11 @@ export interface EventBus {
   subscribe(listener: (event: AuditEvent) => void, filter?: EventFilter): () => void;
   /** Backlog: audited events matching the filter, oldest first (from memory, then disk). */
   backlog(filter?: EventFilter, limit?: number): Promise<AuditEvent[]>;
+  /** The last seq assigned (its record may not be durable yet). */
   lastSeq(): number;
+  /** The last durable seq: what subscribers have been (or are being) given. Hello and heartbeat lines
+   *  carry this one, so a follower never resumes past a seq that was lost (and reused after a crash). */
+  durableSeq(): number;
 }
 
 export interface PolicyStore {
