@@ -74,5 +74,16 @@ export function isEventKind(s: string): s is EventKind {
   return (EVENT_KINDS as readonly string[]).includes(s);
 }
 
+/**
+ * The audit log's own `sandbox.lifecycle` actions (log.ts):
+ * - `audit.failed` — live only (`transient: true`, level error, `critical: true`): a write or fsync
+ *   failed (`reason`: errno, `message` names the log and the disk); the supervisor fails closed.
+ * - `audit.gap` — chained: the marker written when the log resumed (or at close, from the reserve):
+ *   `lost_from_seq`..`lost_to_seq` were assigned but never written (`lost_records`, `lost_kinds`,
+ *   `reason`, `failed_at`, `resumed`). Its seq is `lost_to_seq + 1` and its prev_hash the hash of the
+ *   record before `lost_from_seq`, so `audit verify` reports a gap, not tampering.
+ * - `audit.recovered` — a torn last record was cut off at start (kept in `<file>.torn`).
+ */
+
 /** Sampled kinds go to subscribers at full rate but are summarised in the audit log (see meters). */
 export const SAMPLE_KINDS: ReadonlySet<EventKind> = new Set(['gpu.sample', 'proc.sample', 'budget.update']);
