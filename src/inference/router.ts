@@ -33,6 +33,7 @@ import {
   type StreamTranslator,
 } from './translate.js';
 import { classifyUpstreamError, scrubUpstreamAddress } from './upstream-error.js';
+import { blockedStatus, sendBlockedReply } from './block-reply.js';
 import { validateInferencePolicy, type BudgetCaps, type EntityKind, type InferenceConfig, type ProviderConfig, type RouteConfig } from './schema.js';
 import {
   REQUEST_SCHEMAS,
@@ -330,6 +331,29 @@ export function createRouter(options: RouterOptions): Router {
     res.end(body);
   }
 
+  /**
+   * A policy refusal in the form agents show as one (block-reply.ts): by default an assistant reply
+   * carrying the reason, not a 403 that OpenClaw reads as "authentication failed". Returns the status.
+   */
+  function sendBlocked(res: ServerResponse, api: ApiKind, family: WireFamily, body: Record<string, unknown>, stream: boolean, code: string, message: string, extraHeaders: Record<string, string> = {}): number {
+    const mode = config.blocked_reply;
+    if (res.headersSent) {
+      sendError(res, family, 400, 'invalid_request', message, extraHeaders, code);
+      return 400;
+    }
+    sendBlockedReply(res, mode, {
+      api,
+      family,
+      stream,
+      model: typeof body.model === 'string' ? body.model : '',
+      code,
+      message: blockedStatus(mode, api) === 200 ? `[nemoclaw-tui privacy router] ${message}` : message,
+      includeUsage: (body.stream_options as { include_usage?: unknown } | null | undefined)?.include_usage === true,
+      extraHeaders,
+    });
+    return blockedStatus(mode, api);
+  }
+
   function chooseRoute(facts: { kinds: Set<EntityKind>; model: string; promptTokens: number; usesTools: boolean; api: ApiKind }): RouteChoice {
     const routes = config.routes;
     for (let i = 0; i < routes.length; i++) {
@@ -509,8 +533,8 @@ export function createRouter(options: RouterOptions): Router {
       record.overhead_ms = clock.monotonic() - tBody;
       emit({ kind: 'inference.route', level: 'warn', ...record });
       const found = Object.keys(record.entities).join(', ') || 'none';
-      sendError(res, family, 403, 'permission', route.message ?? `blocked by inference route "${choice.rule}" (${choice.reason}; detected: ${found}). Remove the sensitive content and try again.`, {}, 'blocked_by_policy');
-      done(403, 'blocked', 'warn');
+      const status = sendBlocked(res, api, family, body, facts.stream, 'blocked_by_policy', route.message ?? `blocked by inference route "${choice.rule}" (${choice.reason}; detected: ${found}). Remove the sensitive content and try again.`);
+      done(status, 'blocked', 'warn');
       return;
     }
     const providerName = (route.provider ?? route.redact_then)!;
@@ -533,8 +557,8 @@ export function createRouter(options: RouterOptions): Router {
           mode === 'block'
             ? 'inference.uninspectable is "block"'
             : `inference.uninspectable is "local_only" and route "${choice.rule}" sends it to ${provider.locality} provider "${providerName}"`;
-        sendError(res, family, 403, 'permission', `refused by policy: this request carries content the privacy router cannot inspect (${what}); ${why}. Send the content as text, route such calls to a local provider, or set inference.uninspectable: allow to forward it unscanned.`, {}, 'uninspectable_content');
-        done(403, 'uninspectable', 'warn');
+        const status = sendBlocked(res, api, family, body, facts.stream, 'uninspectable_content', `refused by policy: this request carries content the privacy router cannot inspect (${what}); ${why}. Send the content as text, route such calls to a local provider, or set inference.uninspectable: allow to forward it unscanned.`);
+        done(status, 'uninspectable', 'warn');
         return;
       }
     }
@@ -572,8 +596,8 @@ export function createRouter(options: RouterOptions): Router {
           record.overhead_ms = clock.monotonic() - tBody;
           emit({ kind: 'inference.route', level: 'warn', ...record });
           const message = `refused by policy: route "${choice.rule}" redacts before sending to "${providerName}", but ${[...left].join(', ')} could not be redacted at ${[...where].slice(0, 3).join(', ')}; nothing was sent. Send that content as plain text, or route it to a local provider.`;
-          sendError(res, family, 403, 'permission', message, {}, 'redaction_failed');
-          done(403, 'unredactable', 'warn');
+          const status = sendBlocked(res, api, family, body, facts.stream, 'redaction_failed', message);
+          done(status, 'unredactable', 'warn');
           return;
         }
       }
@@ -808,8 +832,8 @@ export function createRouter(options: RouterOptions): Router {
         if (upstream) await upstream.body.dump().catch(() => undefined);
         res.off('close', onClose);
         const message = `blocked: provider "${providerName}" is unavailable and the request carries a secret, which never goes to cloud provider "${fallbackName}"`;
-        sendError(res, family, 403, 'permission', message, { 'x-request-id': record.id }, 'blocked_by_policy');
-        a.done(403, 'blocked', 'warn', lastDetail);
+        const status = sendBlocked(res, api, family, body, a.facts.stream, 'blocked_by_policy', message, { 'x-request-id': record.id });
+        a.done(status, 'blocked', 'warn', lastDetail);
         return;
       }
       if (upstream) await upstream.body.dump().catch(() => undefined);

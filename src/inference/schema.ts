@@ -194,6 +194,12 @@ export const inferencePolicySchema = z
      * inference.route event lists what was not inspected).
      */
     uninspectable: z.enum(['block', 'allow', 'local_only']).default('local_only'),
+    /**
+     * How a policy refusal is answered: `message` (default) an assistant reply carrying the reason
+     * (HTTP 200, `x-nemoclaw-blocked` header; agents show it, and do not take it for an auth failure),
+     * `error` HTTP 400 naming the reason in `error.code`. Completions and embeddings always get the error.
+     */
+    blocked_reply: z.enum(['message', 'error']).default('message'),
   })
   .strict()
   .superRefine((doc, ctx) => {

@@ -8,7 +8,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { assembleAnthropicStream, assembleOpenAiStream, startStubUpstream, type StubUpstream } from '../stubs/upstream.js';
-import { post, SANDBOX_TOKEN, startRouter, until, type RouterHarness } from './harness.js';
+import { post, SANDBOX_TOKEN, startRouter, until, type RouterHarness, expectPolicyRefusal } from './harness.js';
 
 const EMAIL = 'jane.doe@acme-widgets.io';
 const SECRET = 'ghp_' + 'a1B2c3D4e5'.repeat(4);
@@ -209,7 +209,7 @@ describe('every field is scanned: an e-mail is redacted, a secret blocks', () =>
         expect(JSON.stringify(h!.events)).not.toContain(EMAIL);
 
         const blocked = await send(c.api, c.body(SECRET));
-        expect(blocked.status, blocked.text).toBe(403);
+        expectPolicyRefusal(blocked, 'blocked_by_policy', c.api === 'chat' || c.api === 'messages');
         expect(blocked.text).toContain('no-secrets');
         expect(leaked([local, cloud, claude], SECRET)).toBeUndefined();
         expect(local.requests.length + cloud.requests.length + claude.requests.length).toBe(1);
@@ -273,8 +273,7 @@ describe('every field is scanned: an e-mail is redacted, a secret blocks', () =>
     // re-encodes the ids and leaves the other one's address in place.
     const ids = [...tok.o200k.encode(`a ${EMAIL} `), ...tok.cl100k.encode(` b ${EMAIL}`)];
     const res = await send('completions', { model: 'gpt-3.5-turbo-instruct', prompt: ids });
-    expect(res.status, res.text).toBe(403);
-    expect(res.json.error.code).toBe('redaction_failed');
+    expectPolicyRefusal(res, 'redaction_failed', false);
     expect(res.json.error.message).toMatch(/email could not be redacted at prompt; nothing was sent/);
     expect(cloud.requests).toHaveLength(0);
   });
@@ -300,12 +299,9 @@ describe('inference.uninspectable', () => {
     expect(h!.router.config().uninspectable).toBe('local_only');
     for (const [api, body] of [['chat', imageChat()], ['messages', imageMsgs()], ['messages', pdfMsgs()], ['chat', audioChat()]] as const) {
       const res = await send(api, body);
-      expect(res.status, res.text).toBe(403);
-      const error = api === 'messages' ? res.json.error : res.json.error;
-      expect(error.message).toMatch(/cannot inspect .*inference\.uninspectable is "local_only"/);
-      expect(error.message).toContain('inference.uninspectable: allow');
-      if (api === 'chat') expect(error.code).toBe('uninspectable_content');
-      else expect(res.json).toMatchObject({ type: 'error', error: { type: 'permission_error' } });
+      expectPolicyRefusal(res, 'uninspectable_content');
+      expect(res.text).toMatch(/cannot inspect .*inference\.uninspectable is \\"local_only\\"/);
+      expect(res.text).toContain('inference.uninspectable: allow');
     }
     expect(cloud.requests.length + claude.requests.length).toBe(0);
     const localOk = await send('chat', imageChat('local-vision'));
@@ -322,8 +318,8 @@ describe('inference.uninspectable', () => {
     await start('same', { uninspectable: 'block' });
     for (const [api, body] of [['chat', imageChat('local-vision')], ['messages', imageMsgs()], ['chat', imageChat()]] as const) {
       const res = await send(api, body);
-      expect(res.status).toBe(403);
-      expect(res.json.error.message).toContain('inference.uninspectable is "block"');
+      expectPolicyRefusal(res, 'uninspectable_content');
+      expect(res.text).toContain('inference.uninspectable is \\"block\\"');
     }
     expect(local.requests.length + cloud.requests.length + claude.requests.length).toBe(0);
   });
@@ -353,13 +349,13 @@ describe('inference.uninspectable', () => {
     await start('same');
     const blob = Buffer.alloc(300, 0xff).toString('base64');
     const res = await send('chat', chat([{ role: 'user', content: 'hi' }], { x_attachment: blob }));
-    expect(res.status).toBe(403);
-    expect(res.json.error.message).toContain('base64 data that is not text at x_attachment');
+    expectPolicyRefusal(res, 'uninspectable_content');
+    expect(res.text).toContain('base64 data that is not text at x_attachment');
     const bytes = await send('chat', chat([{ role: 'user', content: 'hi' }], { x_bytes: Array.from({ length: 80 }, (_, i) => i) }));
-    expect(bytes.status).toBe(403);
+    expectPolicyRefusal(bytes, 'uninspectable_content');
     const ids = await send('chat', chat([{ role: 'user', content: 'hi' }], { x_tokens: tok.o200k.encode(`please mail ${EMAIL} the quarterly report, the invoice and the minutes of the meeting today`) }));
-    expect(ids.status).toBe(403);
-    expect(ids.json.error.message).toContain('integers (bytes or token ids) at x_tokens');
+    expectPolicyRefusal(ids, 'uninspectable_content');
+    expect(ids.text).toContain('integers (bytes or token ids) at x_tokens');
     expect(cloud.requests).toHaveLength(0);
   });
 

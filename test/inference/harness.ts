@@ -1,4 +1,5 @@
 /** Binds a router to loopback TCP for tests and collects its events. */
+import { expect } from 'vitest';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { EventInput } from '../../src/audit/events.js';
@@ -64,5 +65,21 @@ export async function until(pred: () => boolean, what: string, ms = 2000): Promi
   while (!pred()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/**
+ * A policy refusal as the router answers it by default (`inference.blocked_reply: message`): an
+ * assistant reply carrying the reason with `x-nemoclaw-blocked: <code>` for chat and messages calls;
+ * HTTP 400 naming the code for text completions and embeddings (they have no assistant message).
+ */
+export function expectPolicyRefusal(res: { status: number; headers: Headers; text: string; json: any }, code: string, hasMessage = true): void {
+  expect(res.headers.get('x-nemoclaw-blocked'), res.text).toBe(code);
+  if (hasMessage) {
+    expect(res.status, res.text).toBe(200);
+    expect(res.text).toContain('[nemoclaw-tui privacy router]');
+  } else {
+    expect(res.status, res.text).toBe(400);
+    expect(res.json?.error?.code).toBe(code);
   }
 }

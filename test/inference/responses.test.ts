@@ -232,19 +232,28 @@ describe('Responses API through the privacy router (official openai SDK)', () =>
     expect(cloud.requests[0]!.body.response_format.json_schema.description).toMatch(/^for .+/);
   });
 
-  it('blocks a secret in input: the SDK throws an APIError with the router status and message, streamed or not', async () => {
+  it('blocks a secret in input: the answer is a response whose text is the router\'s reason (inference.blocked_reply: message), streamed or not', async () => {
     const { client } = await start();
-    const whole = await refusal(client.responses.create({ model: 'gpt-4o', input: `deploy with token ${SECRET}` }));
-    expect(whole.status).toBe(403);
-    expect(whole.message).toContain('no-secrets');
-    expect(whole.code).toBe('blocked_by_policy');
-    const streamed = await refusal(client.responses.create({ model: 'gpt-4o', input: [{ role: 'user', content: [{ type: 'input_text', text: SECRET }] }], stream: true }));
-    expect(streamed.status).toBe(403);
+    const whole = await client.responses.create({ model: 'gpt-4o', input: `deploy with token ${SECRET}` });
+    expect(whole.output_text).toMatch(/^\[nemoclaw-tui privacy router\] blocked by inference route "no-secrets"/);
+    const stream = await client.responses.create({ model: 'gpt-4o', input: [{ role: 'user', content: [{ type: 'input_text', text: SECRET }] }], stream: true });
+    let streamedText = '';
+    for await (const e of stream) if (e.type === 'response.output_text.delta') streamedText += e.delta;
+    expect(streamedText).toContain('no-secrets');
     // In a tool description too (the router scans tool definitions).
-    const inTool = await refusal(client.responses.create({ model: 'gpt-4o', input: 'hi', tools: [{ type: 'function', name: 'deploy', description: `uses ${SECRET}`, parameters: {}, strict: false }] }));
-    expect(inTool.status).toBe(403);
+    const inTool = await client.responses.create({ model: 'gpt-4o', input: 'hi', tools: [{ type: 'function', name: 'deploy', description: `uses ${SECRET}`, parameters: {}, strict: false }] });
+    expect(inTool.output_text).toContain('no-secrets');
     expect(cloud.requests.length + claude.requests.length).toBe(0);
     expect(h!.events.filter((e) => e.kind === 'inference.done').every((e) => e.api === 'openai.responses' && e.outcome === 'blocked')).toBe(true);
+  });
+
+  it('with inference.blocked_reply: error, a blocked secret makes the SDK throw an APIError (400, the reason as code)', async () => {
+    const { client } = await start({ blocked_reply: 'error' });
+    const whole = await refusal(client.responses.create({ model: 'gpt-4o', input: `deploy with token ${SECRET}` }));
+    expect(whole.status).toBe(400);
+    expect(whole.message).toContain('no-secrets');
+    expect(whole.code).toBe('blocked_by_policy');
+    expect(cloud.requests.length + claude.requests.length).toBe(0);
   });
 
   it('answers 402 when the budget is exceeded, and fails a stream cut by the budget with response.failed', async () => {

@@ -10,7 +10,7 @@ import {
   startStubUpstream,
   type StubUpstream,
 } from '../stubs/upstream.js';
-import { post, SANDBOX_TOKEN, startRouter, until, type RouterHarness } from './harness.js';
+import { post, SANDBOX_TOKEN, startRouter, until, type RouterHarness, expectPolicyRefusal } from './harness.js';
 
 const CLOUD_KEY = 'sk-cloud-real-key-never-in-sandbox';
 const EMAIL = 'jane.doe@acme-widgets.io';
@@ -267,9 +267,10 @@ describe('routing and redaction', () => {
   it('blocks a request carrying a secret before any provider sees it', async () => {
     await start();
     const res = await post(`${h!.url}/v1/chat/completions`, chat('deploy with token ghp_' + 'a1B2c3D4e5'.repeat(4)));
-    expect(res.status).toBe(403);
-    expect(res.json.error.code).toBe('blocked_by_policy');
-    expect(res.json.error.message).toContain('no-secrets');
+    // Answered as an assistant message carrying the reason (inference.blocked_reply: message): a 403
+    // reads as an auth failure to agents (OpenClaw disables the provider for a minute).
+    expectPolicyRefusal(res, 'blocked_by_policy');
+    expect(res.json.choices[0].message.content).toMatch(/^\[nemoclaw-tui privacy router\] blocked by inference route "no-secrets"/);
     expect(local.requests.length + cloud.requests.length).toBe(0);
     await until(() => h!.events.some((e) => e.kind === 'inference.done'), 'done');
     expect(h!.events.map((e) => [e.kind, e.outcome ?? e.action])).toEqual([['inference.route', 'block'], ['inference.done', 'blocked']]);
@@ -375,8 +376,8 @@ describe('the shipped baseline policy', () => {
     doc.inference.providers.nvidia.base_url = cloud.openaiBaseUrl;
     h = await startRouter(doc.inference, {}, { NVIDIA_API_KEY: 'nvapi-real-key' });
     const secret = await post(`${h.url}/v1/chat/completions`, chat('use key ghp_' + 'Zz9Yy8Xx7W'.repeat(4)));
-    expect(secret.status).toBe(403);
-    expect(secret.json.error.message).toContain('contains a secret');
+    expectPolicyRefusal(secret, 'blocked_by_policy');
+    expect(secret.text).toContain('contains a secret');
     const personal = await post(`${h.url}/v1/chat/completions`, chat(`mail ${EMAIL} the report`));
     expect(personal.status).toBe(200);
     const plain = await post(`${h.url}/v1/chat/completions`, chat('what is a monad?'));
