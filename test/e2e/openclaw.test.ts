@@ -158,6 +158,25 @@ describe('OpenClaw inside the real sandbox', () => {
     expect(net, JSON.stringify(net, null, 1)).toEqual([]);
   }, 900_000);
 
+  it('a pasted secret is blocked in a form OpenClaw shows as the router\'s reason, and the next turn works (issue 13 item 7)', async () => {
+    // A 403 made OpenClaw say "authentication failed, re-authenticate" and disable the provider for
+    // a minute; the default block reply is an assistant message carrying the reason.
+    const env = { NVIDIA_API_KEY: undefined };
+    const secret = `ghp_${'aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5'}`;
+    const before = stub.requests.length;
+    const blocked = await runCli(['exec', '--', 'openclaw', 'agent', '--agent', 'main', '--message', `Please keep my token ${secret} for later.`, '--json'], { home: home.dir, env, timeoutMs: 240_000 });
+    expect(blocked.code, `${blocked.stdout}\n${blocked.stderr}`).toBe(0);
+    expect(blocked.stdout).toContain('[nemoclaw-tui privacy router] blocked');
+    expect(blocked.stdout).not.toMatch(/authentication failed|Re-authenticate/i);
+    expect(stub.requests.slice(before).some((r) => JSON.stringify(r).includes(secret))).toBe(false);
+    const done = (await events(['inference.done'])).at(-1);
+    expect(done).toMatchObject({ status: 200, outcome: 'blocked' });
+    // The provider was not disabled: the next turn is answered.
+    const next = await runCli(['exec', '--', 'openclaw', 'agent', '--agent', 'main', '--message', 'Say pong.', '--json'], { home: home.dir, env, timeoutMs: 240_000 });
+    expect(next.code, `${next.stdout}\n${next.stderr}`).toBe(0);
+    expect(next.stdout).toContain(REPLY);
+  }, 600_000);
+
   it('a config link planted by the agent is refused at the next start: root never reads or writes through it (issue 11)', async () => {
     // The red team's attack: from inside, replace openclaw.json with a link to a root-only file
     // (the host path is known from /proc/self/mountinfo), then wait for the root supervisor's restart.
