@@ -233,6 +233,9 @@ function completionText(api: ApiKind, json: Record<string, unknown>): string {
   return parts.join('\n');
 }
 
+/** The body fields that carry prose, where a value split across two of them is looked for. */
+const PROSE_FIELD = /(?:^|\.)(?:content|text|arguments|prompt|input|thinking)(?:\[\d+\])?$/;
+
 /**
  * Scan every slot of a request: each group (one message, the tools, the rest) as one joined text,
  * cached by content, its detections split back onto the slots. Tokens: the counted groups.
@@ -246,14 +249,36 @@ async function scanSlots(classifier: Classifier, facts: RequestFacts): Promise<{
     const split = splitDetections(facts, g, offsets, c.detections);
     for (let j = 0; j < split.length; j++) perSlot[g.from + j] = split[j]!;
   };
+  const texts: Array<{ text: string; offsets: number[] }> = [];
   for (const g of facts.groups) {
     const { text, offsets } = groupText(facts, g);
+    texts.push({ text, offsets });
     const hit = classifier.lookup(text);
     if (hit instanceof Promise) (pending ??= []).push(hit.then((c) => apply(g, offsets, c)));
     else apply(g, offsets, hit);
   }
   if (pending) await Promise.all(pending);
   for (let i = 0; i < perSlot.length; i++) perSlot[i] ??= [];
+  // A secret split across two messages (or two tool results) is found on their boundary; each
+  // part is a detection of its own slot, so it blocks and is redacted like any other. The texts
+  // joined are the prose slots in body order (content, text, arguments, prompt, input: not ids or
+  // names, which would sit between the halves). Secrets only: a name or number that merely touches
+  // a boundary is not worth the false positives.
+  const prose: number[] = [];
+  for (let i = 0; i < facts.slots.length; i++) {
+    const slot = facts.slots[i]!;
+    if (!slot.key && slot.text.length > 0 && PROSE_FIELD.test(slot.path)) prose.push(i);
+  }
+  if (prose.length > 1) {
+    for (const j of await classifier.classifyJoined(prose.map((i) => facts.slots[i]!.text))) {
+      if (j.kind !== 'secret') continue;
+      for (const part of j.parts) {
+        const i = prose[part.textIndex]!;
+        const text = facts.slots[i]!.text;
+        perSlot[i]!.push({ kind: j.kind, start: part.start, end: part.end, value: text.slice(part.start, part.end), detector: `${j.detector} (split across messages)` });
+      }
+    }
+  }
   return { perSlot, tokens };
 }
 

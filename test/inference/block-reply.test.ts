@@ -112,3 +112,31 @@ describe('blocked_reply: error', () => {
     await expect(start({ blocked_reply: 'teapot' })).rejects.toThrow(/blocked_reply/);
   });
 });
+
+describe('a secret split across two messages or two tool results (issue 13 item 2)', () => {
+  const left = `my token is ${SECRET.slice(0, 18)}`;
+  const right = `${SECRET.slice(18)} and thanks`;
+  it('is found on their boundary and blocks; each half alone passes', async () => {
+    const r = await start();
+    const split = await post(`${r.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: left }, { role: 'user', content: right }] });
+    expect(split.headers.get('x-nemoclaw-blocked'), split.text).toBe('blocked_by_policy');
+    const tools = await post(`${r.url}/v1/chat/completions`, {
+      model: 'm',
+      messages: [
+        { role: 'user', content: 'read both files' },
+        { role: 'assistant', content: null, tool_calls: [{ id: 'a', type: 'function', function: { name: 'read', arguments: '{"f":"1"}' } }, { id: 'b', type: 'function', function: { name: 'read', arguments: '{"f":"2"}' } }] },
+        { role: 'tool', tool_call_id: 'a', content: left },
+        { role: 'tool', tool_call_id: 'b', content: right },
+      ],
+    });
+    expect(tools.headers.get('x-nemoclaw-blocked'), tools.text).toBe('blocked_by_policy');
+    expect(cloud!.requests).toHaveLength(0);
+    for (const half of [left, right]) {
+      const alone = await post(`${r.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: half }] });
+      expect(alone.headers.get('x-nemoclaw-blocked'), half).toBeNull();
+    }
+    expect(cloud!.requests).toHaveLength(2);
+    await until(() => r.events.some((e) => e.kind === 'inference.route' && e.action === 'block'), 'route event');
+    expect(JSON.stringify(r.events)).not.toContain(SECRET.slice(0, 18));
+  });
+});
