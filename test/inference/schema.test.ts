@@ -74,7 +74,7 @@ describe('baseline policy spellings', () => {
     expect(Object.values(cfg.providers).every((p) => p.type === 'openai')).toBe(true);
     expect(cfg.routes[0]).toMatchObject({ name: 'no-secrets', when: { entities: ['secret'] }, block: true });
     expect(cfg.routes[1]).toMatchObject({ name: 'private-stays-local', provider: 'local' });
-    expect(cfg.routes[1]!.when.entities).toEqual(['email', 'phone', 'credit_card', 'iban', 'us_ssn', 'url_credentials', 'proprietary']);
+    expect(cfg.routes[1]!.when.entities).toEqual(['email', 'phone', 'credit_card', 'iban', 'us_ssn', 'url_credentials', 'person', 'address', 'date_of_birth', 'passport', 'proprietary']);
     expect(cfg.providers.nvidia!.price.input_per_mtok).toBeGreaterThan(0);
     expect(cfg.budgets.day).toEqual({ tokens: 2_000_000, usd: 20 });
   });
