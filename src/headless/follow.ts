@@ -3,7 +3,7 @@
  * reconnect-and-resume when the supervisor restarts. Exits 0 quietly when the reader goes away
  * (`| head`).
  */
-import type { AuditEvent, EventKind } from '../audit/events.js';
+import { EVENT_KINDS, SAMPLE_KINDS, type AuditEvent, type EventKind, type EventLevel } from '../audit/events.js';
 import type { ControlClient } from '../control/client.js';
 import { eventQueryString, type EventQuery } from '../control/client.js';
 import { formatEvent, isJournal, shouldColor } from './format.js';
@@ -29,6 +29,13 @@ export interface LogsOptions {
   sinceTs?: number | undefined;
   kinds?: EventKind[] | undefined;
   output: 'text' | 'jsonl';
+  /**
+   * Include the periodic samples (gpu.sample, proc.sample, budget.update). Default: in jsonl output
+   * and when `kinds` is given; not in text output, where one per second buried every held request.
+   */
+  samples?: boolean | undefined;
+  /** Only events at this level or above (debug < info < notice < warn < error). */
+  minLevel?: EventLevel | undefined;
   approver?: boolean | undefined;
   /**
    * Ring the terminal bell for each new held request (`logs -f --approver`, text output on a
@@ -47,6 +54,8 @@ export interface LogsOptions {
    */
   maxPendingOutputBytes?: number;
 }
+
+const LEVEL_RANK: Record<EventLevel, number> = { debug: 0, info: 1, notice: 2, warn: 3, error: 4 };
 
 /** Default bound of unread follower output. */
 export const DEFAULT_MAX_PENDING_OUTPUT = 8 * 1024 * 1024;
@@ -80,8 +89,10 @@ export async function runLogs(opts: LogsOptions): Promise<number> {
   // An approver on a terminal hears each new hold (not a request joining one, not the backlog).
   const bell = opts.bell ?? (opts.follow && opts.approver === true && opts.output === 'text' && opts.stdout.isTTY === true);
   let live = false;
+  const minRank = opts.minLevel === undefined ? 0 : LEVEL_RANK[opts.minLevel];
   const print = (e: AuditEvent): void => {
     if (readerGone) return;
+    if (minRank > 0 && LEVEL_RANK[(e.level ?? 'info') as EventLevel] < minRank) return;
     try {
       const ring = bell && live && e.kind === 'net.held' && e.joined !== true;
       opts.stdout.write(`${render(e)}\n${ring ? '\u0007' : ''}`);
@@ -92,7 +103,10 @@ export async function runLogs(opts: LogsOptions): Promise<number> {
     }
   };
 
-  const query: EventQuery = { kinds: opts.kinds, sinceTs: opts.sinceTs, approver: opts.approver };
+  // Samples are left out on the supervisor's side, so the backlog's last N are N real events.
+  const samples = opts.samples ?? (opts.output === 'jsonl' || opts.kinds !== undefined);
+  const kinds = opts.kinds ?? (samples ? undefined : EVENT_KINDS.filter((k) => !SAMPLE_KINDS.has(k)));
+  const query: EventQuery = { kinds, sinceTs: opts.sinceTs, approver: opts.approver };
   if (opts.n !== undefined) query.n = opts.n;
   else if (opts.follow && opts.sinceTs === undefined) query.n = DEFAULT_FOLLOW_BACKLOG;
 

@@ -27,6 +27,36 @@ describe('nemoclaw-tui logs (real bin against a supervisor)', () => {
     }
   });
 
+  it('text output leaves out the per-second samples (--samples brings them back) and --level filters (issue 16)', async () => {
+    const t = await startTestSupervisor();
+    try {
+      t.supervisor.events.emit({ kind: 'net.held', level: 'notice', host: 'pypi.org', port: 443, pending_id: 'p-1' });
+      for (let i = 0; i < 30; i++) t.supervisor.events.emit({ kind: 'proc.sample', level: 'debug', cpu: i });
+      t.supervisor.events.emit({ kind: 'fs.violation', level: 'warn', op: 'open', path: '/etc/shadow', binary: '/bin/cat' });
+      t.supervisor.events.emit({ kind: 'agent.log', level: 'info', line: 'hello' });
+      // The last 10 events of the backlog are real ones, not 10 samples.
+      const text = await runCli(['logs', '-n', '10'], { home: t.home });
+      expect(text.code, text.stderr).toBe(0);
+      expect(text.stdout).not.toContain('proc.sample');
+      expect(text.stdout).toContain('net.held');
+      expect(text.stdout).toContain('fs.violation');
+      const withSamples = await runCli(['logs', '-n', '10', '--samples'], { home: t.home });
+      expect(withSamples.stdout).toContain('proc.sample');
+      const jsonl = await runCli(['logs', '-n', '3', '--output', 'jsonl'], { home: t.home });
+      expect(jsonl.stdout.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as AuditEvent).kind)).toContain('proc.sample');
+      const warn = await runCli(['logs', '--level', 'warn'], { home: t.home });
+      expect(warn.stdout.trim().split('\n').every((l) => /fs\.violation/.test(l))).toBe(true);
+      const notice = await runCli(['logs', '--level', 'notice'], { home: t.home });
+      expect(notice.stdout).toContain('net.held');
+      expect(notice.stdout).not.toContain('agent.log');
+      const bad = await runCli(['logs', '--level', 'loud'], { home: t.home });
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toContain('--level must be one of debug, info, notice, warn, error');
+    } finally {
+      await t.stop();
+    }
+  });
+
   it('exits 0 without a word when its reader goes away (| head)', async () => {
     const t = await startTestSupervisor();
     try {

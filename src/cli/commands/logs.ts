@@ -33,7 +33,11 @@ interface LogsCliOptions {
   kind?: string;
   output: string;
   approver?: boolean;
+  samples?: boolean;
+  level?: string;
 }
+
+const LEVELS = ['debug', 'info', 'notice', 'warn', 'error'] as const;
 
 export const logsCommands: CommandModule = {
   register(program: Command): void {
@@ -45,6 +49,8 @@ export const logsCommands: CommandModule = {
       .option('--kind <kinds>', 'only these kinds, comma-separated (net.decision,policy.revision or net.*)')
       .option('--output <format>', 'text or jsonl (the exact event schema)', 'text')
       .option('--approver', 'with -f: count as an attached operator (held requests wait for you)')
+      .option('--samples', 'include the per-second samples (gpu.sample, proc.sample, budget.update); on by default with --output jsonl or --kind')
+      .option('--level <level>', 'only events at this level or above: debug, info, notice, warn, error')
       .action(
         action(async (ctx, opts: LogsCliOptions) => {
           if (opts.output !== 'text' && opts.output !== 'jsonl') {
@@ -53,6 +59,9 @@ export const logsCommands: CommandModule = {
           const n = opts.lines !== undefined ? parseCount(opts.lines, '-n') : undefined;
           const sinceTs = opts.since !== undefined ? parseSince(opts.since) : undefined;
           const kinds = opts.kind !== undefined ? parseKinds(opts.kind) : undefined;
+          if (opts.level !== undefined && !(LEVELS as readonly string[]).includes(opts.level)) {
+            throw new NemoclawError('invalid_input', `--level must be one of ${LEVELS.join(', ')}, got "${opts.level}"`, { exitCode: EXIT.usage });
+          }
           return followLogs(ctx, await ctx.supervisorClient(), {
             follow: opts.follow === true,
             n,
@@ -60,6 +69,8 @@ export const logsCommands: CommandModule = {
             kinds,
             output: opts.output,
             approver: opts.approver === true,
+            ...(opts.samples ? { samples: true } : {}),
+            ...(opts.level !== undefined ? { minLevel: opts.level as (typeof LEVELS)[number] } : {}),
           });
         }),
       );
