@@ -83,9 +83,12 @@ export interface SandboxCa {
 export function trustEnv(target = SANDBOX_TRUST_DIR): Record<string, string> {
   const bundle = `${target}/ca-bundle.pem`;
   return {
-    // Node adds these to its built-in roots, so the CA alone is enough there.
-    NODE_EXTRA_CA_CERTS: `${target}/ca.pem`,
+    // Node adds these to its own built-in roots, not the system's: with the CA alone, a tunnel that
+    // is not decrypted fails under a TLS-inspecting corporate CA that curl (system store) accepts.
+    NODE_EXTRA_CA_CERTS: bundle,
     SSL_CERT_FILE: bundle,
+    // wget (GnuTLS) ignores SSL_CERT_FILE; its startup file names the bundle.
+    WGETRC: `${target}/wgetrc`,
     REQUESTS_CA_BUNDLE: bundle,
     CURL_CA_BUNDLE: bundle,
     GIT_SSL_CAINFO: bundle,
@@ -181,6 +184,7 @@ export async function loadOrCreateSandboxCa(opts: SandboxCaOptions): Promise<San
       system = '';
     }
   }
+  writePublic(join(opts.trustDir, 'wgetrc'), `# written by nemoclaw-tui: trust the system roots plus the sandbox CA\nca_certificate = ${SANDBOX_TRUST_DIR}/ca-bundle.pem\n`);
   writePublic(bundlePath, `${system}${system.endsWith('\n') || system.length === 0 ? '' : '\n'}# nemoclaw-tui sandbox CA (${opts.sandboxName})\n${caCertPem}`);
 
   // One key for every leaf, made once: minting then only signs. It stays on disk (0600) because

@@ -271,7 +271,16 @@ setTimeout(()=>{console.log('timeout '+done+' '+JSON.stringify(codes));process.e
     const p = split(post.stdout);
     expect(p.code, post.stderr).toBe(403);
     expect(JSON.parse(p.body)).toMatchObject({ error: 'policy_denied', host: 'tls.test', port: httpsPort });
-    expect(httpsRequests).toEqual(['GET /repo']);
+    // wget (GnuTLS, ignores SSL_CERT_FILE: WGETRC names the bundle) and Node (NODE_EXTRA_CA_CERTS is
+    // the system roots plus ours) trust it too, with no flags.
+    const wget = await inSandbox(['wget', '-q', '-O', '-', `https://tls.test:${httpsPort}/wget`]);
+    expect(wget.exitCode, `${wget.stdout}\n${wget.stderr}`).toBe(0);
+    expect(JSON.parse(wget.stdout)).toMatchObject({ method: 'GET', url: '/wget' });
+    const script = `fetch(process.argv[1]).then(async (r) => console.log(r.status, await r.text()), (e) => { console.error(String(e.cause ?? e)); process.exit(1); })`;
+    const node = await inSandbox(['env', 'NODE_USE_ENV_PROXY=1', 'node', '-e', script, `https://tls.test:${httpsPort}/node`]);
+    expect(node.exitCode, node.stderr).toBe(0);
+    expect(node.stdout).toMatch(/^200 .*"url":"\/node"/);
+    expect(httpsRequests).toEqual(['GET /repo', 'GET /wget', 'GET /node']);
   }, 90_000);
 
   it('HTTPS to an endpoint without L7 rules tunnels untouched: the client verifies the upstream itself', async () => {

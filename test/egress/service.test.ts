@@ -234,13 +234,14 @@ describe('egress service: TLS termination material for the sandbox', () => {
     const trust = egress.sandboxTrust();
     expect(trust).toMatchObject({ source: join(t.paths.dir, 'trust'), target: '/opt/nemoclaw/trust' });
     expect(trust!.env).toMatchObject({
-      NODE_EXTRA_CA_CERTS: '/opt/nemoclaw/trust/ca.pem',
+      NODE_EXTRA_CA_CERTS: '/opt/nemoclaw/trust/ca-bundle.pem',
+      WGETRC: '/opt/nemoclaw/trust/wgetrc',
       SSL_CERT_FILE: '/opt/nemoclaw/trust/ca-bundle.pem',
       REQUESTS_CA_BUNDLE: '/opt/nemoclaw/trust/ca-bundle.pem',
       CURL_CA_BUNDLE: '/opt/nemoclaw/trust/ca-bundle.pem',
       GIT_SSL_CAINFO: '/opt/nemoclaw/trust/ca-bundle.pem',
     });
-    expect(readdirSync(trust!.source).sort()).toEqual(['ca-bundle.pem', 'ca.pem']);
+    expect(readdirSync(trust!.source).sort()).toEqual(['ca-bundle.pem', 'ca.pem', 'wgetrc']);
     expect(statSync(join(t.paths.dir, 'tls', 'ca.key')).mode & 0o777).toBe(0o600);
     // rest.test (an L7 endpoint) and inference.local are minted ahead of the first CONNECT.
     const status = (await t.client.status()) as { services: Record<string, { tls_termination?: { leaves_minted?: number } }> };

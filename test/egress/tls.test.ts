@@ -125,7 +125,11 @@ describe('per-sandbox CA', () => {
     const again = await loadOrCreateSandboxCa({ privateDir: join(dir, 'sbx', 'tls'), trustDir: join(dir, 'sbx', 'trust'), sandboxName: 'test' });
     expect(again.caCertPem).toBe(sandboxCa.caCertPem);
     expect(sandboxCa.trustBundle()).toMatchObject({ target: '/opt/nemoclaw/trust', env: trustEnv() });
-    expect(Object.keys(trustEnv()).sort()).toEqual(['CURL_CA_BUNDLE', 'GIT_SSL_CAINFO', 'NODE_EXTRA_CA_CERTS', 'REQUESTS_CA_BUNDLE', 'SSL_CERT_FILE']);
+    expect(Object.keys(trustEnv()).sort()).toEqual(['CURL_CA_BUNDLE', 'GIT_SSL_CAINFO', 'NODE_EXTRA_CA_CERTS', 'REQUESTS_CA_BUNDLE', 'SSL_CERT_FILE', 'WGETRC']);
+    // Node gets the system roots too (NODE_EXTRA_CA_CERTS is added to Node's own roots, not the
+    // system's); wget reads its CA file from the startup file.
+    expect(trustEnv().NODE_EXTRA_CA_CERTS).toBe('/opt/nemoclaw/trust/ca-bundle.pem');
+    expect(readFileSync(join(dir, 'sbx', 'trust', 'wgetrc'), 'utf8')).toContain('ca_certificate = /opt/nemoclaw/trust/ca-bundle.pem');
   });
 
   it('replaces a CA whose key does not match its certificate', async () => {

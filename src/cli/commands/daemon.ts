@@ -88,7 +88,7 @@ export function parseAgentEnv(pairs: string[]): Record<string, string> {
         exitCode: 2,
       });
     }
-    if (/^NEMOCLAW_/i.test(key) || /_PROXY$/i.test(key) || /^(NODE_EXTRA_CA_CERTS|SSL_CERT_FILE|SSL_CERT_DIR|REQUESTS_CA_BUNDLE|CURL_CA_BUNDLE|NODE_USE_ENV_PROXY)$/i.test(key)) {
+    if (/^NEMOCLAW_/i.test(key) || /_PROXY$/i.test(key) || /^(NODE_EXTRA_CA_CERTS|SSL_CERT_FILE|SSL_CERT_DIR|REQUESTS_CA_BUNDLE|CURL_CA_BUNDLE|GIT_SSL_CAINFO|WGETRC|NODE_USE_ENV_PROXY)$/i.test(key)) {
       throw new NemoclawError('invalid_input', `--agent-env cannot set ${key}: the supervisor sets it to keep the agent behind the egress proxy and the router`, {
         nextStep: 'drop that --agent-env; network access is changed through the policy (`nemoclaw-tui policy set`)',
         exitCode: 2,
