@@ -135,7 +135,7 @@ const EXPECTED: Record<string, string> = {
   hostname: 'sandbox',
   // Proxy variables, the CA-bundle variables of the egress trust bundle, the router's address and
   // per-sandbox token (SDK names too, in `run`), and the policy's own: nothing from the host.
-  environment: 'ALL_PROXY,ANTHROPIC_API_KEY,ANTHROPIC_BASE_URL,CURL_CA_BUNDLE,GIT_SSL_CAINFO,HOME,HTTPS_PROXY,HTTP_PROXY,LANG,NEMOCLAW_INFERENCE_TOKEN,NEMOCLAW_INFERENCE_URL,NODE_EXTRA_CA_CERTS,NODE_USE_ENV_PROXY,NO_PROXY,OPENAI_API_KEY,OPENAI_BASE_URL,PATH,PWD,REQUESTS_CA_BUNDLE,SSL_CERT_FILE,all_proxy,http_proxy,https_proxy,no_proxy',
+  environment: 'ALL_PROXY,ANTHROPIC_API_KEY,ANTHROPIC_BASE_URL,CURL_CA_BUNDLE,GIT_SSL_CAINFO,HOME,HTTPS_PROXY,HTTP_PROXY,LANG,NEMOCLAW_INFERENCE_TOKEN,NEMOCLAW_INFERENCE_URL,NODE_EXTRA_CA_CERTS,NODE_USE_ENV_PROXY,NO_PROXY,OPENAI_API_KEY,OPENAI_BASE_URL,PATH,PWD,REQUESTS_CA_BUNDLE,SSL_CERT_FILE,WGETRC,all_proxy,http_proxy,https_proxy,no_proxy',
   fork_bomb_stopped: 'errno:EAGAIN below-limit',
   memory_balloon_stopped: 'signal:9',
 };
