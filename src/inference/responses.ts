@@ -25,6 +25,7 @@ import { request, type Dispatcher } from 'undici';
 import type { EventInput } from '../audit/events.js';
 import { presentedToken, tokensEqual } from './credentials.js';
 import { OVERHEAD_HEADER, type Router } from './router.js';
+import { MAX_BODY_BYTES, readBody } from './wire.js';
 
 type Obj = Record<string, unknown>;
 
@@ -32,7 +33,6 @@ export const RESPONSES_PATH = '/v1/responses';
 export const RESPONSES_API = 'openai.responses';
 /** Header of the adapter's own call into the router (value: the per-process secret). */
 const INTERNAL_HEADER = 'x-nemoclaw-client-api';
-const MAX_BODY_BYTES = 32 * 1024 * 1024;
 
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -612,17 +612,6 @@ function sendJson(res: ServerResponse, status: number, body: string, headers: Re
   }
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers });
   res.end(body);
-}
-
-async function readBody(req: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) throw Object.assign(new Error('request body too large'), { tooLarge: true });
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
 }
 
 /** An error body from the router (or anything else) → the OpenAI error shape the SDK reads. */

@@ -48,6 +48,8 @@ import {
   loadTokenDecoders,
   needsTokenDecoders,
   splitDetections,
+  readBody,
+  MAX_BODY_BYTES,
   type ApiKind,
   type RequestFacts,
   type SlotGroup,
@@ -56,7 +58,6 @@ import {
 } from './wire.js';
 
 export const OVERHEAD_HEADER = 'x-nemoclaw-router-overhead-ms';
-const MAX_BODY_BYTES = 32 * 1024 * 1024;
 /** Minimum spacing of transient budget.update events while tokens flow (≥ 1/s required). */
 const BUDGET_UPDATE_INTERVAL_MS = 250;
 const NO_EXTRA = Object.freeze({ tokens: 0, usd: 0 });
@@ -280,17 +281,6 @@ async function scanSlots(classifier: Classifier, facts: RequestFacts): Promise<{
     }
   }
   return { perSlot, tokens };
-}
-
-async function readBody(req: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) throw Object.assign(new Error('request body too large'), { tooLarge: true });
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
 }
 
 /** Random per process, then a counter: unique ids without a random draw per call. */

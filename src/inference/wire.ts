@@ -5,6 +5,7 @@
  * text a provider would see is exposed as a slot that the classifier reads and the redactor rewrites.
  */
 import { isUtf8 } from 'node:buffer';
+import type { IncomingMessage } from 'node:http';
 import { z } from 'zod';
 
 export type ApiKind = 'openai.chat' | 'openai.completions' | 'openai.embeddings' | 'anthropic.messages';
@@ -639,4 +640,22 @@ const INCLUDE_USAGE = Buffer.from(',"stream_options":{"include_usage":true}}');
 export function withIncludeUsage(raw: Buffer): Buffer {
   const end = raw.lastIndexOf(0x7d /* } */);
   return Buffer.concat([raw.subarray(0, end), INCLUDE_USAGE]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading a request body (the router and the Responses adapter alike).
+
+/** Largest request body the router reads (OpenClaw's biggest contexts are a few MB). */
+export const MAX_BODY_BYTES = 32 * 1024 * 1024;
+
+/** The whole body; throws an Error with `tooLarge: true` past MAX_BODY_BYTES. */
+export async function readBody(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY_BYTES) throw Object.assign(new Error('request body too large'), { tooLarge: true });
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
 }

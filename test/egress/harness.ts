@@ -7,7 +7,10 @@ import { connect, createServer as createNetServer, type Socket } from 'node:net'
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import { execa } from 'execa';
 import type { EventInput } from '../../src/audit/events.js';
+import { loadOrCreateSandboxCa, type SandboxCa } from '../../src/egress/tls.js';
 import type { OverlayRule } from '../../src/control/types.js';
 import { createEgressProxy, type EgressProxy, type EgressProxyOptions } from '../../src/egress/proxy.js';
 import type { Resolver } from '../../src/egress/ssrf.js';
@@ -274,4 +277,39 @@ export function readOnce(s: Socket): Promise<string> {
     s.once('data', (c: Buffer) => resolve(c.toString()));
     s.once('error', reject);
   });
+}
+
+/** A sandbox CA and a stand-in public CA (it signs the HTTPS test upstreams), made once per file. */
+export interface TestCas {
+  dir: string;
+  sandboxCa: SandboxCa;
+  upstreamCa: SandboxCa;
+}
+
+/**
+ * Registers beforeAll/afterAll for a file's TLS tests: both CAs in a temp dir (needs openssl), the
+ * dir removed afterwards. The fields are set once beforeAll has run.
+ */
+export function useTestCas(prefix: string): TestCas {
+  const cas = {} as TestCas;
+  beforeAll(async () => {
+    const has = await execa('openssl', ['version'], { reject: false });
+    if (has.exitCode !== 0) throw new Error('these tests need the openssl command: apt-get install -y openssl');
+    cas.dir = mkdtempSync(join(tmpdir(), prefix));
+    cas.sandboxCa = await loadOrCreateSandboxCa({ privateDir: join(cas.dir, 'sbx', 'tls'), trustDir: join(cas.dir, 'sbx', 'trust'), sandboxName: 'test' });
+    cas.upstreamCa = await loadOrCreateSandboxCa({ privateDir: join(cas.dir, 'pub', 'tls'), trustDir: join(cas.dir, 'pub', 'trust'), sandboxName: 'public-test' });
+  }, 30_000);
+  afterAll(() => {
+    if (cas.dir) rmSync(cas.dir, { recursive: true, force: true });
+  });
+  return cas;
+}
+
+/** Per-test cleanups, run after each test, last registered first. */
+export function useCleanups(): Array<() => Promise<void> | void> {
+  const cleanups: Array<() => Promise<void> | void> = [];
+  afterEach(async () => {
+    while (cleanups.length > 0) await (cleanups.pop() as () => Promise<void>)();
+  });
+  return cleanups;
 }

@@ -14,9 +14,9 @@
  *   to check per request, so here its tunnel is not decrypted.
  * Needs the `openssl` command (apt-get install -y openssl).
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -25,33 +25,15 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { execa } from 'execa';
 import type { EventInput } from '../../src/audit/events.js';
 import { createEgressProxy, type EgressProxy } from '../../src/egress/proxy.js';
-import { loadOrCreateSandboxCa, type SandboxCa } from '../../src/egress/tls.js';
+import { type SandboxCa } from '../../src/egress/tls.js';
 import { compileNetworkMatcher } from '../../src/policy/index.js';
 import { parsePolicy } from '../../src/policy/parse.js';
 import type { Endpoint, PolicyDocument } from '../../src/policy/types.js';
 import { systemClock } from '../../src/shared/clock.js';
-import { proxyConnect, proxyRequest, testResolver, waitFor } from './harness.js';
+import { proxyConnect, proxyRequest, testResolver, useCleanups, useTestCas, waitFor } from './harness.js';
 
-let dir: string;
-let sandboxCa: SandboxCa;
-let upstreamCa: SandboxCa;
-
-beforeAll(async () => {
-  const has = await execa('openssl', ['version'], { reject: false });
-  if (has.exitCode !== 0) throw new Error('these tests need the openssl command: apt-get install -y openssl');
-  dir = mkdtempSync(join(tmpdir(), 'egress-tlsskip-'));
-  sandboxCa = await loadOrCreateSandboxCa({ privateDir: join(dir, 'sbx', 'tls'), trustDir: join(dir, 'sbx', 'trust'), sandboxName: 'test' });
-  upstreamCa = await loadOrCreateSandboxCa({ privateDir: join(dir, 'pub', 'tls'), trustDir: join(dir, 'pub', 'trust'), sandboxName: 'public-test' });
-}, 30_000);
-
-afterAll(() => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
-
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  while (cleanups.length > 0) await (cleanups.pop() as () => Promise<void>)();
-});
+const cas = useTestCas('egress-tlsskip-');
+const cleanups = useCleanups();
 
 interface Upstream {
   port: number;
@@ -68,7 +50,7 @@ async function startUpstream(tls = false): Promise<Upstream> {
     req.on('end', () => res.end(JSON.stringify({ ok: true, url: req.url })));
   };
   const server: Server = tls
-    ? createHttpsServer({ SNICallback: (name, cb) => void upstreamCa.contextFor(name).then((c) => cb(null, c), (e: Error) => cb(e)) }, handler)
+    ? createHttpsServer({ SNICallback: (name, cb) => void cas.upstreamCa.contextFor(name).then((c) => cb(null, c), (e: Error) => cb(e)) }, handler)
     : createHttpServer(handler);
   server.on('connection', () => state.connections++);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
@@ -107,8 +89,8 @@ async function startProxy(endpoints: EndpointSpec[], names: Record<string, strin
     clock: systemClock,
     resolver: testResolver(names),
     unsafeAllowLoopbackUpstreams: true,
-    tls: sandboxCa,
-    upstreamCa: upstreamCa.caCertPem,
+    tls: cas.sandboxCa,
+    upstreamCa: cas.upstreamCa.caCertPem,
   });
   const socketPath = join(mkdtempSync(join(tmpdir(), 'egress-tlsskip-sock-')), 'proxy.sock');
   await proxy.listen(socketPath);
@@ -145,9 +127,9 @@ describe('tls: skip', () => {
   it('an endpoint with tls: skip is tunnelled raw: the client sees the upstream\'s real certificate, not the sandbox CA (connect_handler_tls_skip_route_is_not_refused)', async () => {
     const up = await startUpstream(true);
     const { proxy, socketPath } = await startProxy([{ host: 'skip.test', ports: [up.port], tls: 'skip' }], { 'skip.test': ['127.0.0.1'] });
-    const { s, issuer } = await tlsThrough(socketPath, `skip.test:${up.port}`, 'skip.test', upstreamCa.caCertPem);
-    expect(issuer).toBe(issuerOf(upstreamCa));
-    expect(issuer).not.toBe(issuerOf(sandboxCa));
+    const { s, issuer } = await tlsThrough(socketPath, `skip.test:${up.port}`, 'skip.test', cas.upstreamCa.caCertPem);
+    expect(issuer).toBe(issuerOf(cas.upstreamCa));
+    expect(issuer).not.toBe(issuerOf(cas.sandboxCa));
     expect(await get(s, 'skip.test', '/anything')).toMatch(/^HTTP\/1\.1 200 /);
     expect(proxy.counters().tls_terminated).toBe(0);
   });
@@ -175,8 +157,8 @@ describe('which tunnels are decrypted', () => {
   it('access: full without protocol is L4 (OpenShell parse_l7_config → None): not intercepted', async () => {
     const up = await startUpstream(true);
     const { proxy, socketPath } = await startProxy([{ host: 'full.test', ports: [up.port], access: 'full' }], { 'full.test': ['127.0.0.1'] });
-    const { s, issuer } = await tlsThrough(socketPath, `full.test:${up.port}`, 'full.test', upstreamCa.caCertPem);
-    expect(issuer).toBe(issuerOf(upstreamCa));
+    const { s, issuer } = await tlsThrough(socketPath, `full.test:${up.port}`, 'full.test', cas.upstreamCa.caCertPem);
+    expect(issuer).toBe(issuerOf(cas.upstreamCa));
     expect(await get(s, 'full.test', '/x', 'DELETE')).toMatch(/^HTTP\/1\.1 200 /);
     expect(proxy.counters().tls_terminated).toBe(0);
   });
@@ -190,8 +172,8 @@ describe('which tunnels are decrypted', () => {
       ],
       { 'l4.test': ['127.0.0.1'], 'term.test': ['127.0.0.1'] },
     );
-    expect((await tlsThrough(socketPath, `l4.test:${up.port}`, 'l4.test', upstreamCa.caCertPem)).issuer).toBe(issuerOf(upstreamCa));
-    expect((await tlsThrough(socketPath, `term.test:${up.port}`, 'term.test', upstreamCa.caCertPem)).issuer).toBe(issuerOf(upstreamCa));
+    expect((await tlsThrough(socketPath, `l4.test:${up.port}`, 'l4.test', cas.upstreamCa.caCertPem)).issuer).toBe(issuerOf(cas.upstreamCa));
+    expect((await tlsThrough(socketPath, `term.test:${up.port}`, 'term.test', cas.upstreamCa.caCertPem)).issuer).toBe(issuerOf(cas.upstreamCa));
     expect(proxy.counters().tls_terminated).toBe(0);
   });
 
@@ -204,10 +186,10 @@ describe('which tunnels are decrypted', () => {
       ],
       { 'dr.test': ['127.0.0.1'] },
     );
-    const { s, issuer } = await tlsThrough(socketPath, `dr.test:${up.port}`, 'dr.test', sandboxCa.caCertPem);
-    expect(issuer).toBe(issuerOf(sandboxCa));
+    const { s, issuer } = await tlsThrough(socketPath, `dr.test:${up.port}`, 'dr.test', cas.sandboxCa.caCertPem);
+    expect(issuer).toBe(issuerOf(cas.sandboxCa));
     expect(await get(s, 'dr.test', '/admin/x')).toMatch(/^HTTP\/1\.1 403 /);
-    const again = await tlsThrough(socketPath, `dr.test:${up.port}`, 'dr.test', sandboxCa.caCertPem);
+    const again = await tlsThrough(socketPath, `dr.test:${up.port}`, 'dr.test', cas.sandboxCa.caCertPem);
     expect(await get(again.s, 'dr.test', '/ok')).toMatch(/^HTTP\/1\.1 200 /);
     expect(up.requests.map((r) => r.url)).toEqual(['/ok']);
     expect(proxy.counters().tls_terminated).toBeGreaterThanOrEqual(1);
@@ -216,8 +198,8 @@ describe('which tunnels are decrypted', () => {
   it('protocol: rest is decrypted and checked; tls: passthrough (deprecated, = auto) no longer skips that', async () => {
     const up = await startUpstream(true);
     const { proxy, socketPath } = await startProxy([{ host: 'rest.test', ports: [up.port], protocol: 'rest', access: 'read-only', tls: 'passthrough' }], { 'rest.test': ['127.0.0.1'] });
-    const { s, issuer } = await tlsThrough(socketPath, `rest.test:${up.port}`, 'rest.test', sandboxCa.caCertPem);
-    expect(issuer).toBe(issuerOf(sandboxCa));
+    const { s, issuer } = await tlsThrough(socketPath, `rest.test:${up.port}`, 'rest.test', cas.sandboxCa.caCertPem);
+    expect(issuer).toBe(issuerOf(cas.sandboxCa));
     await waitFor(() => proxy.counters().tls_terminated === 1, 'the interception counted');
     expect(await get(s, `rest.test:${up.port}`, '/ok')).toMatch(/^HTTP\/1\.1 200 /);
     expect(await get(s, `rest.test:${up.port}`, '/nope', 'POST')).toMatch(/^HTTP\/1\.1 403 /);
@@ -227,8 +209,8 @@ describe('which tunnels are decrypted', () => {
   it('access: read-only without protocol is still decrypted and checked (stricter than OpenShell, which ignores it: never wider)', async () => {
     const up = await startUpstream(true);
     const { proxy, socketPath } = await startProxy([{ host: 'ro.test', ports: [up.port], access: 'read-only' }], { 'ro.test': ['127.0.0.1'] });
-    const { issuer } = await tlsThrough(socketPath, `ro.test:${up.port}`, 'ro.test', sandboxCa.caCertPem);
-    expect(issuer).toBe(issuerOf(sandboxCa));
+    const { issuer } = await tlsThrough(socketPath, `ro.test:${up.port}`, 'ro.test', cas.sandboxCa.caCertPem);
+    expect(issuer).toBe(issuerOf(cas.sandboxCa));
     await waitFor(() => proxy.counters().tls_terminated === 1, 'the interception counted');
   });
 });

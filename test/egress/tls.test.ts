@@ -1,10 +1,10 @@
 /**
  * TLS termination for L7 on HTTPS: the per-sandbox CA, leaves minted per host, and CONNECT tunnels
  * to `protocol: rest` endpoints decrypted, checked per request and re-originated to an HTTPS test
- * upstream (its certificate from a separate test CA, given to the proxy as `upstreamCa`).
+ * upstream (its certificate from a separate test CA, given to the proxy as `cas.upstreamCa`).
  * Needs the `openssl` command (apt-get install -y openssl).
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
@@ -14,29 +14,10 @@ import { join } from 'node:path';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { execa } from 'execa';
 import { loadOrCreateSandboxCa, trustEnv, type SandboxCa } from '../../src/egress/tls.js';
-import { proxyConnect, startProxy, testResolver, waitFor } from './harness.js';
+import { proxyConnect, startProxy, testResolver, useCleanups, useTestCas, waitFor } from './harness.js';
 
-let dir: string;
-let sandboxCa: SandboxCa;
-let upstreamCa: SandboxCa;
-
-beforeAll(async () => {
-  const has = await execa('openssl', ['version'], { reject: false });
-  if (has.exitCode !== 0) throw new Error('these tests need the openssl command: apt-get install -y openssl');
-  dir = mkdtempSync(join(tmpdir(), 'egress-tls-'));
-  sandboxCa = await loadOrCreateSandboxCa({ privateDir: join(dir, 'sbx', 'tls'), trustDir: join(dir, 'sbx', 'trust'), sandboxName: 'test' });
-  // A stand-in for a public CA: it signs the HTTPS test upstream's certificate.
-  upstreamCa = await loadOrCreateSandboxCa({ privateDir: join(dir, 'pub', 'tls'), trustDir: join(dir, 'pub', 'trust'), sandboxName: 'public-test' });
-}, 30_000);
-
-afterAll(() => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
-
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  while (cleanups.length > 0) await (cleanups.pop() as () => Promise<void>)();
-});
+const cas = useTestCas('egress-tls-');
+const cleanups = useCleanups();
 
 interface HttpsUpstream {
   port: number;
@@ -96,12 +77,12 @@ function exchange(s: TLSSocket, text: string): Promise<{ status: number; head: s
 }
 
 async function setupRest(over: Parameters<typeof startProxy>[0] = {}) {
-  const up = await startHttpsUpstream(upstreamCa, 'api.test');
+  const up = await startHttpsUpstream(cas.upstreamCa, 'api.test');
   const h = await startProxy({
     unsafeAllowLoopbackUpstreams: true,
     resolver: testResolver({ 'api.test': ['127.0.0.1'], 'plain.test': ['127.0.0.1'] }),
-    tls: sandboxCa,
-    upstreamCa: upstreamCa.caCertPem,
+    tls: cas.sandboxCa,
+    upstreamCa: cas.upstreamCa.caCertPem,
     ...over,
   });
   cleanups.push(() => h.close());
@@ -111,25 +92,25 @@ async function setupRest(over: Parameters<typeof startProxy>[0] = {}) {
 
 describe('per-sandbox CA', () => {
   it('keeps the key private, the certificate and bundle public, and survives a reload', async () => {
-    expect(statSync(join(dir, 'sbx', 'tls', 'ca.key')).mode & 0o777).toBe(0o600);
-    expect(statSync(join(dir, 'sbx', 'tls', 'leaf.key')).mode & 0o777).toBe(0o600);
-    expect(statSync(join(dir, 'sbx', 'tls')).mode & 0o777).toBe(0o700);
-    expect(statSync(sandboxCa.caCertPath).mode & 0o777).toBe(0o644);
-    const ca = new X509Certificate(sandboxCa.caCertPem);
+    expect(statSync(join(cas.dir, 'sbx', 'tls', 'ca.key')).mode & 0o777).toBe(0o600);
+    expect(statSync(join(cas.dir, 'sbx', 'tls', 'leaf.key')).mode & 0o777).toBe(0o600);
+    expect(statSync(join(cas.dir, 'sbx', 'tls')).mode & 0o777).toBe(0o700);
+    expect(statSync(cas.sandboxCa.caCertPath).mode & 0o777).toBe(0o644);
+    const ca = new X509Certificate(cas.sandboxCa.caCertPem);
     expect(ca.ca).toBe(true);
     expect(ca.subject).toMatch(/nemoclaw sandbox CA \(test\)/);
     // The bundle is the system roots plus ours, so ordinary HTTPS keeps verifying inside.
-    const bundle = readFileSync(sandboxCa.bundlePath, 'utf8');
-    expect(bundle.endsWith(sandboxCa.caCertPem)).toBe(true);
+    const bundle = readFileSync(cas.sandboxCa.bundlePath, 'utf8');
+    expect(bundle.endsWith(cas.sandboxCa.caCertPem)).toBe(true);
     expect(bundle.match(/BEGIN CERTIFICATE/g)!.length).toBeGreaterThan(10);
-    const again = await loadOrCreateSandboxCa({ privateDir: join(dir, 'sbx', 'tls'), trustDir: join(dir, 'sbx', 'trust'), sandboxName: 'test' });
-    expect(again.caCertPem).toBe(sandboxCa.caCertPem);
-    expect(sandboxCa.trustBundle()).toMatchObject({ target: '/opt/nemoclaw/trust', env: trustEnv() });
+    const again = await loadOrCreateSandboxCa({ privateDir: join(cas.dir, 'sbx', 'tls'), trustDir: join(cas.dir, 'sbx', 'trust'), sandboxName: 'test' });
+    expect(again.caCertPem).toBe(cas.sandboxCa.caCertPem);
+    expect(cas.sandboxCa.trustBundle()).toMatchObject({ target: '/opt/nemoclaw/trust', env: trustEnv() });
     expect(Object.keys(trustEnv()).sort()).toEqual(['CURL_CA_BUNDLE', 'GIT_SSL_CAINFO', 'NODE_EXTRA_CA_CERTS', 'REQUESTS_CA_BUNDLE', 'SSL_CERT_FILE', 'WGETRC']);
     // Node gets the system roots too (NODE_EXTRA_CA_CERTS is added to Node's own roots, not the
     // system's); wget reads its CA file from the startup file.
     expect(trustEnv().NODE_EXTRA_CA_CERTS).toBe('/opt/nemoclaw/trust/ca-bundle.pem');
-    expect(readFileSync(join(dir, 'sbx', 'trust', 'wgetrc'), 'utf8')).toContain('ca_certificate = /opt/nemoclaw/trust/ca-bundle.pem');
+    expect(readFileSync(join(cas.dir, 'sbx', 'trust', 'wgetrc'), 'utf8')).toContain('ca_certificate = /opt/nemoclaw/trust/ca-bundle.pem');
   });
 
   it('replaces a CA whose key does not match its certificate', async () => {
@@ -142,11 +123,11 @@ describe('per-sandbox CA', () => {
   });
 
   it('mints one cached leaf per host, for exactly that host, and refuses names that are not hosts', async () => {
-    const before = sandboxCa.minted();
-    const [c1, c2] = await Promise.all([sandboxCa.contextFor('leaf.example.test'), sandboxCa.contextFor('leaf.example.test')]);
+    const before = cas.sandboxCa.minted();
+    const [c1, c2] = await Promise.all([cas.sandboxCa.contextFor('leaf.example.test'), cas.sandboxCa.contextFor('leaf.example.test')]);
     expect(c1).toBe(c2);
-    expect(sandboxCa.minted() - before).toBe(1);
-    await expect(sandboxCa.contextFor('bad host/CN=x')).rejects.toThrow(/not a DNS name/);
+    expect(cas.sandboxCa.minted() - before).toBe(1);
+    await expect(cas.sandboxCa.contextFor('bad host/CN=x')).rejects.toThrow(/not a DNS name/);
   });
 });
 
@@ -155,11 +136,11 @@ describe('TLS termination for rest endpoints', () => {
     const { up, h } = await setupRest();
     const t = await proxyConnect(h.socketPath, `api.test:${up.port}`);
     expect(t.status).toBe(200);
-    const s = await tlsOverTunnel(t.socket, 'api.test', sandboxCa.caCertPem);
+    const s = await tlsOverTunnel(t.socket, 'api.test', cas.sandboxCa.caCertPem);
     cleanups.push(() => void s.destroy());
     const leaf = s.getPeerX509Certificate() as X509Certificate;
     expect(leaf.subjectAltName).toBe('DNS:api.test');
-    expect(leaf.checkIssued(new X509Certificate(sandboxCa.caCertPem))).toBe(true);
+    expect(leaf.checkIssued(new X509Certificate(cas.sandboxCa.caCertPem))).toBe(true);
 
     const get = await exchange(s, `GET /repos/a?x=1 HTTP/1.1\r\nHost: api.test:${up.port}\r\n\r\n`);
     expect(get.status).toBe(200);
@@ -176,9 +157,9 @@ describe('TLS termination for rest endpoints', () => {
   });
 
   it('verifies the upstream: a certificate from a CA the proxy does not trust gives a 502, not a silent pass', async () => {
-    const { up, h } = await setupRest({ upstreamCa: sandboxCa.caCertPem });
+    const { up, h } = await setupRest({ upstreamCa: cas.sandboxCa.caCertPem });
     const t = await proxyConnect(h.socketPath, `api.test:${up.port}`);
-    const s = await tlsOverTunnel(t.socket, 'api.test', sandboxCa.caCertPem);
+    const s = await tlsOverTunnel(t.socket, 'api.test', cas.sandboxCa.caCertPem);
     cleanups.push(() => void s.destroy());
     const res = await exchange(s, `GET /repos/a HTTP/1.1\r\nHost: api.test:${up.port}\r\n\r\n`);
     expect(res.status).toBe(502);
@@ -190,7 +171,7 @@ describe('TLS termination for rest endpoints', () => {
   it('records a client that does not trust the sandbox CA and closes the tunnel', async () => {
     const { up, h } = await setupRest();
     const t = await proxyConnect(h.socketPath, `api.test:${up.port}`);
-    await expect(tlsOverTunnel(t.socket, 'api.test', upstreamCa.caCertPem)).rejects.toThrow(/certificate/i);
+    await expect(tlsOverTunnel(t.socket, 'api.test', cas.upstreamCa.caCertPem)).rejects.toThrow(/certificate/i);
     await waitFor(() => h.events.find((e) => e.error === 'tls_handshake_failed'), 'tls_handshake_failed event');
     expect(h.proxy.counters().tls_handshake_failed).toBe(1);
   });
@@ -199,7 +180,7 @@ describe('TLS termination for rest endpoints', () => {
     const { up, h } = await setupRest({ tls: undefined });
     const t = await proxyConnect(h.socketPath, `api.test:${up.port}`);
     expect(t.status).toBe(200);
-    await expect(tlsOverTunnel(t.socket, 'api.test', upstreamCa.caCertPem)).rejects.toThrow();
+    await expect(tlsOverTunnel(t.socket, 'api.test', cas.upstreamCa.caCertPem)).rejects.toThrow();
     expect(h.events.find((e) => e.error === 'tls_termination_unavailable')).toBeDefined();
     expect(up.requests).toHaveLength(0);
   });
@@ -210,10 +191,10 @@ describe('TLS termination for rest endpoints', () => {
     const t = await proxyConnect(h.socketPath, `plain.test:${up.port}`);
     expect(t.status).toBe(200);
     // Bytes are untouched end to end: the upstream's own certificate (for api.test) arrives.
-    const s = await tlsOverTunnel(t.socket, 'api.test', upstreamCa.caCertPem);
+    const s = await tlsOverTunnel(t.socket, 'api.test', cas.upstreamCa.caCertPem);
     cleanups.push(() => void s.destroy());
     const leaf = s.getPeerX509Certificate() as X509Certificate;
-    expect(leaf.checkIssued(new X509Certificate(upstreamCa.caCertPem))).toBe(true);
+    expect(leaf.checkIssued(new X509Certificate(cas.upstreamCa.caCertPem))).toBe(true);
     const res = await exchange(s, `POST /anything HTTP/1.1\r\nHost: api.test\r\nContent-Length: 0\r\n\r\n`);
     expect(res.status).toBe(200);
     expect(h.proxy.counters().tls_terminated).toBe(0);
@@ -233,7 +214,7 @@ describe('TLS termination for rest endpoints', () => {
     const { h } = await setupRest({ inferenceSocket: () => sock });
     const t = await proxyConnect(h.socketPath, 'inference.local:443');
     expect(t.status).toBe(200);
-    const s = await tlsOverTunnel(t.socket, 'inference.local', sandboxCa.caCertPem);
+    const s = await tlsOverTunnel(t.socket, 'inference.local', cas.sandboxCa.caCertPem);
     cleanups.push(() => void s.destroy());
     const res = await exchange(s, 'POST /v1/chat/completions HTTP/1.1\r\nHost: inference.local\r\nContent-Length: 2\r\n\r\n{}');
     expect(res.status).toBe(200);

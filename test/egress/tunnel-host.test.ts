@@ -3,37 +3,17 @@
  * lines, and each keep-alive or pipelined one, names the tunnel's CONNECT authority in Host, or it
  * is refused and nothing is forwarded. Plain-HTTP keep-alive to another Host is decided afresh.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
-import { loadOrCreateSandboxCa, type SandboxCa } from '../../src/egress/tls.js';
-import { proxyConnect, startProxy, startUpstream, testResolver } from './harness.js';
+import { proxyConnect, startProxy, startUpstream, testResolver, useCleanups, useTestCas } from './harness.js';
 
-let dir: string;
-let sandboxCa: SandboxCa;
-let upstreamCa: SandboxCa;
-
-beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'egress-thost-'));
-  sandboxCa = await loadOrCreateSandboxCa({ privateDir: join(dir, 'sbx', 'tls'), trustDir: join(dir, 'sbx', 'trust'), sandboxName: 'test' });
-  upstreamCa = await loadOrCreateSandboxCa({ privateDir: join(dir, 'pub', 'tls'), trustDir: join(dir, 'pub', 'trust'), sandboxName: 'public-test' });
-}, 30_000);
-
-afterAll(() => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
-
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  while (cleanups.length > 0) await (cleanups.pop() as () => Promise<void>)();
-});
+const cas = useTestCas('egress-thost-');
+const cleanups = useCleanups();
 
 async function startHttpsUpstream(): Promise<{ port: number; requests: Array<{ method: string; url: string; host: string | undefined }> }> {
-  const ctx = await upstreamCa.contextFor('api.test');
+  const ctx = await cas.upstreamCa.contextFor('api.test');
   const requests: Array<{ method: string; url: string; host: string | undefined }> = [];
   const server: HttpsServer = createHttpsServer({ SNICallback: (_n, cb) => cb(null, ctx) }, (req, res) => {
     req.resume();
@@ -50,7 +30,7 @@ async function startHttpsUpstream(): Promise<{ port: number; requests: Array<{ m
 
 function tlsOverTunnel(socket: import('node:net').Socket): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
-    const s = tlsConnect({ socket, servername: 'api.test', ca: sandboxCa.caCertPem, ALPNProtocols: ['http/1.1'] }, () => resolve(s));
+    const s = tlsConnect({ socket, servername: 'api.test', ca: cas.sandboxCa.caCertPem, ALPNProtocols: ['http/1.1'] }, () => resolve(s));
     s.once('error', reject);
   });
 }
@@ -80,8 +60,8 @@ async function setup(protocol: 'rest' | undefined) {
   const h = await startProxy({
     unsafeAllowLoopbackUpstreams: true,
     resolver: testResolver({ 'api.test': ['127.0.0.1'], 'evil.example': ['127.0.0.1'] }),
-    tls: sandboxCa,
-    upstreamCa: upstreamCa.caCertPem,
+    tls: cas.sandboxCa,
+    upstreamCa: cas.upstreamCa.caCertPem,
   });
   cleanups.push(() => h.close());
   // Anything outside the rules is refused at once (not held for an operator).

@@ -14,45 +14,23 @@
  * - src/l7/rest.rs `request_is_websocket_upgrade_*` (key, method, version 13) and `request_is_h2c_upgrade`
  * Needs the `openssl` command (apt-get install -y openssl) for the wss cases.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { connect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { execa } from 'execa';
 import { ProxyAgent, WebSocket } from 'undici';
 import type { EventInput } from '../../src/audit/events.js';
 import { createEgressProxy, type EgressProxy } from '../../src/egress/proxy.js';
-import { loadOrCreateSandboxCa, type SandboxCa } from '../../src/egress/tls.js';
 import { compileNetworkMatcher } from '../../src/policy/index.js';
 import type { ApprovalsPolicy, Endpoint, PolicyDocument } from '../../src/policy/types.js';
 import { systemClock } from '../../src/shared/clock.js';
-import { testResolver, waitFor } from './harness.js';
+import { testResolver, useCleanups, useTestCas, waitFor } from './harness.js';
 
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
-let dir: string;
-let sandboxCa: SandboxCa;
-let upstreamCa: SandboxCa;
-
-beforeAll(async () => {
-  const has = await execa('openssl', ['version'], { reject: false });
-  if (has.exitCode !== 0) throw new Error('these tests need the openssl command: apt-get install -y openssl');
-  dir = mkdtempSync(join(tmpdir(), 'egress-ws-'));
-  sandboxCa = await loadOrCreateSandboxCa({ privateDir: join(dir, 'sbx', 'tls'), trustDir: join(dir, 'sbx', 'trust'), sandboxName: 'test' });
-  upstreamCa = await loadOrCreateSandboxCa({ privateDir: join(dir, 'pub', 'tls'), trustDir: join(dir, 'pub', 'trust'), sandboxName: 'public-test' });
-}, 30_000);
-
-afterAll(() => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
-
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  while (cleanups.length > 0) await (cleanups.pop() as () => Promise<void>)();
-});
+const cas = useTestCas('egress-ws-');
+const cleanups = useCleanups();
 
 // ---------------------------------------------------------------------------------------------
 // Upstream: a minimal RFC 6455 echo server (text and binary echoed, close answered).
@@ -192,7 +170,7 @@ async function startWsUpstream(tlsHost?: string): Promise<WsUpstream> {
 
 /** The upstream's TLS context: a leaf from the "public" test CA (not the sandbox CA). */
 function sandboxlessCtx(host: string) {
-  return upstreamCa.contextFor(host);
+  return cas.upstreamCa.contextFor(host);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,8 +211,8 @@ async function startProxy(endpoints: EndpointSpec[], names: Record<string, strin
     clock: systemClock,
     resolver: testResolver(names),
     unsafeAllowLoopbackUpstreams: true,
-    tls: sandboxCa,
-    upstreamCa: upstreamCa.caCertPem,
+    tls: cas.sandboxCa,
+    upstreamCa: cas.upstreamCa.caCertPem,
   });
   await proxy.listen({ host: '127.0.0.1', port: 0 });
   cleanups.push(() => proxy.close());
@@ -360,7 +338,7 @@ describe('WebSocket upgrades on allowed endpoints', () => {
   it('wss:// via CONNECT + interception (protocol: rest): the client sees the sandbox CA, frames echo', async () => {
     const up = await startWsUpstream('wss.test');
     const { port, proxy } = await startProxy([{ host: 'wss.test', ports: [up.port], protocol: 'rest', access: 'read-only' }], { 'wss.test': ['127.0.0.1'] });
-    const c = await wsClient(port, `wss://wss.test:${up.port}/socket`, { trust: sandboxCa.caCertPem });
+    const c = await wsClient(port, `wss://wss.test:${up.port}/socket`, { trust: cas.sandboxCa.caCertPem });
     c.ws.send('over tls');
     await until(() => c.messages.length >= 1, 'echo');
     expect(c.messages[0]).toBe('echo:over tls');
@@ -542,7 +520,7 @@ describe('WebSocket upgrades are governed by the rules', () => {
   it('wss:// on protocol: websocket, access: read-only (decrypted): binary passes, a text message closes with 1008', async () => {
     const up = await startWsUpstream('gw.test');
     const { port, proxy } = await startProxy([{ host: 'gw.test', ports: [up.port], protocol: 'websocket', access: 'read-only' }], { 'gw.test': ['127.0.0.1'] });
-    const c = await wsClient(port, `wss://gw.test:${up.port}/?v=10&encoding=json`, { trust: sandboxCa.caCertPem });
+    const c = await wsClient(port, `wss://gw.test:${up.port}/?v=10&encoding=json`, { trust: cas.sandboxCa.caCertPem });
     expect(proxy.counters().tls_terminated).toBe(1);
     c.ws.send(new Uint8Array([7]));
     await until(() => c.messages.length >= 1, 'binary echo');
