@@ -111,6 +111,16 @@ describe('binary identity through a socat relay in a network namespace (needs ro
     expect(seenHolders.at(-1)?.ancestors).toEqual([]);
   });
 
+  it('argv is never identity: a program renamed to /usr/bin/git (exec -a) under a shell named git is still curl under bash (OpenShell sandbox-policy.rego: cmdline excluded)', async () => {
+    const bash = realpathSync('/usr/bin/bash');
+    const r = await execa('ip', ['netns', 'exec', NS, 'bash', '-c', "exec -a /usr/bin/git bash -c '(exec -a /usr/bin/git curl -s -x http://127.0.0.1:3128 http://example.test/); :'"]);
+    expect(r.stdout).toBe(realpathSync('/usr/bin/curl'));
+    const h = seenHolders.at(-1);
+    expect(h?.binaries).toEqual([realpathSync('/usr/bin/curl')]);
+    expect(h?.ancestors).toEqual([bash]);
+    expect(JSON.stringify(h)).not.toContain('git');
+  });
+
   it('a connection handed to another program: holders name both executables (ambiguous), so no binary', async () => {
     // python connects, then passes the socket to a `sleep` child before it sends its request.
     const py = [
