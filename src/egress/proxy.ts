@@ -120,6 +120,12 @@ export interface EgressCounters {
 
 export interface EgressProxy {
   listen(target: string | { host: string; port: number }): Promise<void>;
+  /**
+   * Also accept on a listening socket made elsewhere (a sandbox's 127.0.0.1:3128, created in its
+   * network namespace): same handling as `listen`. `onAccept` sees each socket first. Returns a
+   * function that stops accepting there (open connections stay until they end or close()).
+   */
+  adopt(listener: Server, opts?: { onAccept?: (socket: Socket) => void }): () => Promise<void>;
   /** TCP port when listening on TCP. */
   port(): number | undefined;
   close(): Promise<void>;
@@ -1419,12 +1425,34 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     connections.add(new ClientConnection(socket));
   }
 
+  // allowHalfOpen: a client may send its request and FIN at once (`printf ... | nc -U`); the
+  // answer is still written, then the connection closed (ClientConnection.onClientEnd).
+  const newServer = (onAccept?: (socket: Socket) => void): Server => {
+    const s = createServer({ noDelay: true, allowHalfOpen: true, highWaterMark: TUNNEL_HIGH_WATER_MARK }, (socket) => {
+      onAccept?.(socket);
+      onConnection(socket);
+    });
+    s.maxConnections = 20_000;
+    return s;
+  };
+  const adopted = new Set<Server>();
+  const closeServer = (s: Server): Promise<void> => new Promise<void>((resolve) => s.close(() => resolve()));
+
   return {
+    adopt(listener, adoptOpts) {
+      const s = newServer(adoptOpts?.onAccept);
+      // Accept errors (EMFILE…) must not kill the supervisor; the listener stays.
+      s.on('error', () => undefined);
+      // listen(handle): our server takes over the listening socket the other one holds.
+      s.listen(listener);
+      adopted.add(s);
+      return async () => {
+        if (!adopted.delete(s)) return;
+        await closeServer(s);
+      };
+    },
     async listen(target) {
-      // allowHalfOpen: a client may send its request and FIN at once (`printf ... | nc -U`); the
-      // answer is still written, then the connection closed (ClientConnection.onClientEnd).
-      const s = createServer({ noDelay: true, allowHalfOpen: true, highWaterMark: TUNNEL_HIGH_WATER_MARK }, onConnection);
-      s.maxConnections = 20_000;
+      const s = newServer();
       server = s;
       // A burst of connects beyond the backlog is refused outright on a Unix socket (EAGAIN).
       if (typeof target === 'string') {
@@ -1448,7 +1476,9 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       agent.destroy();
       inferenceAgent.destroy();
       httpsAgent?.destroy();
-      if (server) await new Promise<void>((resolve) => (server as Server).close(() => resolve()));
+      const servers = [...adopted, ...(server ? [server] : [])];
+      adopted.clear();
+      await Promise.all(servers.map(closeServer));
       if (socketPath) await rm(socketPath, { force: true });
     },
     pending() {

@@ -8,6 +8,7 @@ import { NemoclawError } from '../shared/errors.js';
 import { ensurePrivateDir } from '../shared/home.js';
 import { createBinaryIdentifier, type IdentifyTarget } from './identity.js';
 import { dirname, join } from 'node:path';
+import type { Server, Socket } from 'node:net';
 import type { PolicyDocument } from '../policy/types.js';
 import { createEgressProxy, INFERENCE_HOST, type EgressProxy } from './proxy.js';
 import { tunnelNeedsInspection } from './l7.js';
@@ -48,6 +49,12 @@ export interface EgressService extends SupervisorService {
    * CA could not be made (then L7 tunnels over TLS are refused and status says why).
    */
   sandboxTrust(): SandboxTrustBundle | undefined;
+  /**
+   * Accept the sandbox's connections on `listener` (its 127.0.0.1:`port`, listening in the network
+   * namespace of `rootPid`); binary identity follows each accepted socket back into that netns.
+   * Returns the function that stops it (the sandbox's cleanup calls it).
+   */
+  attachSandboxListener(listener: Server, target: { rootPid: number; port: number }): () => Promise<void>;
 }
 
 /** Exact host names of endpoints whose CONNECT tunnels are decrypted: their leaves are minted ahead. */
@@ -63,15 +70,6 @@ export function terminatedHosts(doc: PolicyDocument): string[] {
   return [...hosts];
 }
 
-/** What the egress proxy needs from the sandbox driver (structural, so neither imports the other). */
-interface SandboxInstanceView {
-  rootPid: number;
-  netMode?: string;
-  proxyPort?: number;
-}
-interface SandboxServiceView extends SupervisorService {
-  instances?(): SandboxInstanceView[];
-}
 interface InferenceServiceView extends SupervisorService {
   readonly socketPath?: string;
 }
@@ -89,6 +87,8 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
   let ctxRef: SupervisorContext | undefined;
   let ca: SandboxCa | undefined;
   let caError: string | undefined;
+  /** Which sandbox's listener accepted a socket: the netns its identity is looked up in. */
+  const socketTargets = new WeakMap<Socket, IdentifyTarget>();
 
   const requireProxy = (): EgressProxy => {
     if (!proxy) throw new NemoclawError('not_running', 'the egress proxy is not running', { nextStep: 'check `nemoclaw-tui status`' });
@@ -136,6 +136,10 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
     },
     proxy: requireProxy,
     sandboxTrust: () => ca?.trustBundle(),
+    attachSandboxListener(listener, target) {
+      const t: IdentifyTarget = { rootPid: target.rootPid, relayPort: target.port };
+      return requireProxy().adopt(listener, { onAccept: (socket) => socketTargets.set(socket, t) });
+    },
     async start(ctx) {
       ctxRef = ctx;
       ensurePrivateDir(ctx.paths.runDir);
@@ -156,13 +160,7 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
         ca = undefined;
         caError = err instanceof Error ? err.message : String(err);
       }
-      const identifier = createBinaryIdentifier(() => {
-        const sandbox = ctx.service<SandboxServiceView>('sandbox');
-        const list = sandbox?.instances?.() ?? [];
-        return list
-          .filter((i) => i.netMode === 'bridge-outside' && i.rootPid > 0)
-          .map((i): IdentifyTarget => ({ rootPid: i.rootPid, relayPort: i.proxyPort ?? 3128 }));
-      });
+      const identifier = createBinaryIdentifier((socket) => socketTargets.get(socket));
       proxy = createEgressProxy({
         decide: (q) => ctx.policy.decideNetwork(q),
         approvals: () => ctx.policy.current().approvals,

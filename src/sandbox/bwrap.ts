@@ -25,6 +25,8 @@ import {
   writeSync,
 } from 'node:fs';
 import { createReadStream } from 'node:fs';
+import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
+import { listenInNetns } from './netns-listener.js';
 import { createInterface } from 'node:readline';
 import { dirname, join, posix } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -92,6 +94,12 @@ export interface SandboxLaunch {
   runDir: string;
   /** Egress proxy's Unix socket (may not exist yet: connections inside then fail). */
   proxySocket: string;
+  /**
+   * Root (bridge-outside): hands the sandbox's 127.0.0.1:3128, a socket listening in its network
+   * namespace, to the egress proxy, which accepts there itself; returns how to stop. Without it
+   * each connection is relayed to `proxySocket` in this process.
+   */
+  attachEgress?: (listener: Server, target: { rootPid: number; port: number }) => () => Promise<void>;
   filesystem: FilesystemPolicy;
   process: ProcessPolicy;
   /** Host Node binary bound at /opt/nemoclaw/node/bin/node (skipped when a bind covers that path). */
@@ -451,6 +459,31 @@ export function buildBwrapArgs(opts: {
   return a;
 }
 
+/** Each connection accepted on `listener` piped to a new connection to the Unix socket `path`. */
+function relayToUnixSocket(listener: Server, path: string): () => Promise<void> {
+  const open = new Set<Socket>();
+  const relay = createServer({ noDelay: true, allowHalfOpen: true }, (client) => {
+    const upstream = netConnect(path);
+    open.add(client);
+    client.on('close', () => open.delete(client));
+    const end = (): void => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end);
+    upstream.on('error', end);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  relay.on('error', () => undefined);
+  relay.listen(listener);
+  return () =>
+    new Promise<void>((resolve) => {
+      for (const c of open) c.destroy();
+      relay.close(() => resolve());
+    });
+}
+
 function isSymlink(p: string): boolean {
   try {
     return lstatSync(p).isSymbolicLink();
@@ -480,27 +513,33 @@ function isRoot(): boolean {
   return typeof process.getuid === 'function' && process.getuid() === 0;
 }
 
-/** Read /proc/<pid>/net/tcp until 127.0.0.1:3128 is listening (or give up). */
-async function waitListening(pid: number, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  let delay = 1;
-  while (Date.now() < deadline) {
-    try {
-      const tcp = readFileSync(`/proc/${pid}/net/tcp`, 'utf8');
-      if (tcp.includes('0100007F:0C38 00000000:0000 0A')) return true;
-    } catch {
-      return false;
-    }
-    await new Promise((r) => setTimeout(r, delay));
-    delay = Math.min(delay * 2, 20);
-  }
-  return false;
+/** TIME_WAIT sockets the sandbox's netns keeps at most (see NetnsListenOptions.maxTimeWait). */
+export const SANDBOX_MAX_TIME_WAIT = 256;
+
+/** Buckets of the sandbox's own TCP connection hash (the kernel rounds up to a power of two). */
+export const SANDBOX_TCP_EHASH_BUCKETS = 4096;
+
+/**
+ * Prefix that gives the sandbox's network namespace a TCP connection hash of its own. Every
+ * identity lookup reads the sandbox's /proc/net/tcp, which walks the whole hash of its netns: the
+ * host's (262,144 buckets on this kind of machine, ~2 ms per read however few sockets there are)
+ * unless the netns was created with `net.ipv4.tcp_child_ehash_entries` set (Linux 6.1+). That
+ * sysctl is read from the netns that creates the new one, so the launch chain runs in a fresh,
+ * empty netns where it is set, and bwrap's --unshare-net creates the sandbox's from there. On an
+ * older kernel the write fails and the sandbox shares the host's hash: slower, same answers.
+ * The script is fixed text; the command follows as "$@".
+ */
+function privateConnectionHash(): string[] {
+  return [
+    findBinary('unshare') ?? 'unshare', '--net', '--',
+    '/bin/sh', '-c', `echo ${SANDBOX_TCP_EHASH_BUCKETS} > /proc/sys/net/ipv4/tcp_child_ehash_entries 2>/dev/null; exec "$@"`, 'nemoclaw-netns',
+  ];
 }
 
 /** All descendants of `root` (inclusive), by scanning /proc/*\/stat. */
 /**
  * Prefix for every long-lived process the supervisor starts for a sandbox (the prlimit → strace →
- * bwrap chain, the egress bridge): the kernel SIGKILLs it when the supervisor dies, even by
+ * bwrap chain): the kernel SIGKILLs it when the supervisor dies, even by
  * SIGKILL or OOM, so no agent outlives its supervisor unwatched. The signal survives the execs down
  * the chain; bwrap's --die-with-parent carries it on into the sandbox.
  */
@@ -719,7 +758,9 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
     const prlimit = findBinary('prlimit') ?? 'prlimit';
     const chain = spec.joinNetns
       ? [findBinary('nsenter') ?? 'nsenter', `--net=/proc/${spec.joinNetns.pid}/ns/net`, '--', prlimit, ...argv]
-      : [prlimit, ...argv];
+      : root && netMode === 'bridge-outside'
+        ? [...privateConnectionHash(), prlimit, ...argv]
+        : [prlimit, ...argv];
     child = execa(...dieWithSupervisor(...chain), options);
   } finally {
     for (const fd of opened) if (fd !== blockFd) closeSync(fd);
@@ -769,31 +810,23 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
   }
   cgroup?.addPid(childPid);
 
-  // A joined sandbox uses the bridge already listening in the namespace it shares.
+  // A joined sandbox uses the listener already there in the namespace it shares.
   if (netMode === 'bridge-outside' && !spec.joinNetns) {
-    const bridge = execa(
-      ...dieWithSupervisor(
-        findBinary('nsenter') ?? 'nsenter',
-        `--net=/proc/${childPid}/ns/net`, '--',
-        findBinary('socat') ?? 'socat', `TCP-LISTEN:${PROXY_PORT},bind=127.0.0.1,fork,reuseaddr,backlog=512`, `UNIX-CONNECT:${spec.proxySocket}`,
-      ),
-      { reject: false, stdio: ['ignore', 'ignore', 'pipe'], buffer: false, cleanup: true },
-    );
-    let bridgeErr = '';
-    bridge.stderr?.on('data', (d: Buffer) => {
-      bridgeErr += d.toString();
-    });
-    cleanups.push(async () => {
-      bridge.kill('SIGTERM');
-      await bridge.catch(() => undefined);
-    });
-    const ok = await waitListening(childPid, 3000);
-    if (!ok) {
-      bridge.kill('SIGKILL');
+    let listener: Server;
+    try {
+      listener = await listenInNetns(childPid, PROXY_PORT, { nsenter: findBinary('nsenter') ?? 'nsenter', maxTimeWait: SANDBOX_MAX_TIME_WAIT });
+    } catch (err) {
       return fail(
-        `the egress bridge did not start in the sandbox's network namespace${bridgeErr ? `: ${bridgeErr.trim()}` : ''}`,
-        'run `nemoclaw-tui doctor` (socat and nsenter are needed)',
+        `the egress listener did not start in the sandbox's network namespace: ${err instanceof Error ? err.message : String(err)}`,
+        'run `nemoclaw-tui doctor` (nsenter is needed)',
       );
+    }
+    if (spec.attachEgress) {
+      const detach = spec.attachEgress(listener, { rootPid: childPid, port: PROXY_PORT });
+      cleanups.push(detach);
+    } else {
+      const stop = relayToUnixSocket(listener, spec.proxySocket);
+      cleanups.push(stop);
     }
   }
 

@@ -93,9 +93,12 @@ export async function runDoctor(): Promise<DoctorReport> {
   });
   for (const [bin, pkg, severity, why] of [
     ['bwrap', 'bubblewrap', 'error', 'builds the sandbox'],
-    ['socat', 'socat', 'error', 'bridges 127.0.0.1:3128 in the sandbox to the egress proxy'],
+    [
+      'socat', 'socat', root ? 'warn' : 'error', 'relays 127.0.0.1:3128 in the sandbox to the egress proxy when the supervisor is not root (relay-inside)',
+    ],
     ['strace', 'strace', 'warn', 'the filesystem-violation monitor (without it no fs.violation events)'],
-    ['nsenter', 'util-linux', 'error', 'starts the bridge inside the sandbox network namespace'],
+    ['nsenter', 'util-linux', 'error', "listens on 127.0.0.1:3128 inside the sandbox's network namespace"],
+    ['unshare', 'util-linux', 'warn', "gives the sandbox's network namespace its own TCP hash (fast identity lookups)"],
     ['prlimit', 'util-linux', 'error', 'sets RLIMIT_CORE=0 and rlimit fallbacks'],
     ['setpriv', 'util-linux', 'error', 'drops to the sandbox uid'],
     ['mkfs.ext4', 'e2fsprogs', 'warn', 'the workdir size limit, a loop-mounted image (without it the workdir is unlimited)'],

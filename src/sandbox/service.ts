@@ -147,6 +147,8 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
     // the sandbox, in `run` also under the names SDKs read, so `run -- python agent.py` reaches
     // the router as is.
     const inferenceToken = c.service<SupervisorService & { sandboxToken?(): string }>('inference')?.sandboxToken?.();
+    const egress = c.service<SupervisorService & { attachSandboxListener?(listener: Server, target: { rootPid: number; port: number }): () => Promise<void> }>('egress');
+    const attachEgress = egress?.attachSandboxListener?.bind(egress);
     // Defaults only: a variable the policy's process.env sets stays the policy's.
     const policyEnv = policy.process?.env ?? {};
     const inferenceEnv: Record<string, string> = Object.fromEntries(
@@ -166,6 +168,7 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
         workdir,
         runDir: c.paths.runDir,
         proxySocket: c.paths.proxySocket,
+        ...(attachEgress ? { attachEgress } : {}),
         filesystem: policy.filesystem_policy,
         process: policy.process,
         nodeBinary: opts.nodeBinary ?? process.execPath,

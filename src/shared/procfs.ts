@@ -45,3 +45,24 @@ export function parseProcNetTcp(text: string): TcpEntry[] {
   }
   return out;
 }
+
+/**
+ * Inodes of the sockets in /proc/PID/net/tcp{,6} text whose local port is one of `localPorts` and
+ * whose remote port is `remotePort` (inode 0, a TIME_WAIT remnant, is left out). One regular
+ * expression pass instead of parsing every row: the table of a busy sandbox holds thousands.
+ */
+export function inodesByLocalPort(text: string, localPorts: ReadonlySet<number>, remotePort: number): Map<number, number[]> {
+  const out = new Map<number, number[]>();
+  const remote = remotePort.toString(16).toUpperCase().padStart(4, '0');
+  // sl: local:port remote:port st tx:rx tr:when retrnsmt uid timeout inode
+  const row = new RegExp(`^ *\\d+: [0-9A-F]+:([0-9A-F]{4}) [0-9A-F]+:${remote} [0-9A-F]{2} \\S+ \\S+ \\S+ +\\d+ +\\d+ +(\\d+)`, 'gm');
+  for (const m of text.matchAll(row)) {
+    const port = parseInt(m[1] as string, 16);
+    const inode = Number(m[2]);
+    if (!localPorts.has(port) || inode === 0) continue;
+    const list = out.get(port) ?? [];
+    list.push(inode);
+    out.set(port, list);
+  }
+  return out;
+}

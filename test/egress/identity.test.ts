@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createServer, type Server } from 'node:net';
-import { mkdtempSync, realpathSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { createServer, type Server, type Socket } from 'node:net';
+import { realpathSync } from 'node:fs';
 import { execa, type ResultPromise } from 'execa';
-import { commonAncestors, createBinaryIdentifier, parseProcNetTcp, parseSsUnix, type SocketHolders } from '../../src/egress/identity.js';
+import { commonAncestors, createBinaryIdentifier, parseProcNetTcp, type IdentifyTarget, type SocketHolders } from '../../src/egress/identity.js';
+import { inodesByLocalPort } from '../../src/shared/procfs.js';
+import { listenInNetns } from '../../src/sandbox/netns-listener.js';
 
 const NS = `egid${process.pid}`;
 
@@ -18,13 +18,18 @@ describe('binary identity parsing', () => {
       { localAddress: '0100007F', localPort: 0xa1b2, remoteAddress: '0100007F', remotePort: 3128, state: 1, inode: 4343 },
     ]);
   });
-  it('parses ss -xpnH rows', () => {
-    const text = `u_str ESTAB 0 0 /tmp/x/proxy.sock 5001 * 5000 users:(("node",pid=10,fd=22))
-u_str ESTAB 0 0 * 5000 * 5001 users:(("socat",pid=77,fd=6))`;
-    expect(parseSsUnix(text)).toEqual([
-      { localInode: 5001, peerInode: 5000, pids: [10] },
-      { localInode: 5000, peerInode: 5001, pids: [77] },
-    ]);
+  it('finds the inode of the client side of a connection to the listener, in tcp and tcp6 rows, and skips TIME_WAIT remnants', () => {
+    const tcp = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:0C38 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 100 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:D6D8 0100007F:0C38 01 00000000:00000000 00:00000000 00000000 65534        0 4242 1 0000000000000000 20 4 30 10 -1
+   2: 0100007F:0C38 0100007F:D6D8 01 00000000:00000000 00:00000000 00000000     0        0 4243 1 0000000000000000 20 4 30 10 -1
+   3: 0100007F:D6D9 0100007F:0C38 06 00000000:00000000 03:00000E8F 00000000     0        0 0 3 0000000000000000
+   4: 0100007F:D6DA 0100007F:1F90 01 00000000:00000000 00:00000000 00000000 65534        0 777 1 0000000000000000 20 4 30 10 -1`;
+    const tcp6 = `  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0000000000000000FFFF00000100007F:D6DB 0000000000000000FFFF00000100007F:0C38 01 00000000:00000000 00:00000000 00000000 65534        0 5151 1 0000000000000000 20 4 0 10 -1`;
+    const ports = new Set([0xd6d8, 0xd6d9, 0xd6da, 0xd6db]);
+    expect(inodesByLocalPort(tcp, ports, 3128)).toEqual(new Map([[0xd6d8, [4242]]]));
+    expect(inodesByLocalPort(tcp6, ports, 3128)).toEqual(new Map([[0xd6db, [5151]]]));
   });
 });
 
@@ -37,28 +42,31 @@ describe('common ancestors of several holders', () => {
   });
 });
 
-describe('binary identity through a socat relay in a network namespace (needs root, ip, socat, curl)', () => {
-  let dir: string;
+describe('binary identity through a listener in a network namespace (needs root, ip, curl)', () => {
   let server: Server;
-  let relay: ResultPromise | undefined;
+  let holder: ResultPromise | undefined;
   const seen: Array<string | undefined> = [];
   /** The holders looked up again when the first request bytes arrived (as before forwarding). */
   const seenHolders: Array<SocketHolders | undefined> = [];
 
   beforeAll(async () => {
-    for (const tool of ['ip', 'socat', 'curl']) {
+    for (const tool of ['ip', 'curl']) {
       const r = await execa('which', [tool], { reject: false });
-      if (r.exitCode !== 0) throw new Error(`${tool} is missing: install it (CI installs iproute2 socat curl via .ci/run)`);
+      if (r.exitCode !== 0) throw new Error(`${tool} is missing: install it (CI installs iproute2 curl via .ci/run)`);
     }
-    dir = mkdtempSync(join(tmpdir(), 'egid-'));
     await execa('ip', ['netns', 'add', NS]);
     await execa('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
-    const sock = join(dir, 'proxy.sock');
-    relay = execa('ip', ['netns', 'exec', NS, 'socat', 'TCP-LISTEN:3128,bind=127.0.0.1,fork,reuseaddr', `UNIX-CONNECT:${sock}`], { reject: false });
-    const rootPid = () => relay?.pid as number;
-    // ip netns exec execs socat in place, so relay.pid is socat's pid inside the netns.
-    const identifier = createBinaryIdentifier(() => [{ rootPid: rootPid(), relayPort: 3128 }]);
+    // A process that stays in the netns, as the sandbox's root process does.
+    holder = execa('ip', ['netns', 'exec', NS, 'sleep', '600'], { reject: false });
+    for (let i = 0; i < 100 && holder.pid === undefined; i++) await new Promise((res) => setTimeout(res, 10));
+    const rootPid = holder.pid as number;
+    // 127.0.0.1:3128 of the netns, listening in our process, as the supervisor does for a sandbox.
+    const listener = await listenInNetns(rootPid, 3128);
+    const target: IdentifyTarget = { rootPid, relayPort: 3128 };
+    const accepted = new WeakSet<object>();
+    const identifier = createBinaryIdentifier((s) => (accepted.has(s) ? target : undefined));
     server = createServer((s) => {
+      accepted.add(s);
       const id = identifier.identify(s);
       s.once('data', () => {
         void (async () => {
@@ -70,21 +78,14 @@ describe('binary identity through a socat relay in a network namespace (needs ro
       });
       s.on('error', () => {});
     });
-    await new Promise<void>((r) => server.listen(sock, () => r()));
-    // wait for the relay to listen
-    for (let i = 0; i < 100; i++) {
-      const r = await execa('ip', ['netns', 'exec', NS, 'ss', '-tlnH', 'sport = :3128'], { reject: false });
-      if (r.stdout.includes('3128')) break;
-      await new Promise((res) => setTimeout(res, 20));
-    }
+    server.listen(listener);
   });
 
   afterAll(async () => {
-    if (relay?.pid) process.kill(relay.pid, 'SIGTERM');
-    await relay?.catch(() => undefined);
     server?.close();
+    if (holder?.pid) process.kill(holder.pid, 'SIGKILL');
+    await holder?.catch(() => undefined);
     await execa('ip', ['netns', 'del', NS], { reject: false });
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('names the executable of the sandbox process that opened the connection', async () => {
@@ -143,15 +144,22 @@ describe('binary identity through a socat relay in a network namespace (needs ro
     expect(r.stdout).toBe(seen.at(-1) ?? 'unknown');
   });
 
-  it('answers undefined (fail closed) for a connection that did not come through a known relay', async () => {
-    const identifier = createBinaryIdentifier(() => []);
+  it('answers undefined (fail closed) for a connection that did not come through a sandbox listener', async () => {
+    const identifier = createBinaryIdentifier(() => undefined);
     const other = createServer(async (s) => {
       s.end(String(await identifier.identify(s)));
     });
-    const sock = join(dir, 'other.sock');
-    await new Promise<void>((r) => other.listen(sock, () => r()));
-    const r = await execa('socat', ['-', `UNIX-CONNECT:${sock}`], { input: 'x', reject: false });
+    await new Promise<void>((r) => other.listen(0, '127.0.0.1', () => r()));
+    const port = (other.address() as { port: number }).port;
+    const r = await execa('curl', ['-s', '--http0.9', `http://127.0.0.1:${port}/`], { reject: false });
     expect(r.stdout).toBe('undefined');
     other.close();
   });
+
+  it('a lookup for a port nobody connects from names no one (the chain is not guessed)', async () => {
+    const identifier = createBinaryIdentifier(() => ({ rootPid: holder?.pid as number, relayPort: 3128 }));
+    const fake = { remotePort: 1 } as unknown as Socket;
+    expect(await identifier.holders(fake)).toBeUndefined();
+  });
+
 });
