@@ -13,7 +13,7 @@
  */
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import type { Socket } from 'node:net';
-import { inodesByLocalPort, parseProcNetTcp, type TcpEntry } from '../shared/procfs.js';
+import { clientSocketInodes, parseProcNetTcp, type TcpEntry } from '../shared/procfs.js';
 
 export { parseProcNetTcp };
 export type { TcpEntry };
@@ -125,32 +125,32 @@ export function compareHolders(before: SocketHolders | undefined, now: SocketHol
 export function createBinaryIdentifier(targetOf: (socket: Socket) => IdentifyTarget | undefined): BinaryIdentifier {
   interface Batch {
     target: IdentifyTarget;
-    ports: Set<number>;
-    result: Promise<Map<number, SocketHolders | undefined>>;
+    clients: Map<string, ClientEnd>;
+    result: Promise<Map<string, SocketHolders | undefined>>;
   }
   /** Per sandbox: the batch not started yet, which new lookups join. */
   const waiting = new Map<number, Batch>();
-  const lookup = (t: IdentifyTarget, port: number): Promise<SocketHolders | undefined> => {
+  const lookup = (t: IdentifyTarget, client: ClientEnd): Promise<SocketHolders | undefined> => {
     let batch = waiting.get(t.rootPid);
     if (!batch || batch.target.relayPort !== t.relayPort) {
-      const ports = new Set<number>();
-      const result = new Promise<Map<number, SocketHolders | undefined>>((resolve) => {
+      const clients = new Map<string, ClientEnd>();
+      const result = new Promise<Map<string, SocketHolders | undefined>>((resolve) => {
         setImmediate(() => {
           if (waiting.get(t.rootPid) === batch) waiting.delete(t.rootPid);
-          holdersOfClientPorts(t, [...ports]).then(resolve, () => resolve(new Map()));
+          holdersOfClients(t, [...clients.values()]).then(resolve, () => resolve(new Map()));
         });
       });
-      batch = { target: t, ports, result };
+      batch = { target: t, clients, result };
       waiting.set(t.rootPid, batch);
     }
-    batch.ports.add(port);
-    return batch.result.then((m) => m.get(port));
+    batch.clients.set(endKey(client), client);
+    return batch.result.then((m) => m.get(endKey(client)));
   };
   const holders = async (socket: Socket): Promise<SocketHolders | undefined> => {
     const t = targetOf(socket);
-    const clientPort = socket.remotePort;
-    if (!t || clientPort === undefined) return undefined;
-    return lookup(t, clientPort);
+    const { remoteAddress: ip, remotePort: port, localAddress: serverIp } = socket;
+    if (!t || ip === undefined || port === undefined || serverIp === undefined) return undefined;
+    return lookup(t, { ip, port, serverIp });
   };
   return {
     holders,
@@ -160,36 +160,61 @@ export function createBinaryIdentifier(targetOf: (socket: Socket) => IdentifyTar
   };
 }
 
-/** The processes holding the sandbox-side socket of the connection from `clientPort` to the listener. */
-export async function holdersOfClientPort(t: IdentifyTarget, clientPort: number): Promise<SocketHolders | undefined> {
-  return (await holdersOfClientPorts(t, [clientPort])).get(clientPort);
+/** One connection to a sandbox's listener, as the accepted socket sees it. */
+export interface ClientEnd {
+  /** The client's address and port (the accepted socket's remote end). */
+  ip: string;
+  port: number;
+  /** The listener's address (the accepted socket's local end; 127.0.0.1). */
+  serverIp: string;
 }
 
-/** holdersOfClientPort for several connections from one read of the table and one pass over the fds. */
-export async function holdersOfClientPorts(t: IdentifyTarget, clientPorts: number[]): Promise<Map<number, SocketHolders | undefined>> {
-  const out = new Map<number, SocketHolders | undefined>();
+const endKey = (c: ClientEnd): string => `${c.ip}:${c.port}>${c.serverIp}`;
+
+/** The processes holding the sandbox-side socket of one connection to the listener. */
+export async function holdersOfClient(t: IdentifyTarget, client: ClientEnd): Promise<SocketHolders | undefined> {
+  return (await holdersOfClients(t, [client])).get(endKey(client));
+}
+
+/**
+ * holdersOfClient for several connections from one read of the table and one pass over the fds.
+ * The client socket is matched on the whole 4-tuple (client ip:port, listener ip:port): no other
+ * socket can have it, so a process cannot borrow another's identity by reusing its port number.
+ */
+export async function holdersOfClients(t: IdentifyTarget, clients: ClientEnd[]): Promise<Map<string, SocketHolders | undefined>> {
+  const out = new Map<string, SocketHolders | undefined>();
+  // Group by listener address (always 127.0.0.1 today) so each table pass matches whole 4-tuples.
+  const found = new Map<string, number[]>();
+  const byServer = new Map<string, Set<string>>();
+  for (const c of clients) {
+    const set = byServer.get(c.serverIp) ?? new Set<string>();
+    set.add(`${c.ip}:${c.port}`);
+    byServer.set(c.serverIp, set);
+  }
   // IPv4 first; an AF_INET6 client socket (v4-mapped) is in tcp6, read only when one is missing.
-  const ports = new Set(clientPorts);
-  const found = new Map<number, number[]>();
   for (const file of ['tcp', 'tcp6']) {
-    if (file === 'tcp6' && clientPorts.every((p) => found.has(p))) break;
+    if (file === 'tcp6' && clients.every((c) => found.has(endKey(c)))) break;
     let text = '';
     try {
       text = readFileSync(`/proc/${t.rootPid}/net/${file}`, 'utf8');
     } catch {
       // no IPv6 table (or the sandbox is gone): nothing found there
     }
-    for (const [port, inodes] of inodesByLocalPort(text, ports, t.relayPort)) found.set(port, [...(found.get(port) ?? []), ...inodes]);
+    for (const [serverIp, wanted] of byServer) {
+      for (const [client, inodes] of clientSocketInodes(text, wanted, { ip: serverIp, port: t.relayPort })) {
+        const key = `${client}>${serverIp}`;
+        found.set(key, [...(found.get(key) ?? []), ...inodes]);
+      }
+    }
   }
-  // The client's socket of each connection: local port = the client's, remote = the listener's.
-  const inodeOfPort = new Map<number, number>();
-  for (const port of clientPorts) {
-    const inodes = found.get(port) ?? [];
-    if (inodes.length === 1) inodeOfPort.set(port, inodes[0] as number);
-    else out.set(port, undefined);
+  const inodeOf = new Map<string, number>();
+  for (const c of clients) {
+    const inodes = found.get(endKey(c)) ?? [];
+    if (inodes.length === 1) inodeOf.set(endKey(c), inodes[0] as number);
+    else out.set(endKey(c), undefined);
   }
-  if (inodeOfPort.size === 0) return out;
-  const wanted = new Set(inodeOfPort.values());
+  if (inodeOf.size === 0) return out;
+  const wanted = new Set(inodeOf.values());
   const ns = netnsOf(t.rootPid);
   let candidates: number[];
   if (t.candidatePids) candidates = await t.candidatePids();
@@ -203,16 +228,16 @@ export async function holdersOfClientPorts(t: IdentifyTarget, clientPorts: numbe
       ownersOf.set(inode, list);
     }
   }
-  for (const [port, inode] of inodeOfPort) {
+  for (const [key, inode] of inodeOf) {
     const owners = (ownersOf.get(inode) ?? []).sort((a, b) => a - b);
     const exes = owners.map(exeOf);
     // A holder whose executable cannot be read (gone meanwhile): the chain is broken, claim nothing.
     if (exes.some((e) => e === undefined)) {
-      out.set(port, undefined);
+      out.set(key, undefined);
       continue;
     }
     const lineages = owners.map((pid) => ancestorExecutables(pid, ns));
-    out.set(port, { pids: owners, binaries: [...new Set(exes as string[])].sort(), ancestors: commonAncestors(lineages) });
+    out.set(key, { pids: owners, binaries: [...new Set(exes as string[])].sort(), ancestors: commonAncestors(lineages) });
   }
   return out;
 }

@@ -46,23 +46,38 @@ export function parseProcNetTcp(text: string): TcpEntry[] {
   return out;
 }
 
+/** A /proc/net/tcp{,6} address as dotted IPv4 (plain or v4-mapped IPv6), else undefined. */
+export function procNetIpv4(hex: string): string | undefined {
+  let word: string;
+  if (hex.length === 8) word = hex;
+  else if (hex.length === 32 && hex.startsWith('0000000000000000FFFF0000')) word = hex.slice(24);
+  else return undefined;
+  // Each 32-bit word is printed in host (little-endian) byte order.
+  const n = parseInt(word, 16);
+  return [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24].join('.');
+}
+
 /**
- * Inodes of the sockets in /proc/PID/net/tcp{,6} text whose local port is one of `localPorts` and
- * whose remote port is `remotePort` (inode 0, a TIME_WAIT remnant, is left out). One regular
- * expression pass instead of parsing every row: the table of a busy sandbox holds thousands.
+ * Inodes of the client sockets in /proc/PID/net/tcp{,6} text of connections to `server`
+ * (`ip:port`, IPv4), keyed by the client's `ip:port` and only for the keys in `clients`. Inode 0,
+ * a TIME_WAIT remnant, is left out. One regular-expression pass instead of parsing every row:
+ * the table of a busy sandbox holds thousands.
  */
-export function inodesByLocalPort(text: string, localPorts: ReadonlySet<number>, remotePort: number): Map<number, number[]> {
-  const out = new Map<number, number[]>();
-  const remote = remotePort.toString(16).toUpperCase().padStart(4, '0');
+export function clientSocketInodes(text: string, clients: ReadonlySet<string>, server: { ip: string; port: number }): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  const remotePort = server.port.toString(16).toUpperCase().padStart(4, '0');
   // sl: local:port remote:port st tx:rx tr:when retrnsmt uid timeout inode
-  const row = new RegExp(`^ *\\d+: [0-9A-F]+:([0-9A-F]{4}) [0-9A-F]+:${remote} [0-9A-F]{2} \\S+ \\S+ \\S+ +\\d+ +\\d+ +(\\d+)`, 'gm');
+  const row = new RegExp(`^ *\\d+: ([0-9A-F]+):([0-9A-F]{4}) ([0-9A-F]+):${remotePort} [0-9A-F]{2} \\S+ \\S+ \\S+ +\\d+ +\\d+ +(\\d+)`, 'gm');
   for (const m of text.matchAll(row)) {
-    const port = parseInt(m[1] as string, 16);
-    const inode = Number(m[2]);
-    if (!localPorts.has(port) || inode === 0) continue;
-    const list = out.get(port) ?? [];
+    const inode = Number(m[4]);
+    if (inode === 0 || procNetIpv4(m[3] as string) !== server.ip) continue;
+    const ip = procNetIpv4(m[1] as string);
+    if (ip === undefined) continue;
+    const key = `${ip}:${parseInt(m[2] as string, 16)}`;
+    if (!clients.has(key)) continue;
+    const list = out.get(key) ?? [];
     list.push(inode);
-    out.set(port, list);
+    out.set(key, list);
   }
   return out;
 }

@@ -3,7 +3,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { realpathSync } from 'node:fs';
 import { execa, type ResultPromise } from 'execa';
 import { commonAncestors, createBinaryIdentifier, parseProcNetTcp, type IdentifyTarget, type SocketHolders } from '../../src/egress/identity.js';
-import { inodesByLocalPort } from '../../src/shared/procfs.js';
+import { clientSocketInodes, procNetIpv4 } from '../../src/shared/procfs.js';
 import { listenInNetns } from '../../src/sandbox/netns-listener.js';
 
 const NS = `egid${process.pid}`;
@@ -24,12 +24,21 @@ describe('binary identity parsing', () => {
    1: 0100007F:D6D8 0100007F:0C38 01 00000000:00000000 00:00000000 00000000 65534        0 4242 1 0000000000000000 20 4 30 10 -1
    2: 0100007F:0C38 0100007F:D6D8 01 00000000:00000000 00:00000000 00000000     0        0 4243 1 0000000000000000 20 4 30 10 -1
    3: 0100007F:D6D9 0100007F:0C38 06 00000000:00000000 03:00000E8F 00000000     0        0 0 3 0000000000000000
-   4: 0100007F:D6DA 0100007F:1F90 01 00000000:00000000 00:00000000 00000000 65534        0 777 1 0000000000000000 20 4 30 10 -1`;
+   4: 0100007F:D6DA 0100007F:1F90 01 00000000:00000000 00:00000000 00000000 65534        0 777 1 0000000000000000 20 4 30 10 -1
+   5: 0200007F:D6D8 0100007F:0C38 01 00000000:00000000 00:00000000 00000000 65534        0 9999 1 0000000000000000 20 4 30 10 -1
+   6: 0100007F:D6DC 0200007F:0C38 01 00000000:00000000 00:00000000 00000000 65534        0 8888 1 0000000000000000 20 4 30 10 -1`;
     const tcp6 = `  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0000000000000000FFFF00000100007F:D6DB 0000000000000000FFFF00000100007F:0C38 01 00000000:00000000 00:00000000 00000000 65534        0 5151 1 0000000000000000 20 4 0 10 -1`;
-    const ports = new Set([0xd6d8, 0xd6d9, 0xd6da, 0xd6db]);
-    expect(inodesByLocalPort(tcp, ports, 3128)).toEqual(new Map([[0xd6d8, [4242]]]));
-    expect(inodesByLocalPort(tcp6, ports, 3128)).toEqual(new Map([[0xd6db, [5151]]]));
+    const clients = new Set([0xd6d8, 0xd6d9, 0xd6da, 0xd6db, 0xd6dc].map((p) => `127.0.0.1:${p}`));
+    const server = { ip: '127.0.0.1', port: 3128 };
+    // The same client port from 127.0.0.2 (row 5) is another connection, and row 6 goes to another
+    // listener address: matching is on the whole 4-tuple, so neither lends its inode.
+    expect(clientSocketInodes(tcp, clients, server)).toEqual(new Map([['127.0.0.1:55000', [4242]]]));
+    expect(clientSocketInodes(tcp, new Set(['127.0.0.2:55000']), server)).toEqual(new Map([['127.0.0.2:55000', [9999]]]));
+    expect(clientSocketInodes(tcp6, clients, server)).toEqual(new Map([['127.0.0.1:55003', [5151]]]));
+    expect(procNetIpv4('0100007F')).toBe('127.0.0.1');
+    expect(procNetIpv4('0000000000000000FFFF00000100007F')).toBe('127.0.0.1');
+    expect(procNetIpv4('00000000000000000000000001000000')).toBeUndefined();
   });
 });
 
@@ -158,7 +167,7 @@ describe('binary identity through a listener in a network namespace (needs root,
 
   it('a lookup for a port nobody connects from names no one (the chain is not guessed)', async () => {
     const identifier = createBinaryIdentifier(() => ({ rootPid: holder?.pid as number, relayPort: 3128 }));
-    const fake = { remotePort: 1 } as unknown as Socket;
+    const fake = { remoteAddress: '127.0.0.1', remotePort: 1, localAddress: '127.0.0.1' } as unknown as Socket;
     expect(await identifier.holders(fake)).toBeUndefined();
   });
 
