@@ -130,15 +130,33 @@ export function createBinaryIdentifier(targetOf: (socket: Socket) => IdentifyTar
   }
   /** Per sandbox: the batch not started yet, which new lookups join. */
   const waiting = new Map<number, Batch>();
+  /** Per sandbox: when the last batch ended and how long it took (ms, performance.now()). */
+  const last = new Map<number, { end: number; took: number }>();
   const lookup = (t: IdentifyTarget, client: ClientEnd): Promise<SocketHolders | undefined> => {
     let batch = waiting.get(t.rootPid);
     if (!batch || batch.target.relayPort !== t.relayPort) {
       const clients = new Map<string, ClientEnd>();
+      // Under a burst, a batch costs more the more sockets the sandbox holds (every fd is read),
+      // so the next one waits as long as the last took: lookups stay at most half of the event
+      // loop and the batches grow with the load. Idle, it starts on the next turn.
+      const prev = last.get(t.rootPid);
+      const delay = prev ? Math.min(Math.max(0, prev.end + prev.took - performance.now()), 20) : 0;
       const result = new Promise<Map<string, SocketHolders | undefined>>((resolve) => {
-        setImmediate(() => {
+        const run = (): void => {
           if (waiting.get(t.rootPid) === batch) waiting.delete(t.rootPid);
-          holdersOfClients(t, [...clients.values()]).then(resolve, () => resolve(new Map()));
-        });
+          const started = performance.now();
+          holdersOfClients(t, [...clients.values()]).then(
+            (m) => {
+              const end = performance.now();
+              last.set(t.rootPid, { end, took: end - started });
+              if (last.size > 64) last.delete(last.keys().next().value as number);
+              resolve(m);
+            },
+            () => resolve(new Map()),
+          );
+        };
+        if (delay > 0.05) setTimeout(run, delay);
+        else setImmediate(run);
       });
       batch = { target: t, clients, result };
       waiting.set(t.rootPid, batch);
