@@ -3,7 +3,8 @@
  * socket and refuses everything a lenient parser downstream could read differently (request
  * smuggling, path confusion): bare LF, obs-fold, whitespace before the colon, CL+TE, differing
  * duplicate Content-Length, transfer codings other than `chunked`, `..` above the root, encoded
- * slashes, userinfo in the authority.
+ * slashes, userinfo in the authority, fragments in the target, obfuscated Transfer-Encoding
+ * (empty list elements, trailing whitespace) and chunk extensions outside the RFC 9112 grammar.
  */
 
 export const MAX_HEAD_BYTES = 16 * 1024;
@@ -170,6 +171,9 @@ export function parseRequestHead(buf: Buffer, tunnelAuthority?: Authority): Pars
   }
   const version = versionText === 'HTTP/1.1' ? '1.1' : '1.0';
   if (rawTarget.length === 0 || !/^[\x21-\x7e]+$/.test(rawTarget)) return fail(400, 'invalid request target');
+  // RFC 9112 §3.2: no request-target form has a fragment. A lenient reader could take what follows
+  // `#` (`http://a.example#x:8288/admin`) as part of the authority or path; refuse rather than strip.
+  if (rawTarget.includes('#')) return fail(400, 'fragment ("#") in the request target');
 
   const headers: Array<[string, string]> = [];
   const byName = new Map<string, string[]>();
@@ -182,6 +186,9 @@ export function parseRequestHead(buf: Buffer, tunnelAuthority?: Authority): Pars
     const name = line.slice(0, colon);
     if (!TOKEN_RE.test(name)) return fail(400, `invalid header name "${name.slice(0, 40)}"`);
     const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
+    // Trailing OWS is legal, but llhttp reads `chunked\t` as an unknown coding: on the one header
+    // that decides the body's length, no two readers may differ.
+    if (/[ \t]$/.test(line) && name.toLowerCase() === 'transfer-encoding') return fail(400, 'whitespace after the Transfer-Encoding value');
     if (!FIELD_VALUE_RE.test(value)) return fail(400, `invalid characters in header "${name}"`);
     headers.push([name, value]);
     const lower = name.toLowerCase();
@@ -198,7 +205,10 @@ export function parseRequestHead(buf: Buffer, tunnelAuthority?: Authority): Pars
   if (te && cl) return fail(400, 'both Content-Length and Transfer-Encoding');
   if (te) {
     if (version === '1.0') return fail(400, 'Transfer-Encoding in an HTTP/1.0 request');
-    const codings = te.join(',').split(',').map((s) => s.trim().toLowerCase()).filter((s) => s.length > 0);
+    const codings = te.join(',').split(',').map((s) => s.trim().toLowerCase());
+    // `chunked,` / `, chunked`: empty list elements are legal but a classic obfuscation; readers
+    // disagree on whether `chunked` is then the final coding (llhttp refuses). So do we.
+    if (codings.some((s) => s.length === 0)) return fail(400, 'empty element in Transfer-Encoding');
     if (codings.length !== 1 || codings[0] !== 'chunked') return fail(501, 'only "Transfer-Encoding: chunked" is supported');
     chunked = true;
   }
@@ -314,6 +324,11 @@ function hasBareCr(buf: Buffer, end: number): boolean {
   return false;
 }
 
+// RFC 9112 §7.1.1 chunk-ext, without the optional whitespace (as llhttp's strict mode): `;name`,
+// `;name=token` or `;name="quoted"`. Anything else (CTLs, spaces, obs-text) is refused: a reader
+// that skips a malformed extension differently would end the chunk line somewhere else.
+const CHUNK_EXT_RE = /^(;[!#$%&'*+\-.^_`|~0-9A-Za-z]+(=([!#$%&'*+\-.^_`|~0-9A-Za-z]+|"([\t \x21\x23-\x5b\x5d-\x7e]|\\[\t \x21-\x7e])*"))?)*$/;
+
 /**
  * Strict incremental chunked-body decoder: feeds decoded data out and reports the end. Chunk
  * extensions are ignored, trailers are discarded; anything malformed is an error (no guessing).
@@ -362,7 +377,7 @@ export class ChunkedDecoder {
       } else if (this.state === 'size') {
         const m = /^([0-9a-fA-F]{1,12})(;.*)?$/.exec(line);
         if (!m) return 'invalid chunk size';
-        if (/[\r\n\0]/.test(m[2] ?? '')) return 'invalid chunk extension';
+        if (m[2] !== undefined && !CHUNK_EXT_RE.test(m[2])) return 'invalid chunk extension';
         this.remaining = parseInt(m[1] as string, 16);
         this.state = this.remaining === 0 ? 'trailer' : 'data';
       } else if (this.state === 'trailer') {
