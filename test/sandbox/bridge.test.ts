@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
-import { launchBwrap, type RunningSandbox } from '../../src/sandbox/bwrap.js';
+import { SANDBOX_MAX_TIME_WAIT, SANDBOX_TCP_EHASH_BUCKETS, launchBwrap, type RunningSandbox } from '../../src/sandbox/bwrap.js';
 
 let base: string;
 let server: Server;
@@ -58,6 +58,29 @@ describe('bubblewrap driver', () => {
     const r = await output(sb);
     expect(r.out.trim()).toBe('proxy got: hello');
     expect(r.exitCode).toBe(0);
+  });
+
+  it('the sandbox netns has its own small TCP hash and a TIME_WAIT bound (identity reads its /proc/net/tcp per batch), and the agent cannot take 127.0.0.1:3128', async () => {
+    const sb = await launch([
+      '/usr/bin/python3', '-c',
+      [
+        'import socket',
+        'print(open("/proc/sys/net/ipv4/tcp_ehash_entries").read().strip(), open("/proc/sys/net/ipv4/tcp_max_tw_buckets").read().strip())',
+        's = socket.socket()',
+        's.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)',
+        'try:',
+        '    s.bind(("127.0.0.1", 3128)); print("bound")',
+        'except OSError as e:',
+        '    print("refused", e.errno)',
+      ].join('\n'),
+    ]);
+    const r = await output(sb);
+    expect(r.exitCode).toBe(0);
+    const [hash, line2] = r.out.trim().split('\n');
+    // Positive: the netns owns its hash (a shared one reads as minus the host's size).
+    expect(Number(hash?.split(' ')[0])).toBe(SANDBOX_TCP_EHASH_BUCKETS);
+    expect(Number(hash?.split(' ')[1])).toBe(SANDBOX_MAX_TIME_WAIT);
+    expect(line2).toBe('refused 98');
   });
 
   it('reports 128+signal when the command is killed, and the code otherwise', async () => {
