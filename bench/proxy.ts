@@ -26,8 +26,8 @@ const THROUGHPUT_ROUNDS = 3;
 const CONCURRENT = 1000;
 const APPROVALS = 60;
 const NEW_CONNECTIONS = 100;
-/** What a real identity lookup costs in the sandbox (nsenter + ss + /proc walks), measured in the issue. */
-const IDENTITY_MS = 25;
+/** What an identity lookup cost with the socat relay (nsenter + ss + /proc walks), measured in the issue. */
+const IDENTITY_MS = 25; // the socat + `ss` chain of before; the in-netns listener looks up in ~1 ms (bench/real-path.ts measures it for real)
 const TLS_REQUESTS = 1000;
 const TLS_NEW_TUNNELS = 50;
 
