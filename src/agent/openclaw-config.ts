@@ -3,7 +3,8 @@
  * 2026.9.6 (`openclaw config schema`, `openclaw config validate`, and its dist/ for the
  * environment variables): models.providers.<name>.{baseUrl,api,apiKey,models[]},
  * models.mode, models.catalogRefresh.enabled, agents.defaults.model.primary,
- * gateway.{mode,bind,port,auth.{mode,token}}, update.checkOnStart, discovery.mdns.mode.
+ * gateway.{mode,bind,port,auth.{mode,token}}, update.checkOnStart, discovery.mdns.mode,
+ * tools.web.fetch.useTrustedEnvProxy.
  *
  * The config lives in the sandbox's state dir (`/sandbox/.openclaw/openclaw.json`, i.e.
  * `<workdir>/.openclaw/` on the host). Re-writing it keeps whatever the operator (or
@@ -98,6 +99,10 @@ export function buildOpenClawConfig(input: OpenClawConfigInput): JsonObject {
       auth: { mode: 'token', token: input.gatewayToken },
     },
     discovery: { mdns: { mode: online ? 'minimal' : 'off' } },
+    // OpenClaw's web_fetch resolves and dials by itself unless told to use HTTP(S)_PROXY: in the
+    // loopback-only sandbox that is ENETUNREACH, no event, nothing to approve. Through the proxy
+    // every fetch is decided (and held) like any other request.
+    tools: { web: { fetch: { useTrustedEnvProxy: true } } },
   };
 }
 

@@ -31,6 +31,8 @@ describe('OpenClaw config', () => {
     expect(cfg.models.mode).toBe('replace');
     expect(cfg.agents.defaults.model.primary).toBe('nemoclaw/nemotron-nano');
     expect(cfg.gateway).toEqual({ mode: 'local', bind: 'loopback', port: 18789, auth: { mode: 'token', token: 'gw-token' } });
+    // web_fetch goes through the egress proxy (OpenClaw's default dials directly: ENETUNREACH in the sandbox).
+    expect(cfg.tools).toEqual({ web: { fetch: { useTrustedEnvProxy: true } } });
   });
 
   it('is offline-clean by default and only goes online when the operator allows it', () => {

@@ -128,6 +128,13 @@ describe('OpenClaw inside the real sandbox', () => {
     expect(existsSync(join(home.dir, 'sandboxes', 'default', 'workdir', '.openclaw', 'openclaw.json'))).toBe(true);
     const afterHealthy = healthy.seq;
 
+    // The generated config is valid for the real OpenClaw, web_fetch included (it must use the proxy).
+    const validate = await runCli(['exec', '--', 'openclaw', 'config', 'validate'], { home: home.dir, env, timeoutMs: 120_000 });
+    expect(validate.code, `${validate.stdout}\n${validate.stderr}`).toBe(0);
+    expect(validate.stdout).toMatch(/Config valid/);
+    const fetchProxy = await runCli(['exec', '--', 'openclaw', 'config', 'get', 'tools.web.fetch.useTrustedEnvProxy'], { home: home.dir, env, timeoutMs: 120_000 });
+    expect(fetchProxy.stdout.trim()).toBe('true');
+
     // One agent turn from a second process, through the gateway on the sandbox's loopback.
     t0 = Date.now();
     const turn = await runCli(['exec', '--', 'openclaw', 'agent', '--agent', 'main', '--message', 'Say pong.', '--json'], {
