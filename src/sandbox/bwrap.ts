@@ -741,7 +741,7 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
 
   let released = false;
   const violations: Promise<void> = monitor
-    ? readViolations(straceFifo, pathRules(spec.filesystem), (v) => spec.onViolation?.(v), () => released)
+    ? readViolations(straceFifo, pathRules(spec.filesystem), (v) => spec.onViolation?.(v), () => released, spec.workdir)
     : Promise.resolve();
 
   let child: ResultPromise;
@@ -940,7 +940,11 @@ async function readViolations(
   rules: PathRules,
   emit: (v: FsViolation) => void,
   isReleased: () => boolean,
+  workdirHost: string,
 ): Promise<void> {
+  // Root looks into a tree the sandbox owns: lstat below a trusted fd, never following a link.
+  const existsOnHost = (path: string): boolean | undefined =>
+    path === SANDBOX_WORKDIR || path.startsWith(`${SANDBOX_WORKDIR}/`) ? lstatBelow(workdirHost, path.slice(SANDBOX_WORKDIR.length)) !== undefined : undefined;
   const stream = createReadStream(fifo, { encoding: 'utf8' });
   const rl = createInterface({ input: stream, crlfDelay: Infinity });
   let last = '';
@@ -950,7 +954,7 @@ async function readViolations(
       if (!isReleased()) continue;
       const parsed = parseStraceLine(line);
       if (!parsed) continue;
-      const v = classifyViolation({ parsed, rules });
+      const v = classifyViolation({ parsed, rules, existsOnHost });
       if (!v) continue;
       if (SETUP_PREFIXES.some((p) => v.path === p || v.path.startsWith(`${p}/`))) continue;
       const key = `${v.pid}:${v.path}:${v.access}`;

@@ -152,6 +152,11 @@ export interface ClassifyInput {
   rules: PathRules;
   /** Reads /proc/PID/cwd when strace did not decode a directory (injectable for tests). */
   cwdOf?: (pid: number) => string | undefined;
+  /**
+   * Whether a sandbox path exists on the host side (the workdir behind /sandbox); undefined when
+   * that cannot be told (outside the workdir). A hidden path with nothing behind it is not hidden.
+   */
+  existsOnHost?: (path: string) => boolean | undefined;
 }
 
 /** Decide whether a failed call is a violation, and describe it (binary filled in by the caller). */
@@ -177,6 +182,9 @@ export function classifyViolation(input: ClassifyInput): Omit<FsViolation, 'bina
   }
   const hidden = longestMatch(path, rules.hidden);
   if (hidden >= 0) {
+    // Nothing there to hide: a read of a hidden path that does not exist behind the sandbox either
+    // (the `~/.npmrc` rule over a sandbox home that has none) is the ENOENT any missing file gives.
+    if (access === 'read' && parsed.errno === 'ENOENT' && input.existsOnHost?.(path) === false) return undefined;
     return { pid: parsed.pid, syscall: parsed.syscall, path, errno: parsed.errno, access, rule: `filesystem_policy.hidden[${hidden}]: ${rules.hidden[hidden]}` };
   }
   // Reads of anything else, and failures inside writable trees, are the program's own business.

@@ -132,6 +132,9 @@ describe('OpenClaw inside the real sandbox', () => {
     const validate = await runCli(['exec', '--', 'openclaw', 'config', 'validate'], { home: home.dir, env, timeoutMs: 120_000 });
     expect(validate.code, `${validate.stdout}\n${validate.stderr}`).toBe(0);
     expect(validate.stdout).toMatch(/Config valid/);
+    // No noise: the `~/.npmrc` hidden rule over a sandbox home that has no .npmrc is not a violation.
+    const npmrc = (await events(['fs.violation'])).filter((e) => String(e.path).endsWith('/.npmrc'));
+    expect(npmrc, JSON.stringify(npmrc)).toEqual([]);
     const fetchProxy = await runCli(['exec', '--', 'openclaw', 'config', 'get', 'tools.web.fetch.useTrustedEnvProxy'], { home: home.dir, env, timeoutMs: 120_000 });
     expect(fetchProxy.stdout.trim()).toBe('true');
 

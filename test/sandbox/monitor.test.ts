@@ -38,6 +38,21 @@ describe('fs-violation monitor parsing', () => {
     expect(classify('9 openat(AT_FDCWD</>, "/lib/x86_64/libc.so.6", O_RDONLY|O_CLOEXEC) = -1 ENOENT (No such file or directory)')).toBeUndefined();
   });
 
+  it('a hidden path with nothing behind it on the host is not a violation (the ~/.npmrc rule over a home without one, issue 15); one that exists is', () => {
+    const line = (p: string) => parseStraceLine(`9 openat(AT_FDCWD</sandbox>, "${p}", O_RDONLY|O_CLOEXEC) = -1 ENOENT (No such file or directory)`)!;
+    const onHost = new Set(['/sandbox/.ssh', '/sandbox/.ssh/id_ed25519']);
+    const existsOnHost = (p: string) => (p.startsWith('/sandbox') ? onHost.has(p) : undefined);
+    // Masked directory: its real file reads as ENOENT inside and is reported.
+    expect(classifyViolation({ parsed: line('/sandbox/.ssh/id_ed25519'), rules, existsOnHost })).toMatchObject({ access: 'read', errno: 'ENOENT' });
+    // Nothing there on the host either: the plain ENOENT of a missing file.
+    expect(classifyViolation({ parsed: line('/sandbox/.ssh/config'), rules, existsOnHost })).toBeUndefined();
+    // Outside the workdir existence is not known: a hidden read stays a violation.
+    expect(classifyViolation({ parsed: line('/etc/shadow'), rules, existsOnHost })).toMatchObject({ rule: 'filesystem_policy.hidden[1]: /etc/shadow' });
+    // A refused write is a violation whatever exists.
+    const write = parseStraceLine('9 openat(AT_FDCWD</sandbox>, "/sandbox/.ssh/config", O_WRONLY|O_CREAT, 0600) = -1 EROFS (Read-only file system)')!;
+    expect(classifyViolation({ parsed: write, rules, existsOnHost })).toMatchObject({ access: 'write' });
+  });
+
   it('ignores failures inside writable trees and ordinary errors like EEXIST', () => {
     expect(classify('9 openat(AT_FDCWD</sandbox>, "missing/f", O_WRONLY|O_CREAT, 0666) = -1 ENOENT (No such file or directory)')).toBeUndefined();
     expect(classify('9 mkdir("/usr", 0777) = -1 EEXIST (File exists)')).toBeUndefined();
