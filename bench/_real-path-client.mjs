@@ -2,10 +2,14 @@
 // 127.0.0.1:3128), the same code both ways, and prints one JSON line.
 //   node _real-path-client.mjs MODE TARGET_HOST TARGET_PORT COUNT [PROXY_HOST:PORT|-] [CONCURRENCY] [CA_FILE]
 // MODE: ka (keep-alive GET, plain), kas (keep-alive GET over TLS, through CONNECT when proxied),
-//       cps (a new connection per GET, CONCURRENCY at once), big / bigs (one large GET, plain / TLS).
+//       cps (a new connection per GET, CONCURRENCY at once), big / bigs (one large GET, plain / TLS),
+//       ttft (streaming chat completions, one body per line of the file CA_FILE names, POSTed in turn
+//       on one keep-alive connection; TARGET_HOST may be a Unix socket path; the token is
+//       $OPENAI_API_KEY): time to the first content chunk and to the end.
 import net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
+import http from 'node:http';
 
 const [mode, host, portText, countText, proxyArg = '-', concText = '100', caFile] = process.argv.slice(2);
 const port = Number(portText);
@@ -137,6 +141,44 @@ if (mode === 'ka' || mode === 'kas') {
   const seconds = (performance.now() - t) / 1000;
   s.destroy();
   console.log(JSON.stringify({ mb_per_s: r.bytes / seconds / 1e6, bytes: r.bytes, seconds }));
+} else if (mode === 'ttft') {
+  const bodies = readFileSync(caFile, 'utf8').split('\n').filter((l) => l.length > 0).slice(0, count);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const unix = host.startsWith('/');
+  const url = proxy ? `http://${host}/v1/chat/completions` : '/v1/chat/completions';
+  const call = (body) =>
+    new Promise((resolve, reject) => {
+      const t0 = performance.now();
+      const req = http.request(
+        {
+          agent,
+          method: 'POST',
+          ...(unix ? { socketPath: host } : { host: proxy?.host ?? host, port: proxy?.port ?? port }),
+          path: url,
+          headers: { host: proxy ? host : `${host}:${port}`, 'content-type': 'application/json', authorization: `Bearer ${process.env.OPENAI_API_KEY ?? ''}` },
+        },
+        (res) => {
+          let ttft = -1;
+          res.on('data', (chunk) => {
+            if (ttft < 0 && chunk.includes('"content":"')) ttft = performance.now() - t0;
+          });
+          res.on('end', () => (res.statusCode === 200 ? resolve({ ttft, total: performance.now() - t0 }) : reject(new Error(`status ${res.statusCode}`))));
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+  const ttfts = [];
+  const totals = [];
+  for (const [i, body] of bodies.entries()) {
+    const r = await call(body);
+    if (i >= 10) {
+      ttfts.push(r.ttft);
+      totals.push(r.total);
+    }
+  }
+  agent.destroy();
+  console.log(JSON.stringify({ ttft_p50: pct(ttfts, 0.5), ttft_p95: pct(ttfts, 0.95), total_p50: pct(totals, 0.5), n: ttfts.length }));
 } else {
   console.error(`unknown mode ${mode}`);
   process.exitCode = 2;

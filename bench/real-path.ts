@@ -16,6 +16,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { launchBwrap } from '../dist/src/sandbox/bwrap.js';
+import { startStubUpstream } from '../test/stubs/upstream.ts';
 
 const REPO = join(import.meta.dirname, '..');
 const BIN = join(REPO, 'bin', 'nemoclaw-tui.js');
@@ -23,6 +24,7 @@ const KA_REQUESTS = 2000;
 const BIG_BYTES = 200 * 1024 * 1024;
 const CPS_CONNECTIONS = 1000;
 const CPS_CONCURRENCY = 1000;
+const TTFT_CALLS = 150;
 
 if (process.getuid?.() !== 0) {
   console.error('bench/real-path.ts needs root (a real sandbox with the root network mode); run it as root');
@@ -72,6 +74,21 @@ const httpsDecrypted = createHttpsServer(tlsOptions, handler);
 const httpsPassed = createHttpsServer(tlsOptions, handler);
 const [plainPort, decPort, passPort] = [await listen(http), await listen(httpsDecrypted), await listen(httpsPassed)];
 
+// The model: a stub speaking OpenAI's streaming wire format; 32 KB bodies.
+const stub = await startStubUpstream({ reply: () => ({ text: 'The repository has src/, test/, bench/ and docs/. '.repeat(12) }), chunkChars: 12, maxRecorded: 2 });
+const prose = 'You are OpenClaw, an autonomous coding agent. Follow the workspace rules, use tools carefully. ';
+// Every body new to the router (its classification cache is cold for each), a file per path.
+const bodyFiles = ['ttft-direct.jsonl', 'ttft-alone.jsonl', 'ttft-real.jsonl'];
+for (const name of bodyFiles) {
+  const bodies: string[] = [];
+  for (let i = 0; i < TTFT_CALLS + 10; i++) {
+    let system = `# session ${name} ${i}-${Math.random().toString(36).slice(2)}\n`;
+    while (system.length < 32 * 1024) system += prose;
+    bodies.push(JSON.stringify({ model: 'bench-model', stream: true, messages: [{ role: 'system', content: system.slice(0, 32 * 1024) }, { role: 'user', content: `Summarise the layout (${i}).` }] }));
+  }
+  writeFileSync(join(work, name), `${bodies.join('\n')}\n`);
+}
+
 const policyFile = join(dir, 'policy.yaml');
 writeFileSync(
   policyFile,
@@ -87,6 +104,11 @@ network_policies:
         protocol: rest
         rules:
           - allow: { method: GET, path: "/**" }
+inference:
+  providers:
+    stub: { type: openai, base_url: "${stub.openaiBaseUrl}", models: [bench-model] }
+  routes:
+    - { name: default, provider: stub }
 approvals:
   mode: ask
   timeout: 60
@@ -130,9 +152,9 @@ if (hasTinyproxy) {
 type Result = Record<string, number | string>;
 const node = '/opt/nemoclaw/node/bin/node';
 
-function runDirect(args: string[]): Promise<Result> {
+function runDirect(args: string[], extraEnv: Record<string, string> = {}): Promise<Result> {
   return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, [join(work, 'client.mjs'), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const c = spawn(process.execPath, [join(work, 'client.mjs'), ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...extraEnv } });
     let out = '';
     c.stdout.on('data', (d: Buffer) => (out += d.toString()));
     c.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as Result) : reject(new Error(`direct client exited ${code}: ${out}`))));
@@ -234,8 +256,21 @@ try {
     const cell = (r: Result | undefined): string => (r ? `${num(r, 'per_s').toFixed(0)}/s, ${num(r, 'errors')} errors, p99 ${num(r, 'p99').toFixed(0)} ms` : 'n/a');
     rows.push(`| ${CPS_CONNECTIONS} concurrent new connections | ${cell(d)} | ${cell(o)} | ${cell(p)} | ≥ 500/s, 0 errors |`);
   }
+  {
+    // Router added time to first token: the router alone (its Unix socket, from the host) against
+    // the same router reached the agent's way (sandbox → 127.0.0.1:3128 → proxy → router).
+    const token = readFileSync(join(home, 'sandboxes', 'default', 'inference-token'), 'utf8').trim();
+    const stubUrl = new URL(stub.openaiBaseUrl);
+    const direct = await runDirect(['ttft', stubUrl.hostname, stubUrl.port, String(TTFT_CALLS + 10), '-', '1', join(work, 'ttft-direct.jsonl')], { OPENAI_API_KEY: token });
+    const alone = await runDirect(['ttft', join(home, 'sandboxes', 'default', 'run', 'inference.sock'), '0', String(TTFT_CALLS + 10), '-', '1', join(work, 'ttft-alone.jsonl')], { OPENAI_API_KEY: token });
+    const real = await runOurs(['ttft', 'inference.local', '80', String(TTFT_CALLS + 10), proxyArg, '1', '/sandbox/ttft-real.jsonl']);
+    process.stdout.write(`32 KB streaming chat: stub ${JSON.stringify(direct)}\n  router alone ${JSON.stringify(alone)}\n  real path ${JSON.stringify(real)}\n`);
+    const t = (r: Result): string => `${f2(num(r, 'ttft_p50'))} / ${f2(num(r, 'ttft_p95'))}`;
+    rows.push(`| 32 KB streaming chat, TTFT p50 / p95 ms | stub ${t(direct)} | ${t(real)}; router alone ${t(alone)}: real path +${f2(num(real, 'ttft_p50') - num(alone, 'ttft_p50'))} over it | — | ≤ +1 over the router alone |`);
+  }
 } finally {
   clearInterval(sample);
+  await stub.close();
   rssAfter = rssMb();
   spawnSync(process.execPath, [BIN, 'down'], { env, encoding: 'utf8' });
   tiny?.kill('SIGTERM');
