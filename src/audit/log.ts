@@ -96,6 +96,18 @@ export interface AuditReadFilter {
   sinceSeq?: number | undefined;
   sinceTs?: number | undefined;
   kinds?: EventKind[] | undefined;
+  /** Only events with seq <= untilSeq (AuditLog.read: the last durable one). */
+  untilSeq?: number | undefined;
+  /**
+   * With a limit: the oldest `limit` matches instead of the newest (a page of a long backlog, read
+   * oldest first; reading stops at the page's end).
+   */
+  first?: boolean | undefined;
+}
+
+/** What a read held in memory at most (events kept while scanning), for tests and benches. */
+export interface AuditReadStats {
+  peakKept: number;
 }
 
 const DEFAULT_MAX_FILE_BYTES = 32 * 1024 * 1024;
@@ -170,7 +182,8 @@ async function firstSeqOf(path: string): Promise<number | undefined> {
   }
 }
 
-async function forEachLine(path: string, onLine: (text: string) => void): Promise<void> {
+/** Calls onLine for each complete line; stops early when it returns false. */
+async function forEachLine(path: string, onLine: (text: string) => boolean | void): Promise<void> {
   const fh = await open(path, 'r');
   try {
     let buf = Buffer.allocUnsafe(READ_CHUNK);
@@ -184,7 +197,7 @@ async function forEachLine(path: string, onLine: (text: string) => void): Promis
       for (;;) {
         const nl = view.indexOf(10, start);
         if (nl < 0) break;
-        onLine(view.toString('utf8', start, nl));
+        if (onLine(view.toString('utf8', start, nl)) === false) return;
         start = nl + 1;
       }
       if (start > 0) buf.copy(buf, 0, start, filled);
@@ -488,10 +501,17 @@ export class AuditLog {
   async read(filter: AuditReadFilter = {}, limit?: number): Promise<AuditEvent[]> {
     if (!this.closed) await this.durable().catch(() => undefined);
     const upTo = this.durableSeqValue;
-    const events = await readAuditDir(this.dir, filter, undefined);
-    const durable = events.filter((e) => e.seq <= upTo);
-    return limit !== undefined && limit >= 0 ? (limit === 0 ? [] : durable.slice(-limit)) : durable;
+    // The limit goes down to the scan (which keeps at most ~3x limit events, never the whole log),
+    // and so does the durable bound, so the newest `limit` are the newest durable ones.
+    const untilSeq = filter.untilSeq !== undefined ? Math.min(filter.untilSeq, upTo) : upTo;
+    const stats: AuditReadStats = { peakKept: 0 };
+    const events = await readAuditDir(this.dir, { ...filter, untilSeq }, limit, stats);
+    this.lastReadStats = stats;
+    return events;
   }
+
+  /** Memory use of the last read() (how many events it held at most while scanning). */
+  lastReadStats: AuditReadStats = { peakKept: 0 };
 
   /** Write and fsync everything appended so far. Rejects when the disk refuses. */
   async flush(): Promise<void> {
@@ -857,20 +877,25 @@ async function readRange(path: string, offset: number, length: number): Promise<
 }
 
 /** Read audited events from an audit directory without opening it for writing. */
-export async function readAuditDir(dir: string, filter: AuditReadFilter = {}, limit?: number): Promise<AuditEvent[]> {
+export async function readAuditDir(dir: string, filter: AuditReadFilter = {}, limit?: number, stats?: AuditReadStats): Promise<AuditEvent[]> {
   const files = await listAuditFiles(dir);
   const kinds = filter.kinds && filter.kinds.length > 0 ? new Set<string>(filter.kinds) : undefined;
   const sinceSeq = filter.sinceSeq;
   const sinceTs = filter.sinceTs;
+  const untilSeq = filter.untilSeq;
   let out: AuditEvent[] = [];
   const cap = limit !== undefined && limit >= 0 ? limit : undefined;
-  for (let i = 0; i < files.length; i++) {
+  if (cap === 0) return [];
+  const head = filter.first === true && cap !== undefined;
+  let done = false;
+  for (let i = 0; i < files.length && !done; i++) {
     if (sinceSeq !== undefined && i + 1 < files.length) {
       // Skip whole files that end before sinceSeq.
       const nextFirst = await firstSeqOf(files[i + 1]!.path);
       if (nextFirst !== undefined && nextFirst <= sinceSeq + 1) continue;
     }
     await forEachLine(files[i]!.path, (text) => {
+      if (done) return false;
       let ev: AuditEvent;
       try {
         ev = JSON.parse(text) as AuditEvent;
@@ -878,11 +903,14 @@ export async function readAuditDir(dir: string, filter: AuditReadFilter = {}, li
         return;
       }
       if (sinceSeq !== undefined && !(ev.seq > sinceSeq)) return;
+      if (untilSeq !== undefined && ev.seq > untilSeq) return;
       if (kinds && !kinds.has(ev.kind)) return;
       if (sinceTs !== undefined && !(Date.parse(ev.ts) >= sinceTs)) return;
       out.push(ev);
-      if (cap !== undefined && out.length > cap * 2 + 1024) out = out.slice(-cap);
+      if (stats && out.length > stats.peakKept) stats.peakKept = out.length;
+      if (head && out.length >= cap) done = true;
+      else if (cap !== undefined && out.length > cap * 2 + 1024) out = out.slice(-cap);
     });
   }
-  return cap !== undefined ? (cap === 0 ? [] : out.slice(-cap)) : out;
+  return cap !== undefined && !head ? out.slice(-cap) : out;
 }
