@@ -120,12 +120,17 @@ export function sandboxLauncher(ctx: SupervisorContext, opts: { stopGraceMs?: nu
       pipeLines(handle.stdout, 'stdout', onLine);
       pipeLines(handle.stderr, 'stderr', onLine);
       const exited: Promise<ExitStatus> = handle.wait().then((st) => ({ code: st.code, signal: st.signal }));
-      let netPid: number | undefined;
+      let net: { pid: number; ns: string } | undefined;
       const proc: LaunchedProcess = {
         get pid() {
-          // Resolved lazily: the sandbox's inner processes appear right after the launch.
-          if (netPid === undefined || netPid === handle.rootPid) netPid = pidInOwnNetns(handle.pids(), handle.rootPid);
-          return netPid;
+          // Resolved lazily (the sandbox's inner processes appear right after the launch), and again
+          // whenever the one found is gone: its number may belong to a host process by now (pids
+          // wrap), whose /proc/PID/net is the host's, and a healthy gateway would look deaf.
+          if (net && netnsOf(net.pid) === net.ns && handle.pids().includes(net.pid)) return net.pid;
+          const pid = pidInOwnNetns(handle.pids(), handle.rootPid);
+          const ns = netnsOf(pid);
+          net = pid !== handle.rootPid && ns !== undefined ? { pid, ns } : undefined;
+          return pid;
         },
         exited,
         async stop() {
