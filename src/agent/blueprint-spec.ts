@@ -134,7 +134,15 @@ export const blueprintSpecSchema = z
       })
       .strict(),
     health: z.union([
-      z.object({ listen: z.number().int().min(1).max(65535), timeout: durationMs.default(15_000) }).strict(),
+      z
+        .object({
+          listen: z.number().int().min(1).max(65535),
+          timeout: durationMs.default(15_000),
+          // Past `timeout`, an agent still writing output (within `quiet`) waits on, up to `max_wait`.
+          max_wait: durationMs.optional(),
+          quiet: durationMs.optional(),
+        })
+        .strict(),
       z.object({ started: z.literal(true) }).strict(),
     ]),
   })

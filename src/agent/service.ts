@@ -207,7 +207,15 @@ export function createAgentService(options: SupervisorOptions, deps: AgentServic
     }
     const processSpec: AgentProcessSpec = { argv: spec.start.command, env, readOnlyBinds: binds, cwd: '/sandbox' };
     const health: HealthCheck =
-      'listen' in spec.health ? { kind: 'listen', port: spec.health.listen, timeoutMs: spec.health.timeout } : { kind: 'started' };
+      'listen' in spec.health
+        ? {
+            kind: 'listen',
+            port: spec.health.listen,
+            timeoutMs: spec.health.timeout,
+            ...(spec.health.max_wait !== undefined ? { maxWaitMs: spec.health.max_wait } : {}),
+            ...(spec.health.quiet !== undefined ? { quietMs: spec.health.quiet } : {}),
+          }
+        : { kind: 'started' };
     supervisor = new AgentSupervisor({
       spec: processSpec,
       launcher,

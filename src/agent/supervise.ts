@@ -49,8 +49,13 @@ export interface AgentLauncher {
 }
 
 export type HealthCheck =
-  /** Healthy once something listens on this TCP port in the process's network namespace. */
-  | { kind: 'listen'; port: number; timeoutMs: number }
+  /**
+   * Healthy once something listens on this TCP port in the process's network namespace. After
+   * `timeoutMs` an agent still writing output (within `quietMs`, default 15 s: a state migration, a
+   * first install) gets more time, up to `maxWaitMs` (default 8 × timeoutMs, at least 5 min);
+   * a silent one is stopped then.
+   */
+  | { kind: 'listen'; port: number; timeoutMs: number; maxWaitMs?: number; quietMs?: number }
   /** Healthy as soon as it started (scripted agents such as the drill). */
   | { kind: 'started' };
 
@@ -129,6 +134,8 @@ export class AgentSupervisor {
   private timer: NodeJS.Timeout | undefined;
   private wake: (() => void) | undefined;
   private loop: Promise<void> | undefined;
+  /** When the current agent process last wrote a line (monotonic ms). */
+  private lastOutputAt: number | undefined;
 
   constructor(opts: SuperviseOptions) {
     this.opts = {
@@ -193,6 +200,7 @@ export class AgentSupervisor {
         proc = await launcher.launch(spec, (stream, raw) => {
           const line = raw.replace(ANSI_RE, '').slice(0, MAX_LINE);
           if (line.trim().length === 0) return;
+          this.lastOutputAt = this.opts.monotonic();
           emit({ kind: 'agent.log', level: stream === 'stderr' ? 'warn' : 'info', stream, line, pid: this.current?.pid });
         });
       } catch (err) {
@@ -213,13 +221,18 @@ export class AgentSupervisor {
       void proc.exited.then((st) => {
         exited = st;
       });
-      const healthy = await this.waitHealthy(proc, health, () => exited !== undefined);
+      const healthy = await this.waitHealthy(proc, health, () => exited !== undefined, startedAt);
       if (healthy) {
         this.state = 'healthy';
         this.lifecycle('healthy', 'info', { pid: proc.pid, after_ms: Math.round(this.opts.monotonic() - startedAt) });
       } else if (!this.stopping && exited === undefined) {
+        const waited = Math.round(this.opts.monotonic() - startedAt);
         const reason =
-          health.kind === 'listen' ? `not listening on port ${health.port} after ${health.timeoutMs} ms` : 'unhealthy';
+          health.kind === 'listen'
+            ? waited > health.timeoutMs + 1000
+              ? `not listening on port ${health.port} after ${waited} ms (silent for ${Math.round(this.opts.monotonic() - (this.lastOutputAt ?? startedAt))} ms, or past the longest wait)`
+              : `not listening on port ${health.port} after ${health.timeoutMs} ms`
+            : 'unhealthy';
         this.lifecycle('unhealthy', 'warn', { pid: proc.pid, reason });
         await proc.stop().catch(() => undefined);
       }
@@ -259,12 +272,27 @@ export class AgentSupervisor {
     return true;
   }
 
-  private async waitHealthy(proc: LaunchedProcess, health: HealthCheck, hasExited: () => boolean): Promise<boolean> {
+  private async waitHealthy(proc: LaunchedProcess, health: HealthCheck, hasExited: () => boolean, startedAt: number): Promise<boolean> {
     if (health.kind === 'started') return true;
-    const deadline = this.opts.monotonic() + health.timeoutMs;
+    const deadline = startedAt + health.timeoutMs;
+    const longest = startedAt + (health.maxWaitMs ?? Math.max(health.timeoutMs * 8, 300_000));
+    const quietMs = health.quietMs ?? 15_000;
+    let extended = false;
     while (!this.stopping && !hasExited()) {
       if (this.opts.isListening(proc.pid, health.port)) return true;
-      if (this.opts.monotonic() >= deadline) return false;
+      const now = this.opts.monotonic();
+      if (now >= deadline) {
+        // Never SIGTERM an agent that is visibly making progress: it gets the longer wait.
+        const busy = this.lastOutputAt !== undefined && this.lastOutputAt >= startedAt && now - this.lastOutputAt < quietMs;
+        if (!busy || now >= longest) return false;
+        if (!extended) {
+          extended = true;
+          this.lifecycle('health_wait_extended', 'info', {
+            pid: proc.pid,
+            reason: `not listening on port ${health.port} after ${health.timeoutMs} ms but still writing output; waiting while it does, up to ${Math.round(longest - startedAt)} ms`,
+          });
+        }
+      }
       await this.sleep(this.opts.probeIntervalMs);
     }
     return false;

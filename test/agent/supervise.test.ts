@@ -101,6 +101,47 @@ describe('agent supervision', () => {
     expect(events.filter((e) => e.action === 'agent.restarting').slice(0, 3).map((e) => e.in_ms)).toEqual([20, 40, 80]);
   });
 
+  it('never kills an agent that is still making progress at the timeout (a state migration): it waits while output comes, then it is healthy (issue 15)', async () => {
+    const port = await freePort();
+    // Logs at once and every 50 ms for 2 s (well past the 800 ms timeout; node starts in well under that), then listens.
+    const script = `console.log('migrating');let n=0;const t=setInterval(()=>{console.log('migrating '+(++n));if(n===40){clearInterval(t);require('net').createServer().listen(${port},'127.0.0.1');}},50);process.on('SIGTERM',()=>process.exit(0))`;
+    const { events, emit, waitFor } = collect();
+    const sup = new AgentSupervisor({
+      spec: { argv: [NODE, '-e', script], env: {}, readOnlyBinds: [], cwd: '/' },
+      launcher: hostLauncher(),
+      health: { kind: 'listen', port, timeoutMs: 800, quietMs: 400, maxWaitMs: 10_000 },
+      restart: 'always',
+      emit,
+      initialBackoffMs: 20,
+      probeIntervalMs: 20,
+    });
+    sup.start();
+    await waitFor((ev) => states(ev).includes('healthy') || states(ev).includes('unhealthy'));
+    await sup.stop();
+    expect(states(events).slice(0, 3)).toEqual(['starting', 'health_wait_extended', 'healthy']);
+    expect(events.find((e) => e.action === 'agent.health_wait_extended')?.reason).toMatch(/still writing output/);
+  });
+
+  it('a silent agent past the timeout, or one past the longest wait, is stopped', async () => {
+    const port = await freePort();
+    const { events, emit, waitFor } = collect();
+    const sup = new AgentSupervisor({
+      // Writes forever, never listens: extended, then stopped at maxWaitMs.
+      spec: { argv: [NODE, '-e', "console.log('busy');setInterval(()=>console.log('still busy'),30)"], env: {}, readOnlyBinds: [], cwd: '/' },
+      launcher: hostLauncher(),
+      health: { kind: 'listen', port, timeoutMs: 800, quietMs: 400, maxWaitMs: 1600 },
+      restart: 'never',
+      emit,
+      probeIntervalMs: 20,
+    });
+    sup.start();
+    await waitFor((ev) => states(ev).includes('unhealthy'));
+    await sup.stop();
+    const unhealthy = events.find((e) => e.action === 'agent.unhealthy');
+    expect(unhealthy?.reason).toMatch(new RegExp(`not listening on port ${port} after \\d+ ms`));
+    expect(states(events)).toContain('health_wait_extended');
+  });
+
   it('does not restart a scripted agent that completed successfully (on-failure policy)', async () => {
     const { events, emit, waitFor } = collect();
     const sup = new AgentSupervisor({
