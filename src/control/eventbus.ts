@@ -16,7 +16,7 @@ export interface AuditSink {
   append(input: EventInput): AuditEvent;
   readonly lastSeq: number;
   /** Audited events from disk, oldest first; with `limit`, the newest `limit` matches. */
-  read(filter?: { sinceSeq?: number; sinceTs?: number; kinds?: EventKind[] }, limit?: number): Promise<AuditEvent[]>;
+  read(filter?: { sinceSeq?: number; sinceTs?: number; kinds?: EventKind[]; first?: boolean }, limit?: number): Promise<AuditEvent[]>;
   /**
    * Write-ahead sinks (AuditLog): records reach subscribers only through `watch().onDurable`, and
    * `durable()` resolves once everything appended so far is fsynced. A sink without them is
@@ -157,9 +157,10 @@ export class SupervisorEventBus implements EventBus {
     };
   }
 
-  async backlog(filter?: EventFilter, limit?: number): Promise<AuditEvent[]> {
+  async backlog(filter?: EventFilter, limit?: number, opts?: { first?: boolean }): Promise<AuditEvent[]> {
     // Events emitted before the request are part of it once durable (lost ones never are).
     await this.durable().catch(() => undefined);
+    if (opts?.first === true && limit !== undefined) return this.backlogHead(filter, limit);
     const recent = this.recent();
     const oldestInRing = recent[0]?.seq;
     const sinceSeq = filter?.sinceSeq ?? 0;
@@ -182,6 +183,29 @@ export class SupervisorEventBus implements EventBus {
     }
     if (limit !== undefined && events.length > limit) events = events.slice(events.length - limit);
     return events;
+  }
+
+  /** The oldest `limit` events matching after filter.sinceSeq: from the ring when it reaches back that far. */
+  private async backlogHead(filter: EventFilter | undefined, limit: number): Promise<AuditEvent[]> {
+    if (limit <= 0) return [];
+    const recent = this.recent();
+    const sinceSeq = filter?.sinceSeq ?? 0;
+    const oldestInRing = recent[0]?.seq;
+    const fromRing = oldestInRing !== undefined ? oldestInRing <= sinceSeq + 1 : this.durableSeq() <= sinceSeq;
+    if (fromRing) {
+      const out: AuditEvent[] = [];
+      for (const e of recent) {
+        if (!eventMatches(e, filter)) continue;
+        out.push(e);
+        if (out.length >= limit) break;
+      }
+      return out;
+    }
+    const diskFilter: { sinceSeq?: number; sinceTs?: number; kinds?: EventKind[]; first?: boolean } = { first: true };
+    if (filter?.sinceSeq !== undefined) diskFilter.sinceSeq = filter.sinceSeq;
+    if (filter?.sinceTs !== undefined) diskFilter.sinceTs = filter.sinceTs;
+    if (filter?.kinds && filter.kinds.length > 0) diskFilter.kinds = [...filter.kinds];
+    return (await this.audit.read(diskFilter, limit)).filter((e) => eventMatches(e, filter)).slice(0, limit);
   }
 
   /** The last seq assigned (its record may not be durable yet). */

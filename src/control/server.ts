@@ -126,8 +126,19 @@ export class ControlServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://nemoclaw');
     const method = (req.method ?? 'GET').toUpperCase();
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://nemoclaw');
+    } catch {
+      // `GET //[ HTTP/1.1` reaches us (llhttp takes it) but is no URL: the client's mistake, not ours.
+      req.resume();
+      sendError(res, new NemoclawError('invalid_input', `malformed request target ${JSON.stringify((req.url ?? '').slice(0, 200))}`, {
+        nextStep: 'send an origin-form target such as /v1/status',
+        exitCode: 2,
+      }));
+      return;
+    }
     if (url.pathname === '/v1/events') {
       if (method !== 'GET') {
         sendJson(res, 405, { error: 'invalid_input', message: `${method} is not allowed on /v1/events`, allowed: ['GET'] });
@@ -193,11 +204,12 @@ export class ControlServer {
     res.flushHeaders();
 
     if (!follow) {
-      const events = await bus.backlog(filter, limit);
-      // Write in chunks so a huge backlog respects the socket's pace.
-      for (const e of events) {
-        if (!res.write(JSON.stringify(e) + '\n')) await onceDrainOrClose(res);
-        if (res.destroyed) return;
+      // Page by page (a backlog with no limit may be the whole log), at the socket's pace.
+      for await (const events of backlogPages(bus, filter, limit)) {
+        for (const e of events) {
+          if (!res.write(JSON.stringify(e) + '\n')) await onceDrainOrClose(res);
+          if (res.destroyed) return;
+        }
       }
       res.end();
       return;
@@ -273,10 +285,15 @@ export class ControlServer {
 
     writeLine({ type: 'hello', sandbox: this.opts.sandbox, last_seq: bus.durableSeq(), heartbeat_ms: this.opts.heartbeatMs });
     try {
-      const backlog = await bus.backlog(filter, limit);
-      for (const e of backlog) {
+      for await (const backlog of backlogPages(bus, filter, limit)) {
+        for (const e of backlog) {
+          if (closed) return;
+          if (eventAfterTs(e, filter)) sendEvent(e);
+        }
+        // A page at a time, so a follower that resumes from an old seq never makes the supervisor
+        // hold the whole log; the next page waits until this one has drained.
+        if (res.writableNeedDrain) await onceDrainOrClose(res);
         if (closed) return;
-        if (eventAfterTs(e, filter)) sendEvent(e);
       }
     } catch (err) {
       this.opts.onError?.(err);
@@ -325,6 +342,28 @@ function nonNegInt(q: URLSearchParams, name: string): number | undefined {
   return Number(v);
 }
 
+/** How many events a backlog with no limit reads from disk at a time. */
+export const BACKLOG_PAGE = 2_000;
+
+/**
+ * The backlog of a request: one read when it has a limit (the newest N, bounded), else pages of
+ * BACKLOG_PAGE oldest first, each starting after the last seq of the previous one.
+ */
+export async function* backlogPages(bus: EventBus, filter: EventFilter, limit: number | undefined, pageSize = BACKLOG_PAGE): AsyncGenerator<AuditEvent[]> {
+  if (limit !== undefined) {
+    yield await bus.backlog(filter, limit);
+    return;
+  }
+  let sinceSeq = filter.sinceSeq;
+  for (;;) {
+    const page = await bus.backlog(sinceSeq !== undefined ? { ...filter, sinceSeq } : filter, pageSize, { first: true });
+    if (page.length > 0) yield page;
+    const last = page.at(-1)?.seq;
+    if (page.length < pageSize || last === undefined || (sinceSeq !== undefined && last <= sinceSeq)) return;
+    sinceSeq = last;
+  }
+}
+
 export function parseEventQuery(q: URLSearchParams): ParsedEventQuery {
   const filter: EventFilter = {};
   const since = nonNegInt(q, 'since');
@@ -346,6 +385,27 @@ export function parseEventQuery(q: URLSearchParams): ParsedEventQuery {
   return { filter, limit: n, follow: bool(q.get('follow')), approver: bool(q.get('approver')) };
 }
 
+/** Deepest nesting of a JSON body the API accepts (its real bodies are 2-3 levels deep). */
+export const MAX_JSON_DEPTH = 64;
+
+/** Greatest nesting of `[`/`{` in JSON text, outside strings (a linear scan; malformed text is JSON.parse's to refuse). */
+function jsonDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) max = depth;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return max;
+}
+
 async function readJsonBody(req: IncomingMessage, maxBytes: number): Promise<unknown> {
   const chunks: Buffer[] = [];
   let size = 0;
@@ -363,6 +423,15 @@ async function readJsonBody(req: IncomingMessage, maxBytes: number): Promise<unk
   }
   if (size === 0) return undefined;
   const text = Buffer.concat(chunks).toString('utf8');
+  const depth = jsonDepth(text);
+  if (depth > MAX_JSON_DEPTH) {
+    // JSON.parse takes it, but every recursive walk after it (validators, JSON.stringify of an
+    // error message) overflows the stack: refuse it here, for every route.
+    throw new NemoclawError('invalid_input', `request body is nested ${depth} levels deep; this API accepts at most ${MAX_JSON_DEPTH}; nothing was changed`, {
+      nextStep: 'send a flat JSON object such as {"decision": "once"}',
+      exitCode: 2,
+    });
+  }
   try {
     return JSON.parse(text) as unknown;
   } catch (err) {

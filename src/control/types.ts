@@ -38,8 +38,11 @@ export interface EventBus {
   publishTransient(input: EventInput): AuditEvent;
   /** Live subscription; returns an unsubscribe function. */
   subscribe(listener: (event: AuditEvent) => void, filter?: EventFilter): () => void;
-  /** Backlog: audited events matching the filter, oldest first (from memory, then disk). */
-  backlog(filter?: EventFilter, limit?: number): Promise<AuditEvent[]>;
+  /**
+   * Backlog: audited events matching the filter, oldest first (from memory, then disk). With a
+   * limit, the newest `limit` of them, or with `first` the oldest `limit` (one page of a long backlog).
+   */
+  backlog(filter?: EventFilter, limit?: number, opts?: { first?: boolean }): Promise<AuditEvent[]>;
   /** The last seq assigned (its record may not be durable yet). */
   lastSeq(): number;
   /** The last durable seq: what subscribers have been (or are being) given. Hello and heartbeat lines
