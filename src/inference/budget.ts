@@ -3,7 +3,10 @@
  * A call reserves its prompt plus its output allowance before it is forwarded (check and reserve in
  * one synchronous step) and settles on its real usage when it ends. Settled window usage and operator
  * overrides persist in the sandbox's budget state file (0600, written atomically) so a restart does
- * not hand the agent a fresh allowance; reservations of calls in flight are never persisted.
+ * not hand the agent a fresh allowance. Reservations of calls in flight are never persisted, but what
+ * a call has used is (write-ahead, see `secure`): the router secures a call's prompt before it goes
+ * upstream and its usage before streamed tokens reach the caller, so a supervisor killed mid-stream
+ * (kill -9) charges, after a restart, at least what was streamed and at most SECURE_LEASE_TOKENS more.
  */
 import { readFileSync } from 'node:fs';
 import type { Clock } from '../shared/clock.js';
@@ -16,6 +19,11 @@ export type BudgetScope = WindowName | 'request';
 
 const WINDOW_MS: Record<WindowName, number> = { hour: 3_600_000, day: 86_400_000 };
 const PERSIST_DELAY_MS = 1000;
+/**
+ * How far a secured charge runs ahead of a call's usage: a stream rewrites the state file about once
+ * per this many tokens, not per delta, and a crash over-charges a call by at most this much.
+ */
+export const SECURE_LEASE_TOKENS = 256;
 
 interface WindowUsage {
   start: number;
@@ -27,6 +35,11 @@ interface PersistedState {
   version: 1;
   windows: Record<WindowName, WindowUsage>;
   overrides: Partial<Record<BudgetScope, BudgetCaps>>;
+  /**
+   * Calls in flight, by key: what each is charged if the supervisor dies before it settles (its
+   * secured usage, never its reservation). Folded into the windows when the file is loaded.
+   */
+  open?: Record<string, { tokens: number; usd: number }>;
 }
 
 export interface BudgetWindowSnapshot {
@@ -74,11 +87,18 @@ export class CallUsage {
   private usedUsd = 0;
   /** @internal the ledger's running totals while the call is in flight. */
   totals: FlightTotals | undefined;
+  /** @internal the key of this call in the state file's `open`, once secured. */
+  key: string | undefined;
+  /** @internal what the state file charges this call if the supervisor dies now. */
+  securedTokens = 0;
+  securedUsd = 0;
 
   constructor(
     totals: FlightTotals | undefined,
     readonly reservedTokens: number,
     readonly reservedUsd: number,
+    /** The price of one output token (for the lease a secured charge runs ahead by). */
+    readonly outputUsdPerToken = 0,
   ) {
     this.totals = totals;
     if (totals) {
@@ -151,6 +171,7 @@ export class BudgetLedger {
   private persistTimer: NodeJS.Timeout | undefined;
   private effectiveCaps: Record<BudgetScope, BudgetCaps> | undefined;
   private dirty = false;
+  private nextKey = 0;
 
   constructor(
     private readonly clock: Clock,
@@ -237,20 +258,45 @@ export class BudgetLedger {
         }
       }
     }
-    const call = new CallUsage(this.totals, want.tokens, want.usd);
+    const call = new CallUsage(this.totals, want.tokens, want.usd, r.output.tokens > 0 ? r.output.usd / r.output.tokens : 0);
     this.inFlight.add(call);
     return { call };
   }
 
   /**
+   * Write-ahead for a call in flight: make sure the state file charges it at least its usage so far
+   * (and at least `floor`, e.g. the prompt before it goes upstream), so that a supervisor killed
+   * before the call settles still charges it after a restart. Call it before the tokens it covers
+   * reach the caller. The secured charge runs SECURE_LEASE_TOKENS ahead of the usage, so the file is
+   * rewritten (synchronously: this is the point) about once per lease, not per streamed delta.
+   * Never the reservation: a call that streamed 10 tokens of a max_tokens 4096 is not charged 4096.
+   */
+  secure(call: CallUsage, floor?: { tokens: number; usd: number }): void {
+    if (!this.file || !this.inFlight.has(call)) return;
+    const tokens = Math.max(call.tokens, floor?.tokens ?? 0);
+    const usd = Math.max(call.usd, floor?.usd ?? 0);
+    if (call.key !== undefined && tokens <= call.securedTokens && usd <= call.securedUsd) return;
+    this.roll();
+    call.key ??= `c${++this.nextKey}`;
+    call.securedTokens = tokens + SECURE_LEASE_TOKENS;
+    // The lease at the output price; a call with no output price re-secures whenever its cost grows.
+    call.securedUsd = round6(usd + SECURE_LEASE_TOKENS * call.outputUsdPerToken);
+    (this.state.open ??= {})[call.key] = { tokens: call.securedTokens, usd: call.securedUsd };
+    this.persist();
+  }
+
+  /**
    * Settle a finished call: its reservation is released and its final usage moves into the windows
    * (idempotent). The file is written at most once per PERSIST_DELAY_MS (a synchronous write per call
-   * would stall every stream the router relays); `flush()` writes at once and runs on close, so a
-   * crash loses at most that last second. Only settled usage is ever written: a reservation that a
-   * crash leaves unsettled is not charged after a restart.
+   * would stall every stream the router relays); `flush()` writes at once and runs on close. Until
+   * then the file still charges the call its secured usage (`secure`), which is at least what it
+   * used, unless its final usage is larger (a provider's count above the running estimate): then the
+   * file is written now. A reservation that a crash leaves unsettled is never charged.
    */
   commit(call: CallUsage): void {
     if (!this.inFlight.delete(call)) return;
+    const secured = call.key !== undefined && this.state.open?.[call.key] !== undefined;
+    if (secured) delete this.state.open![call.key!];
     this.totals.tokens -= call.heldTokens;
     this.totals.usd -= call.heldUsd;
     call.totals = undefined;
@@ -264,7 +310,8 @@ export class BudgetLedger {
       this.state.windows[name].tokens += call.tokens;
       this.state.windows[name].usd = round6(this.state.windows[name].usd + call.usd);
     }
-    this.persistSoon();
+    if (secured && (call.tokens > call.securedTokens || call.usd > call.securedUsd)) this.persist();
+    else this.persistSoon();
   }
 
   /** Write pending usage to the state file now. */
@@ -409,7 +456,19 @@ export class BudgetLedger {
         typeof w === 'object' && w !== null &&
         ['start', 'tokens', 'usd'].every((k) => typeof (w as Record<string, unknown>)[k] === 'number');
       if (parsed?.version !== 1 || !ok(parsed.windows?.hour) || !ok(parsed.windows?.day)) throw new Error('unexpected shape');
-      return { version: 1, windows: parsed.windows, overrides: parsed.overrides ?? {} };
+      const windows = parsed.windows;
+      // Calls the last supervisor did not settle (it died): charged what they had secured, in the
+      // windows they ran in (roll() drops those windows if they are over).
+      const open = typeof parsed.open === 'object' && parsed.open !== null ? Object.values(parsed.open) : [];
+      for (const c of open) {
+        const tokens = typeof c?.tokens === 'number' && Number.isFinite(c.tokens) ? Math.max(0, c.tokens) : 0;
+        const usd = typeof c?.usd === 'number' && Number.isFinite(c.usd) ? Math.max(0, c.usd) : 0;
+        for (const name of ['hour', 'day'] as const) {
+          windows[name].tokens += tokens;
+          windows[name].usd = round6(windows[name].usd + usd);
+        }
+      }
+      return { version: 1, windows, overrides: parsed.overrides ?? {} };
     } catch (err) {
       throw new NemoclawError('io', `budget state ${this.file} is corrupt: ${(err as Error).message}`, {
         nextStep: `inspect or delete ${this.file} (deleting it resets the current hour/day usage to zero)`,

@@ -657,6 +657,8 @@ export function createRouter(options: RouterOptions): Router {
 
     // Write-ahead (DESIGN invariant 2): the route record is durable before the upstream call; while
     // the audit log cannot be written the call is refused (fail closed), in the caller's wire format.
+    // So is the budget's charge for the prompt: a supervisor killed mid-call still charges it.
+    ledger.secure(usage, { tokens: promptTokens, usd: costOf(provider, promptTokens, 0) });
     const routeEvent: EventInput = { kind: 'inference.route', level: 'info', ...record, overhead_ms: round3(clock.monotonic() - tBody) };
     emit(routeEvent);
     const unrecorded = options.durable ? await options.durable().then(() => undefined, (err: unknown) => (err as Error).message) : undefined;
@@ -916,6 +918,7 @@ export function createRouter(options: RouterOptions): Router {
     const headers: Record<string, string> = { [OVERHEAD_HEADER]: overheadHeader, 'x-request-id': record.id };
     const finish = (code: number, body: string, contentType: string, outcome: string, level: 'info' | 'warn' | 'error', error?: string): void => {
       record.cost_usd = a.usage.usd;
+      ledger.secure(a.usage);
       record.overhead_ms += clock.monotonic() - t1;
       res.writeHead(code, { 'content-type': contentType, 'content-length': Buffer.byteLength(body), ...headers });
       res.end(body);
@@ -1266,6 +1269,10 @@ export function createRouter(options: RouterOptions): Router {
       if (cut && !finished) {
         out += errorEvent(family, 'budget', `${cut.message} (stream cut after ~${completion} completion tokens)`, 'budget_exceeded');
       }
+      if (out.length > 0) {
+        // Write-ahead for the budget: what the caller is about to receive is charged on disk first.
+        ledger.secure(a.usage);
+      }
       record.overhead_ms += clock.monotonic() - tc;
       if (out.length > 0) {
         const ok = res.write(out);
@@ -1296,7 +1303,10 @@ export function createRouter(options: RouterOptions): Router {
           flushOpenAiChoice({ object: api === 'openai.completions' ? 'text_completion' : 'chat.completion.chunk' }, index);
         }
       }
-      if (out.length > 0) res.write(out);
+      if (out.length > 0) {
+        ledger.secure(a.usage);
+        res.write(out);
+      }
     }
     res.end();
     if (translator && !providerReported) reportedCompletion = undefined;
