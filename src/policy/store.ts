@@ -27,6 +27,15 @@ export interface PolicyStoreOptions {
   presetsDir?: string;
 }
 
+/**
+ * How many recent revisions keep their diff in memory (GET /v1/policy/history). Older ones keep
+ * number, sha256, author, time and reason; their diff stays in policy-history.jsonl and the audit
+ * log. Without this bound a long-lived supervisor holds every diff it ever made (one per policy
+ * set / always-allow), and sends them all to every TUI that refreshes its policy pane.
+ */
+export const DIFFS_KEPT_IN_MEMORY = 50;
+export const DIFF_NOT_KEPT = '(diff not kept in memory: see policy-history.jsonl or the audit log)\n';
+
 /** Sections that shape the sandbox itself; they only change with a restart. */
 export const STATIC_SECTIONS = ['filesystem_policy', 'process', 'landlock'] as const;
 
@@ -110,6 +119,7 @@ class FilePolicyStore implements PolicyStore {
     }
     const history = await this.loadHistory();
     this.revisions = history.map(({ yaml: _yaml, ...rev }) => rev);
+    this.forgetOldDiffs(0);
     this.lastYaml = history.at(-1)?.yaml;
     await writeFileAtomic(paths.policyFile, this.opts.baseText);
     const rev = await this.commit('startup', `started with ${this.opts.source}`, true);
@@ -270,6 +280,7 @@ class FilePolicyStore implements PolicyStore {
     this.matcher = matcher;
     this.lastYaml = text;
     this.revisions.push(rev);
+    this.forgetOldDiffs(this.revisions.length - DIFFS_KEPT_IN_MEMORY - 1);
     this.opts.emit({ kind: 'policy.revision', level: 'notice', number, sha256, author, diff, reason, time: rev.time });
     for (const listener of this.listeners) {
       try {
@@ -279,6 +290,15 @@ class FilePolicyStore implements PolicyStore {
       }
     }
     return rev;
+  }
+
+  /** Drop the diffs of all but the newest DIFFS_KEPT_IN_MEMORY revisions, from index `from` on. */
+  private forgetOldDiffs(from: number): void {
+    const end = this.revisions.length - DIFFS_KEPT_IN_MEMORY;
+    for (let i = Math.max(0, from); i < end; i++) {
+      const rev = this.revisions[i]!;
+      if (rev.diff !== DIFF_NOT_KEPT) this.revisions[i] = { ...rev, diff: DIFF_NOT_KEPT };
+    }
   }
 
   private async loadOverlay(): Promise<OverlayFileRule[]> {
