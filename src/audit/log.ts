@@ -876,6 +876,8 @@ async function readRange(path: string, offset: number, length: number): Promise<
   }
 }
 
+const SEQ_PREFIX = /^\{"ts":"[^"]*","seq":(\d+),/;
+
 /** Read audited events from an audit directory without opening it for writing. */
 export async function readAuditDir(dir: string, filter: AuditReadFilter = {}, limit?: number, stats?: AuditReadStats): Promise<AuditEvent[]> {
   const files = await listAuditFiles(dir);
@@ -896,6 +898,12 @@ export async function readAuditDir(dir: string, filter: AuditReadFilter = {}, li
     }
     await forEachLine(files[i]!.path, (text) => {
       if (done) return false;
+      // Records before sinceSeq are skipped without parsing them (a page of a long backlog starts
+      // in the middle of a file): the seq is near the start of every record.
+      if (sinceSeq !== undefined) {
+        const m = SEQ_PREFIX.exec(text.slice(0, 120));
+        if (m && Number(m[1]) <= sinceSeq) return;
+      }
       let ev: AuditEvent;
       try {
         ev = JSON.parse(text) as AuditEvent;
