@@ -152,7 +152,7 @@ export class ControlServer {
       req.resume();
       sendJson(res, 404, {
         error: 'not_found',
-        message: `no such control route: ${method} ${url.pathname}`,
+        message: `no such control route: ${method} ${shortPath(url.pathname)}`,
         next_step: 'see GET /v1/status for the routes this supervisor serves',
       });
       return;
@@ -161,7 +161,7 @@ export class ControlServer {
       req.resume();
       sendJson(res, 405, {
         error: 'invalid_input',
-        message: `${method} is not allowed on ${url.pathname}`,
+        message: `${method} is not allowed on ${shortPath(url.pathname)}`,
         allowed: match.allowed,
       });
       return;
@@ -383,6 +383,11 @@ export function parseEventQuery(q: URLSearchParams): ParsedEventQuery {
   }
   const n = nonNegInt(q, 'n');
   return { filter, limit: n, follow: bool(q.get('follow')), approver: bool(q.get('approver')) };
+}
+
+/** A request path for an error message: the client's own bytes, bounded. */
+function shortPath(path: string): string {
+  return path.length <= 200 ? path : `${path.slice(0, 200)}… (${path.length} characters)`;
 }
 
 /** Deepest nesting of a JSON body the API accepts (its real bodies are 2-3 levels deep). */

@@ -4,7 +4,7 @@
  * `POST /v1/pending/:id` on the control API.
  */
 import type { ControlRoute, SupervisorContext, SupervisorService } from '../control/types.js';
-import { NemoclawError } from '../shared/errors.js';
+import { NemoclawError, previewJson } from '../shared/errors.js';
 import { ensurePrivateDir } from '../shared/home.js';
 import { createBinaryIdentifier, type IdentifyTarget } from './identity.js';
 import { dirname, join } from 'node:path';
@@ -108,7 +108,7 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
         const body = (req.body ?? {}) as { decision?: unknown; by?: unknown; reason?: unknown };
         const decision = body.decision as ApprovalDecision;
         if (!APPROVAL_DECISIONS.includes(decision)) {
-          throw new NemoclawError('invalid_input', `decision must be one of ${APPROVAL_DECISIONS.join(', ')} (got ${JSON.stringify(body.decision)})`, {
+          throw new NemoclawError('invalid_input', `decision must be one of ${APPROVAL_DECISIONS.join(', ')} (got ${previewJson(body.decision)})`, {
             nextStep: 'send {"decision": "once"} (or session, always, deny, deny_always)',
             exitCode: 2,
           });
@@ -121,6 +121,11 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
         }
         const by = body.by === 'tui' ? 'tui' : 'cli';
         const id = req.params.id ?? '';
+        // Pending ids are short and printable (`p-12`); anything else names nothing, and is not
+        // echoed whole (or with its control characters) into the error.
+        if (id.length > 128 || /[\u0000-\u001f\u007f-\u009f]/.test(id)) {
+          throw new NemoclawError('not_found', `no pending request ${previewJson(id, 40)}`, { nextStep: 'list the pending requests with `nemoclaw-tui pending` (GET /v1/pending)', exitCode: 2 });
+        }
         // Control characters are stripped and the length bounded before it reaches the log or the agent.
         const reason = cleanDecisionReason(body.reason);
         const result = await requireProxy().decide(id, decision, by, reason);

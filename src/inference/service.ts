@@ -7,7 +7,7 @@ import { rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import type { ControlRoute, SupervisorContext, SupervisorOptions, SupervisorService } from '../control/types.js';
-import { NemoclawError, describeError } from '../shared/errors.js';
+import { NemoclawError, describeError, previewJson } from '../shared/errors.js';
 import { listenUnixSocket } from '../shared/socket.js';
 import type { BudgetScope } from './budget.js';
 import { FileAndEnvCredentials, loadOrCreateSandboxToken } from './credentials.js';
@@ -39,7 +39,7 @@ function parseCaps(body: unknown): { scope: BudgetScope; caps: { tokens?: number
   const b = (body ?? {}) as Record<string, unknown>;
   const scope = b.scope as BudgetScope;
   if (!SCOPES.includes(scope)) {
-    throw new NemoclawError('invalid_input', `budget scope must be one of ${SCOPES.join(', ')} (got ${JSON.stringify(b.scope)})`, {
+    throw new NemoclawError('invalid_input', `budget scope must be one of ${SCOPES.join(', ')} (got ${previewJson(b.scope)})`, {
       nextStep: 'send {"scope": "hour", "tokens": 200000} or {"scope": "day", "usd": 20}',
     });
   }

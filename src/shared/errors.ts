@@ -53,3 +53,17 @@ export function describeError(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
 }
+
+/**
+ * A bounded, single-line JSON rendering of a client-sent value for an error message: never throws
+ * (cycles, BigInt, nesting too deep for JSON.stringify) and never echoes more than `max` characters.
+ */
+export function previewJson(value: unknown, max = 80): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = Array.isArray(value) ? '[…]' : typeof value === 'object' && value !== null ? '{…}' : String(value);
+  }
+  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length} characters)`;
+}
