@@ -2,7 +2,8 @@
 // `npm start` leaves a working `nemoclaw-tui` on PATH: every hint the tool prints (`nemoclaw-tui
 // down`, `nemoclaw-tui approve ID`…) names it. If PATH already finds this checkout's entry point,
 // nothing happens. Otherwise a symlink is made in the first directory on PATH that we may write
-// and that is meant for it (~/.local/bin, npm's global bin), and one line says so (remove the
+// and that is meant for it (~/.local/bin, /usr/local/bin, npm's global bin unless that is the
+// distribution's /usr/bin), and one line says so (remove the
 // link to undo). When none is writable, one line gives the invocation that works instead.
 // Another `nemoclaw-tui` first on PATH is left alone (and named). NEMOCLAW_NO_LINK=1 skips it all.
 // Plain JS for any Node >= 18 (npm start may run on an old system Node).
@@ -31,7 +32,9 @@ function main(env) {
     return;
   }
   const home = env.HOME ?? homedir();
-  const meant = [join(home, '.local', 'bin'), ...(env.npm_config_prefix ? [join(env.npm_config_prefix, 'bin')] : []), '/usr/local/bin'];
+  // Never the distribution's own /usr/bin or /bin (Debian's npm has prefix /usr): those belong to dpkg.
+  const npmBin = env.npm_config_prefix ? join(env.npm_config_prefix, 'bin') : undefined;
+  const meant = [join(home, '.local', 'bin'), '/usr/local/bin', ...(npmBin && npmBin !== '/usr/bin' && npmBin !== '/bin' ? [npmBin] : [])];
   for (const dir of meant) {
     if (!pathDirs.includes(dir)) continue;
     try {

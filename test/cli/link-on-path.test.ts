@@ -57,6 +57,9 @@ describe('link-on-path (npm start)', () => {
     writeFileSync(other, '#!/bin/sh\necho other\n', { mode: 0o755 });
     const r = await run({ HOME: h, PATH: `${local}:/usr/bin:/bin` });
     expect(r.stderr).toContain(`${other} (another nemoclaw-tui) comes first on PATH`);
+    // Debian's npm has prefix /usr: its bin is the distribution's, never linked into.
+    const debian = await run({ HOME: h, PATH: '/usr/bin:/bin', npm_config_prefix: '/usr' });
+    expect(debian.stderr).toContain('not on PATH');
     const skipped = await run({ HOME: h, PATH: '/usr/bin:/bin', NEMOCLAW_NO_LINK: '1' });
     expect(skipped.stderr).toBe('');
   });
