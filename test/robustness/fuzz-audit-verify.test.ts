@@ -273,7 +273,9 @@ function structural(rng: Rng, files: string[][], other: string[][]): Mutated {
       const first = recs.find((x) => x.file === file)!.seq;
       // Their file 1 is a valid chain from genesis on its own: the break is then where ours resumes.
       const next = recs.find((x) => x.file === file + 1)?.seq ?? first;
-      return { files: f.map(join1), expect: { broken: file === 0 ? [first, next] : [first], why: `file ${file + 1} replaced by the other log's` } };
+      // ...or named as the seq their file should have gone on to (it may hold fewer records than ours).
+      const theirNext = seqOf(other[file]!.at(-1)!) + 1;
+      return { files: f.map(join1), expect: { broken: file === 0 ? [first, next, theirNext] : [first], why: `file ${file + 1} replaced by the other log's` } };
     }
     case 10: {
       // Another log's files appended after ours (as the next files).
