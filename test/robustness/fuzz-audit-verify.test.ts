@@ -264,7 +264,9 @@ function structural(rng: Rng, files: string[][], other: string[][]): Mutated {
       const theirs = other.flat().find((l) => seqOf(l) === r.seq);
       if (!theirs) return structural(rng, files, other);
       f[r.file]![r.line] = theirs;
-      return { files: f.map(join1), expect: { broken: [r.seq], why: `seq ${r.seq} replaced by the other log's` } };
+      // Their record is valid in its own chain (theirs for seq 1 is a genesis record): the break may
+      // show at the record after it, whose prev_hash no longer matches.
+      return { files: f.map(join1), expect: { broken: [r.seq, r.seq + 1], why: `seq ${r.seq} replaced by the other log's` } };
     }
     case 9: {
       // Splice: a whole file of the other log in place of ours.
