@@ -15,7 +15,7 @@ import type { EventInput } from '../audit/events.js';
 import type { OverlayRule } from '../control/types.js';
 import type { ApprovalsPolicy, Endpoint, NetworkDecision, NetworkQuery } from '../policy/types.js';
 import type { Clock } from '../shared/clock.js';
-import { NemoclawError } from '../shared/errors.js';
+import { NemoclawError, previewJson } from '../shared/errors.js';
 import { listenUnixSocket } from '../shared/socket.js';
 import { WebSocketTextGate, canonicalL7Target, endpointHasL7, tlsSkipConflict, tunnelNeedsInspection, upgradeKind, websocketAccept, websocketCloseFrame } from './l7.js';
 import { ChunkedDecoder, MAX_HEAD_BYTES, firstSignificantByte, parseRequestHead, type Authority, type RequestHead } from './parser.js';
@@ -1115,9 +1115,13 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       );
       for (const [name, value] of head.headers) {
         const lower = name.toLowerCase();
-        if (HOP_BY_HOP.has(lower) || connectionNamed.has(lower) || lower === 'host') continue;
+        // Content-Length goes on as one header with one value, whatever the client sent (`5, 5`, or
+        // the same header twice, both legal when equal): an upstream that reads only the first
+        // or only the last must still frame the body exactly as we did.
+        if (HOP_BY_HOP.has(lower) || connectionNamed.has(lower) || lower === 'host' || lower === 'content-length') continue;
         headers.push(name, value);
       }
+      if (!head.chunked && head.byName.has('content-length')) headers.push('Content-Length', String(head.contentLength));
       const overTls = this.tunnel?.tls === true;
       const defaultPort = overTls ? 443 : 80;
       const hostHeader = target === 'inference' ? INFERENCE_HOST : head.port === defaultPort ? formatHost(head.host) : `${formatHost(head.host)}:${head.port}`;
@@ -1502,7 +1506,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
           emit({ kind: 'approval.decision', level: 'notice', id, pending_id: id, decision, by, latency_ms: 0, host: gone.host, port: gone.port, binary: gone.binary, waiters: 0, client_gone: true, ...scopeFields(gone, decision), ...noteField });
           return { pending: { ...gone, waiters: 0 }, decision, latency_ms: 0, waiters: 0, client_gone: true };
         }
-        throw new NemoclawError('not_found', `no pending request "${id}" (already decided, timed out, or never existed)`, {
+        throw new NemoclawError('not_found', `no pending request ${previewJson(id, 40)} (already decided, timed out, or never existed)`, {
           nextStep: 'list the current ones with `nemoclaw-tui pending`',
         });
       }

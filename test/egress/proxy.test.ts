@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createServer as createHttpServer } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -92,6 +93,43 @@ describe('egress proxy: allow and refuse', () => {
       expect(out).toContain('"error":"bad_request"');
     }
     expect(up.requests).toHaveLength(0);
+  });
+  it('sends identical duplicate Content-Length on as one header with one value (upstreams that read the first or the last agree)', async () => {
+    // RFC 9110 §8.6: a recipient may accept `Content-Length: 5, 5` or the header twice with the same
+    // value, but must then forward one value. Node's own server (llhttp) refuses duplicates.
+    const heads: string[] = [];
+    const raw = createNetServer((sock) => {
+      let buf = '';
+      sock.on('data', (c: Buffer) => {
+        buf += c.toString('latin1');
+        const end = buf.indexOf('\r\n\r\n');
+        if (end >= 0 && buf.length >= end + 4 + 5) {
+          heads.push(buf.slice(0, end + 4 + 5));
+          sock.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok');
+        }
+      });
+    });
+    await new Promise<void>((r) => raw.listen(0, '127.0.0.1', () => r()));
+    cleanups.push(() => new Promise<void>((r) => raw.close(() => r())));
+    const port = (raw.address() as { port: number }).port;
+    const { h } = await setup();
+    h.policy.rules.push({ action: 'allow', host: 'api.test', port });
+    const up = await startUpstream();
+    cleanups.push(() => up.close());
+    h.policy.rules.push({ action: 'allow', host: 'b.test', port: up.port });
+    for (const cl of ['Content-Length: 5, 5\r\n', 'Content-Length: 5\r\nContent-Length: 5\r\n']) {
+      const out = await rawExchange(h.socketPath, `POST http://api.test:${port}/x HTTP/1.1\r\nHost: api.test:${port}\r\n${cl}Connection: close\r\n\r\nhello`);
+      expect(out).toMatch(/^HTTP\/1\.1 200 /);
+      // Node's server refuses duplicates outright: it must get one clean header too.
+      const viaNode = await rawExchange(h.socketPath, `POST http://b.test:${up.port}/y HTTP/1.1\r\nHost: b.test:${up.port}\r\n${cl}Connection: close\r\n\r\nhello`);
+      expect(viaNode).toMatch(/^HTTP\/1\.1 200 /);
+    }
+    expect(heads).toHaveLength(2);
+    for (const head of heads) {
+      expect(head.match(/^content-length:.*$/gim)).toEqual(['Content-Length: 5']);
+      expect(head.endsWith('\r\n\r\nhello')).toBe(true);
+    }
+    expect(up.requests.map((r) => r.body)).toEqual(['hello', 'hello']);
   });
 });
 
@@ -232,6 +270,10 @@ describe('egress proxy: held requests and approvals', () => {
   it('refuses deciding an unknown id with a clear error', async () => {
     const { h } = await setup();
     await expect(h.proxy.decide('p-999', 'once', 'cli')).rejects.toThrow(/no pending request "p-999"/);
+    // The id comes from the client: quoted as a bounded JSON preview, control characters escaped.
+    const err = await h.proxy.decide(`p-${'x'.repeat(10_000)}\u001b[31m`, 'once', 'cli').catch((e: Error) => e);
+    expect((err as Error).message).toMatch(/^no pending request "p-x{37}… \(10014 characters\) \(already decided/);
+    expect((err as Error).message.length).toBeLessThan(200);
   });
 });
 
