@@ -26,6 +26,8 @@ export interface ControlServerOptions {
   maxBufferedBytes?: number;
   /** Largest accepted request body. */
   maxBodyBytes?: number;
+  /** How long a request body may take to arrive (default 30 s). */
+  bodyTimeoutMs?: number;
   /** Unexpected handler failures (logged by the supervisor; the request gets a 500). */
   onError?: (err: unknown) => void;
 }
@@ -70,6 +72,7 @@ export class ControlServer {
       heartbeatMs: 5_000,
       maxBufferedBytes: 4 * 1024 * 1024,
       maxBodyBytes: 4 * 1024 * 1024,
+      bodyTimeoutMs: 30_000,
       ...opts,
     };
     for (const r of opts.routes) this.router.add(r);
@@ -80,9 +83,15 @@ export class ControlServer {
         else res.destroy();
       });
     });
-    // Follow streams live for hours; only the request head has a deadline.
+    // Follow streams live for hours: the request head has a deadline, a body its own (readJsonBody),
+    // the stream none.
     this.server.requestTimeout = 0;
     this.server.headersTimeout = 10_000;
+    // A client that half-closes after its request (`socat`, `nc -N`, a script that shuts its write
+    // side) still gets the whole answer, a long backlog stream included: by default Node ends the
+    // socket on the client's FIN and cuts a response still being written. (A property of Node's
+    // http.Server, read by its FIN handler.)
+    (this.server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     this.server.on('clientError', (_err, socket) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"error":"invalid_input","message":"malformed HTTP request"}');
       else socket.destroy();
@@ -168,7 +177,7 @@ export class ControlServer {
     }
     let body: unknown;
     try {
-      body = await readJsonBody(req, this.opts.maxBodyBytes);
+      body = await readJsonBody(req, this.opts.maxBodyBytes, this.opts.bodyTimeoutMs);
     } catch (err) {
       sendError(res, err);
       return;
@@ -411,20 +420,43 @@ function jsonDepth(text: string): number {
   return max;
 }
 
-async function readJsonBody(req: IncomingMessage, maxBytes: number): Promise<unknown> {
+async function readJsonBody(req: IncomingMessage, maxBytes: number, timeoutMs: number): Promise<unknown> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req) {
-    const buf = chunk as Buffer;
-    size += buf.length;
-    if (size > maxBytes) {
-      req.resume();
-      throw new NemoclawError('invalid_input', `request body is larger than ${maxBytes} bytes (${Math.round(maxBytes / 1024)} KiB), the most this API accepts; nothing was changed`, {
-        nextStep: 'send a smaller body: a policy is at most 1 MiB (`nemoclaw-tui policy validate FILE` checks a file, `nemoclaw-tui policy set FILE` sends it)',
-        exitCode: 2,
-      });
+  // A body that stops coming (a Content-Length larger than what is sent, a stalled client) must not
+  // hold the connection and its buffers for ever: the head has a deadline, so does the body.
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    req.destroy();
+  }, timeoutMs);
+  timer.unref();
+  try {
+    for await (const chunk of req) {
+      const buf = chunk as Buffer;
+      size += buf.length;
+      if (size > maxBytes) {
+        req.resume();
+        throw new NemoclawError('invalid_input', `request body is larger than ${maxBytes} bytes (${Math.round(maxBytes / 1024)} KiB), the most this API accepts; nothing was changed`, {
+          nextStep: 'send a smaller body: a policy is at most 1 MiB (`nemoclaw-tui policy validate FILE` checks a file, `nemoclaw-tui policy set FILE` sends it)',
+          exitCode: 2,
+        });
+      }
+      chunks.push(buf);
     }
-    chunks.push(buf);
+  } catch (err) {
+    if (isNemoclawError(err)) throw err;
+    // The client went away (or took too long) mid-body: nothing was changed, and nobody is left to
+    // read an answer; say so to whoever logs it.
+    throw new NemoclawError('invalid_input', timedOut ? `request body did not arrive within ${Math.round(timeoutMs / 1000)} s (${size} bytes came); nothing was changed` : `the client closed the connection before the whole request body came (${size} bytes); nothing was changed`, {
+      nextStep: 'send the whole body promptly, with a Content-Length that matches it',
+      exitCode: 2,
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+  if (timedOut) {
+    throw new NemoclawError('invalid_input', `request body did not arrive within ${Math.round(timeoutMs / 1000)} s; nothing was changed`, { exitCode: 2 });
   }
   if (size === 0) return undefined;
   const text = Buffer.concat(chunks).toString('utf8');

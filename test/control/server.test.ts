@@ -66,7 +66,7 @@ describe('control API server and client', () => {
     },
   ];
 
-  async function startServer(opts: { maxBufferedBytes?: number } = {}): Promise<void> {
+  async function startServer(opts: { maxBufferedBytes?: number; bodyTimeoutMs?: number } = {}): Promise<void> {
     server = new ControlServer({
       socketPath,
       sandbox: 'default',
@@ -249,5 +249,51 @@ describe('control API server and client', () => {
     expect(events.length).toBeLessThan(5_000);
     // And the server still serves others.
     expect(await client.request('GET', '/v1/things/count')).toEqual({ count: 2 });
+  });
+  it('a client that half-closes after its request still gets the whole answer, a long backlog included', async () => {
+    // `socat`, `nc -N` and scripts shut their write side once the request is sent. Node's default
+    // is to end the socket on that FIN, cutting a backlog stream still being written.
+    const filler = 'y'.repeat(500);
+    for (let i = 0; i < 3_000; i++) bus.emit({ kind: 'agent.log', line: `${i} ${filler}` });
+    await until(() => bus.lastSeq() >= 3_000);
+    const data = await new Promise<string>((resolve, reject) => {
+      const sock = connect(socketPath);
+      let got = '';
+      sock.setEncoding('utf8');
+      sock.on('data', (c: string) => (got += c));
+      sock.on('end', () => resolve(got));
+      sock.on('error', reject);
+      sock.on('connect', () => sock.end('GET /v1/events?follow=0&n=100000 HTTP/1.1\r\nHost: x\r\n\r\n'));
+    });
+    expect(data).toMatch(/^HTTP\/1\.1 200 /);
+    expect(data.endsWith('0\r\n\r\n'), `the chunked answer ends (${data.length} bytes, ends ${JSON.stringify(data.slice(-60))})`).toBe(true);
+    expect(data.match(/"kind":"agent\.log"/g)).toHaveLength(3_000);
+    // And a plain JSON answer too.
+    const small = await new Promise<string>((resolve, reject) => {
+      const sock = connect(socketPath);
+      let got = '';
+      sock.setEncoding('utf8');
+      sock.on('data', (c: string) => (got += c));
+      sock.on('end', () => resolve(got));
+      sock.on('error', reject);
+      sock.on('connect', () => sock.end('GET /v1/things/count HTTP/1.1\r\nHost: x\r\n\r\n'));
+    });
+    expect(small).toMatch(/^HTTP\/1\.1 200 [\s\S]*\{"count":2\}/);
+  });
+
+  it('a request body that stops coming is dropped at its deadline; the server keeps serving', async () => {
+    await server.close();
+    await startServer({ bodyTimeoutMs: 300 });
+    const errors: unknown[] = [];
+    const sock = connect(socketPath);
+    await new Promise<void>((r) => sock.once('connect', () => r()));
+    const started = Date.now();
+    sock.write('POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a":');
+    sock.on('error', (e) => errors.push(e));
+    await new Promise<void>((r) => sock.once('close', () => r()));
+    const took = Date.now() - started;
+    expect(took).toBeGreaterThanOrEqual(250);
+    expect(took).toBeLessThan(5_000);
+    expect(await client.request('POST', '/v1/echo', { b: 1 })).toEqual({ got: { b: 1 } });
   });
 });
