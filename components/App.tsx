@@ -28,6 +28,7 @@ import type { TerminalSignals } from './terminal-signals.js';
 import { THEMES, type Theme } from './theme.js';
 import { useSupervisorFeed } from './useSupervisorFeed.js';
 import { ConfirmView, HelpView, ScrollView, TooSmallView } from './views.js';
+import { ruleRows, RulesView, ruleSummary, type RuleRow } from './RulesView.js';
 
 export interface AppProps {
   client: TuiClient;
@@ -59,7 +60,9 @@ type Mode =
   | { kind: 'help' }
   | { kind: 'confirm'; confirm: Confirm }
   | { kind: 'detail'; title: string; lines: string[]; scroll: number; held: HeldRow | undefined }
-  | { kind: 'policy'; view: PolicyView | undefined; error: string | undefined; scroll: number };
+  | { kind: 'policy'; view: PolicyView | undefined; error: string | undefined; scroll: number }
+  /** `confirm`: the rule `x` asked to remove (y removes it, n / Esc keeps it). */
+  | { kind: 'rules'; rules: RuleRow[] | undefined; error: string | undefined; cursor: number; confirm: RuleRow | undefined };
 
 const DECISION_KEYS: Record<string, { decision: ApprovalDecision; label: string }> = {
   a: { decision: 'once', label: 'approved once' },
@@ -78,7 +81,7 @@ function typed(text: string): string {
 }
 
 const PANE_HINTS: Record<PaneId, string> = {
-  network: 'a approve  s session  A always  d deny  D always-deny  ⏎ detail  / filter  p policy  ? help  q detach',
+  network: 'a approve  s session  A always  d deny  D always-deny  ⏎ detail  / filter  p policy  r rules  ? help  q detach',
   filesystem: 'j/k move  g/G newest/oldest  ⏎ detail  / filter  Tab next pane  ? help  q detach',
   meters: 'b raise budget  p policy  Tab next pane  1-5 panes  ? help  q detach',
   inference: 'j/k move  ⏎ detail  / filter  b raise budget  Tab next pane  ? help  q detach',
@@ -261,6 +264,31 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
     );
   }, [client]);
 
+  const openRules = useCallback(
+    (cursor = 0) => {
+      setMode((m) => (m.kind === 'rules' ? { ...m, confirm: undefined } : { kind: 'rules', rules: undefined, error: undefined, cursor, confirm: undefined }));
+      client.rules().then(
+        (raw) => setMode((m) => (m.kind === 'rules' ? { ...m, rules: ruleRows(raw), error: undefined } : m)),
+        (err: unknown) => setMode((m) => (m.kind === 'rules' ? { ...m, error: errorText(err) } : m)),
+      );
+    },
+    [client],
+  );
+
+  const removeRule = useCallback(
+    (rule: RuleRow) => {
+      client.removeRule(rule.id).then(
+        (what) => {
+          setFlash({ text: what, bad: false });
+          openRules();
+          refresh();
+        },
+        (err: unknown) => setFlash({ text: `could not remove ${rule.id}: ${errorText(err)}`, bad: true }),
+      );
+    },
+    [client, openRules, refresh],
+  );
+
   const openDetail = () => {
     if (focus === 'network' && selectedNetwork) {
       const raw = selectedNetwork.row.raw;
@@ -435,6 +463,27 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
         else scrollBy(mode, input, key, policyLines(mode.view).length);
         return;
       }
+      case 'rules': {
+        if (mode.confirm) {
+          const yes = !key.meta && (input === 'y' || input === 'Y' || key.return);
+          if (yes) removeRule(mode.confirm);
+          if (yes || key.escape || input === 'n' || input === 'N' || ctrlC) setMode({ ...mode, confirm: undefined });
+          return;
+        }
+        const count = mode.rules?.length ?? 0;
+        if (key.escape || input === 'q' || input === 'r') setMode({ kind: 'normal' });
+        else if (ctrlC) askDetach();
+        else if (input === 'j' || key.downArrow) setMode({ ...mode, cursor: Math.min(Math.max(0, count - 1), mode.cursor + 1) });
+        else if (input === 'k' || key.upArrow) setMode({ ...mode, cursor: Math.max(0, mode.cursor - 1) });
+        else if (input === 'g' || key.home) setMode({ ...mode, cursor: 0 });
+        else if (input === 'G' || key.end) setMode({ ...mode, cursor: Math.max(0, count - 1) });
+        else if ((input === 'x' || key.delete) && !key.meta) {
+          const rule = mode.rules?.[Math.min(mode.cursor, count - 1)];
+          if (rule) setMode({ ...mode, confirm: rule });
+          else setFlash({ text: 'no rule to remove', bad: true });
+        }
+        return;
+      }
       case 'normal':
         break;
     }
@@ -480,6 +529,7 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
     }
     if (input === '?') return setMode({ kind: 'help' });
     if (input === 'p') return openPolicy();
+    if (input === 'r') return openRules();
     if (input === 'b') return setMode({ kind: 'confirm', confirm: { kind: 'budget' } });
     if (focus === 'network' && onDecisionKey(input, selectedHeld, true)) return;
   };
@@ -558,6 +608,10 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
         ? mode.confirm.kind === 'deny'
           ? ` type a reason (optional)  ⏎ ${mode.confirm.always ? 'always deny' : 'deny'}  Esc cancel`
           : ' y confirm  n / Esc cancel'
+        : mode.kind === 'rules'
+          ? mode.confirm
+            ? ' y remove  n / Esc keep'
+            : ' x remove  j/k move  Esc back  ? help'
         : mode.kind === 'help'
           ? ' Esc / ? close help'
           : mode.kind === 'detail' || mode.kind === 'policy'
@@ -567,6 +621,24 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
   let body;
   if (mode.kind === 'help') body = <HelpView width={columns} height={bodyRows} theme={theme} />;
   else if (mode.kind === 'confirm') body = <ConfirmView width={columns} height={bodyRows} theme={theme} {...confirmText(mode.confirm, state)} />;
+  else if (mode.kind === 'rules' && mode.confirm) {
+    const r = mode.confirm;
+    body = (
+      <ConfirmView
+        width={columns}
+        height={bodyRows}
+        theme={theme}
+        title={` Remove rule ${r.id}?`}
+        lines={[
+          ` ${ruleSummary(r, now)}`,
+          ' This is a new policy revision (in the audit log).',
+          r.action === 'allow' ? ' Requests it allowed are held for approval again; open connections it let through end.' : ' Requests it denied are held for approval again.',
+        ]}
+        keys="[y] remove  [n] keep (Esc cancels)"
+      />
+    );
+  } else if (mode.kind === 'rules')
+    body = <RulesView width={columns} height={bodyRows} theme={theme} rules={mode.rules} error={mode.error} cursor={mode.cursor} now={now} />;
   else if (mode.kind === 'detail') body = <ScrollView width={columns} height={bodyRows} theme={theme} title={mode.title} lines={mode.lines} scroll={mode.scroll} />;
   else if (mode.kind === 'policy')
     body = (
@@ -626,7 +698,7 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
       ) : null}
       {body}
       <Text inverse={Boolean(flash)} color={flash ? (flash.bad ? theme.deny : theme.allow) : theme.dim} wrap="truncate">
-        {fit(flash && mode.kind === 'normal' ? ` ${flash.text}  │${footerText}` : footerText, columns)}
+        {fit(flash && (mode.kind === 'normal' || mode.kind === 'rules') ? ` ${flash.text}  │${footerText}` : footerText, columns)}
       </Text>
     </Box>
   );

@@ -47,4 +47,8 @@ export interface TuiClient {
   budget(): Promise<Record<string, unknown> | undefined>;
   /** Raise the token/cost caps; resolves to a one-line description of what changed. */
   raiseBudget(): Promise<string>;
+  /** The operator's rules (`GET /v1/rules`): id, scope, action, host, port, binary, expires_at… (read defensively). */
+  rules(): Promise<Record<string, unknown>[]>;
+  /** Remove an operator rule (a policy revision); resolves to a one-line description of what was removed. */
+  removeRule(id: string): Promise<string>;
 }

@@ -58,6 +58,17 @@ export function controlTuiClient(control: ControlClient): TuiClient {
       }
     },
 
+    async rules() {
+      const list: unknown = await control.rules();
+      return Array.isArray(list) ? (list.filter((r) => r && typeof r === 'object') as Record<string, unknown>[]) : [];
+    },
+
+    async removeRule(id: string) {
+      const r = await control.removeRule(id, 'tui');
+      const port = r.removed.port === 'any' ? '*' : String(r.removed.port);
+      return `removed ${r.removed.id} (${r.removed.action} ${r.removed.host}:${port}); policy revision ${r.revision.number}`;
+    },
+
     async raiseBudget() {
       const snapshot = (await control.budget()) as unknown as Record<string, unknown>;
       const windows = budgetReading(snapshot).windows.filter((w) => w.tokensCap !== undefined || w.costCap !== undefined);

@@ -6,6 +6,7 @@ import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type { AuditEvent, EventKind } from '../audit/events.js';
 import type { ApprovalDecision, DecideResult, PendingView } from '../egress/index.js';
 import type { PolicyRevision, RevisionAuthor } from '../policy/types.js';
+import type { RuleRemoval, RuleView } from './types.js';
 import type { BudgetCaps, BudgetScope, BudgetSnapshot } from '../inference/index.js';
 import { NemoclawError, type ErrorCode } from '../shared/errors.js';
 import { DEFAULT_SANDBOX_NAME, nameFlag, resolveHome, sandboxPaths } from '../shared/home.js';
@@ -445,6 +446,18 @@ export class ControlClient {
    */
   decide(id: string, decision: ApprovalDecision, by: 'cli' | 'tui' = 'cli', reason?: string): Promise<DecideResult> {
     return this.request<DecideResult>('POST', `/v1/pending/${encodeURIComponent(id)}`, { decision, by, ...(reason !== undefined && reason !== '' ? { reason } : {}) });
+  }
+
+  /** The operator's rules: overlay (always, time-boxed) and session ones (GET /v1/rules). */
+  async rules(): Promise<RuleView[]> {
+    const out = await this.request<{ rules: RuleView[] }>('GET', '/v1/rules');
+    return out.rules;
+  }
+
+  /** Remove an operator rule by id: a new policy revision. Throws not_found for an unknown id. */
+  removeRule(id: string, by: 'cli' | 'tui' = 'cli', reason?: string): Promise<RuleRemoval> {
+    const q = new URLSearchParams({ by, ...(reason ? { reason } : {}) });
+    return this.request<RuleRemoval>('DELETE', `/v1/rules/${encodeURIComponent(id)}?${q.toString()}`);
   }
 
   /** Ask the supervisor to stop cleanly (it flushes the audit log); returns its pid. */

@@ -18,6 +18,7 @@ import { SupervisorEventBus } from './eventbus.js';
 import { acquirePidLock, releasePidLock } from './pidfile.js';
 import { OperatorPresenceTracker } from './presence.js';
 import { ControlServer } from './server.js';
+import { rulesRoutes } from './rules-routes.js';
 import { serviceFactories, type ServiceFactory } from './services.js';
 import type { ControlRoute, PolicyStore, SupervisorContext, SupervisorOptions, SupervisorService } from './types.js';
 import { packageInfo } from '../shared/package.js';
@@ -371,6 +372,7 @@ export class Supervisor {
         },
       },
       { method: 'GET', path: '/v1/policy/history', handler: () => ({ status: 200, body: { revisions: this.policy.history() } }) },
+      ...rulesRoutes(this.policy),
       {
         method: 'POST',
         path: '/v1/shutdown',

@@ -63,6 +63,14 @@ export interface PolicyStore {
   addOverlayRule(rule: OverlayRule, author: RevisionAuthor, reason?: string): Promise<PolicyRevision>;
   /** Session-scoped allow (until the supervisor restarts); no revision, but an event. */
   addSessionAllow(rule: OverlayRule): void;
+  /** Session-scoped allow or deny (until the supervisor restarts); no revision. */
+  addSessionRule(rule: OverlayRule): void;
+  /** The operator's rules: overlay (always / time-boxed) and session ones, oldest first. */
+  rules(): RuleView[];
+  /** Remove a rule by id (a new revision, audit-logged). Throws not_found for an unknown id. */
+  removeRule(id: string, author: RevisionAuthor, reason?: string): Promise<RuleRemoval>;
+  /** Remove time-boxed rules whose time is up (a revision when any were); the store also does it on a timer. */
+  expireDue(): Promise<PolicyRevision | undefined>;
   onChange(listener: (rev: PolicyRevision, doc: PolicyDocument) => void): () => void;
   /** Canonical YAML of the effective policy. */
   effectiveYaml(): string;
@@ -70,10 +78,39 @@ export interface PolicyStore {
 
 export interface OverlayRule {
   action: 'allow' | 'deny';
+  /** A host name, IP, or `*` label glob (`*.example.com`, the chooser's "any host of the domain"). */
   host: string;
-  port: number;
+  /** `'any'`: every port of the host (the chooser's "this host, any port"). */
+  port: number | 'any';
   /** Binary path the rule is scoped to; undefined = any binary. */
   binary?: string | undefined;
+  /** ISO time after which a time-boxed rule no longer applies (it is then removed, a revision); undefined = until removed. */
+  expires_at?: string | undefined;
+}
+
+/** One operator rule as `rules list` shows it (GET /v1/rules). */
+export interface RuleView {
+  /** Stable id (`r-…` overlay, `s-…` session), derived from what the rule covers. */
+  id: string;
+  /** `overlay`: written to overlay.yaml (survives restarts); `session`: until the supervisor restarts. */
+  scope: 'overlay' | 'session';
+  action: 'allow' | 'deny';
+  host: string;
+  port: number | 'any';
+  binary: string | null;
+  expires_at: string | null;
+  /** Time left of a time-boxed rule (ms), at the time of the answer. */
+  expires_in_ms: number | null;
+  author: string | null;
+  time: string | null;
+  reason: string | null;
+  /** The network policy name it appears under in the effective policy (and in events' `rule`). */
+  policy: string;
+}
+
+export interface RuleRemoval {
+  removed: RuleView;
+  revision: PolicyRevision;
 }
 
 export interface RouteRequest {

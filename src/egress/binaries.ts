@@ -44,7 +44,8 @@ export function binaryMatters(doc: PolicyDocument, host: string, port: number): 
   if (list.length === 0) return false;
   const labels = host.toLowerCase().split('.');
   return list.some((e) => {
-    if (e.ports.size > 0 && !e.ports.has(port)) return false;
+    // Port 0 (ANY_PORT): an overlay rule for every port of the host.
+    if (e.ports.size > 0 && !e.ports.has(port) && !e.ports.has(0)) return false;
     if (!e.labels) return true;
     if (e.labels.length !== labels.length) return false;
     return e.labels.every((p, i) => (typeof p === 'string' ? p === labels[i] : p.test(labels[i] as string)));

@@ -217,6 +217,12 @@ export interface NetworkMatcher {
   readonly size: number;
 }
 
+/**
+ * The port of an endpoint that covers every port. Only the operator overlay makes one (a "this host,
+ * any port" rule, store.ts); the policy schema refuses 0, so a policy file cannot.
+ */
+export const ANY_PORT = 0;
+
 class Matcher implements NetworkMatcher {
   private readonly exact = new Map<string, Map<number, CompiledRule[]>>();
   private readonly firstWildcard = new Map<string, Map<number, CompiledRule[]>>();
@@ -264,12 +270,19 @@ class Matcher implements NetworkMatcher {
     const ctx: DecisionContext = { binary: query.binary, ancestors: query.ancestors, method, target, req: undefined };
     const state: DecisionState = { allow: undefined, refusal: undefined, deny: undefined, programMiss: undefined, requestChecks: false };
 
-    const exact = this.exact.get(host)?.get(port);
+    const exactByPort = this.exact.get(host);
+    const exact = exactByPort?.get(port);
     if (exact && this.scan(exact, ctx, state)) return state.deny!;
+    // ANY_PORT entries (an operator's "this host, any port" overlay rule) after the port's own.
+    const exactAny = exactByPort?.get(ANY_PORT);
+    if (exactAny && this.scan(exactAny, ctx, state)) return state.deny!;
     const dot = host.indexOf('.');
     const suffix = dot < 0 ? '' : host.slice(dot + 1);
-    const wild = this.firstWildcard.get(suffix)?.get(port);
+    const wildByPort = this.firstWildcard.get(suffix);
+    const wild = wildByPort?.get(port);
     if (wild && this.scan(wild, ctx, state)) return state.deny!;
+    const wildAny = wildByPort?.get(ANY_PORT);
+    if (wildAny && this.scan(wildAny, ctx, state)) return state.deny!;
     if (this.globs.size > 0) {
       const table = this.globs.get(countLabels(host));
       if (table) {
@@ -279,14 +292,14 @@ class Matcher implements NetworkMatcher {
           if (!list) continue;
           labels ??= host.split('.');
           for (const entry of list) {
-            if (entry.port !== port || !globMatches(entry.labels, labels)) continue;
+            if ((entry.port !== port && entry.port !== ANY_PORT) || !globMatches(entry.labels, labels)) continue;
             if (this.scanOne(entry.rule, ctx, state)) return state.deny!;
           }
         }
       }
     }
     for (const entry of this.others) {
-      if (entry.port !== port || (entry.host !== undefined && !entry.host.test(host))) continue;
+      if ((entry.port !== port && entry.port !== ANY_PORT) || (entry.host !== undefined && !entry.host.test(host))) continue;
       if (this.scanOne(entry.rule, ctx, state)) return state.deny!;
     }
     if (state.allow) return state.requestChecks ? { ...state.allow, inspect: true } : state.allow;

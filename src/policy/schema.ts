@@ -298,7 +298,9 @@ export const presetFileSchema = z.object({
 export const overlayRuleSchema = z.object({
   action: z.enum(['allow', 'deny']),
   host: hostSchema,
-  port: portSchema,
+  // `any`: every port of the host (the approval chooser's "this host, any port").
+  port: z.union([portSchema, z.literal('any')], { error: `${PORT}, or any` }),
+  expires_at: z.iso.datetime({ offset: true, error: 'an ISO time (when the time-boxed rule ends)' }).optional(),
   binary: binaryPathSchema.optional(),
   author: z.string().optional(),
   reason: z.string().optional(),

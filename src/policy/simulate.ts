@@ -90,7 +90,8 @@ export interface RecordedRevision {
 export interface RecordedOverlayRule {
   action: 'allow' | 'deny';
   host: string;
-  port: number;
+  /** `'any'`: every port of the host (port 0 in the merged policy, as store.ts merges it). */
+  port: number | 'any';
   binary?: string | undefined;
 }
 
@@ -512,7 +513,7 @@ function overlayPolicy(rule: RecordedOverlayRule): NetworkPolicy {
   return {
     name,
     action: rule.action,
-    endpoints: [{ host: rule.host, ports: [rule.port], rules: [], deny_rules: [], allowed_ips: [] }],
+    endpoints: [{ host: rule.host, ports: [rule.port === 'any' ? 0 : rule.port], rules: [], deny_rules: [], allowed_ips: [] }],
     binaries: [{ path: rule.binary ?? '/**' }],
   };
 }
@@ -536,7 +537,7 @@ export function overlayRulesOf(doc: PolicyDocument): RecordedOverlayRule[] {
     const ep = p.endpoints[0];
     if (!ep) continue;
     const binary = p.binaries[0]?.path;
-    for (const port of ep.ports) out.push({ action: p.action, host: ep.host, port, ...(binary && binary !== '/**' ? { binary } : {}) });
+    for (const port of ep.ports) out.push({ action: p.action, host: ep.host, port: port === 0 ? 'any' : port, ...(binary && binary !== '/**' ? { binary } : {}) });
   }
   return out;
 }

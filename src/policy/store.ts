@@ -2,14 +2,15 @@ import { appendFile, mkdir, open, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { stringify } from 'yaml';
 import type { EventInput } from '../audit/events.js';
-import type { OverlayRule, PolicyStore } from '../control/types.js';
+import { createHash } from 'node:crypto';
+import type { OverlayRule, PolicyStore, RuleRemoval, RuleView } from '../control/types.js';
 import { systemClock, type Clock } from '../shared/clock.js';
 import { NemoclawError } from '../shared/errors.js';
 import { writeFileAtomic } from '../shared/fs.js';
 import type { SandboxPaths } from '../shared/home.js';
 import { canonicalPolicyYaml, sha256Hex, stableJson } from './canonical.js';
 import { unifiedDiff } from './diff.js';
-import { compileNetworkMatcher, type NetworkMatcher } from './matcher.js';
+import { ANY_PORT, compileNetworkMatcher, type NetworkMatcher } from './matcher.js';
 import { isValidHostPattern, normalizeHost } from './net.js';
 import { parsePolicy, policyInvalid, validateYaml, type ParsedPolicy, type PolicyIssue } from './parse.js';
 import { overlayFileSchema, type OverlayFileRule } from './schema.js';
@@ -57,15 +58,34 @@ async function readOptional(path: string): Promise<string | undefined> {
   }
 }
 
+/** The policy name of an overlay rule; a time-boxed one says until when (seen in `policy` and in events' `rule`). */
 function overlayPolicyName(rule: OverlayRule): string {
-  return `overlay:${rule.action}:${rule.host}:${rule.port}${rule.binary ? `@${rule.binary}` : ''}`;
+  return `overlay:${rule.action}:${rule.host}:${rule.port}${rule.binary ? `@${rule.binary}` : ''}${rule.expires_at ? ` until ${rule.expires_at}` : ''}`;
+}
+
+function sessionPolicyName(rule: OverlayRule): string {
+  return `session:${rule.action}:${rule.host}:${rule.port}${rule.binary ? `@${rule.binary}` : ''}`;
+}
+
+/**
+ * A rule's id: derived from what it covers (host, port, binary), which is also what makes two rules
+ * the same (sameTarget), so it is stable across restarts without being stored in overlay.yaml.
+ */
+export function ruleId(scope: 'overlay' | 'session', rule: Pick<OverlayRule, 'host' | 'port' | 'binary'>): string {
+  const h = createHash('sha256').update(`${rule.host}\n${String(rule.port)}\n${rule.binary ?? ''}`).digest('hex');
+  return `${scope === 'overlay' ? 'r' : 's'}-${h.slice(0, 8)}`;
+}
+
+/** Whether a time-boxed rule's time is up at `now` (ms). */
+function expiredAt(rule: OverlayRule, now: number): boolean {
+  return rule.expires_at !== undefined && Date.parse(rule.expires_at) <= now;
 }
 
 function ruleToPolicy(name: string, rule: OverlayRule): NetworkPolicy {
   return {
     name,
     action: rule.action,
-    endpoints: [{ host: rule.host, ports: [rule.port], rules: [], deny_rules: [], allowed_ips: [] }],
+    endpoints: [{ host: rule.host, ports: [rule.port === 'any' ? ANY_PORT : rule.port], rules: [], deny_rules: [], allowed_ips: [] }],
     // No binary recorded: the rule covers every program (`/**`); an allow policy without
     // `binaries` would cover none.
     binaries: [{ path: rule.binary ?? '/**' }],
@@ -80,8 +100,9 @@ function validateRule(rule: OverlayRule): OverlayRule {
   const problems: string[] = [];
   if (rule.action !== 'allow' && rule.action !== 'deny') problems.push('action must be allow or deny');
   if (typeof rule.host !== 'string' || !isValidHostPattern(rule.host)) problems.push(`host "${String(rule.host)}" is not a host name, IP or *-glob`);
-  if (!Number.isInteger(rule.port) || rule.port < 1 || rule.port > 65535) problems.push(`port ${String(rule.port)} is not 1-65535`);
+  if (rule.port !== 'any' && (!Number.isInteger(rule.port) || rule.port < 1 || rule.port > 65535)) problems.push(`port ${String(rule.port)} is not 1-65535 (or any)`);
   if (rule.binary !== undefined && (typeof rule.binary !== 'string' || !rule.binary.startsWith('/'))) problems.push('binary must be an absolute path');
+  if (rule.expires_at !== undefined && (typeof rule.expires_at !== 'string' || !Number.isFinite(Date.parse(rule.expires_at)))) problems.push('expires_at must be an ISO time');
   if (problems.length > 0) {
     throw new NemoclawError('invalid_input', `invalid overlay rule: ${problems.join('; ')}`, {
       nextStep: 'give a host name and a port from 1 to 65535 (and optionally an absolute binary path)',
@@ -90,13 +111,17 @@ function validateRule(rule: OverlayRule): OverlayRule {
   }
   const out: OverlayRule = { action: rule.action, host: normalizeHost(rule.host), port: rule.port };
   if (rule.binary !== undefined) out.binary = rule.binary;
+  if (rule.expires_at !== undefined) out.expires_at = new Date(Date.parse(rule.expires_at)).toISOString();
   return out;
 }
 
 class FilePolicyStore implements PolicyStore {
   private base!: ParsedPolicy;
   private overlay: OverlayFileRule[] = [];
-  private readonly session: OverlayRule[] = [];
+  private readonly session: Array<OverlayRule & { time: string }> = [];
+  /** When the next time-boxed rule ends (ms), while one is in the overlay; its timer. */
+  private nextExpiry: number | undefined;
+  private expiryTimer: NodeJS.Timeout | undefined;
   private effective!: PolicyDocument;
   private effectiveText = '';
   private matcher!: NetworkMatcher;
@@ -144,6 +169,13 @@ class FilePolicyStore implements PolicyStore {
   }
 
   decideNetwork(query: NetworkQuery): NetworkDecision {
+    if (this.nextExpiry !== undefined && this.opts.clock.now() >= this.nextExpiry) {
+      // A time-boxed rule's time is up but its timer has not run yet (a busy loop, a suspended
+      // process): it stops applying now, not when the revision that removes it is written.
+      this.nextExpiry = undefined;
+      this.matcher = compileNetworkMatcher(this.withSession(this.buildEffective()));
+      void this.expireDue().catch(() => undefined);
+    }
     return this.matcher.decide(query);
   }
 
@@ -194,7 +226,7 @@ class FilePolicyStore implements PolicyStore {
       if (reason !== undefined) entry.reason = reason;
       this.overlay = [...previous.filter((r) => !sameTarget(r, rule)), entry];
       try {
-        const why = reason ?? `always ${rule.action} ${rule.host}:${rule.port}${rule.binary ? ` for ${rule.binary}` : ''}`;
+        const why = reason ?? `${rule.expires_at ? `${rule.action} until ${rule.expires_at}` : `always ${rule.action}`} ${rule.host}:${rule.port}${rule.binary ? ` for ${rule.binary}` : ''}`;
         const rev = await this.commit(author, why, false, () => this.saveOverlay());
         return rev ?? this.revision();
       } catch (err) {
@@ -205,10 +237,112 @@ class FilePolicyStore implements PolicyStore {
   }
 
   addSessionAllow(input: OverlayRule): void {
-    const rule = validateRule({ ...input, action: 'allow' });
-    if (this.session.some((r) => sameTarget(r, rule))) return;
-    this.session.push(rule);
+    this.addSessionRule({ ...input, action: 'allow' });
+  }
+
+  addSessionRule(input: OverlayRule): void {
+    const { expires_at: _e, ...rest } = input;
+    const rule = validateRule(rest);
+    const i = this.session.findIndex((r) => sameTarget(r, rule));
+    if (i >= 0 && this.session[i]!.action === rule.action) return;
+    // The later decision for the same target replaces the earlier one (as in the overlay).
+    if (i >= 0) this.session.splice(i, 1);
+    this.session.push({ ...rule, time: new Date(this.opts.clock.now()).toISOString() });
     this.matcher = compileNetworkMatcher(this.withSession(this.effective));
+  }
+
+  rules(): RuleView[] {
+    const now = this.opts.clock.now();
+    const view = (scope: 'overlay' | 'session', r: OverlayRule & { author?: string; time?: string; reason?: string }): RuleView => {
+      const until = r.expires_at === undefined ? undefined : Date.parse(r.expires_at);
+      return {
+        id: ruleId(scope, r),
+        scope,
+        action: r.action,
+        host: r.host,
+        port: r.port,
+        binary: r.binary ?? null,
+        expires_at: r.expires_at ?? null,
+        expires_in_ms: until === undefined ? null : Math.max(0, until - now),
+        author: r.author ?? (scope === 'session' ? 'approval' : null),
+        time: r.time ?? null,
+        reason: r.reason ?? null,
+        policy: scope === 'overlay' ? overlayPolicyName(r) : sessionPolicyName(r),
+      };
+    };
+    return [...this.overlay.filter((r) => !expiredAt(r, now)).map((r) => view('overlay', r)), ...this.session.map((r) => view('session', r))];
+  }
+
+  removeRule(id: string, author: RevisionAuthor, reason?: string): Promise<RuleRemoval> {
+    return this.serial(async () => {
+      const found = this.rules().find((r) => r.id === id);
+      if (!found) {
+        throw new NemoclawError('not_found', `no operator rule ${JSON.stringify(id.slice(0, 40))} (removed already, expired, or never existed)`, {
+          nextStep: 'list the rules with `nemoclaw-tui rules list`',
+          exitCode: 2,
+        });
+      }
+      const what = `${found.action} ${found.host}:${String(found.port)}${found.binary ? ` for ${found.binary}` : ' for any binary'}`;
+      const why = `removed ${found.scope} rule ${id} (${what})${reason ? `: ${reason}` : ''}`;
+      if (found.scope === 'session') {
+        const i = this.session.findIndex((r) => ruleId('session', r) === id);
+        const [gone] = this.session.splice(i, 1);
+        try {
+          // Session rules are not part of the effective policy, so the revision is recorded even
+          // though its sha256 does not change: the removal must be in the audit log all the same.
+          const rev = await this.commit(author, why, true);
+          return { removed: found, revision: rev ?? this.revision() };
+        } catch (err) {
+          this.session.splice(i, 0, gone!);
+          throw err;
+        }
+      }
+      const previous = this.overlay;
+      this.overlay = previous.filter((r) => ruleId('overlay', r) !== id);
+      try {
+        const rev = await this.commit(author, why, false, () => this.saveOverlay());
+        return { removed: found, revision: rev ?? this.revision() };
+      } catch (err) {
+        this.overlay = previous;
+        throw err;
+      }
+    });
+  }
+
+  expireDue(): Promise<PolicyRevision | undefined> {
+    return this.serial(async () => {
+      const now = this.opts.clock.now();
+      const due = this.overlay.filter((r) => expiredAt(r, now));
+      if (due.length === 0) {
+        this.armExpiry();
+        return undefined;
+      }
+      const previous = this.overlay;
+      this.overlay = previous.filter((r) => !expiredAt(r, now));
+      const names = due.map((r) => `${ruleId('overlay', r)} ${r.action} ${r.host}:${String(r.port)}${r.binary ? ` for ${r.binary}` : ''}`);
+      try {
+        // always: a rule that ended before a restart was never in this run's effective policy, but
+        // its end still belongs in the log (and overlay.yaml is rewritten without it).
+        return await this.commit('expiry', `time-boxed rule${due.length === 1 ? '' : 's'} ended: ${names.join('; ')}`, true, () => this.saveOverlay());
+      } catch (err) {
+        this.overlay = previous;
+        this.armExpiry();
+        throw err;
+      }
+    });
+  }
+
+  /** Time the next expiry (a timer that does not keep the process alive). */
+  private armExpiry(): void {
+    if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
+    const times = this.overlay.filter((r) => r.expires_at !== undefined).map((r) => Date.parse(r.expires_at!));
+    this.nextExpiry = times.length > 0 ? Math.min(...times) : undefined;
+    if (this.nextExpiry === undefined) return;
+    // setTimeout takes at most 2^31-1 ms; a later expiry re-arms when this one fires.
+    const wait = Math.min(Math.max(0, this.nextExpiry - this.opts.clock.now()), 0x7fffffff);
+    this.expiryTimer = setTimeout(() => void this.expireDue().catch(() => undefined), wait);
+    this.expiryTimer.unref?.();
   }
 
   onChange(listener: (rev: PolicyRevision, doc: PolicyDocument) => void): () => void {
@@ -224,7 +358,9 @@ class FilePolicyStore implements PolicyStore {
 
   private buildEffective(): PolicyDocument {
     const policies: Record<string, NetworkPolicy> = { ...this.base.doc.network_policies };
+    const now = this.opts.clock.now();
     for (const rule of this.overlay) {
+      if (expiredAt(rule, now)) continue;
       const name = overlayPolicyName(rule);
       policies[name] = ruleToPolicy(name, rule);
     }
@@ -235,7 +371,7 @@ class FilePolicyStore implements PolicyStore {
     if (this.session.length === 0) return doc;
     const policies = { ...doc.network_policies };
     for (const rule of this.session) {
-      const name = `session:allow:${rule.host}:${rule.port}${rule.binary ? `@${rule.binary}` : ''}`;
+      const name = sessionPolicyName(rule);
       policies[name] = ruleToPolicy(name, rule);
     }
     return { ...doc, network_policies: policies };
@@ -281,6 +417,7 @@ class FilePolicyStore implements PolicyStore {
     this.lastYaml = text;
     this.revisions.push(rev);
     this.forgetOldDiffs(this.revisions.length - DIFFS_KEPT_IN_MEMORY - 1);
+    this.armExpiry();
     this.opts.emit({ kind: 'policy.revision', level: 'notice', number, sha256, author, diff, reason, time: rev.time });
     for (const listener of this.listeners) {
       try {

@@ -149,7 +149,8 @@ export interface NetworkDecision {
   inspect?: boolean;
 }
 
-export type RevisionAuthor = 'cli' | 'tui' | 'approval' | 'startup' | 'onboard';
+/** `expiry`: the store removing a time-boxed operator rule whose time was up. */
+export type RevisionAuthor = 'cli' | 'tui' | 'approval' | 'startup' | 'onboard' | 'expiry';
 
 export interface PolicyRevision {
   number: number;

@@ -68,6 +68,8 @@ export class FakeClient implements TuiClient {
   pendingList: Record<string, unknown>[] = [];
   statusValue: Record<string, unknown> = { name: 'demo', state: 'running', policy: { revision: 3 }, started_at: '2026-11-22T08:59:00.000Z' };
   budgetRaises = 0;
+  rulesList: Record<string, unknown>[] = [];
+  removedRules: string[] = [];
   policyView: PolicyView = {
     revision: 4,
     yaml: 'version: 1\nnetwork_policies:\n  github:\n    binaries: [{ path: "/**" }]\n    endpoints:\n      - host: github.com\n        port: 443',
@@ -102,6 +104,14 @@ export class FakeClient implements TuiClient {
   }
   async budget() {
     return undefined;
+  }
+  async rules() {
+    return this.rulesList;
+  }
+  async removeRule(id: string) {
+    this.removedRules.push(id);
+    this.rulesList = this.rulesList.filter((r) => r.id !== id);
+    return `removed ${id}`;
   }
   async raiseBudget() {
     this.budgetRaises++;
