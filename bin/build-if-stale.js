@@ -34,6 +34,10 @@ function stale() {
   return inputs.some((p) => newest(join(root, p)) > built);
 }
 
+// The sandbox's native helper (Landlock) first: it has its own staleness check (its source's mtime),
+// and without a C compiler it says so and the build goes on.
+const native = spawnSync(process.execPath, [join(root, 'bin', 'build-native.js')], { stdio: 'inherit' });
+if (native.status !== 0) process.exit(native.status ?? 1);
 if (!stale()) process.exit(0);
 const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
 process.stderr.write('nemoclaw-tui: sources changed since the last build; building (tsc)…\n');
