@@ -6,6 +6,7 @@ export const EVENT_KINDS = [
   'net.request',
   'net.held',
   'net.decision',
+  'net.dns',
   'fs.violation',
   'inference.route',
   'inference.done',
@@ -25,7 +26,7 @@ export type EventLevel = 'debug' | 'info' | 'notice' | 'warn' | 'error';
 
 /**
  * OCSF class ids, so the log can be shipped to a SIEM as-is.
- * 4001 Network Activity, 4002 HTTP Activity, 1001 File System Activity, 1007 Process Activity,
+ * 4001 Network Activity, 4002 HTTP Activity, 4003 DNS Activity, 1001 File System Activity, 1007 Process Activity,
  * 6003 API Activity, 5019 Device Config State Change / 5001 Device Inventory Info for samples,
  * 6002 Application Lifecycle, 3003 Authorization (approvals), 2004 Detection Finding (budget).
  */
@@ -33,6 +34,7 @@ export const OCSF_CLASS: Record<EventKind, number> = {
   'net.request': 4002,
   'net.held': 4002,
   'net.decision': 4001,
+  'net.dns': 4003,
   'fs.violation': 1001,
   'inference.route': 6003,
   'inference.done': 6003,

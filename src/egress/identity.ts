@@ -63,8 +63,13 @@ function pidsInNetns(ns: string): number[] {
 export interface IdentifyTarget {
   /** A process inside the sandbox's network namespace (its /proc/PID/net shows that netns). */
   rootPid: number;
-  /** The port the sandbox connects to inside the netns (3128). */
+  /** The port the sandbox connects to inside the netns (3128; for an intercepted connection, its original port). */
   relayPort: number;
+  /**
+   * The address the client's socket is connected to, when it is not our listener's: an intercepted
+   * connection's socket still names its original destination (NAT does not change the socket).
+   */
+  serverIp?: string;
   /** Processes that may own the client socket; default: every process in that netns. */
   candidatePids?: () => number[] | Promise<number[]>;
 }
@@ -168,7 +173,7 @@ export function createBinaryIdentifier(targetOf: (socket: Socket) => IdentifyTar
     const t = targetOf(socket);
     const { remoteAddress: ip, remotePort: port, localAddress: serverIp } = socket;
     if (!t || ip === undefined || port === undefined || serverIp === undefined) return undefined;
-    return lookup(t, { ip, port, serverIp });
+    return lookup(t, { ip, port, serverIp: t.serverIp ?? serverIp });
   };
   return {
     holders,

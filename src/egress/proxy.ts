@@ -22,6 +22,7 @@ import { ChunkedDecoder, MAX_HEAD_BYTES, firstSignificantByte, parseRequestHead,
 import { cleanDecisionReason, PendingQueue, type ApprovalDecision, type DecidedBy, type HoldOutcome, type PendingView } from './pending.js';
 import { canonicalHost, guardDestination, systemResolver, type Resolver } from './ssrf.js';
 import { binaryOfHolders, compareHolders, type SocketHolders } from './identity.js';
+import type { TransparentTarget } from './transparent.js';
 
 export const INFERENCE_HOST = 'inference.local';
 
@@ -125,7 +126,7 @@ export interface EgressProxy {
    * network namespace): same handling as `listen`. `onAccept` sees each socket first. Returns a
    * function that stops accepting there (open connections stay until they end or close()).
    */
-  adopt(listener: Server, opts?: { onAccept?: (socket: Socket) => void }): () => Promise<void>;
+  adopt(listener: Server, opts?: { onAccept?: (socket: Socket) => void; transparent?: (socket: Socket) => Promise<TransparentTarget | undefined> }): () => Promise<void>;
   /** TCP port when listening on TCP. */
   port(): number | undefined;
   close(): Promise<void>;
@@ -549,6 +550,12 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     withdrawHold: (() => void) | undefined;
     /** The holders of the client connection when it was identified (opts.holders). */
     holdersValue: SocketHolders | undefined;
+    /**
+     * Set for a connection that did not ask for a proxy (transparent interception): it is handled
+     * as a CONNECT to this target, without the proxy's own HTTP answers (no 200 Connection
+     * Established; a refusal closes it, or is a 403 when the client spoke HTTP).
+     */
+    transparent: TransparentTarget | undefined;
 
     /** Where requests are read and answers written: the accepted socket, or the TLS layer over it. */
     socket: Socket;
@@ -681,6 +688,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
 
     /** Emit an event of this connection with its binary filled in; waits (in order) for the lookup. */
     emitConn(e: EventInput): void {
+      if (this.transparent) e = { ...e, ...this.transparent.fields };
       if (!opts.identify && !opts.holders) return emit(e);
       const send = (): void => emit(e.binary == null && this.binaryValue !== undefined ? { ...e, binary: this.binaryValue } : e);
       if (this.binaryKnown && !this.eventTail) return send();
@@ -764,7 +772,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       // Identity only delays the request when a rule's binaries[] could decide it.
       const needed = (opts.identify !== undefined || opts.holders !== undefined) && (opts.binaryMatters?.(host, head.port) ?? true);
       const binary = needed ? await this.identify() : this.binaryKnown ? this.binaryValue : (this.identify(), undefined);
-      const summary = head.method === 'CONNECT' ? `CONNECT ${host}:${head.port}` : `${head.method} ${head.path}`;
+      const summary = this.transparent ? this.transparent.summary : head.method === 'CONNECT' ? `CONNECT ${host}:${head.port}` : `${head.method} ${head.path}`;
       this.emitConn({ kind: 'net.request', level: 'info', id: reqId, method: head.method, host, port: head.port, path: head.method === 'CONNECT' ? null : head.path, binary: binary ?? null });
       const prev = this.admission;
       if (prev && prev.host === host && prev.port === head.port && prev.generation === generation && prev.binary === binary) {
@@ -801,10 +809,10 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       const host = canonicalHost(head.host);
       const admission = await this.admitFor(head, reqId, t0);
       if (this.closed) return;
-      if (isRefusal(admission)) return writeRefusal(this.socket, admission);
+      if (isRefusal(admission)) return this.refuseConnect(admission);
       if (admission === 'inference') {
         if (head.port === 443) return this.inspectTunnel(admission, { host, port: head.port });
-        this.socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        this.established();
         this.tunnel = { authority: { host, port: head.port }, admission };
         return this.done();
       }
@@ -816,12 +824,12 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         const detail = `${host}:${head.port} has tls: skip and L7 rules (protocol/rules/access/deny_rules), which cannot be checked in a raw tunnel; CONNECT refused (remove tls: skip to have the rules checked, or the L7 fields for a raw L4 tunnel)`;
         counters.denied++;
         this.emitConn({ kind: 'net.decision', level: 'warn', id: reqId, action: 'deny', error: 'policy_denied', reason: detail, host, port: head.port, binary: admission.binary ?? null, rule: admission.rule ?? null, tls_skip: true });
-        return writeRefusal(this.socket, { code: 'policy_denied', detail, host, port: head.port, binary: admission.binary, rule: admission.rule });
+        return this.refuseConnect({ code: 'policy_denied', detail, host, port: head.port, binary: admission.binary, rule: admission.rule });
       }
       if (tunnelNeedsInspection(admission.endpoint) || admission.inspect) return this.inspectTunnel(admission, { host, port: head.port });
       const unrecorded = await this.writeAhead();
       if (this.closed) return;
-      if (unrecorded) return writeRefusal(this.socket, { code: 'audit_unavailable', detail: unrecorded, host, port: head.port, binary: admission.binary, rule: admission.rule });
+      if (unrecorded) return this.refuseConnect({ code: 'audit_unavailable', detail: unrecorded, host, port: head.port, binary: admission.binary, rule: admission.rule });
       // highWaterMark is passed on to the socket's Duplex (not in the connect options' types).
       const streamOpts = { highWaterMark: TUNNEL_HIGH_WATER_MARK };
       const upstream = netConnect({ host: admission.address, port: admission.port, family: admission.family, ...streamOpts });
@@ -829,7 +837,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       const timer = setTimeout(() => upstream.destroy(new Error(`connect to ${admission.address}:${admission.port} timed out`)), connectTimeoutMs);
       upstream.once('error', (err) => {
         clearTimeout(timer);
-        if (!this.rawTunnel) writeJson(this.socket, 502, 'Bad Gateway', JSON.stringify({ error: 'upstream_unreachable', detail: err.message, host, port: head.port }), {}, false);
+        if (!this.rawTunnel && !this.transparent) writeJson(this.socket, 502, 'Bad Gateway', JSON.stringify({ error: 'upstream_unreachable', detail: err.message, host, port: head.port }), {}, false);
         else this.close();
       });
       upstream.once('connect', () => {
@@ -844,9 +852,39 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
           // A clean upstream end was piped to the client (socket.end()); let that flush.
           this.close(true);
         });
-        this.socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        this.established();
         this.classifyTunnel(admission, { host, port: head.port });
       });
+    }
+
+    /** The tunnel is open: a proxy client is told so; an intercepted one never asked. */
+    established(): void {
+      if (!this.transparent) this.socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+    }
+
+    /**
+     * A refused CONNECT: the JSON 403. An intercepted connection gets it only when it spoke HTTP
+     * (then the client can show it); TLS or another protocol is closed (a 403 would be garbage there).
+     */
+    refuseConnect(r: Refusal): void {
+      if (!this.transparent) return writeRefusal(this.socket, r);
+      const first = firstSignificantByte(this.buf);
+      const b = first >= 0 ? this.buf[first] : undefined;
+      if (b !== undefined && b >= 0x41 && b <= 0x5a) return writeRefusal(this.socket, r);
+      this.close();
+    }
+
+    /** Start an intercepted connection: the same path as `CONNECT host:port` from a proxy client. */
+    startTransparent(t: TransparentTarget): void {
+      this.transparent = t;
+      if (t.initial && t.initial.length > 0) this.buf = t.initial;
+      const authority = `${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`;
+      const parsed = parseRequestHead(Buffer.from(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`, 'latin1'));
+      if (parsed.kind !== 'ok') return this.close();
+      this.busy = true;
+      this.socket.setTimeout(0);
+      this.socket.pause();
+      this.handleConnect(parsed.head).catch(() => this.close());
     }
 
     /**
@@ -924,7 +962,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
      * closed, since the per-request rules could not be applied to it.
      */
     inspectTunnel(admission: Admission | 'inference', authority: Authority): void {
-      this.socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      this.established();
       const classify = (): void => {
         this.awaitingTunnelBytes = false;
         // Empty lines before a request-line: look at what follows (the parser skips them too).
@@ -1427,18 +1465,26 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     return host.includes(':') ? `[${host}]` : host;
   }
 
-  function onConnection(socket: Socket): void {
+  function onConnection(socket: Socket, transparent?: TransparentTarget): void {
     counters.connections++;
     counters.open_connections++;
-    connections.add(new ClientConnection(socket));
+    const c = new ClientConnection(socket);
+    connections.add(c);
+    if (transparent) c.startTransparent(transparent);
   }
 
   // allowHalfOpen: a client may send its request and FIN at once (`printf ... | nc -U`); the
   // answer is still written, then the connection closed (ClientConnection.onClientEnd).
-  const newServer = (onAccept?: (socket: Socket) => void): Server => {
+  const newServer = (onAccept?: (socket: Socket) => void, transparent?: (socket: Socket) => Promise<TransparentTarget | undefined>): Server => {
     const s = createServer({ noDelay: true, allowHalfOpen: true, highWaterMark: TUNNEL_HIGH_WATER_MARK }, (socket) => {
       onAccept?.(socket);
-      onConnection(socket);
+      if (!transparent) return onConnection(socket);
+      // Intercepted: find where it was going (and under which name) before the usual path.
+      socket.on('error', () => socket.destroy());
+      transparent(socket).then(
+        (t) => (t && !socket.destroyed ? onConnection(socket, t) : socket.destroy()),
+        () => socket.destroy(),
+      );
     });
     s.maxConnections = 20_000;
     return s;
@@ -1448,7 +1494,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
 
   return {
     adopt(listener, adoptOpts) {
-      const s = newServer(adoptOpts?.onAccept);
+      const s = newServer(adoptOpts?.onAccept, adoptOpts?.transparent);
       // Accept errors (EMFILE…) must not kill the supervisor; the listener stays.
       s.on('error', () => undefined);
       // listen(handle): our server takes over the listening socket the other one holds.

@@ -4,6 +4,7 @@
  * `POST /v1/pending/:id` on the control API.
  */
 import type { ControlRoute, SupervisorContext, SupervisorService } from '../control/types.js';
+import type { EventInput } from '../audit/events.js';
 import { NemoclawError, previewJson } from '../shared/errors.js';
 import { ensurePrivateDir } from '../shared/home.js';
 import { createBinaryIdentifier, type IdentifyTarget } from './identity.js';
@@ -16,6 +17,9 @@ import { binaryMatters } from './binaries.js';
 import { loadOrCreateSandboxCa, type SandboxCa, type SandboxTrustBundle } from './tls.js';
 import { APPROVAL_DECISIONS, cleanDecisionReason, MAX_DECISION_REASON_CHARS, type ApprovalDecision } from './pending.js';
 import type { Resolver } from './ssrf.js';
+import { FakeDnsPool, serveDns } from './dns.js';
+import { resolveTransparentTarget, serveUdpSink } from './transparent.js';
+import type { TransparentSockets } from '../sandbox/transparent.js';
 
 export const EGRESS_SERVICE_NAME = 'egress';
 
@@ -55,6 +59,12 @@ export interface EgressService extends SupervisorService {
    * Returns the function that stops it (the sandbox's cleanup calls it).
    */
   attachSandboxListener(listener: Server, target: { rootPid: number; port: number }): () => Promise<void>;
+  /**
+   * Transparent interception of a sandbox (sandbox/transparent.ts): accept its redirected TCP on
+   * the proxy (same decisions and holds as proxied requests), answer its DNS from the fake pool
+   * (every lookup a `net.dns` event), record and drop its other UDP. Returns the function that stops it.
+   */
+  attachTransparent(sockets: TransparentSockets, target: { rootPid: number }): () => Promise<void>;
 }
 
 /** Exact host names of endpoints whose CONNECT tunnels are decrypted: their leaves are minted ahead. */
@@ -89,6 +99,8 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
   let caError: string | undefined;
   /** Which sandbox's listener accepted a socket: the netns its identity is looked up in. */
   const socketTargets = new WeakMap<Socket, IdentifyTarget>();
+  /** Names the sandbox looked up ↔ the pool addresses it was given (shared by its sandboxes). */
+  const dnsPool = new FakeDnsPool();
 
   const requireProxy = (): EgressProxy => {
     if (!proxy) throw new NemoclawError('not_running', 'the egress proxy is not running', { nextStep: 'check `nemoclaw-tui status`' });
@@ -144,6 +156,31 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
     attachSandboxListener(listener, target) {
       const t: IdentifyTarget = { rootPid: target.rootPid, relayPort: target.port };
       return requireProxy().adopt(listener, { onAccept: (socket) => socketTargets.set(socket, t) });
+    },
+    attachTransparent(sockets, target) {
+      const p = requireProxy();
+      const emit = (e: EventInput): void => void ctxRef?.events.emit(e);
+      const stops: Array<() => Promise<void> | void> = [];
+      for (const listener of [sockets.tcp4, sockets.tcp6]) {
+        if (!listener) continue;
+        stops.push(
+          p.adopt(listener, {
+            transparent: (socket) =>
+              resolveTransparentTarget(socket, {
+                rootPid: target.rootPid,
+                pool: dnsPool,
+                emit,
+                // The client's socket still names the original destination: identity matches on it.
+                onOriginal: (s, dst) => socketTargets.set(s, { rootPid: target.rootPid, relayPort: dst.port, serverIp: dst.ip }),
+              }),
+          }),
+        );
+      }
+      stops.push(serveDns({ udp: sockets.dnsUdp, tcp: sockets.dnsTcp }, { pool: dnsPool, emit }));
+      stops.push(serveUdpSink([sockets.udpSink4, ...(sockets.udpSink6 ? [sockets.udpSink6] : [])], { rootPid: target.rootPid, pool: dnsPool, emit }));
+      return async () => {
+        for (const s of stops) await s();
+      };
     },
     async start(ctx) {
       ctxRef = ctx;

@@ -105,6 +105,14 @@ const HEADS: Partial<Record<string, (e: AuditEvent, paint: Paint) => Head>> = {
     const to = target(e, used);
     return { text: `${paint('yellow', 'HELD')} ${bin} -> ${to} (awaiting approval)`, used };
   },
+  'net.dns': (e, paint) => {
+    const used: string[] = [];
+    const name = pick(e, used, 'name') ?? '?';
+    const qtype = pick(e, used, 'qtype') ?? '?';
+    const rcode = pick(e, used, 'rcode') ?? '?';
+    const answer = pick(e, used, 'answer');
+    return { text: `${paint('cyan', 'DNS')} ${qtype} ${name} -> ${answer ?? (rcode === 'NOERROR' ? 'no records' : rcode)}`, used: [...used, 'rcode'] };
+  },
   'approval.decision': (e, paint) => {
     const used: string[] = [];
     const verdict = (pick(e, used, 'decision', 'verdict', 'action') ?? '?').toUpperCase();

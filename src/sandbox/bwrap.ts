@@ -27,6 +27,7 @@ import {
 import { createReadStream } from 'node:fs';
 import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
 import { listenInNetns } from './netns-listener.js';
+import { interceptOrFallback, loopbackOnly, type NetworkInterception, type TransparentSockets } from './transparent.js';
 import { createInterface } from 'node:readline';
 import { dirname, join, posix } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -100,6 +101,14 @@ export interface SandboxLaunch {
    * each connection is relayed to `proxySocket` in this process.
    */
   attachEgress?: (listener: Server, target: { rootPid: number; port: number }) => () => Promise<void>;
+  /**
+   * Root (bridge-outside): every other TCP connect, DNS lookup and UDP datagram of the sandbox is
+   * redirected to sockets handed to this (transparent.ts); without it, or when nft or the kernel
+   * does not allow it, the sandbox stays loopback-only (`network` on the instance says which).
+   */
+  attachTransparent?: (sockets: TransparentSockets, target: { rootPid: number }) => () => Promise<void>;
+  /** Path of `nft` (default: found in the usual bin dirs; tests inject a missing one). */
+  nftBinary?: string;
   filesystem: FilesystemPolicy;
   process: ProcessPolicy;
   /** Host Node binary bound at /opt/nemoclaw/node/bin/node (skipped when a bind covers that path). */
@@ -159,6 +168,8 @@ export interface RunningSandbox extends SandboxInstanceInfo {
   startupMs: number;
   /** Something the caller should tell the user (e.g. why a join fell back to a fresh sandbox). */
   note?: string;
+  /** Transparent interception or loopback-only (undefined for a sandbox joining another's netns). */
+  network?: NetworkInterception;
   wait(): Promise<ExitStatus>;
   kill(signal?: NodeJS.Signals): void;
 }
@@ -811,6 +822,7 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
   cgroup?.addPid(childPid);
 
   // A joined sandbox uses the listener already there in the namespace it shares.
+  let network: NetworkInterception | undefined;
   if (netMode === 'bridge-outside' && !spec.joinNetns) {
     let listener: Server;
     try {
@@ -828,6 +840,19 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
       const stop = relayToUnixSocket(listener, spec.proxySocket);
       cleanups.push(stop);
     }
+    // Before the command runs: its first connect is already intercepted (or it is loopback-only).
+    if (spec.attachTransparent) {
+      const t = await interceptOrFallback(childPid, {
+        attach: spec.attachTransparent,
+        find: findBinary,
+        nsenter: findBinary('nsenter') ?? 'nsenter',
+        ...(spec.nftBinary ? { nft: spec.nftBinary } : {}),
+      });
+      network = t.network;
+      if (t.detach) cleanups.push(t.detach);
+    } else network = loopbackOnly('the egress proxy does not take intercepted connections here');
+  } else if (!spec.joinNetns) {
+    network = loopbackOnly(root ? `network mode ${netMode}` : 'the supervisor is not root (transparent interception needs root)');
   }
 
   // Release the command.
@@ -866,6 +891,7 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
     seccomp: { blocked: seccomp.blocked, conditional: seccomp.conditional, instructions: seccomp.instructions },
     monitor,
     startupMs,
+    ...(network ? { network } : {}),
     wait: () => waitPromise,
     kill(signal: NodeJS.Signals = 'SIGTERM'): void {
       // The sandbox's pid 1 (bwrap's init) ignores signals from outside its namespace except SIGKILL,

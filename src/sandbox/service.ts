@@ -16,6 +16,7 @@ import { FrameDecoder, encodeFrame, execSocketPath, type ExecStart, type ExecSta
 /** Signals a client may forward to its command. */
 const FORWARDABLE = new Set<string>(['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGKILL', 'SIGWINCH', 'SIGCONT', 'SIGTSTP']);
 import { detectCgroups } from './limits.js';
+import type { TransparentSockets } from './transparent.js';
 import { DEFAULT_WORKDIR_LIMIT, diskUsage, ensureWorkdirDisk, releaseWorkdirDisk, withUsage, type WorkdirDiskStatus } from './workdir-disk.js';
 
 /** What the egress service's `sandboxTrust()` gives: the CA bundle to bind and the variables that point at it. */
@@ -56,6 +57,8 @@ export interface SandboxServiceOptions {
   driver?: SandboxDriver;
   /** Node binary bound into the sandbox (default: the supervisor's own, the pinned Node 24). */
   nodeBinary?: string;
+  /** Path of `nft` for transparent interception (default: found on the host; tests point it at a missing file). */
+  nftBinary?: string;
 }
 
 export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxServiceApi {
@@ -149,6 +152,8 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
     const inferenceToken = c.service<SupervisorService & { sandboxToken?(): string }>('inference')?.sandboxToken?.();
     const egress = c.service<SupervisorService & { attachSandboxListener?(listener: Server, target: { rootPid: number; port: number }): () => Promise<void> }>('egress');
     const attachEgress = egress?.attachSandboxListener?.bind(egress);
+    const transparentEgress = c.service<SupervisorService & { attachTransparent?(sockets: TransparentSockets, target: { rootPid: number }): () => Promise<void> }>('egress');
+    const attachTransparent = transparentEgress?.attachTransparent?.bind(transparentEgress);
     // Defaults only: a variable the policy's process.env sets stays the policy's.
     const policyEnv = policy.process?.env ?? {};
     const inferenceEnv: Record<string, string> = Object.fromEntries(
@@ -169,6 +174,8 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
         runDir: c.paths.runDir,
         proxySocket: c.paths.proxySocket,
         ...(attachEgress ? { attachEgress } : {}),
+        ...(attachTransparent ? { attachTransparent } : {}),
+        ...(opts.nftBinary ? { nftBinary: opts.nftBinary } : {}),
         filesystem: policy.filesystem_policy,
         process: policy.process,
         nodeBinary: opts.nodeBinary ?? process.execPath,
@@ -194,6 +201,8 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
     }
     if (req.role) sb.role = req.role;
     if (joinTarget) sb.joined = joinTarget.id;
+    // A joined command shares the agent's netns, so its interception too.
+    if (joinTarget?.network && !sb.network) sb.network = joinTarget.network;
     if (note) sb.note = note;
     running.set(id, sb);
     c.events.emit({
@@ -202,6 +211,7 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
       phase: 'running',
       pid: sb.rootPid,
       net_mode: sb.netMode,
+      ...(sb.network ? { network: sb.network } : {}),
       uid: sb.identity.uid,
       monitor: sb.monitor,
       limits: sb.limits,
@@ -426,6 +436,7 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
           pid: r.rootPid,
           pids: r.pids(),
           net_mode: r.netMode,
+          ...(r.network ? { network: r.network.summary, ...(r.network.reason ? { network_reason: r.network.reason } : {}) } : {}),
           uid: r.identity.uid,
           user: r.identity.user,
           monitor: r.monitor,
