@@ -162,6 +162,7 @@ function sandboxLines(s: Obj): string[] {
       who ? `as ${who}` : undefined,
     ].filter(Boolean);
     lines.push(`${str(i.id) ?? '?'}: ${bits.join(', ')}${command ? `: ${command.length > 80 ? `${command.slice(0, 79)}…` : command}` : ''}`);
+    if (str(i.landlock_summary)) lines.push(`  ${String(i.landlock_summary)}; violations from ${str(i.violation_source) ?? '?'}`);
   }
   const disk = obj(s.workdir_disk);
   if (disk) {

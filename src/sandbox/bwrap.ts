@@ -52,6 +52,16 @@ import {
   type FsViolation,
   type PathRules,
 } from './monitor.js';
+import {
+  SANDBOX_LANDLOCK_HELPER,
+  builtLandlockHelper,
+  hardRequirement,
+  landlockAbi,
+  landlockCompatibility,
+  planLandlock,
+  type LandlockReport,
+} from './landlock.js';
+import { kernelViolationSource, type KernelViolationSource } from './landlock-audit.js';
 
 export const SANDBOX_WORKDIR = '/sandbox';
 export const SANDBOX_NODE = '/opt/nemoclaw/node/bin/node';
@@ -129,6 +139,29 @@ export interface SandboxLaunch {
    */
   joinNetns?: { pid: number; netMode: NetMode };
   onViolation?: (v: FsViolation) => void;
+  /** The policy's `landlock` block (`compatibility: best_effort | hard_requirement`). */
+  landlock?: Record<string, unknown>;
+  /** Host path of the Landlock helper (default: the one `npm run build` made); null: no Landlock layer. */
+  landlockHelper?: string | null;
+  /**
+   * TCP ports the command may connect to (Landlock ABI 4). Default: only the bridge (3128), in the
+   * loopback-only network namespace. `{ unrestricted: why }` leaves connect alone (and says why).
+   */
+  connectPorts?: number[] | { unrestricted: string };
+  /** Transparent interception is on: the netns redirects every connect, so Landlock leaves connect alone. */
+  transparentEgress?: boolean;
+  /**
+   * Where fs.violation comes from. 'auto' (default): the strace monitor where it runs (root), plus
+   * Landlock's kernel records where readable. 'kernel': the kernel records only (no ptrace cost, but
+   * refusals by the mount layer — EROFS, ENOENT — are not seen); strace when they are not readable.
+   * 'strace': the strace monitor only.
+   */
+  violationSource?: 'auto' | 'kernel' | 'strace';
+  /**
+   * Test only: weaken bubblewrap's layout (extra writable binds anywhere, hidden paths not masked,
+   * /proc left writable) to show that the Landlock layer alone holds. Never set by the supervisor.
+   */
+  weakenLayoutForTest?: { writableBinds?: ReadOnlyBind[]; exposeHidden?: boolean; procWritable?: boolean };
   /** Injected for tests. */
   cgroupLayout?: CgroupLayout;
   identity?: SandboxIdentity;
@@ -164,6 +197,10 @@ export interface RunningSandbox extends SandboxInstanceInfo {
   limits: AppliedLimits;
   seccomp: Pick<SeccompProgram, 'blocked' | 'conditional' | 'instructions'>;
   monitor: boolean;
+  /** The Landlock layer: ABI, rights, connect rules, scopes (or why it is off). */
+  landlock: LandlockReport;
+  /** Where this sandbox's fs.violation events come from. */
+  violationSource: 'strace' | 'kernel' | 'strace+kernel' | 'none';
   /** Milliseconds from launch() to the command being released. */
   startupMs: number;
   /** Something the caller should tell the user (e.g. why a join fell back to a fresh sandbox). */
@@ -319,6 +356,10 @@ interface SourcePlan {
   binds?: ReadOnlyBind[];
   /** An empty root-owned file with mode 000, bound over hidden files (opening one fails EACCES). */
   hiddenMask?: string;
+  /** The Landlock helper, bound read-only at SANDBOX_LANDLOCK_HELPER. */
+  landlock?: string;
+  /** Test only (weakenLayoutForTest): writable binds anywhere. */
+  weakBinds?: ReadOnlyBind[];
 }
 
 /**
@@ -337,6 +378,8 @@ export function stagedSources(src: SourcePlan): SourcePlan {
     ...(src.proxyDir ? { proxyDir: `${STAGE}/proxy` } : {}),
     ...(src.binds ? { binds: src.binds.map((b, i) => ({ source: `${STAGE}/bind-${i}`, target: b.target })) } : {}),
     ...(src.hiddenMask ? { hiddenMask: `${STAGE}/hidden-mask` } : {}),
+    ...(src.landlock ? { landlock: `${STAGE}/landlock` } : {}),
+    ...(src.weakBinds ? { weakBinds: src.weakBinds.map((b, i) => ({ source: `${STAGE}/weak-${i}`, target: b.target })) } : {}),
   };
 }
 
@@ -348,6 +391,8 @@ export function buildStageArgs(src: SourcePlan, identity: SandboxIdentity, inner
   if (src.proxyDir && staged.proxyDir) args.push('--ro-bind', src.proxyDir, staged.proxyDir);
   (src.binds ?? []).forEach((b, i) => args.push('--ro-bind', b.source, staged.binds![i]!.source));
   if (src.hiddenMask && staged.hiddenMask) args.push('--ro-bind', src.hiddenMask, staged.hiddenMask);
+  if (src.landlock && staged.landlock) args.push('--ro-bind', src.landlock, staged.landlock);
+  (src.weakBinds ?? []).forEach((b, i) => args.push('--bind', b.source, staged.weakBinds![i]!.source));
   // Its own PID namespace: when this (root) bwrap dies with the supervisor, its init is SIGKILLed
   // and the kernel tears down everything below it. The unprivileged inner bwrap cannot be relied
   // on for that: its uid switch clears the parent-death signal.
@@ -379,6 +424,10 @@ export function buildBwrapArgs(opts: {
   lstatInWorkdir?: (workdir: string, rel: string) => { isSymbolicLink(): boolean; isDirectory(): boolean } | undefined;
   /** Host symlinks (usr-merge links, /etc/os-release…) cannot be bind targets; they are skipped. */
   isSymlink?: (p: string) => boolean;
+  /** The Landlock helper's argv, run just before the command (see landlock.ts). */
+  landlockArgv?: string[];
+  /** Test only: see SandboxLaunch.weakenLayoutForTest. */
+  weaken?: { exposeHidden?: boolean; procWritable?: boolean };
 }): string[] {
   const exists = opts.exists ?? existsSync;
   const { fd, src, filesystem } = opts;
@@ -404,13 +453,15 @@ export function buildBwrapArgs(opts: {
   const binds = src.binds ?? [];
   const nodeCovered = binds.some((b) => SANDBOX_NODE === b.target || SANDBOX_NODE.startsWith(`${b.target}/`));
   if (src.node !== undefined && !nodeCovered) a.push('--ro-bind', src.node, SANDBOX_NODE);
+  if (src.landlock !== undefined) a.push('--ro-bind', src.landlock, SANDBOX_LANDLOCK_HELPER);
   // /proc read-only: no write to /proc/PID/mem of a sibling (or of the sandbox's pid 1), to
   // oom_score_adj, coredump_filter… Reading stays (ps, top, /proc/self/fd reopen of a pipe work).
-  a.push('--proc', '/proc', '--remount-ro', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
+  a.push('--proc', '/proc', ...(opts.weaken?.procWritable ? [] : ['--remount-ro', '/proc']), '--dev', '/dev', '--tmpfs', '/tmp');
   if (filesystem.include_workdir !== false) a.push('--bind', src.workdir, SANDBOX_WORKDIR);
   else a.push('--dir', SANDBOX_WORKDIR);
   // After the workdir (a target may sit below /sandbox), before the hidden masks; parents first.
   for (const b of binds) a.push('--ro-bind', b.source, b.target);
+  for (const b of src.weakBinds ?? []) a.push('--bind', b.source, b.target);
   for (const raw of filesystem.read_only) {
     const p = sandboxPath(raw);
     if (BUILT_IN.has(p) || p.startsWith('/proc/') || p.startsWith('/dev/') || p.startsWith(`${SANDBOX_WORKDIR}/`)) continue;
@@ -432,7 +483,7 @@ export function buildBwrapArgs(opts: {
     ...filesystem.read_write.map(sandboxPath),
     ...ETC_ALLOWLIST,
   ];
-  for (const h of hidden) {
+  for (const h of opts.weaken?.exposeHidden ? [] : hidden) {
     let host: string | undefined;
     if (h.startsWith(`${SANDBOX_WORKDIR}/`) && opts.workdirHost) {
       // The sandbox owns everything below the workdir: look without following its links (a link
@@ -466,7 +517,7 @@ export function buildBwrapArgs(opts: {
       'nemoclaw-relay',
     );
   }
-  a.push(...opts.command);
+  a.push(...(opts.landlockArgv ?? []), ...opts.command);
   return a;
 }
 
@@ -654,7 +705,10 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
     });
   }
   const netMode: NetMode = spec.joinNetns?.netMode ?? spec.netMode ?? (root ? 'bridge-outside' : 'relay-inside');
-  const monitor = spec.filesystem.monitor !== false && root && hasCommand('strace');
+  const wantMonitor = spec.filesystem.monitor !== false;
+  const landlock = await prepareLandlock(spec, root, netMode, wantMonitor);
+  const kernel = landlock.kernel;
+  const monitor = wantMonitor && root && hasCommand('strace') && !(kernel && spec.violationSource === 'kernel');
   const identity = spec.identity ?? (root ? resolveSandboxIdentity(spec.process.run_as_user) : currentIdentity());
   const instDir = join(spec.runDir, `sbx-${spec.id}`);
   mkdirSync(instDir, { recursive: true, mode: 0o700 });
@@ -713,6 +767,8 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
   const hostSrc: SourcePlan = { workdir: spec.workdir };
   if (spec.nodeBinary) hostSrc.node = spec.nodeBinary;
   if (readOnlyBinds.length > 0) hostSrc.binds = readOnlyBinds;
+  if (landlock.argv) hostSrc.landlock = landlock.helper;
+  if (spec.weakenLayoutForTest?.writableBinds) hostSrc.weakBinds = spec.weakenLayoutForTest.writableBinds;
   if (spec.filesystem.hidden.length > 0) {
     const mask = write('hidden-mask', '');
     chmodSync(mask, 0o000);
@@ -734,6 +790,8 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
     netMode,
     ...(spec.joinNetns ? { shareNet: true } : {}),
     workdirHost: spec.workdir,
+    ...(landlock.argv ? { landlockArgv: landlock.argv } : {}),
+    ...(spec.weakenLayoutForTest ? { weaken: spec.weakenLayoutForTest } : {}),
   });
 
   // Limits: a cgroup per instance, else rlimits through prlimit.
@@ -751,8 +809,15 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
   else argv.push(bwrap, ...bwrapArgs);
 
   let released = false;
+  // With the kernel's records on too, a refusal Landlock made (EACCES) is reported once, from the
+  // kernel; strace keeps the mount layer's (EROFS, ENOENT) and the hidden masks' inside granted trees.
+  const maskedOnly = landlock.report.hidden_by_mounts_only;
+  const fromStrace = (v: FsViolation): void => {
+    if (kernel && v.errno === 'EACCES' && !maskedOnly.some((h) => v.path === h || v.path.startsWith(`${h}/`))) return;
+    spec.onViolation?.({ ...v, source: 'strace' });
+  };
   const violations: Promise<void> = monitor
-    ? readViolations(straceFifo, pathRules(spec.filesystem), (v) => spec.onViolation?.(v), () => released, spec.workdir)
+    ? readViolations(straceFifo, pathRules(spec.filesystem), fromStrace, () => released, spec.workdir)
     : Promise.resolve();
 
   let child: ResultPromise;
@@ -820,6 +885,12 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
     );
   }
   cgroup?.addPid(childPid);
+  if (kernel) {
+    // Before the release: the helper's first act inside is the probe that registers its domain.
+    cleanups.push(
+      kernel.subscribe({ rootPid: childPid, rules: pathRules(spec.filesystem), helperInside: SANDBOX_LANDLOCK_HELPER, emit: (v) => spec.onViolation?.(v) }),
+    );
+  }
 
   // A joined sandbox uses the listener already there in the namespace it shares.
   let network: NetworkInterception | undefined;
@@ -890,6 +961,8 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
     limits,
     seccomp: { blocked: seccomp.blocked, conditional: seccomp.conditional, instructions: seccomp.instructions },
     monitor,
+    landlock: landlock.report,
+    violationSource: monitor && kernel ? 'strace+kernel' : monitor ? 'strace' : kernel ? 'kernel' : 'none',
     startupMs,
     ...(network ? { network } : {}),
     wait: () => waitPromise,
@@ -906,6 +979,56 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
       }
     },
   };
+}
+
+/**
+ * The Landlock layer for one launch: the helper's argv (undefined when off), the report, and the
+ * kernel's violation source when it is readable. hard_requirement refuses to start without it.
+ */
+async function prepareLandlock(
+  spec: SandboxLaunch,
+  root: boolean,
+  netMode: NetMode,
+  wantLog: boolean,
+): Promise<{ argv: string[] | undefined; report: LandlockReport; helper: string | undefined; kernel: KernelViolationSource | undefined }> {
+  const compatibility = landlockCompatibility(spec.landlock);
+  const helper = spec.landlockHelper === null ? undefined : (spec.landlockHelper ?? builtLandlockHelper());
+  if (!helper && compatibility === 'hard_requirement') {
+    throw hardRequirement('the Landlock helper is not built (there was no C compiler when `npm run build` ran)');
+  }
+  const abi = helper ? landlockAbi(helper) : 0;
+  let kernel: KernelViolationSource | undefined;
+  if (helper && wantLog && root && abi >= 7 && spec.violationSource !== 'strace') {
+    const source = kernelViolationSource(helper);
+    kernel = await source.start().then(
+      () => source,
+      () => undefined,
+    );
+  }
+  const fs = spec.filesystem;
+  const hidden = fs.hidden.map(sandboxPath);
+  const isHidden = (p: string): boolean => hidden.some((h) => p === h || p.startsWith(`${h}/`));
+  const readOnly = [
+    '/usr', ...ETC_ALLOWLIST, '/etc/passwd', '/etc/group', '/etc/hosts', '/opt', '/proc',
+    ...(netMode === 'relay-inside' ? [dirname(INSIDE_PROXY_SOCKET)] : []),
+    ...fs.read_only.map(sandboxPath),
+  ].filter((p) => !isHidden(p));
+  const readWrite = [...pathRules(fs).readWrite, '/dev/shm'].filter((p) => !isHidden(p));
+  const connect: { ports: number[] } | { unrestricted: string } = spec.transparentEgress
+    ? { unrestricted: 'transparent interception: the network namespace sends every connect to the proxy' }
+    : spec.joinNetns
+      ? { unrestricted: "shares the agent sandbox's network namespace and talks to its listeners" }
+      : spec.connectPorts === undefined
+        ? { ports: [PROXY_PORT] }
+        : Array.isArray(spec.connectPorts)
+          ? { ports: spec.connectPorts }
+          : spec.connectPorts;
+  const planned = planLandlock(
+    { filesystem: fs, abi, compatibility, readOnly, readWrite, devices: ['/dev'], hidden, connect, log: kernel !== undefined },
+    SANDBOX_LANDLOCK_HELPER,
+  );
+  if (!helper) planned.report.reason = 'the Landlock helper is not built (no C compiler when `npm run build` ran: apt-get install -y gcc libc6-dev)';
+  return { ...planned, helper, kernel };
 }
 
 function currentIdentity(): SandboxIdentity {

@@ -47,6 +47,11 @@ export interface FsViolation {
   rule: string;
   /** 'write' or 'read' (reads are only violations for hidden paths). */
   access: 'write' | 'read';
+  /** Who saw it: the strace monitor, or the kernel's Landlock audit record (landlock-audit.ts). */
+  source?: 'strace' | 'landlock';
+  /** Landlock only: the rights that were missing (e.g. fs.write_file) and the domain id. */
+  blockers?: string[];
+  domain?: string;
 }
 
 export interface ParsedStraceLine {

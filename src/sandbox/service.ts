@@ -3,6 +3,7 @@
  * `exec` and the long-running agent), the bridge and the fs-violation monitor, emits
  * `sandbox.lifecycle` and `fs.violation`, and serves the exec stream on its own socket.
  */
+import { describeLandlock } from './landlock.js';
 import { unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
@@ -178,6 +179,9 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
         ...(opts.nftBinary ? { nftBinary: opts.nftBinary } : {}),
         filesystem: policy.filesystem_policy,
         process: policy.process,
+        ...(policy.landlock ? { landlock: policy.landlock } : {}),
+        // The agent's own processes (and `exec`, which joins its network) talk to its listeners.
+        ...(req.role === 'agent' ? { connectPorts: { unrestricted: "the agent's processes and `exec --join agent` talk to its own listeners on loopback" } } : {}),
         nodeBinary: opts.nodeBinary ?? process.execPath,
         stdio: req.stdio ?? 'pipe',
         ...(req.cwd ? { cwd: req.cwd } : {}),
@@ -207,6 +211,8 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
     running.set(id, sb);
     c.events.emit({
       kind: 'sandbox.lifecycle',
+      // Never silently: a sandbox without its Landlock layer says so at warn level.
+      ...(sb.landlock.enforced ? {} : { level: 'warn' as const }),
       id,
       phase: 'running',
       pid: sb.rootPid,
@@ -214,6 +220,9 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
       ...(sb.network ? { network: sb.network } : {}),
       uid: sb.identity.uid,
       monitor: sb.monitor,
+      violation_source: sb.violationSource,
+      landlock: sb.landlock,
+      landlock_summary: describeLandlock(sb.landlock),
       limits: sb.limits,
       startup_ms: Math.round(sb.startupMs * 10) / 10,
       ...(sb.role ? { role: sb.role } : {}),
@@ -440,6 +449,9 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
           uid: r.identity.uid,
           user: r.identity.user,
           monitor: r.monitor,
+          violation_source: r.violationSource,
+          landlock: r.landlock,
+          landlock_summary: describeLandlock(r.landlock),
           limits: r.limits,
           seccomp: r.seccomp,
           started_at: new Date(r.startedAt).toISOString(),
