@@ -5,11 +5,12 @@
  */
 import { unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { dirname } from 'node:path';
 import { isEventKind, type AuditEvent, type EventKind } from '../audit/events.js';
 import { ensurePrivateDir } from '../shared/home.js';
 import { listenUnixSocket } from '../shared/socket.js';
-import { NemoclawError, isNemoclawError, type ErrorCode } from '../shared/errors.js';
+import { NemoclawError, isNemoclawError, previewJson, type ErrorCode } from '../shared/errors.js';
 import { Router } from './router.js';
 import type { OperatorPresenceTracker } from './presence.js';
 import type { ControlRoute, EventBus, EventFilter } from './types.js';
@@ -65,6 +66,8 @@ export class ControlServer {
   private readonly router = new Router();
   private readonly server: Server;
   private readonly streams = new Set<ActiveStream>();
+  /** The request being read on each connection (for clientError: see there). */
+  private readonly incoming = new WeakMap<object, IncomingMessage>();
   private listening = false;
 
   constructor(opts: ControlServerOptions) {
@@ -77,6 +80,7 @@ export class ControlServer {
     };
     for (const r of opts.routes) this.router.add(r);
     this.server = createServer((req, res) => {
+      this.incoming.set(req.socket, req);
       this.handle(req, res).catch((err: unknown) => {
         this.opts.onError?.(err);
         if (!res.headersSent) sendError(res, new NemoclawError('internal', 'internal error in the supervisor'));
@@ -92,8 +96,40 @@ export class ControlServer {
     // socket on the client's FIN and cuts a response still being written. (A property of Node's
     // http.Server, read by its FIN handler.)
     (this.server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
+    // Without a listener Node drops a CONNECT without a word: say it is not part of this API.
+    this.server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+      const body = JSON.stringify({ error: 'invalid_input', message: 'CONNECT is not part of the control API', next_step: 'send GET, POST or PUT requests with an origin-form target such as /v1/status' });
+      // Node hands the socket over paused and half-open: read it to its end, or the peer's FIN is
+      // never seen and the socket (and server.close()) waits for ever.
+      socket.on('error', () => socket.destroy());
+      socket.on('end', () => socket.destroy());
+      socket.resume();
+      if (socket.writable) socket.end(`HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      else socket.destroy();
+    });
     this.server.on('clientError', (_err, socket) => {
-      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"error":"invalid_input","message":"malformed HTTP request"}');
+      const reply = (): void => {
+        if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"error":"invalid_input","message":"malformed HTTP request"}');
+      };
+      // Bytes after a good request (pipelined garbage, a body longer than its Content-Length) fail
+      // to parse while that request's answer is still being written, a backlog stream say: the 400
+      // must follow the answer, never land in the middle of it. (If the answer ends the
+      // connection, Node closes it and there is nobody to tell.)
+      const inFlight = (socket as typeof socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+      // The parse failed inside a request's own body (the client half-closed before the whole
+      // Content-Length came): that request can never be answered, so it ends here and its handler
+      // sees a body that did not come, instead of waiting for the body deadline.
+      const incoming = this.incoming.get(socket);
+      if (incoming && !incoming.complete && !incoming.destroyed) {
+        incoming.emit(BODY_BROKEN, _err);
+        if (inFlight && !inFlight.writableFinished) inFlight.once('finish', () => socket.end());
+        return;
+      }
+      if (inFlight && !inFlight.writableFinished) {
+        inFlight.once('finish', reply);
+        return;
+      }
+      if (socket.writable) reply();
       else socket.destroy();
     });
   }
@@ -346,7 +382,7 @@ function nonNegInt(q: URLSearchParams, name: string): number | undefined {
   const v = q.get(name);
   if (v === null || v === '') return undefined;
   if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v))) {
-    throw new NemoclawError('invalid_input', `query parameter ${name} must be a non-negative integer, got "${v}"`, { exitCode: 2 });
+    throw new NemoclawError('invalid_input', `query parameter ${name} must be a non-negative integer, got ${previewJson(v, 40)}`, { exitCode: 2 });
   }
   return Number(v);
 }
@@ -383,7 +419,8 @@ export function parseEventQuery(q: URLSearchParams): ParsedEventQuery {
   if (kindParam.length > 0) {
     const bad = kindParam.filter((k) => !isEventKind(k));
     if (bad.length > 0) {
-      throw new NemoclawError('invalid_input', `unknown event kind: ${bad.join(', ')}`, {
+      const named = bad.slice(0, 5).map((k) => (/^[\x21-\x7e]{1,40}$/.test(k) ? k : previewJson(k, 40))).join(', ') + (bad.length > 5 ? ` and ${bad.length - 5} more` : '');
+      throw new NemoclawError('invalid_input', `unknown event kind: ${named}`, {
         nextStep: 'use kinds from the event schema, e.g. net.decision,policy.revision',
         exitCode: 2,
       });
@@ -420,44 +457,57 @@ function jsonDepth(text: string): number {
   return max;
 }
 
+/** Emitted on a request whose body failed to parse (see clientError); readJsonBody answers 400. */
+const BODY_BROKEN = 'nemoclaw:body-broken';
+
 async function readJsonBody(req: IncomingMessage, maxBytes: number, timeoutMs: number): Promise<unknown> {
   const chunks: Buffer[] = [];
   let size = 0;
   // A body that stops coming (a Content-Length larger than what is sent, a stalled client) must not
   // hold the connection and its buffers for ever: the head has a deadline, so does the body.
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    req.destroy();
-  }, timeoutMs);
-  timer.unref();
-  try {
-    for await (const chunk of req) {
-      const buf = chunk as Buffer;
+  await new Promise<void>((resolve, reject) => {
+    const done = (err?: NemoclawError): void => {
+      clearTimeout(timer);
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onGone);
+      req.off('aborted', onGone);
+      req.off(BODY_BROKEN, onBroken);
+      if (err) {
+        req.resume();
+        reject(err);
+      } else resolve();
+    };
+    const onData = (buf: Buffer): void => {
       size += buf.length;
       if (size > maxBytes) {
-        req.resume();
-        throw new NemoclawError('invalid_input', `request body is larger than ${maxBytes} bytes (${Math.round(maxBytes / 1024)} KiB), the most this API accepts; nothing was changed`, {
+        done(new NemoclawError('invalid_input', `request body is larger than ${maxBytes} bytes (${Math.round(maxBytes / 1024)} KiB), the most this API accepts; nothing was changed`, {
           nextStep: 'send a smaller body: a policy is at most 1 MiB (`nemoclaw-tui policy validate FILE` checks a file, `nemoclaw-tui policy set FILE` sends it)',
           exitCode: 2,
-        });
+        }));
+        return;
       }
       chunks.push(buf);
-    }
-  } catch (err) {
-    if (isNemoclawError(err)) throw err;
-    // The client went away (or took too long) mid-body: nothing was changed, and nobody is left to
-    // read an answer; say so to whoever logs it.
-    throw new NemoclawError('invalid_input', timedOut ? `request body did not arrive within ${Math.round(timeoutMs / 1000)} s (${size} bytes came); nothing was changed` : `the client closed the connection before the whole request body came (${size} bytes); nothing was changed`, {
-      nextStep: 'send the whole body promptly, with a Content-Length that matches it',
-      exitCode: 2,
-    });
-  } finally {
-    clearTimeout(timer);
-  }
-  if (timedOut) {
-    throw new NemoclawError('invalid_input', `request body did not arrive within ${Math.round(timeoutMs / 1000)} s; nothing was changed`, { exitCode: 2 });
-  }
+    };
+    const onEnd = (): void => done();
+    const incomplete = (why: string): NemoclawError =>
+      new NemoclawError('invalid_input', `${why} (${size} bytes came); nothing was changed`, {
+        nextStep: 'send the whole body promptly, framed by a Content-Length that matches it or `Transfer-Encoding: chunked`',
+        exitCode: 2,
+      });
+    const onGone = (): void => done(incomplete('the client closed the connection before the whole request body came'));
+    const onBroken = (): void => done(incomplete('the request body is not framed as its headers say (a Content-Length longer than the body, or a Transfer-Encoding other than chunked)'));
+    const timer = setTimeout(() => {
+      done(incomplete(`the request body did not arrive within ${Math.round(timeoutMs / 1000)} s`));
+      req.destroy();
+    }, timeoutMs);
+    timer.unref();
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onGone);
+    req.on('aborted', onGone);
+    req.on(BODY_BROKEN, onBroken);
+  });
   if (size === 0) return undefined;
   const text = Buffer.concat(chunks).toString('utf8');
   const depth = jsonDepth(text);

@@ -10,7 +10,7 @@ import type { EventInput } from '../audit/events.js';
 import { createPolicyStore, DEFAULT_POLICY_PATH } from '../policy/index.js';
 import type { RevisionAuthor } from '../policy/types.js';
 import { systemClock, type Clock } from '../shared/clock.js';
-import { NemoclawError, describeError } from '../shared/errors.js';
+import { NemoclawError, describeError, previewJson } from '../shared/errors.js';
 import { DEFAULT_SANDBOX_NAME, ensureSandboxDirs, homePaths, resolveHome, sandboxPaths, type HomePaths, type SandboxPaths } from '../shared/home.js';
 import { verifiedLockedBlueprint, type LockedBlueprint } from './blueprint-lock.js';
 import type { PolicySetResult, SupervisorStatus } from './client.js';
@@ -363,6 +363,14 @@ export class Supervisor {
             throw new NemoclawError('invalid_input', `author must be one of ${AUTHORS.join(', ')}`, { exitCode: 2 });
           }
           const source = typeof body.source === 'string' && body.source.length > 0 ? body.source : '<PUT /v1/policy>';
+          // The source names the file in every message and is kept in the revision history: a name,
+          // not a payload.
+          if (source.length > MAX_POLICY_SOURCE_CHARS || /[\u0000-\u001f\u007f-\u009f]/.test(source)) {
+            throw new NemoclawError('invalid_input', `source must be a file name of at most ${MAX_POLICY_SOURCE_CHARS} characters without control characters (got ${previewJson(source, 60)})`, {
+              nextStep: 'send the path of the policy file, as `nemoclaw-tui policy set FILE` does',
+              exitCode: 2,
+            });
+          }
           const before = this.policy.revision();
           const revision = await this.policy.apply(body.yaml, author as RevisionAuthor, source).catch((err: unknown) => {
             throw withRestartCommand(err, this.name, source);
@@ -416,6 +424,9 @@ function withRestartCommand(err: unknown, name: string, source: string): unknown
     cause: err,
   });
 }
+
+/** Longest `source` (a policy file's name) PUT /v1/policy takes: PATH_MAX. */
+const MAX_POLICY_SOURCE_CHARS = 4096;
 
 function resolveBasePolicy(config: SupervisorConfig, paths: SandboxPaths): { text: string; source: string } {
   if (config.policyText !== undefined) return { text: config.policyText, source: config.policyFile ?? '<policy>' };

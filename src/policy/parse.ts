@@ -68,11 +68,16 @@ const MAX_YAML_MESSAGE_CHARS = 120;
  * One line per issue, at most `MAX_LISTED_ISSUES` of them and each at most ~200 characters, with
  * control characters escaped: a wrong file (binary, megabytes) must not flood the terminal.
  */
+/** A file name as messages print it: a very long one keeps its end (the part that tells files apart). */
+export function shortFileName(file: string, max = 160): string {
+  return file.length <= max ? file : `…${file.slice(file.length - max + 1)}`;
+}
+
 export function formatPolicyIssues(issues: readonly PolicyIssue[]): string {
   const lines = issues
     .filter((i) => i.omitted === undefined)
     .slice(0, MAX_LISTED_ISSUES)
-    .map((i) => printable(`${i.file}${i.line > 0 ? `:${i.line}:${i.col}` : ''} ${i.path}: ${shorten(i.message, MAX_ISSUE_CHARS)}`));
+    .map((i) => printable(`${shortFileName(i.file)}${i.line > 0 ? `:${i.line}:${i.col}` : ''} ${i.path}: ${shorten(i.message, MAX_ISSUE_CHARS)}`));
   const more = countIssues(issues) - lines.length;
   if (more > 0) lines.push(`... and ${more} more`);
   return lines.join('\n');
@@ -538,7 +543,7 @@ function dedupeIssues(issues: PolicyIssue[]): PolicyIssue[] {
 
 export function policyInvalid(source: string, issues: PolicyIssue[]): NemoclawError {
   const n = countIssues(issues);
-  return new NemoclawError('policy_invalid', `${source}: ${n} problem${n === 1 ? '' : 's'} in the policy\n${formatPolicyIssues(issues)}`, {
+  return new NemoclawError('policy_invalid', `${printable(shortFileName(source))}: ${n} problem${n === 1 ? '' : 's'} in the policy\n${formatPolicyIssues(issues)}`, {
     nextStep: 'fix the fields named above and try again; the running policy (if any) is unchanged',
     exitCode: 2,
     details: issues,
