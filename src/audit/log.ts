@@ -1,6 +1,6 @@
 import { hash, randomBytes } from 'node:crypto';
 import { appendFile, open, statfs, type FileHandle } from 'node:fs/promises';
-import { constants as fsConstants, readFileSync } from 'node:fs';
+import { constants as fsConstants, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { systemClock, type Clock } from '../shared/clock.js';
 import { NemoclawError } from '../shared/errors.js';
@@ -311,6 +311,9 @@ export class AuditLog {
   private fileBytes: number;
   private pending: Entry[] = [];
   private drainQueued = false;
+  /** Average time of an inline segment write (ms; 0 before the first) and when the last one ran. */
+  private inlineWriteMs = 0;
+  private lastInlineProbe = 0;
   private io: Promise<void> = Promise.resolve();
   private waiters: Waiter[] = [];
   private watchers: AuditWatcher[] = [];
@@ -641,7 +644,7 @@ export class AuditLog {
         try {
           // fsync mode: the segment is O_DSYNC, so the write returns once the bytes are on disk
           // (one thread-pool round trip instead of write + fdatasync).
-          await writeAll(this.fh, Buffer.from(parts.join('')));
+          await this.writeSegment(Buffer.from(parts.join('')));
           if (this.syncMode === 'write') this.syncSoon();
         } catch (err) {
           await this.fail(err, batch.slice(i));
@@ -652,6 +655,29 @@ export class AuditLog {
         i = j;
       }
     }
+  }
+
+  /**
+   * Write one segment. Inline (writeSync on the loop) while the disk answers quickly: an allowed
+   * request waits for exactly this write, and a thread-pool round trip costs more than the disk
+   * itself on a busy 2-core box (measured: +0.23 ms p50 for a page-cache write, +0.54 ms with
+   * O_DSYNC, against 0.08 ms for the O_DSYNC write alone; bench/audit.ts). A slow disk must not
+   * block the loop, though: once inline writes average over INLINE_WRITE_BUDGET_MS the writes go to
+   * the thread pool, and one inline probe a second tells when the disk is quick again.
+   */
+  private async writeSegment(buf: Buffer): Promise<void> {
+    const now = performance.now();
+    const inline = this.inlineWriteMs <= INLINE_WRITE_BUDGET_MS || now - this.lastInlineProbe >= INLINE_PROBE_INTERVAL_MS;
+    if (!inline) {
+      await writeAll(this.fh, buf);
+      return;
+    }
+    this.lastInlineProbe = now;
+    writeAllSync(this.fh.fd, buf);
+    const took = performance.now() - now;
+    this.inlineWriteMs = this.inlineWriteMs === 0 ? took : this.inlineWriteMs * 0.8 + took * 0.2;
+    // A single slow write says the disk is slow now: do not wait for the average to learn it.
+    if (took > INLINE_WRITE_BUDGET_MS * 4) this.inlineWriteMs = Math.max(this.inlineWriteMs, took);
   }
 
   /** `write` mode: one fdatasync at a time, overlapping the writes; a failure fails the log closed. */
@@ -833,6 +859,19 @@ function openSegment(path: string, mode: 'fsync' | 'write'): Promise<FileHandle>
   if (mode === 'write') return open(path, 'a', 0o600);
   // 'as' (O_SYNC) where O_DSYNC is not defined: stricter, never weaker.
   return O_DSYNC !== undefined ? open(path, O_WRONLY | O_APPEND | O_CREAT | O_DSYNC, 0o600) : open(path, 'as', 0o600);
+}
+
+/** Inline segment writes stop when they average more than this (ms): see writeSegment. */
+const INLINE_WRITE_BUDGET_MS = 0.5;
+const INLINE_PROBE_INTERVAL_MS = 1_000;
+
+function writeAllSync(fd: number, buf: Buffer): void {
+  let off = 0;
+  while (off < buf.length) {
+    const n = writeSync(fd, buf, off, buf.length - off);
+    if (n <= 0) throw Object.assign(new Error('write returned 0 bytes'), { code: 'EIO' });
+    off += n;
+  }
 }
 
 async function writeAll(fh: FileHandle, buf: Buffer): Promise<void> {
