@@ -921,6 +921,10 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
       });
       network = t.network;
       if (t.detach) cleanups.push(t.detach);
+      // Connect was left to the netns for interception; when that fell back, say what holds instead.
+      if (network.mode !== 'transparent' && landlock.report.connect === 'unrestricted') {
+        landlock.report.connect_reason = `transparent interception was planned but is off (${network.reason ?? network.summary}): the loopback-only netns is what limits connect`;
+      }
     } else network = loopbackOnly('the egress proxy does not take intercepted connections here');
   } else if (!spec.joinNetns) {
     network = loopbackOnly(root ? `network mode ${netMode}` : 'the supervisor is not root (transparent interception needs root)');
@@ -1014,7 +1018,10 @@ async function prepareLandlock(
     ...fs.read_only.map(sandboxPath),
   ].filter((p) => !isHidden(p));
   const readWrite = [...pathRules(fs).readWrite, '/dev/shm'].filter((p) => !isHidden(p));
-  const connect: { ports: number[] } | { unrestricted: string } = spec.transparentEgress
+  // Intercepted connects keep their original destination port at connect() (nft redirects them
+  // after Landlock's check), so with interception planned Landlock must leave connect alone.
+  const transparent = spec.transparentEgress === true || (spec.attachTransparent !== undefined && netMode === 'bridge-outside' && !spec.joinNetns);
+  const connect: { ports: number[] } | { unrestricted: string } = transparent
     ? { unrestricted: 'transparent interception: the network namespace sends every connect to the proxy' }
     : spec.joinNetns
       ? { unrestricted: "shares the agent sandbox's network namespace and talks to its listeners" }

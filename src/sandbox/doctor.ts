@@ -11,6 +11,7 @@ import { release } from 'node:os';
 import { findBinary } from './bwrap.js';
 import { SANDBOX_USER, readPasswd, resolveSandboxIdentity } from './identity.js';
 import { detectCgroups } from './limits.js';
+import { landlockCheck } from './landlock-doctor.js';
 
 export interface DoctorCheck {
   id: string;
@@ -177,6 +178,7 @@ export async function runDoctor(): Promise<DoctorReport> {
     });
   }
   if (bwrap && userns) checks.push(await sandboxLayersCheck(bwrap, drop));
+  checks.push(await landlockCheck());
   return { ok: checks.every((c) => c.ok || c.severity === 'warn'), checks };
 }
 

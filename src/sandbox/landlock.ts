@@ -21,8 +21,12 @@ export const SANDBOX_LANDLOCK_HELPER = '/opt/nemoclaw/bin/nemoclaw-landlock';
 
 /** The helper built by `npm run build` (bin/build-native.js), if it was. */
 export function builtLandlockHelper(): string | undefined {
-  const p = fileURLToPath(new URL('../../native/nemoclaw-landlock', import.meta.url));
-  return existsSync(p) ? p : undefined;
+  // From dist/src/sandbox/ (the built CLI) and from src/sandbox/ (tests run the sources).
+  for (const rel of ['../../native/nemoclaw-landlock', '../../dist/native/nemoclaw-landlock']) {
+    const p = fileURLToPath(new URL(rel, import.meta.url));
+    if (existsSync(p)) return p;
+  }
+  return undefined;
 }
 
 const abiCache = new Map<string, number>();

@@ -110,3 +110,25 @@ describe('kernel audit records → fs.violation', () => {
     ]);
   });
 });
+
+describe('doctor: the Landlock check', () => {
+  it('without the helper: a warning with the fix (install a compiler, rebuild)', async () => {
+    const { landlockCheck } = await import('../../src/sandbox/landlock-doctor.js');
+    const c = await landlockCheck({ helper: null });
+    expect(c).toMatchObject({ id: 'landlock', ok: false, severity: 'warn', fix: 'apt-get install -y gcc libc6-dev && npm run build' });
+  });
+
+  it('with the built helper: the ABI and what it gives, and whether the audit stream is readable', async () => {
+    const { landlockCheck } = await import('../../src/sandbox/landlock-doctor.js');
+    const { builtLandlockHelper, landlockAbi } = await import('../../src/sandbox/landlock.js');
+    const helper = builtLandlockHelper();
+    expect(helper, 'run `npm run build` first (it builds dist/native/nemoclaw-landlock)').toBeDefined();
+    const c = await landlockCheck({ helper: helper! });
+    const abi = landlockAbi(helper!);
+    if (abi >= 1) {
+      expect(c.ok).toBe(true);
+      expect(c.detail).toMatch(new RegExp(`^ABI ${abi}: filesystem rules`));
+      if (abi >= 7 && process.getuid?.() === 0) expect(c.detail).toMatch(/reads Landlock's denials from the audit stream|not readable/);
+    } else expect(c.ok).toBe(false);
+  });
+});
