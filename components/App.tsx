@@ -52,6 +52,8 @@ type Confirm =
   | { kind: 'always'; row: HeldRow }
   | { kind: 'deny'; row: HeldRow; always: boolean; reason: string }
   | { kind: 'detach'; held: number }
+  /** The kill switch: a reason field like the deny dialog's; Enter quarantines, Esc cancels. */
+  | { kind: 'quarantine'; reason: string }
   | { kind: 'budget' };
 
 type Mode =
@@ -397,6 +399,24 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
         return;
       case 'confirm': {
         const c = mode.confirm;
+        if (c.kind === 'quarantine') {
+          if (key.escape || ctrlC) setMode({ kind: 'normal' });
+          else if (key.return) {
+            if (decidedChunk.current === currentChunk.current) return;
+            setMode({ kind: 'normal' });
+            const words = c.reason.trim() || undefined;
+            client.quarantine(words).then(
+              (what) => {
+                setFlash({ text: what, bad: true });
+                refresh();
+              },
+              (err: unknown) => setFlash({ text: `could not quarantine: ${errorText(err)}`, bad: true }),
+            );
+          } else if (key.backspace || key.delete) setMode({ kind: 'confirm', confirm: { ...c, reason: Array.from(c.reason).slice(0, -1).join('') } });
+          else if (key.ctrl && input === 'u') setMode({ kind: 'confirm', confirm: { ...c, reason: '' } });
+          else if (input && !key.ctrl && !key.meta && !key.tab) setMode({ kind: 'confirm', confirm: { ...c, reason: Array.from(c.reason + typed(input)).slice(0, MAX_REASON).join('') } });
+          return;
+        }
         if (c.kind === 'deny') {
           // A small text field: the reason is optional, Enter denies, Esc (or Ctrl-C) cancels.
           if (key.escape || ctrlC) setMode({ kind: 'normal' });
@@ -530,6 +550,11 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
     if (input === '?') return setMode({ kind: 'help' });
     if (input === 'p') return openPolicy();
     if (input === 'r') return openRules();
+    if (input === 'Q') {
+      // The key itself never acts: it opens a dialog, and the chunk it came in cannot confirm it.
+      decidedChunk.current = currentChunk.current;
+      return setMode({ kind: 'confirm', confirm: { kind: 'quarantine', reason: '' } });
+    }
     if (input === 'b') return setMode({ kind: 'confirm', confirm: { kind: 'budget' } });
     if (focus === 'network' && onDecisionKey(input, selectedHeld, true)) return;
   };
@@ -555,7 +580,7 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
       const draft = mode.draft + typed(text);
       setMode({ kind: 'filter', draft });
       setFilters((f) => ({ ...f, [focus]: draft }));
-    } else if (mode.kind === 'confirm' && mode.confirm.kind === 'deny') {
+    } else if (mode.kind === 'confirm' && (mode.confirm.kind === 'deny' || mode.confirm.kind === 'quarantine')) {
       const c = mode.confirm;
       setMode({ kind: 'confirm', confirm: { ...c, reason: Array.from(c.reason + typed(text)).slice(0, MAX_REASON).join('') } });
     } else {
@@ -582,7 +607,9 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
     h.connection === 'connected'
       ? h.auditProblem
         ? `AUDIT LOG FAILING: ${h.auditProblem}`
-        : undefined
+        : h.quarantine !== undefined
+          ? `QUARANTINED (${h.quarantine}): agent stopped, egress refused · nemoclaw-tui quarantine release`
+          : undefined
       : h.connection === 'connecting'
         ? `connecting to the supervisor${host ? ` on ${host}` : ''}…`
         : `supervisor connection lost${h.connectionMessage ? `: ${h.connectionMessage}` : ''}; reconnecting (the sandbox keeps running)`;
@@ -607,6 +634,8 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
       : mode.kind === 'confirm'
         ? mode.confirm.kind === 'deny'
           ? ` type a reason (optional)  ⏎ ${mode.confirm.always ? 'always deny' : 'deny'}  Esc cancel`
+          : mode.confirm.kind === 'quarantine'
+            ? ' type a reason (optional)  ⏎ quarantine  Esc cancel'
           : ' y confirm  n / Esc cancel'
         : mode.kind === 'rules'
           ? mode.confirm
@@ -692,7 +721,7 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
         <Text color={h.connection === 'connected' ? theme.dim : theme.deny}>{header.right}</Text>
       </Box>
       {banner ? (
-        <Text inverse color={h.connection === 'lost' || h.auditProblem ? theme.deny : theme.warn} wrap="truncate">
+        <Text inverse color={h.connection === 'lost' || h.auditProblem || h.quarantine !== undefined ? theme.deny : theme.warn} wrap="truncate">
           {fit(' ' + banner, columns)}
         </Text>
       ) : null}
@@ -784,6 +813,18 @@ function confirmText(c: Confirm, state: TuiState): { title: string; lines: strin
         ` Request: ${r.method} ${r.path}`,
         ' This writes an allow rule to the operator overlay: it survives restarts and is a new policy revision.',
       ],
+    };
+  }
+  if (c.kind === 'quarantine') {
+    return {
+      title: ' Quarantine the sandbox?',
+      lines: [
+        ' Stops the agent and refuses ALL egress and inference; the workdir is kept as evidence.',
+        ' `up` is refused until `nemoclaw-tui quarantine release`; it holds across restarts.',
+        ' Reason (optional; written to the audit log):',
+        ` > ${c.reason}_`,
+      ],
+      keys: '[⏎] quarantine  [Esc] cancel',
     };
   }
   if (c.kind === 'detach') {

@@ -51,4 +51,6 @@ export interface TuiClient {
   rules(): Promise<Record<string, unknown>[]>;
   /** Remove an operator rule (a policy revision); resolves to a one-line description of what was removed. */
   removeRule(id: string): Promise<string>;
+  /** The kill switch: stop the agent, refuse all egress and inference; resolves to a one-line description. */
+  quarantine(reason: string | undefined): Promise<string>;
 }

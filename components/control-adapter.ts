@@ -69,6 +69,11 @@ export function controlTuiClient(control: ControlClient): TuiClient {
       return `removed ${r.removed.id} (${r.removed.action} ${r.removed.host}:${port}); policy revision ${r.revision.number}`;
     },
 
+    async quarantine(reason: string | undefined) {
+      const r = await control.quarantine(reason, 'tui');
+      return `${r.already ? 'already quarantined' : 'quarantined'}: agent stopped, egress and inference refused (release: nemoclaw-tui quarantine release)`;
+    },
+
     async raiseBudget() {
       const snapshot = (await control.budget()) as unknown as Record<string, unknown>;
       const windows = budgetReading(snapshot).windows.filter((w) => w.tokensCap !== undefined || w.costCap !== undefined);

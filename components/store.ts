@@ -92,6 +92,8 @@ export interface HeaderState {
   eventCount: number;
   /** Set while the supervisor cannot write its audit log (it then refuses all egress and inference). */
   auditProblem?: string | undefined;
+  /** Set while the sandbox is quarantined (the kill switch): its reason. */
+  quarantine?: string | undefined;
 }
 
 export interface NetworkState {
@@ -317,6 +319,12 @@ export class TuiStore {
       const a = audit as Record<string, unknown>;
       this.header.auditProblem = a.state === 'failing' ? (typeof a.problem === 'string' ? a.problem : 'the audit log cannot be written') : undefined;
     }
+    const services = field(status, 'services');
+    const q = services && typeof services === 'object' ? (services as Record<string, unknown>).quarantine : undefined;
+    if (q && typeof q === 'object') {
+      const qr = q as Record<string, unknown>;
+      this.header.quarantine = qr.quarantined === true ? (typeof qr.reason === 'string' ? qr.reason : 'no reason given') : undefined;
+    }
     const budget = field(status, 'budget');
     if (budget && typeof budget === 'object') this.budget = budgetReading(budget as Record<string, unknown>);
     this.commit(new Set(['header', 'meters']));
@@ -473,6 +481,9 @@ export class TuiStore {
         // The disk under the audit log failed (a live-only event) / the log resumed (its chained gap marker).
         if (action === 'audit.failed' && ev.transient === true) this.header = { ...this.header, auditProblem: str(ev, 'message', 'reason') };
         else if (action === 'audit.gap') this.header = { ...this.header, auditProblem: undefined };
+        // The kill switch: on from its event (or the one a restart emits), off when released.
+        if (action === 'quarantine' || action === 'quarantine.in_force') this.header = { ...this.header, quarantine: str(ev, 'reason') };
+        else if (action === 'quarantine.released') this.header = { ...this.header, quarantine: undefined };
         this.agentRows.push(agentRowFromEvent(ev));
         changed.add('header');
         changed.add('agent');

@@ -17,6 +17,7 @@ export const HELP_LINES: ReadonlyArray<readonly [string, string]> = [
   ['D', 'always deny (writes a deny rule; asks the same way)'],
   ['b', 'raise the token budget (asks first)'],
   ['p', 'policy: current revision, history and effective YAML'],
+  ['Q', 'quarantine: stop the agent, refuse all egress (asks first, with a reason)'],
   ['r', 'rules: the operator\'s always / time-boxed / session rules; x removes one (asks first)'],
   ['?', 'this help'],
   ['selection changed', 'the request under the cursor left and another took its row: press the key again'],

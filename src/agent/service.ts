@@ -12,6 +12,7 @@ import { parseDocument } from 'yaml';
 import type { ControlRoute, SupervisorContext, SupervisorOptions, SupervisorService } from '../control/types.js';
 import type { InferenceService } from '../inference/index.js';
 import { NemoclawError, describeError } from '../shared/errors.js';
+import { readQuarantine } from '../control/quarantine.js';
 import { writeFileAtomicSync } from '../shared/fs.js';
 import { packageInfo } from '../shared/package.js';
 import { loadBlueprintSpec, packagedBlueprintDir, profileLocality, profileNames, profileParts, type LoadedBlueprint } from './blueprint-spec.js';
@@ -117,7 +118,7 @@ export function createAgentService(options: SupervisorOptions, deps: AgentServic
   const stubs: StubModelServer[] = [];
   let blueprint: LoadedBlueprint | undefined;
   let state: AgentState | undefined;
-  let phase: 'none' | 'installing' | 'running' | 'error' | 'stopped' = 'none';
+  let phase: 'none' | 'installing' | 'running' | 'error' | 'stopped' | 'quarantined' = 'none';
   let lastError: string | undefined;
   let stopped = false;
   let background: Promise<void> | undefined;
@@ -265,6 +266,13 @@ export function createAgentService(options: SupervisorOptions, deps: AgentServic
         profile,
         restored: !requested,
       });
+      // Quarantined (src/control/quarantine.ts): the agent stays stopped until `quarantine release`.
+      const quarantined = readQuarantine(c.paths);
+      if (quarantined) {
+        phase = 'quarantined';
+        c.events.emit({ kind: 'sandbox.lifecycle', level: 'warn', action: 'agent.not_started', reason: `the sandbox is quarantined since ${quarantined.since} (${quarantined.reason})` });
+        return;
+      }
       // Installing can take ~30 s: do it (and everything after it) in the background so the
       // control API is up and the operator sees the progress.
       const bp = blueprint;

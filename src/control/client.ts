@@ -62,6 +62,14 @@ export interface SupervisorStatus {
   routes: Array<{ method: string; path: string }>;
 }
 
+/** GET /v1/quarantine */
+export interface QuarantineStatus {
+  quarantined: boolean;
+  reason?: string;
+  since?: string;
+  by?: 'cli' | 'tui';
+}
+
 export interface PolicyView {
   yaml: string;
   revision: PolicyRevision;
@@ -458,6 +466,22 @@ export class ControlClient {
   removeRule(id: string, by: 'cli' | 'tui' = 'cli', reason?: string): Promise<RuleRemoval> {
     const q = new URLSearchParams({ by, ...(reason ? { reason } : {}) });
     return this.request<RuleRemoval>('DELETE', `/v1/rules/${encodeURIComponent(id)}?${q.toString()}`);
+  }
+
+  /** Quarantine state (GET /v1/quarantine). */
+  quarantineStatus(): Promise<QuarantineStatus> {
+    return this.request<QuarantineStatus>('GET', '/v1/quarantine');
+  }
+
+  /** The kill switch: stop the agent, refuse all egress and inference, until released (POST /v1/quarantine). */
+  quarantine(reason: string | undefined, by: 'cli' | 'tui' = 'cli'): Promise<QuarantineStatus & { already: boolean }> {
+    return this.request<QuarantineStatus & { already: boolean }>('POST', '/v1/quarantine', { by, ...(reason ? { reason } : {}) }, { timeoutMs: 30_000 });
+  }
+
+  /** Lift a quarantine (DELETE /v1/quarantine). Throws not_found when none is in force. */
+  releaseQuarantine(by: 'cli' | 'tui' = 'cli', reason?: string): Promise<QuarantineStatus & { released: boolean }> {
+    const q = new URLSearchParams({ by, ...(reason ? { reason } : {}) });
+    return this.request<QuarantineStatus & { released: boolean }>('DELETE', `/v1/quarantine?${q.toString()}`);
   }
 
   /** Ask the supervisor to stop cleanly (it flushes the audit log); returns its pid. */

@@ -4,6 +4,7 @@
  */
 import type { SupervisorOptions, SupervisorService } from './types.js';
 import { createEgressService } from '../egress/index.js';
+import { createQuarantineService } from './quarantine.js';
 import { inferenceServiceFactory } from '../inference/index.js';
 import { createMetersService } from '../meters/index.js';
 import { agentServiceFactory } from '../agent/index.js';
@@ -12,7 +13,9 @@ import { createSandboxService } from '../sandbox/index.js';
 export type ServiceFactory = (options: SupervisorOptions) => SupervisorService;
 
 export const serviceFactories: ServiceFactory[] = [
-  // egress proxy, privacy router, sandbox driver, meters, agent — in that order
+  // quarantine (first: a quarantine in force is applied before anything can get out), egress
+  // proxy, privacy router, sandbox driver, meters, agent — in that order
+  () => createQuarantineService(),
   () => createEgressService(),
   inferenceServiceFactory,
   () => createSandboxService(),

@@ -69,6 +69,11 @@ export interface PolicyStore {
   rules(): RuleView[];
   /** Remove a rule by id (a new revision, audit-logged). Throws not_found for an unknown id. */
   removeRule(id: string, author: RevisionAuthor, reason?: string): Promise<RuleRemoval>;
+  /**
+   * Quarantine (the kill switch): with a refusal text, a deny-all for every host, port and program
+   * is merged on top of everything (a new revision); undefined lifts it (a new revision).
+   */
+  setQuarantine(refusal: string | undefined, author: RevisionAuthor, reason: string): Promise<PolicyRevision>;
   /** Remove time-boxed rules whose time is up (a revision when any were); the store also does it on a timer. */
   expireDue(): Promise<PolicyRevision | undefined>;
   onChange(listener: (rev: PolicyRevision, doc: PolicyDocument) => void): () => void;

@@ -73,6 +73,8 @@ export interface RouterOptions {
   emit?: (event: EventInput) => void;
   /** Write-ahead gate: resolves once every emitted event is durable; rejects while the audit log cannot be written. */
   durable?: () => Promise<void>;
+  /** Why every call is refused now (the sandbox is quarantined), or undefined. */
+  refusal?: () => string | undefined;
   /** Live-only events (budget.update while streaming). */
   publishTransient?: (event: EventInput) => void;
   /** Budget state file; omitted = in memory only. */
@@ -445,6 +447,14 @@ export function createRouter(options: RouterOptions): Router {
 
     if (api === undefined) {
       sendError(res, family, 404, 'not_found', `inference.local does not serve ${method} ${path}; use POST /v1/chat/completions, /v1/responses, /v1/completions, /v1/embeddings, /v1/messages or GET /v1/models`);
+      return;
+    }
+    const refused = options.refusal?.();
+    if (refused !== undefined) {
+      // Quarantined: nothing reaches a provider, whoever asks (the token is not even looked at).
+      emit({ kind: 'inference.done', level: 'warn', id: requestIdFrom(req), api, status: 403, outcome: 'quarantined', reason: refused });
+      req.resume();
+      sendError(res, family, 403, 'permission', refused, {}, 'quarantined');
       return;
     }
     const token = presentedToken(req.headers);

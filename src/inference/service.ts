@@ -99,6 +99,8 @@ export function createInferenceService(options: InferenceServiceOptions = {}): I
         clock: context.clock,
         emit: labelClientApi((e) => void context.events.emit(e)),
         durable: () => context.events.durable(),
+        // The kill switch (src/control/quarantine.ts), looked up per call: it may start or end any time.
+        refusal: () => context.service<SupervisorService & { refusal?(): string | undefined }>('quarantine')?.refusal?.(),
         publishTransient: (e) => void context.events.publishTransient(e),
         budgetStateFile: context.paths.budgetStateFile,
       });

@@ -129,7 +129,7 @@ function l7Matches(rules: CompiledL7[], req: L7Request, deny: boolean): Compiled
   return undefined;
 }
 
-function compileRule(id: string, deny: boolean, endpoint: Endpoint, binaries: string[]): CompiledRule {
+function compileRule(id: string, deny: boolean, endpoint: Endpoint, binaries: string[], refusal?: string): CompiledRule {
   const exactBinaries = new Set<string>();
   const globBinaries: RegExp[] = [];
   for (const b of binaries) {
@@ -155,7 +155,7 @@ function compileRule(id: string, deny: boolean, endpoint: Endpoint, binaries: st
     hasL7: allow.length > 0 || denyRules.length > 0 || scope !== undefined,
     audit: endpoint.enforcement === 'audit',
     allowDecision: Object.freeze({ verdict: 'allow', rule: id, reason: `allowed by ${id}`, endpoint }),
-    denyDecision: Object.freeze({ verdict: 'deny', rule: id, reason: `denied by ${id}`, endpoint }),
+    denyDecision: Object.freeze({ verdict: 'deny', rule: id, reason: refusal ?? `denied by ${id}`, endpoint }),
   };
 }
 
@@ -440,7 +440,7 @@ export function compileNetworkMatcher(doc: PolicyDocument): NetworkMatcher {
   for (const [name, policy] of Object.entries(doc.network_policies)) {
     const binaries = policy.binaries.map((b) => b.path);
     policy.endpoints.forEach((endpoint, index) => {
-      const rule = compileRule(`${name}/${index}`, policy.action === 'deny', endpoint, binaries);
+      const rule = compileRule(`${name}/${index}`, policy.action === 'deny', endpoint, binaries, policy.refusal);
       const host = normalizeHost(endpoint.host);
       for (const port of endpoint.ports) matcher.add(host, port, rule);
     });

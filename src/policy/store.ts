@@ -115,6 +115,9 @@ function validateRule(rule: OverlayRule): OverlayRule {
   return out;
 }
 
+/** The deny-all policy of a quarantined sandbox (in `policy` output and in events' `rule`). */
+export const QUARANTINE_POLICY = 'quarantine:deny-all';
+
 class FilePolicyStore implements PolicyStore {
   private base!: ParsedPolicy;
   private overlay: OverlayFileRule[] = [];
@@ -122,6 +125,8 @@ class FilePolicyStore implements PolicyStore {
   /** When the next time-boxed rule ends (ms), while one is in the overlay; its timer. */
   private nextExpiry: number | undefined;
   private expiryTimer: NodeJS.Timeout | undefined;
+  /** The quarantine's refusal text while the sandbox is quarantined (a deny-all on top). */
+  private quarantine: string | undefined;
   private effective!: PolicyDocument;
   private effectiveText = '';
   private matcher!: NetworkMatcher;
@@ -309,6 +314,19 @@ class FilePolicyStore implements PolicyStore {
     });
   }
 
+  setQuarantine(refusal: string | undefined, author: RevisionAuthor, reason: string): Promise<PolicyRevision> {
+    return this.serial(async () => {
+      const previous = this.quarantine;
+      this.quarantine = refusal;
+      try {
+        return (await this.commit(author, reason, false)) ?? this.revision();
+      } catch (err) {
+        this.quarantine = previous;
+        throw err;
+      }
+    });
+  }
+
   expireDue(): Promise<PolicyRevision | undefined> {
     return this.serial(async () => {
       const now = this.opts.clock.now();
@@ -363,6 +381,17 @@ class FilePolicyStore implements PolicyStore {
       if (expiredAt(rule, now)) continue;
       const name = overlayPolicyName(rule);
       policies[name] = ruleToPolicy(name, rule);
+    }
+    if (this.quarantine !== undefined) {
+      // Deny wins over every allow in the matcher, whatever bucket the allow is in: `**` is every
+      // host (names and IPs), ANY_PORT every port, `/**` every program.
+      policies[QUARANTINE_POLICY] = {
+        name: QUARANTINE_POLICY,
+        action: 'deny',
+        refusal: this.quarantine,
+        endpoints: [{ host: '**', ports: [ANY_PORT], rules: [], deny_rules: [], allowed_ips: [] }],
+        binaries: [{ path: '/**' }],
+      };
     }
     return { ...this.base.doc, network_policies: policies };
   }

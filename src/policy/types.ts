@@ -86,6 +86,11 @@ export interface NetworkPolicy {
   binaries: Binary[];
   /** Our addition: `deny` rules are checked before every allow. Default `allow`. */
   action: 'allow' | 'deny';
+  /**
+   * The refusal reason of a deny policy, instead of "denied by NAME" (set only by the supervisor,
+   * for the quarantine's deny-all; policy files cannot set it).
+   */
+  refusal?: string;
 }
 
 export interface ApprovalsPolicy {

@@ -108,6 +108,11 @@ export class FakeClient implements TuiClient {
   async rules() {
     return this.rulesList;
   }
+  quarantines: Array<string | undefined> = [];
+  async quarantine(reason: string | undefined) {
+    this.quarantines.push(reason);
+    return 'quarantined';
+  }
   async removeRule(id: string) {
     this.removedRules.push(id);
     this.rulesList = this.rulesList.filter((r) => r.id !== id);

@@ -7,6 +7,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { inspectSandbox, startDaemon, stopDaemon } from '../../control/daemon.js';
+import { quarantinedError, readQuarantine } from '../../control/quarantine.js';
 import { ensurePrivateDir, homePaths, sandboxPaths } from '../../shared/home.js';
 import { mountAt, releaseWorkdirDisk } from '../../sandbox/workdir-disk.js';
 import { NemoclawError } from '../../shared/errors.js';
@@ -179,6 +180,9 @@ async function reportAuditRecovery(ctx: CliContext, pid: number): Promise<void> 
 
 async function up(ctx: CliContext, opts: UpOptions): Promise<number> {
   ensureHome(ctx);
+  // The kill switch holds until an operator lifts it: `up` never brings a quarantined agent back.
+  const quarantined = readQuarantine(ctx.paths);
+  if (quarantined) throw quarantinedError(ctx.name, quarantined);
   let policy = await checkPolicyFile(ctx, opts.policy);
   // --blueprint: verify it, pin it (lock), store it, write its policy and agent state; the
   // supervisor then runs it from the store (options.blueprint) and the agent service starts it.

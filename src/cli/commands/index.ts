@@ -56,6 +56,7 @@ export const commandModules: CommandModuleEntry[] = [
   ),
   lazy({ commands: ['pending', 'approve', 'deny'] }, async () => (await import('./approvals.js')).approvalsCommands),
   lazy({ commands: ['rules'] }, async () => (await import('./rules.js')).rulesCommands),
+  lazy({ commands: ['quarantine'] }, async () => (await import('./quarantine.js')).quarantineCommands),
   lazy({ commands: ['blueprint'] }, async () => (await import('./blueprint.js')).blueprintCommands),
   lazy({ commands: ['run'] }, async () => (await import('./run.js')).runCommands),
   lazy({ commands: ['doctor'] }, async () => (await import('./doctor.js')).doctorCommands),
