@@ -43,6 +43,9 @@ function netnsOf(pid: number | 'self'): string | undefined {
 }
 
 /** A pid inside the sandbox's network namespace (bwrap's outer process stays in the host's). */
+/** How long a found pid is trusted before the sandbox's process list is read again (see `pid`). */
+const PID_RECHECK_MS = 1_000;
+
 export function pidInOwnNetns(pids: number[], fallback: number): number {
   const host = netnsOf('self');
   for (const pid of pids) {
@@ -120,16 +123,26 @@ export function sandboxLauncher(ctx: SupervisorContext, opts: { stopGraceMs?: nu
       pipeLines(handle.stdout, 'stdout', onLine);
       pipeLines(handle.stderr, 'stderr', onLine);
       const exited: Promise<ExitStatus> = handle.wait().then((st) => ({ code: st.code, signal: st.signal }));
-      let net: { pid: number; ns: string } | undefined;
+      let net: { pid: number; ns: string; checkedAt: number } | undefined;
       const proc: LaunchedProcess = {
         get pid() {
           // Resolved lazily (the sandbox's inner processes appear right after the launch), and again
           // whenever the one found is gone: its number may belong to a host process by now (pids
           // wrap), whose /proc/PID/net is the host's, and a healthy gateway would look deaf.
-          if (net && netnsOf(net.pid) === net.ns && handle.pids().includes(net.pid)) return net.pid;
+          // Read per agent.log line and per health probe, so the cheap check (one readlink: still
+          // in the sandbox's own netns) runs every time, and the scan of the sandbox's process
+          // tree (is it still one of ours?) at most once a second.
+          if (net && netnsOf(net.pid) === net.ns) {
+            const now = Date.now();
+            if (now - net.checkedAt < PID_RECHECK_MS) return net.pid;
+            if (handle.pids().includes(net.pid)) {
+              net.checkedAt = now;
+              return net.pid;
+            }
+          }
           const pid = pidInOwnNetns(handle.pids(), handle.rootPid);
           const ns = netnsOf(pid);
-          net = pid !== handle.rootPid && ns !== undefined ? { pid, ns } : undefined;
+          net = pid !== handle.rootPid && ns !== undefined ? { pid, ns, checkedAt: Date.now() } : undefined;
           return pid;
         },
         exited,

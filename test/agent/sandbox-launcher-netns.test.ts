@@ -39,12 +39,16 @@ describe('the agent process pid used for the health check', () => {
     if (process.getuid?.() !== 0) throw new Error('this test needs root (unshare -n); run it as root, as CI does');
     const first = await inNewNetns();
     let members = [process.pid, first];
+    let scans = 0;
     const ctx = {
       service: () => ({
         name: 'sandbox',
         launch: async () => ({
           rootPid: process.pid, // stands for bwrap's outer process, in the host's netns
-          pids: () => members,
+          pids: () => {
+            scans++;
+            return members;
+          },
           stdout: null,
           stderr: null,
           wait: () => new Promise(() => undefined),
@@ -60,8 +64,15 @@ describe('the agent process pid used for the health check', () => {
     const second = await inNewNetns();
     members = [process.pid, second];
     expect(proc.pid).toBe(second);
-    // With no process left in a netns of its own, the fallback is the root pid, never a stale number.
+    // Read on every agent.log line: the process tree is scanned at most once a second, the cheap
+    // netns check (a readlink) every time.
+    scans = 0;
+    for (let i = 0; i < 1_000; i++) expect(proc.pid).toBe(second);
+    expect(scans).toBeLessThanOrEqual(1);
+    // With no process left in a netns of its own, the fallback is the root pid, never a stale number
+    // (once the next scan comes).
     members = [process.pid];
+    await new Promise((r) => setTimeout(r, 1_100));
     expect(proc.pid).toBe(process.pid);
   });
 });
