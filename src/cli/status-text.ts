@@ -151,6 +151,8 @@ function sandboxLines(s: Obj): string[] {
   const instances = arr(s.instances).map(obj).filter((x): x is Obj => x !== undefined);
   const head = [str(s.driver), str(s.cgroups) ? `cgroups ${String(s.cgroups)}` : undefined].filter(Boolean).join(', ');
   const lines = [`${head ? `${head}; ` : ''}${instances.length === 0 ? 'no sandboxed processes' : plural(instances.length, 'instance')}`];
+  // Whether clients that ignore the proxy variables are seen too (transparent interception).
+  if (str(s.network)) lines.push(`network: ${String(s.network)}${str(s.network_reason) ? ` (${String(s.network_reason)})` : ''}`);
   for (const i of instances) {
     const pids = Array.isArray(i.pids) ? i.pids.length : num(i.pids);
     const command = Array.isArray(i.command) ? i.command.join(' ') : str(i.command);

@@ -12,6 +12,7 @@ import { findBinary } from './bwrap.js';
 import { SANDBOX_USER, readPasswd, resolveSandboxIdentity } from './identity.js';
 import { detectCgroups } from './limits.js';
 import { landlockCheck } from './landlock-doctor.js';
+import { probeInterception } from './transparent.js';
 
 export interface DoctorCheck {
   id: string;
@@ -104,6 +105,8 @@ export async function runDoctor(): Promise<DoctorReport> {
     ['setpriv', 'util-linux', 'error', 'drops to the sandbox uid'],
     ['mkfs.ext4', 'e2fsprogs', 'warn', 'the workdir size limit, a loop-mounted image (without it the workdir is unlimited)'],
     ['mount', 'mount', 'warn', 'mounts the workdir image'],
+    ['nft', 'nftables', 'warn', 'transparent interception: clients that ignore the proxy variables are held like the others (without it: loopback-only, proxy-aware clients only)'],
+    ['ip', 'iproute2', 'warn', "routes the sandbox's non-loopback traffic to the interception listeners"],
   ] as const) {
     const path = findBinary(bin);
     checks.push({
@@ -161,6 +164,22 @@ export async function runDoctor(): Promise<DoctorReport> {
       ? 'root: network mode bridge-outside, AF_UNIX blocked by seccomp'
       : 'not root: network mode relay-inside (AF_UNIX allowed), no fs-violation monitor, rlimits only',
     fix: 'sudo nemoclaw-tui up',
+  });
+  // Which network a sandbox gets: what the operator can and cannot see of it.
+  const network = await probeInterception({ root, find: findBinary });
+  checks.push({
+    id: 'network',
+    title: 'network',
+    ok: network.mode === 'transparent',
+    severity: 'warn',
+    detail: network.mode === 'transparent' ? `${network.summary}: every TCP connect, DNS lookup and UDP datagram of the sandbox is seen and decided` : `${network.summary} (${network.reason})`,
+    ...(!root
+      ? { fix: 'sudo nemoclaw-tui up (transparent interception needs a root supervisor), with nftables installed' }
+      : !findBinary('nft')
+        ? APT('nftables')
+        : !findBinary('ip')
+          ? APT('iproute2')
+          : { fix: 'use a kernel with nf_tables NAT (CONFIG_NF_TABLES, CONFIG_NFT_NAT, CONFIG_NFT_REDIR); until then only proxy-aware clients get out' }),
   });
   // A real start, as the sandbox uid, proves the pieces fit together.
   const bwrap = findBinary('bwrap');

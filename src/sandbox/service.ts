@@ -11,13 +11,13 @@ import { resolve } from 'node:path';
 import { NemoclawError, isNemoclawError } from '../shared/errors.js';
 import { listenUnixSocket } from '../shared/socket.js';
 import type { ControlRoute, SupervisorContext, SupervisorService } from '../control/types.js';
-import { createBwrapDriver, type RunningSandbox, type SandboxDriver, type SandboxInstanceInfo } from './bwrap.js';
+import { createBwrapDriver, findBinary, type RunningSandbox, type SandboxDriver, type SandboxInstanceInfo } from './bwrap.js';
 import { FrameDecoder, encodeFrame, execSocketPath, type ExecStart, type ExecStarted } from './exec-protocol.js';
 
 /** Signals a client may forward to its command. */
 const FORWARDABLE = new Set<string>(['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGKILL', 'SIGWINCH', 'SIGCONT', 'SIGTSTP']);
 import { detectCgroups } from './limits.js';
-import type { TransparentSockets } from './transparent.js';
+import { plannedInterception, type NetworkInterception, type TransparentSockets } from './transparent.js';
 import { DEFAULT_WORKDIR_LIMIT, diskUsage, ensureWorkdirDisk, releaseWorkdirDisk, withUsage, type WorkdirDiskStatus } from './workdir-disk.js';
 
 /** What the egress service's `sandboxTrust()` gives: the CA bundle to bind and the variables that point at it. */
@@ -439,6 +439,8 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
         network_mode: mode.network_mode,
         supervisor_root: mode.root,
         cgroups: mode.root ? cg.mode : 'not used (not root)',
+        // What the operator sees of the sandbox's network: the agent's, else what a new sandbox gets.
+        ...networkStatus(agentInstance()?.network ?? plannedInterception({ root: mode.root, find: findBinary, ...(opts.nftBinary ? { nft: opts.nftBinary } : {}) })),
         ...(diskState ? { workdir_disk: withUsage(diskState) } : {}),
         instances: [...running.values()].map((r) => ({
           id: r.id,
@@ -482,6 +484,11 @@ export function createSandboxService(opts: SandboxServiceOptions = {}): SandboxS
     },
     launch,
   };
+}
+
+/** The sandbox's network for status: the mode's one line, and why when it is loopback-only. */
+function networkStatus(n: NetworkInterception): Record<string, unknown> {
+  return { network: n.summary, ...(n.reason ? { network_reason: n.reason } : {}) };
 }
 
 /** What a supervisor running as this user can give a sandbox. */

@@ -277,3 +277,33 @@ export async function interceptOrFallback(
     return { network: loopbackOnly(err instanceof Error ? err.message : String(err)) };
   }
 }
+
+/**
+ * What a new sandbox of this supervisor gets, without starting one (status with nothing running):
+ * root, nft and ip present → interception is tried; otherwise loopback-only and why.
+ */
+export function plannedInterception(opts: { root: boolean; find: (cmd: string) => string | undefined; nft?: string }): NetworkInterception {
+  if (!opts.root) return loopbackOnly('the supervisor is not root (transparent interception needs root)');
+  const nft = opts.nft ?? opts.find('nft');
+  if (!nft || !existsSync(nft)) return loopbackOnly(`nftables is not installed (no ${opts.nft ?? 'nft'}); install it with \`apt-get install -y nftables\``);
+  if (!opts.find('ip')) return loopbackOnly('iproute2 (`ip`) is not installed; install it with `apt-get install -y iproute2`');
+  return { mode: 'transparent', summary: TRANSPARENT_SUMMARY };
+}
+
+/**
+ * doctor's live check: load the real ruleset into a throwaway network namespace (`unshare --net`),
+ * which proves nf_tables and its NAT redirect work on this kernel. Root only.
+ */
+export async function probeInterception(opts: { root: boolean; find: (cmd: string) => string | undefined; nft?: string }): Promise<NetworkInterception> {
+  const planned = plannedInterception(opts);
+  if (planned.mode !== 'transparent') return planned;
+  const nft = (opts.nft ?? opts.find('nft')) as string;
+  const unshare = opts.find('unshare');
+  if (!unshare) return loopbackOnly('util-linux `unshare` is missing, so the check could not run; install it with `apt-get install -y util-linux`');
+  const r = await execa(unshare, ['--net', '--', nft, '-f', '-'], { input: nftRuleset(true), reject: false, timeout: 10_000, env: {}, extendEnv: false });
+  if (r.exitCode !== 0) {
+    const why = String(r.stderr ?? '').trim().split('\n').slice(-2).join(' ') || `exit ${r.exitCode}`;
+    return loopbackOnly(`nft could not load the redirect rules in a test namespace (${why}); the kernel needs nf_tables with NAT (CONFIG_NF_TABLES, CONFIG_NFT_NAT, CONFIG_NFT_REDIR)`);
+  }
+  return { mode: 'transparent', summary: TRANSPARENT_SUMMARY };
+}

@@ -120,6 +120,10 @@ describe('transparent interception in the real sandbox', () => {
     const events = await d.client.events({ kinds: ['sandbox.lifecycle'] });
     const running = events.filter((e) => e.phase === 'running').at(-1);
     expect(running?.network, JSON.stringify(running)).toMatchObject({ mode: 'transparent', summary: 'transparent interception (nft)' });
+    const status = await runCli(['status'], { home: d.home });
+    expect(status.stdout).toMatch(/network: transparent interception \(nft\)/);
+    const doctor = await runCli(['doctor'], { home: d.home });
+    expect(doctor.stdout).toMatch(/ok +network: transparent interception \(nft\): every TCP connect/);
   }, 90_000);
 
   it('an allowed host is reached by a client that ignores proxy variables, without a prompt', async () => {

@@ -12,7 +12,7 @@ export const doctorCommands: CommandModule = {
   register(program: Command): void {
     program
       .command('doctor')
-      .description('check the sandbox prerequisites (kernel, bubblewrap, socat, strace, user namespaces, cgroups, sandbox user)')
+      .description('check the sandbox prerequisites (kernel, bubblewrap, socat, strace, nftables, user namespaces, cgroups, sandbox user)')
       .option('--fix', 'install missing packages and create the sandbox user (needs root)')
       .option('--json', 'print the report as JSON')
       .action(
