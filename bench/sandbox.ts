@@ -6,6 +6,9 @@
  * a shared machine hits them alike. The write-heavy workload runs in a tmpfs workdir: on this VM's
  * shared virtual disk one file create costs 0.1–0.6 ms and swings with other I/O, which drowned the
  * monitor's own cost (two ptrace stops per traced call) in noise.
+ * Since issue 19 every sandbox also runs under Landlock (its own cost: "Landlock off" next to "monitor
+ * off"), and the violation log has two sources, measured side by side: the strace monitor, and the
+ * kernel's Landlock audit records (no ptrace stop; the kernel formats a record per denial only).
  * Run: npx tsc -p . && node bench/sandbox.ts   (root; bubblewrap, strace, socat installed)
  */
 import { execa } from 'execa';
@@ -35,7 +38,11 @@ async function unsandboxed(cmd: string[], cwd: string): Promise<{ firstMs: numbe
   return { firstMs: firstMs < 0 ? totalMs : firstMs, totalMs };
 }
 
-async function sandboxed(cmd: string[], monitor: boolean, workdir = join(base, 'wd')): Promise<{ firstMs: number; totalMs: number }> {
+/** 'off': Landlock, no violation log; 'strace' / 'kernel': the log from that source; 'bare': neither. */
+type Mode = 'bare' | 'off' | 'strace' | 'kernel';
+
+async function sandboxed(cmd: string[], mode: Mode, workdir = join(base, 'wd')): Promise<{ firstMs: number; totalMs: number }> {
+  const monitor = mode === 'strace' || mode === 'kernel';
   const t0 = performance.now();
   const sb = await launchBwrap({
     id: `b${seq++}`,
@@ -45,7 +52,11 @@ async function sandboxed(cmd: string[], monitor: boolean, workdir = join(base, '
     proxySocket: join(runDir, 'proxy.sock'),
     filesystem: { include_workdir: true, read_only: [], read_write: [], hidden: ['/root'], monitor },
     process: { seccomp: { block: [], allow: [] }, limits: {}, env: {} },
+    ...(mode === 'bare' ? { landlockHelper: null } : {}),
+    ...(monitor ? { violationSource: mode } : {}),
   });
+  if (mode === 'kernel' && sb.violationSource !== 'kernel') throw new Error(`the kernel violation source is not available here (got ${sb.violationSource})`);
+  if (mode === 'strace' && sb.violationSource !== 'strace') throw new Error(`the strace monitor is not available here (got ${sb.violationSource})`);
   let firstMs = -1;
   sb.stdout?.once('data', () => (firstMs = performance.now() - t0));
   sb.stdout?.resume();
@@ -84,41 +95,34 @@ const shmHostWd = join(shm, 'host-wd');
 const shmWd = join(shm, 'wd');
 mkdirSync(shmHostWd, { recursive: true });
 const echo = ['/bin/sh', '-c', 'echo ready'];
-const rows: Array<{ label: string; first: number; total: number; base: number }> = [];
 
-const [startBase, startOff, startOn] = await measureRoundRobin(15, [
-  ['start: unsandboxed sh -c "echo ready"', () => unsandboxed(echo, hostWd)],
-  ['start: sandbox, monitor off', () => sandboxed(echo, false)],
-  ['start: sandbox, monitor on', () => sandboxed(echo, true)],
-]);
-rows.push({ ...startBase!, base: startBase!.first }, { ...startOff!, base: startBase!.first }, { ...startOn!, base: startBase!.first });
-
-const write = ['/bin/sh', '-c', WRITE_HEAVY];
-const [writeBase, writeOff, writeOn] = await measureRoundRobin(7, [
-  [`write-heavy (${CREATES} creates + unlinks, tmpfs): unsandboxed`, () => unsandboxed(write, shmHostWd)],
-  ['write-heavy: sandbox, monitor off', () => sandboxed(write, false, shmWd)],
-  ['write-heavy: sandbox, monitor on', () => sandboxed(write, true, shmWd)],
-]);
-const stat = ['/bin/sh', '-c', STAT_HEAVY];
-const [statBase, statOff, statOn] = await measureRoundRobin(5, [
-  ['stat-heavy (find /usr x3): unsandboxed', () => unsandboxed(stat, hostWd)],
-  ['stat-heavy: sandbox, monitor off', () => sandboxed(stat, false)],
-  ['stat-heavy: sandbox, monitor on', () => sandboxed(stat, true)],
-]);
+const MODES: Array<[Mode, string]> = [
+  ['bare', 'sandbox, Landlock off, monitor off'],
+  ['off', 'sandbox (Landlock), monitor off'],
+  ['strace', 'sandbox (Landlock), strace monitor'],
+  ['kernel', 'sandbox (Landlock), kernel audit records'],
+];
+type Row = { label: string; first: number; total: number };
+const configs = (label: string, cmd: string[], hostDir: string, wd?: string): Array<[string, Sample]> => [
+  [`${label}: unsandboxed`, () => unsandboxed(cmd, hostDir)],
+  ...MODES.map(([m, l]): [string, Sample] => [`${label}: ${l}`, () => sandboxed(cmd, m, wd)]),
+];
+const start = await measureRoundRobin(15, configs('start (sh -c "echo ready")', echo, hostWd));
+const write = await measureRoundRobin(7, configs(`write-heavy (${CREATES} creates + unlinks, tmpfs)`, ['/bin/sh', '-c', WRITE_HEAVY], shmHostWd, shmWd));
+const stat = await measureRoundRobin(5, configs('stat-heavy (find /usr x3)', ['/bin/sh', '-c', STAT_HEAVY], hostWd));
 
 console.log('\n| measurement | first output (ms, median) | total (ms, median) | ratio to unsandboxed |');
 console.log('|---|---:|---:|---:|');
-for (const r of rows) {
-  console.log(`| ${r.label} | ${r.first.toFixed(1)} | ${r.total.toFixed(1)} | ${(r.first / r.base).toFixed(1)}× (first output) |`);
+for (const r of start) console.log(`| ${r.label} | ${r.first.toFixed(1)} | ${r.total.toFixed(1)} | ${(r.first / start[0]!.first).toFixed(1)}× (first output) |`);
+for (const set of [write, stat]) {
+  for (const r of set) console.log(`| ${r.label} | ${r.first.toFixed(1)} | ${r.total.toFixed(1)} | ${(r.total / set[0]!.total).toFixed(2)}× (total) |`);
 }
-for (const [b, off, on] of [[writeBase!, writeOff!, writeOn!], [statBase!, statOff!, statOn!]] as const) {
-  for (const r of [b, off, on]) {
-    console.log(`| ${r.label} | ${r.first.toFixed(1)} | ${r.total.toFixed(1)} | ${(r.total / b.total).toFixed(2)}× (total) |`);
-  }
-}
-const perCallUs = ((writeOn!.total - writeOff!.total) / WRITE_TRACED_CALLS) * 1000;
-console.log(`\nmonitor cost on the write-heavy run: ${(writeOn!.total / writeOff!.total).toFixed(2)}× the sandbox without it (~${perCallUs.toFixed(0)} µs per traced call, ${WRITE_TRACED_CALLS} traced calls)`);
-console.log(`monitor cost on the stat-heavy run: ${(statOn!.total / statOff!.total).toFixed(2)}× the sandbox without it`);
-console.log(`cold start to first instruction: ${startOff!.first.toFixed(1)} ms (monitor off), ${startOn!.first.toFixed(1)} ms (monitor on); goal ≤ 150 ms`);
+const by = (set: Row[], k: number): Row => set[k + 1]!;
+const [BARE, OFF, STRACE, KERNEL] = [0, 1, 2, 3];
+const perCallUs = ((by(write, STRACE).total - by(write, OFF).total) / WRITE_TRACED_CALLS) * 1000;
+console.log(`\nviolation log cost on the write-heavy run: strace ${(by(write, STRACE).total / by(write, OFF).total).toFixed(2)}×, kernel records ${(by(write, KERNEL).total / by(write, OFF).total).toFixed(2)}× the sandbox without a log (strace ~${perCallUs.toFixed(0)} µs per traced call, ${WRITE_TRACED_CALLS} traced calls; goal for the kernel source ≤ 1.05×)`);
+console.log(`violation log cost on the stat-heavy run: strace ${(by(stat, STRACE).total / by(stat, OFF).total).toFixed(2)}×, kernel records ${(by(stat, KERNEL).total / by(stat, OFF).total).toFixed(2)}×`);
+console.log(`Landlock's own cost: write-heavy ${(by(write, OFF).total / by(write, BARE).total).toFixed(2)}×, stat-heavy ${(by(stat, OFF).total / by(stat, BARE).total).toFixed(2)}×, start ${(by(start, OFF).first - by(start, BARE).first).toFixed(1)} ms`);
+console.log(`cold start to first instruction: ${by(start, OFF).first.toFixed(1)} ms (no log), ${by(start, STRACE).first.toFixed(1)} ms (strace), ${by(start, KERNEL).first.toFixed(1)} ms (kernel records); goal ≤ 150 ms`);
 rmSync(base, { recursive: true, force: true });
 rmSync(shm, { recursive: true, force: true });

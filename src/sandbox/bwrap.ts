@@ -151,10 +151,11 @@ export interface SandboxLaunch {
   /** Transparent interception is on: the netns redirects every connect, so Landlock leaves connect alone. */
   transparentEgress?: boolean;
   /**
-   * Where fs.violation comes from. 'auto' (default): the strace monitor where it runs (root), plus
-   * Landlock's kernel records where readable. 'kernel': the kernel records only (no ptrace cost, but
-   * refusals by the mount layer — EROFS, ENOENT — are not seen); strace when they are not readable.
-   * 'strace': the strace monitor only.
+   * Where fs.violation comes from. 'strace': the strace monitor (root); it sees every refused call,
+   * the mount layer's (EROFS, ENOENT) and Landlock's (EACCES), at ~35 µs per traced call. 'kernel':
+   * Landlock's own audit records (ABI 7, root): no ptrace stop, but only what Landlock refused — the
+   * mount layer refuses earlier in the same syscall and leaves no record — and auditing is on for
+   * the whole host while it reads. 'auto' (default): strace where installed, else the kernel records.
    */
   violationSource?: 'auto' | 'kernel' | 'strace';
   /**
@@ -200,7 +201,7 @@ export interface RunningSandbox extends SandboxInstanceInfo {
   /** The Landlock layer: ABI, rights, connect rules, scopes (or why it is off). */
   landlock: LandlockReport;
   /** Where this sandbox's fs.violation events come from. */
-  violationSource: 'strace' | 'kernel' | 'strace+kernel' | 'none';
+  violationSource: 'strace' | 'kernel' | 'none';
   /** Milliseconds from launch() to the command being released. */
   startupMs: number;
   /** Something the caller should tell the user (e.g. why a join fell back to a fresh sandbox). */
@@ -708,7 +709,7 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
   const wantMonitor = spec.filesystem.monitor !== false;
   const landlock = await prepareLandlock(spec, root, netMode, wantMonitor);
   const kernel = landlock.kernel;
-  const monitor = wantMonitor && root && hasCommand('strace') && !(kernel && spec.violationSource === 'kernel');
+  const monitor = wantMonitor && root && hasCommand('strace') && !kernel;
   const identity = spec.identity ?? (root ? resolveSandboxIdentity(spec.process.run_as_user) : currentIdentity());
   const instDir = join(spec.runDir, `sbx-${spec.id}`);
   mkdirSync(instDir, { recursive: true, mode: 0o700 });
@@ -809,13 +810,7 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
   else argv.push(bwrap, ...bwrapArgs);
 
   let released = false;
-  // With the kernel's records on too, a refusal Landlock made (EACCES) is reported once, from the
-  // kernel; strace keeps the mount layer's (EROFS, ENOENT) and the hidden masks' inside granted trees.
-  const maskedOnly = landlock.report.hidden_by_mounts_only;
-  const fromStrace = (v: FsViolation): void => {
-    if (kernel && v.errno === 'EACCES' && !maskedOnly.some((h) => v.path === h || v.path.startsWith(`${h}/`))) return;
-    spec.onViolation?.({ ...v, source: 'strace' });
-  };
+  const fromStrace = (v: FsViolation): void => spec.onViolation?.({ ...v, source: 'strace' });
   const violations: Promise<void> = monitor
     ? readViolations(straceFifo, pathRules(spec.filesystem), fromStrace, () => released, spec.workdir)
     : Promise.resolve();
@@ -966,7 +961,7 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
     seccomp: { blocked: seccomp.blocked, conditional: seccomp.conditional, instructions: seccomp.instructions },
     monitor,
     landlock: landlock.report,
-    violationSource: monitor && kernel ? 'strace+kernel' : monitor ? 'strace' : kernel ? 'kernel' : 'none',
+    violationSource: monitor ? 'strace' : kernel ? 'kernel' : 'none',
     startupMs,
     ...(network ? { network } : {}),
     wait: () => waitPromise,
@@ -1002,10 +997,13 @@ async function prepareLandlock(
   }
   const abi = helper ? landlockAbi(helper) : 0;
   let kernel: KernelViolationSource | undefined;
-  if (helper && wantLog && root && abi >= 7 && spec.violationSource !== 'strace') {
-    const source = kernelViolationSource(helper);
-    kernel = await source.start().then(
-      () => source,
+  const source = spec.violationSource ?? 'auto';
+  if (helper && wantLog && root && abi >= 7 && (source === 'kernel' || (source === 'auto' && !hasCommand('strace')))) {
+    const reader = kernelViolationSource(helper);
+    // Not readable (no CAP_AUDIT_READ, audit locked off): the sandbox runs without this log, and
+    // its violation_source says so.
+    kernel = await reader.start().then(
+      () => reader,
       () => undefined,
     );
   }

@@ -7,10 +7,13 @@
  * when it stops) and prints those records; this file joins them per event and hands each denial to
  * the sandbox whose process tree it came from, as the same FsViolation the strace monitor emits.
  *
- * No ptrace stop per call: the cost is the kernel formatting a record per *denial*, nothing per
- * allowed call. What it cannot see: refusals by the mount layer (EROFS on a read-only bind, ENOENT
- * for a path not bound, DAC's EACCES) happen earlier in the same syscall, before Landlock's hook,
- * and leave no record; only what Landlock itself refused is here.
+ * No ptrace stop per call: the kernel formats a record per *denial*. But with auditing on, every
+ * task forked meanwhile (on the whole host, not only the sandbox) gets an audit context, so each of
+ * its syscalls pays the audit entry/exit hooks (measured: 1.06× write-heavy, 1.10× stat-heavy; see
+ * BENCHMARKS.md); that context is also what gives the SYSCALL record naming the process.
+ * What it cannot see: refusals by the mount layer (EROFS on a read-only bind, ENOENT for a path not
+ * bound, DAC's EACCES) happen earlier in the same syscall, before Landlock's hook, and leave no
+ * record; only what Landlock itself refused is here. So strace stays the default where installed.
  */
 import { execa, type ResultPromise } from 'execa';
 import { readFileSync } from 'node:fs';
