@@ -190,6 +190,35 @@ describe('transparent interception in the real sandbox', () => {
     expect(events.find((e) => e.host === '203.0.113.7')).toMatchObject({ transparent: true, original_dst: '203.0.113.7:8080' });
   }, 120_000);
 
+  it('TLS to an address no lookup gave is decided on its SNI name (and would be dialled by that name); deny closes it', async () => {
+    const held = inSandbox(['curl', '-s', '-S', '-k', '--noproxy', '*', '--resolve', 'sni.test:443:203.0.113.8', '-o', '/dev/null', '-w', '%{http_code}', 'https://sni.test/']);
+    const entry = await pendingFor((p) => p.host === 'sni.test');
+    expect(entry.port).toBe(443);
+    expect(entry.request).toMatch(/name from TLS SNI, original destination 203\.0\.113\.8:443/);
+    expect((await runCli(['deny', entry.id], { home: d.home })).code).toBe(0);
+    const r = await held;
+    expect(r.exitCode).not.toBe(0);
+    const events = await d.client.events({ kinds: ['net.decision'] });
+    expect(events.find((e) => e.host === 'sni.test' && e.action === 'deny')).toMatchObject({ name_from: 'sni', sni: 'sni.test', original_dst: '203.0.113.8:443' });
+  }, 120_000);
+
+  it('IPv6: a literal IPv6 destination is intercepted and held by its IP as well', async () => {
+    const script = [
+      'import socket',
+      'try:',
+      "    s = socket.create_connection(('2001:db8::7', 8080), timeout=80)",
+      "    s.sendall(b'GET /v6 HTTP/1.1\\r\\nHost: [2001:db8::7]:8080\\r\\nConnection: close\\r\\n\\r\\n')",
+      '    print(s.recv(65536).decode(errors="replace"))',
+      'except Exception as e:',
+      "    print('ERROR', type(e).__name__, e)",
+    ].join('\n');
+    const held = inSandbox(['python3', '-c', script]);
+    const entry = await pendingFor((p) => p.host === '2001:db8::7');
+    expect(entry.port).toBe(8080);
+    expect((await runCli(['deny', entry.id], { home: d.home })).code).toBe(0);
+    expect((await held).stdout).toMatch(/403 Forbidden/);
+  }, 120_000);
+
   it('UDP other than DNS is dropped and recorded once per destination', async () => {
     const script = "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range(5): s.sendto(b'x', ('203.0.113.9', 443))\nprint('sent')";
     const r = await inSandbox(['python3', '-c', script]);
