@@ -71,8 +71,10 @@ export function findOriginalDestination(
   for (const e of parseConntrack(text)) {
     if (e.proto !== proto) continue;
     const r = e.reply;
+    // The reply tuple is unique in the table (the kernel guarantees it), and it is what our socket
+    // sees. The original source may differ from it: when two redirected flows would share a reply
+    // tuple (one UDP socket sending to two destinations), NAT gives the second another source port.
     if (r.sport !== listener.port || r.dport !== client.port || r.dst !== cip || r.src !== lip) continue;
-    if (e.original.src !== cip || e.original.sport !== client.port) continue;
     return { ip: e.original.dst, port: e.original.dport };
   }
   return undefined;

@@ -202,10 +202,21 @@ export async function resolveTransparentTarget(socket: Socket, opts: Transparent
  */
 export function serveUdpSink(sockets: DgramSocket[], opts: { rootPid: number; pool: FakeDnsPool; emit(e: EventInput): void; originalDst?: (rinfo: RemoteInfo, local: { ip: string; port: number }) => OriginalDestination | undefined }): () => void {
   const seen = new Set<string>();
+  /**
+   * When each client end was last looked up: a flood from one socket reads the conntrack table at
+   * most every 250 ms (an unconnected socket may change destination, so it is looked up again).
+   */
+  const sources = new Map<string, number>();
   const handlers: Array<[DgramSocket, (msg: Buffer, rinfo: RemoteInfo) => void]> = [];
   for (const s of sockets) {
     const local = s.address();
     const onMessage = (_msg: Buffer, rinfo: RemoteInfo): void => {
+      const source = `${rinfo.address}:${rinfo.port}`;
+      const now = performance.now();
+      const last = sources.get(source);
+      if (last !== undefined && now - last < 250) return;
+      if (sources.size >= 4096) sources.clear();
+      sources.set(source, now);
       const dst = opts.originalDst
         ? opts.originalDst(rinfo, { ip: local.address, port: local.port })
         : originalDestination(opts.rootPid, 'udp', { ip: rinfo.address, port: rinfo.port }, { ip: local.address, port: local.port });

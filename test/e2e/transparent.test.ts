@@ -220,15 +220,23 @@ describe('transparent interception in the real sandbox', () => {
   }, 120_000);
 
   it('UDP other than DNS is dropped and recorded once per destination', async () => {
-    const script = "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range(5): s.sendto(b'x', ('203.0.113.9', 443))\nprint('sent')";
+    // One unconnected socket: a burst to one destination, then another destination.
+    const script = "import socket, time\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range(5): s.sendto(b'x', ('203.0.113.9', 443))\ntime.sleep(0.4)\nfor i in range(3): s.sendto(b'y', ('203.0.113.10', 853))\nprint('sent')";
     const r = await inSandbox(['python3', '-c', script]);
     expect(r.stdout).toMatch(/sent/);
-    let hits: unknown[] = [];
-    for (let i = 0; i < 50 && hits.length === 0; i++) {
-      hits = (await d.client.events({ kinds: ['net.decision'] })).filter((e) => e.protocol === 'udp' && e.host === '203.0.113.9');
-      if (hits.length === 0) await new Promise((res) => setTimeout(res, 100));
-    }
+    const udp = async (host: string): Promise<unknown[]> => {
+      let hits: unknown[] = [];
+      for (let i = 0; i < 50 && hits.length === 0; i++) {
+        hits = (await d.client.events({ kinds: ['net.decision'] })).filter((e) => e.protocol === 'udp' && e.host === host);
+        if (hits.length === 0) await new Promise((res) => setTimeout(res, 100));
+      }
+      return hits;
+    };
+    const hits = await udp('203.0.113.9');
     expect(hits).toHaveLength(1);
     expect(hits[0]).toMatchObject({ action: 'deny', port: 443, transparent: true });
+    const second = await udp('203.0.113.10');
+    expect(second).toHaveLength(1);
+    expect(second[0]).toMatchObject({ port: 853 });
   }, 90_000);
 });
