@@ -4,11 +4,13 @@
  * peeked from a client's first bytes (TLS SNI from a real Node ClientHello, HTTP Host).
  */
 import { describe, expect, it } from 'vitest';
-import { createServer, type Server } from 'node:net';
+import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { FakeDnsPool, answerDnsQuery, inFakePool, parseDnsQuery } from '../../src/egress/dns.js';
 import { findOriginalDestination, parseConntrack } from '../../src/egress/conntrack.js';
-import { httpHostOf, sniOf } from '../../src/egress/transparent.js';
+import { httpHostOf, resolveTransparentTarget, sniOf } from '../../src/egress/transparent.js';
+import type { EventInput } from '../../src/audit/events.js';
+import type { OriginalDestination } from '../../src/egress/conntrack.js';
 import { nftRuleset } from '../../src/sandbox/transparent.js';
 
 /** A DNS query for `name` of `type` (1 = A, 28 = AAAA), id 0x1234, RD set. */
@@ -122,5 +124,66 @@ describe('nft ruleset', () => {
     expect(r).toMatch(/udp dport 53 redirect to :53/);
     expect(r).toMatch(/meta l4proto udp redirect to :3130/);
     expect(nftRuleset(false)).toMatch(/meta nfproto ipv4 meta l4proto udp redirect to :3130/);
+  });
+});
+
+/** An accepted socket whose client has sent `first` (or nothing), for resolveTransparentTarget. */
+async function accepted(first?: string): Promise<{ socket: Socket; close(): void }> {
+  let server: Server | undefined;
+  let client: Socket | undefined;
+  const socket = await new Promise<Socket>((resolve) => {
+    server = createServer((s) => resolve(s));
+    server.listen(0, '127.0.0.1', () => {
+      client = netConnect((server!.address() as { port: number }).port, '127.0.0.1', () => {
+        if (first) client!.write(first);
+      });
+    });
+  });
+  return {
+    socket,
+    close: () => {
+      socket.destroy();
+      client?.destroy();
+      server?.close();
+    },
+  };
+}
+
+describe('the name an intercepted connection is decided on', () => {
+  const resolve = async (dst: OriginalDestination | undefined, first?: string, pool = new FakeDnsPool()) => {
+    const events: EventInput[] = [];
+    const a = await accepted(first);
+    try {
+      const t = await resolveTransparentTarget(a.socket, { rootPid: 1, pool, peekMs: 200, originalDst: () => dst, emit: (e) => events.push(e) });
+      return { t, events };
+    } finally {
+      a.close();
+    }
+  };
+
+  it('an address the DNS responder gave: its name, without waiting for bytes', async () => {
+    const pool = new FakeDnsPool();
+    const ip = pool.addressFor('api.example.test');
+    const { t } = await resolve({ ip, port: 443 }, undefined, pool);
+    expect(t).toMatchObject({ host: 'api.example.test', port: 443, fields: { transparent: true, name_from: 'dns', original_dst: `${ip}:443` } });
+  });
+
+  it('another address: the HTTP Host if the client sends one, else the IP itself', async () => {
+    const named = await resolve({ ip: '203.0.113.7', port: 80 }, 'GET / HTTP/1.1\r\nHost: site.test\r\n\r\n');
+    expect(named.t).toMatchObject({ host: 'site.test', port: 80, fields: { name_from: 'http_host', http_host: 'site.test' } });
+    expect(named.t?.initial?.toString()).toMatch(/^GET \//);
+    const silent = await resolve({ ip: '203.0.113.7', port: 22 });
+    expect(silent.t).toMatchObject({ host: '203.0.113.7', port: 22, fields: { name_from: 'ip' } });
+    expect(silent.t?.summary).toMatch(/no name: decided on the IP/);
+  });
+
+  it('never guesses: no conntrack entry, or a loopback destination, is refused and recorded', async () => {
+    const none = await resolve(undefined);
+    expect(none.t).toBeUndefined();
+    expect(none.events[0]).toMatchObject({ kind: 'net.decision', action: 'deny', transparent: true });
+    expect(String(none.events[0]!.reason)).toMatch(/could not be found/);
+    const loop = await resolve({ ip: '127.0.0.1', port: 3129 });
+    expect(loop.t).toBeUndefined();
+    expect(String(loop.events[0]!.reason)).toMatch(/direct connection to the interception listener/);
   });
 });
