@@ -78,7 +78,7 @@ export const ETC_ALLOWLIST = [
 ];
 const USR_MERGE = ['/bin', '/lib', '/lib64', '/sbin', '/lib32', '/libx32'];
 /** Paths the driver builds itself; policy entries naming them are already covered. */
-const BUILT_IN = new Set(['/', '/proc', '/dev', '/tmp', SANDBOX_WORKDIR, '/usr', '/etc', ...USR_MERGE, '/etc/passwd', '/etc/group', '/etc/hosts']);
+const BUILT_IN = new Set(['/', '/proc', '/dev', '/tmp', SANDBOX_WORKDIR, '/usr', '/etc', ...USR_MERGE, '/etc/passwd', '/etc/group', '/etc/hosts', '/etc/resolv.conf']);
 
 export type NetMode = 'bridge-outside' | 'relay-inside';
 
@@ -326,6 +326,8 @@ interface FdPlan {
   passwd: number;
   group: number;
   hosts: number;
+  /** /etc/resolv.conf: the supervisor's DNS responder in the sandbox's netns (transparent.ts). */
+  resolv?: number;
   /**
    * `--setenv` pairs read by bwrap from this fd (`--args`), so environment values (tokens) never
    * appear in a command line that every host user can read in /proc/PID/cmdline.
@@ -451,6 +453,7 @@ export function buildBwrapArgs(opts: {
   a.push('--ro-bind-data', String(fd.passwd), '/etc/passwd');
   a.push('--ro-bind-data', String(fd.group), '/etc/group');
   a.push('--ro-bind-data', String(fd.hosts), '/etc/hosts');
+  if (fd.resolv !== undefined) a.push('--ro-bind-data', String(fd.resolv), '/etc/resolv.conf');
   const binds = src.binds ?? [];
   const nodeCovered = binds.some((b) => SANDBOX_NODE === b.target || SANDBOX_NODE.startsWith(`${b.target}/`));
   if (src.node !== undefined && !nodeCovered) a.push('--ro-bind', src.node, SANDBOX_NODE);
@@ -571,6 +574,12 @@ function syntheticPasswd(id: SandboxIdentity): { passwd: string; group: string }
 }
 
 const HOSTS = '127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n';
+/**
+ * Written, not left to each resolver's default: some (Rust's hickory, for one) refuse to resolve
+ * without the file, and a client that never connects is one nobody sees. 127.0.0.1:53 is the
+ * supervisor's responder under transparent interception; loopback-only, it refuses at once.
+ */
+const RESOLV_CONF = 'nameserver 127.0.0.1\noptions timeout:2 attempts:2\n';
 
 function isRoot(): boolean {
   return typeof process.getuid === 'function' && process.getuid() === 0;
@@ -763,6 +772,7 @@ export async function launchBwrap(spec: SandboxLaunch): Promise<RunningSandbox> 
     passwd: place(open(write('passwd', files.passwd))),
     group: place(open(write('group', files.group))),
     hosts: place(open(write('hosts', HOSTS))),
+    resolv: place(open(write('resolv.conf', RESOLV_CONF))),
     env: place(open(write('env.args', envArgsData(env)))),
   };
   const hostSrc: SourcePlan = { workdir: spec.workdir };
@@ -1011,7 +1021,7 @@ async function prepareLandlock(
   const hidden = fs.hidden.map(sandboxPath);
   const isHidden = (p: string): boolean => hidden.some((h) => p === h || p.startsWith(`${h}/`));
   const readOnly = [
-    '/usr', ...ETC_ALLOWLIST, '/etc/passwd', '/etc/group', '/etc/hosts', '/opt', '/proc',
+    '/usr', ...ETC_ALLOWLIST, '/etc/passwd', '/etc/group', '/etc/hosts', '/etc/resolv.conf', '/opt', '/proc',
     ...(netMode === 'relay-inside' ? [dirname(INSIDE_PROXY_SOCKET)] : []),
     ...fs.read_only.map(sandboxPath),
   ].filter((p) => !isHidden(p));

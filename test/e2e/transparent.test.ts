@@ -126,6 +126,11 @@ describe('transparent interception in the real sandbox', () => {
     expect(doctor.stdout).toMatch(/ok +network: transparent interception \(nft\): every TCP connect/);
   }, 90_000);
 
+  it('the sandbox has a resolv.conf naming the responder (resolvers that need the file work too)', async () => {
+    const r = await inSandbox(['cat', '/etc/resolv.conf']);
+    expect(r.stdout).toMatch(/^nameserver 127\.0\.0\.1$/m);
+  }, 90_000);
+
   it('an allowed host is reached by a client that ignores proxy variables, without a prompt', async () => {
     const r = await curlDirect(`http://allowed.test:${up.port}/direct-allowed`);
     const { body, code } = split(r.stdout);
