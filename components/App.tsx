@@ -13,7 +13,7 @@
  */
 import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from 'react';
 import { Box, Text, useApp, useInput, usePaste, useWindowSize, type Key } from 'ink';
-import type { ApprovalDecision, PolicyView, TuiClient } from './client.js';
+import type { ApprovalDecision, DecisionScope, PolicyView, TuiClient } from './client.js';
 import { compactNumber, duration, fit } from './format.js';
 import { splitKeys, type KeyPress } from './keys.js';
 import { computeLayout, isTooSmall, MIN_COLUMNS, MIN_ROWS, PANE_IDS, PANE_TITLES, type PaneId } from './layout.js';
@@ -29,6 +29,7 @@ import { THEMES, type Theme } from './theme.js';
 import { useSupervisorFeed } from './useSupervisorFeed.js';
 import { ConfirmView, HelpView, ScrollView, TooSmallView } from './views.js';
 import { ruleRows, RulesView, ruleSummary, type RuleRow } from './RulesView.js';
+import { grantDecision, grantSummary, nextStep, ScopeChooser, type GrantDraft } from './ScopeChooser.js';
 
 export interface AppProps {
   client: TuiClient;
@@ -43,6 +44,8 @@ export interface AppProps {
   onDetach?: () => void;
   /** Bell, window title and desktop notifications for held requests (run.ts writes them to the terminal). */
   signals?: TerminalSignals;
+  /** The scope chooser's time boxes in ms (`tui --time-boxes`; default 15 min and 1 h). */
+  timeBoxes?: readonly number[] | undefined;
 }
 
 /** The longest deny reason the dialog takes (the supervisor keeps at most 200 characters). */
@@ -63,6 +66,8 @@ type Mode =
   | { kind: 'confirm'; confirm: Confirm }
   | { kind: 'detail'; title: string; lines: string[]; scroll: number; held: HeldRow | undefined }
   | { kind: 'policy'; view: PolicyView | undefined; error: string | undefined; scroll: number }
+  /** A / D: the scope chooser (ScopeChooser.tsx), step by step, then `y` on its summary. */
+  | { kind: 'grant'; draft: GrantDraft }
   /** `confirm`: the rule `x` asked to remove (y removes it, n / Esc keeps it). */
   | { kind: 'rules'; rules: RuleRow[] | undefined; error: string | undefined; cursor: number; confirm: RuleRow | undefined };
 
@@ -145,7 +150,7 @@ function useFilteredLists(state: TuiState, filters: Record<PaneId, string>) {
   return { networkItems, fsRows, infRows, agentRows };
 }
 
-export function App({ client, store, ascii, theme: themeName, host, now: nowFn = Date.now, onDetach, signals }: AppProps) {
+export function App({ client, store, ascii, theme: themeName, host, now: nowFn = Date.now, onDetach, signals, timeBoxes }: AppProps) {
   const { exit } = useApp();
   const { columns, rows } = useWindowSize();
   const theme: Theme = THEMES[themeName];
@@ -227,12 +232,12 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
   }, [exit, onDetach]);
 
   const decide = useCallback(
-    (row: HeldRow, decision: ApprovalDecision, label: string, reason?: string) => {
+    (row: HeldRow, decision: ApprovalDecision, label: string, reason?: string, scope?: DecisionScope) => {
       if (inFlight.current.has(row.id)) return;
       inFlight.current.add(row.id);
       decidedChunk.current = currentChunk.current;
       const words = reason?.trim() ? reason.trim() : undefined;
-      client.decide(row.id, decision, words).then(
+      client.decide(row.id, decision, words, scope).then(
         () => {
           inFlight.current.delete(row.id);
           store.resolvePending(row.id);
@@ -290,6 +295,18 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
     },
     [client, openRules, refresh],
   );
+
+  /** The scope chooser's pick for its current step: record it, go on to the next step. */
+  const pickGrant = (value: string) => {
+    setMode((m) => {
+      if (m.kind !== 'grant' || m.draft.step === 'confirm') return m;
+      const d = { ...m.draft };
+      if (d.step === 'lasts') d.lasts = value as GrantDraft['lasts'];
+      else if (d.step === 'binary') d.binary = value as GrantDraft['binary'];
+      else d.host = value as GrantDraft['host'];
+      return { kind: 'grant', draft: { ...d, step: nextStep(d) } };
+    });
+  };
 
   const openDetail = () => {
     if (focus === 'network' && selectedNetwork) {
@@ -360,8 +377,11 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
       setFlash({ text: `selection changed — now ${held.host}:${held.port}; press ${input} again`, bad: true });
       return true;
     }
-    if (input === 'A') setMode({ kind: 'confirm', confirm: { kind: 'always', row: held } });
-    else if (input === 'd' || input === 'D') setMode({ kind: 'confirm', confirm: { kind: 'deny', row: held, always: input === 'D', reason: '' } });
+    if (input === 'A' || input === 'D') {
+      // The chooser needs room for its lists; the small screen keeps a / s / d.
+      if (isTooSmall(columns, rows)) setFlash({ text: `${input} opens the scope chooser, which needs a larger terminal; a once, s session, d deny work here`, bad: true });
+      else setMode({ kind: 'grant', draft: { allow: input === 'A', row: held, step: 'lasts' } });
+    } else if (input === 'd') setMode({ kind: 'confirm', confirm: { kind: 'deny', row: held, always: false, reason: '' } });
     else if (d) {
       decide(held, d.decision, d.label);
       setMode({ kind: 'normal' });
@@ -481,6 +501,22 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
         if (key.escape || input === 'q' || input === 'p') setMode({ kind: 'normal' });
         else if (ctrlC) askDetach();
         else scrollBy(mode, input, key, policyLines(mode.view).length);
+        return;
+      }
+      case 'grant': {
+        const d = mode.draft;
+        if (key.escape || ctrlC || (d.step === 'confirm' && (input === 'n' || input === 'N'))) {
+          setMode({ kind: 'normal' });
+          return;
+        }
+        // The lists take j/k, arrows, Enter and numbers themselves (ink-select-input); only the
+        // summary's `y` decides, and never in the read that brought the summary up.
+        if (d.step !== 'confirm' || key.meta || (input !== 'y' && input !== 'Y')) return;
+        if (decidedChunk.current === currentChunk.current) return;
+        setMode({ kind: 'normal' });
+        if (!stillHeld(d.row)) return;
+        const { decision, scope } = grantDecision(d);
+        decide(d.row, decision, `${d.allow ? 'allowed' : 'denied'} (${grantSummary(d).replace(/^(Allow|Deny) /, '')})`, undefined, scope);
         return;
       }
       case 'rules': {
@@ -637,6 +673,10 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
           : mode.confirm.kind === 'quarantine'
             ? ' type a reason (optional)  ⏎ quarantine  Esc cancel'
           : ' y confirm  n / Esc cancel'
+        : mode.kind === 'grant'
+          ? mode.draft.step === 'confirm'
+            ? ' y write exactly this  n / Esc cancel'
+            : ' j/k move  ⏎ or 1-5 pick  Esc cancel (nothing is sent before y)'
         : mode.kind === 'rules'
           ? mode.confirm
             ? ' y remove  n / Esc keep'
@@ -650,6 +690,7 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
   let body;
   if (mode.kind === 'help') body = <HelpView width={columns} height={bodyRows} theme={theme} />;
   else if (mode.kind === 'confirm') body = <ConfirmView width={columns} height={bodyRows} theme={theme} {...confirmText(mode.confirm, state)} />;
+  else if (mode.kind === 'grant') body = <ScopeChooser width={columns} height={bodyRows} theme={theme} draft={mode.draft} timeBoxes={timeBoxes} onPick={pickGrant} />;
   else if (mode.kind === 'rules' && mode.confirm) {
     const r = mode.confirm;
     body = (

@@ -8,6 +8,16 @@ import type { TuiEvent } from './selectors.js';
 /** How a held request is answered (`POST /v1/pending/:id`). */
 export type ApprovalDecision = 'once' | 'session' | 'always' | 'deny' | 'deny_always';
 
+/** What a decision's rule covers, exactly as chosen (sent as `scope` with POST /v1/pending/:id). */
+export interface DecisionScope {
+  binary?: 'this' | 'any';
+  host?: 'exact' | 'any_port' | 'domain';
+  /** A time box, counted on the supervisor's clock. */
+  duration_ms?: number;
+  /** A deny until the supervisor restarts. */
+  session?: boolean;
+}
+
 export interface FollowHandlers {
   onEvent(event: TuiEvent): void;
   /** The stream is (again) delivering events. */
@@ -35,8 +45,11 @@ export interface TuiClient {
   status(): Promise<Record<string, unknown>>;
   /** Held requests awaiting a decision. */
   pending(): Promise<Record<string, unknown>[]>;
-  /** `reason`: the operator's words (a deny's reason), for the audit log and the agent's refusal. */
-  decide(id: string, decision: ApprovalDecision, reason?: string): Promise<void>;
+  /**
+   * `reason`: the operator's words (a deny's reason), for the audit log and the agent's refusal.
+   * `scope`: what the rule of a session / always / deny-always decision covers (the scope chooser).
+   */
+  decide(id: string, decision: ApprovalDecision, reason?: string, scope?: DecisionScope): Promise<void>;
   /**
    * Follow live events (with a short backlog) until `signal` aborts. Resolves on abort; rejects
    * when the supervisor cannot be reached (the caller shows a banner and tries again).

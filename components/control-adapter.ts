@@ -5,7 +5,7 @@
  */
 import type { ControlClient } from '../src/control/client.js';
 import type { BudgetCaps, BudgetScope } from '../src/inference/index.js';
-import type { ApprovalDecision, FollowHandlers, PolicyView, TuiClient } from './client.js';
+import type { ApprovalDecision, DecisionScope, FollowHandlers, PolicyView, TuiClient } from './client.js';
 import { budgetReading } from './selectors.js';
 
 /** Events of the backlog shown on attach (re-attaching shows the history). */
@@ -23,8 +23,8 @@ export function controlTuiClient(control: ControlClient): TuiClient {
       return Array.isArray(list) ? (list.filter((p) => p && typeof p === 'object') as Record<string, unknown>[]) : [];
     },
 
-    async decide(id: string, decision: ApprovalDecision, reason?: string) {
-      await control.decide(id, decision, 'tui', reason);
+    async decide(id: string, decision: ApprovalDecision, reason?: string, scope?: DecisionScope) {
+      await control.decide(id, decision, 'tui', reason, scope);
     },
 
     async follow(handlers: FollowHandlers, signal: AbortSignal) {

@@ -28,6 +28,8 @@ export interface RunTuiOptions {
   signal?: AbortSignal;
   /** `--notify`: a desktop notification (OSC 9 / OSC 777) for each new held request. Off by default. */
   notify?: boolean;
+  /** `--time-boxes`: the scope chooser's time boxes in ms (default 15 min and 1 h). */
+  timeBoxes?: readonly number[];
 }
 
 /** Apply NO_COLOR before anything loads chalk. Call as early as possible. */
@@ -94,6 +96,7 @@ export async function runTui(opts: RunTuiOptions): Promise<number> {
       theme: opts.theme ?? 'dark',
       host: opts.host,
       signals,
+      timeBoxes: opts.timeBoxes,
     }),
     {
       stdout,

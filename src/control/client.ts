@@ -62,6 +62,18 @@ export interface SupervisorStatus {
   routes: Array<{ method: string; path: string }>;
 }
 
+/**
+ * What the rule of a session / always / deny-always decision covers (egress/grant.ts): this or any
+ * binary; host:port exactly, the host on any port, or its `*.domain`; a time box (ms, counted on
+ * the supervisor's clock) or, for a deny, until restart (`session`).
+ */
+export interface DecisionScope {
+  binary?: 'this' | 'any';
+  host?: 'exact' | 'any_port' | 'domain';
+  duration_ms?: number;
+  session?: boolean;
+}
+
 /** GET /v1/quarantine */
 export interface QuarantineStatus {
   quarantined: boolean;
@@ -452,8 +464,13 @@ export class ControlClient {
    * unknown id. `reason` (optional, the operator's words) goes into the audit event and, for a deny,
    * into the 403 the agent gets; the supervisor strips control characters and bounds its length.
    */
-  decide(id: string, decision: ApprovalDecision, by: 'cli' | 'tui' = 'cli', reason?: string): Promise<DecideResult> {
-    return this.request<DecideResult>('POST', `/v1/pending/${encodeURIComponent(id)}`, { decision, by, ...(reason !== undefined && reason !== '' ? { reason } : {}) });
+  decide(id: string, decision: ApprovalDecision, by: 'cli' | 'tui' = 'cli', reason?: string, scope?: DecisionScope): Promise<DecideResult> {
+    return this.request<DecideResult>('POST', `/v1/pending/${encodeURIComponent(id)}`, {
+      decision,
+      by,
+      ...(reason !== undefined && reason !== '' ? { reason } : {}),
+      ...(scope && Object.keys(scope).length > 0 ? { scope } : {}),
+    });
   }
 
   /** The operator's rules: overlay (always, time-boxed) and session ones (GET /v1/rules). */

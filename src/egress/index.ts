@@ -5,6 +5,8 @@ export { createEgressProxy, INFERENCE_HOST } from './proxy.js';
 export type { EgressProxy, EgressProxyOptions, EgressCounters, DecideResult, RefusalCode } from './proxy.js';
 export { APPROVAL_DECISIONS, cleanDecisionReason, MAX_DECISION_REASON_CHARS } from './pending.js';
 export type { ApprovalDecision, PendingView } from './pending.js';
+export { decisionFor, domainGlob, parseDuration, parseLasts, ruleForDecision, describeRule, MAX_GRANT_MS } from './grant.js';
+export type { BinaryScope, GrantScope, HostScope, Lasts } from './grant.js';
 export { canonicalHost, classifyAddress, guardDestination, normaliseIpv4Literal, systemResolver } from './ssrf.js';
 export type { Resolver, ResolvedAddress } from './ssrf.js';
 export { createBinaryIdentifier } from './identity.js';

@@ -19,6 +19,7 @@ import { NemoclawError, previewJson } from '../shared/errors.js';
 import { listenUnixSocket } from '../shared/socket.js';
 import { WebSocketTextGate, canonicalL7Target, endpointHasL7, tlsSkipConflict, tunnelNeedsInspection, upgradeKind, websocketAccept, websocketCloseFrame } from './l7.js';
 import { ChunkedDecoder, MAX_HEAD_BYTES, firstSignificantByte, parseRequestHead, type Authority, type RequestHead } from './parser.js';
+import { describeRule, ruleFields, ruleForDecision, type GrantScope } from './grant.js';
 import { cleanDecisionReason, PendingQueue, type ApprovalDecision, type DecidedBy, type HoldOutcome, type PendingView } from './pending.js';
 import { canonicalHost, guardDestination, systemResolver, type Resolver } from './ssrf.js';
 import { binaryOfHolders, compareHolders, type SocketHolders } from './identity.js';
@@ -64,6 +65,8 @@ export interface EgressProxyOptions {
   /** Side effects of session / always / deny-always decisions (policy store). */
   addSessionAllow?(rule: OverlayRule): void;
   addOverlayRule?(rule: OverlayRule, reason: string): Promise<unknown>;
+  /** A session (until restart) deny, or an allow of a wider scope than the session decision's. */
+  addSessionRule?(rule: OverlayRule): void;
   /**
    * Deadline for a request head, counted from its first byte however slowly the rest arrives (a
    * trickled head gets 408 and the connection is closed); also the idle time allowed between
@@ -95,6 +98,8 @@ export interface DecideResult {
    * nothing was forwarded (a session/always/deny-always rule is still written).
    */
   client_gone?: boolean;
+  /** The rule the decision wrote (session / always / deny-always / time-boxed): exactly its scope. */
+  rule?: OverlayRule;
 }
 
 export interface EgressCounters {
@@ -132,7 +137,7 @@ export interface EgressProxy {
   close(): Promise<void>;
   pending(): PendingView[];
   /** `reason`: the operator's words (cleaned); into the audit event, and for a deny into the 403 body. */
-  decide(id: string, decision: ApprovalDecision, by: 'cli' | 'tui', reason?: string): Promise<DecideResult>;
+  decide(id: string, decision: ApprovalDecision, by: 'cli' | 'tui', reason?: string, scope?: GrantScope): Promise<DecideResult>;
   /** Re-check open tunnels, keep-alive connections and held requests against the new policy. */
   policyChanged(revision?: number): void;
   counters(): EgressCounters;
@@ -337,34 +342,17 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
   }
 
   /**
-   * Whom a session / always rule written for this decision covers: an allow is scoped to the binary
-   * the held request was identified with (the prompt says "binary X"), so another program reaching
-   * the same host is asked about again; with no known binary it covers any ('any'). A deny-always
-   * covers every binary (the stricter reading).
+   * The rule a session / always / deny-always decision writes: exactly the scope the operator chose
+   * (grant.ts; by default this binary for an allow, any binary for a deny, host:port exactly).
    */
-  function ruleBinaryScope(entry: PendingView, decision: ApprovalDecision): { binary: string | undefined; binary_scope: 'binary' | 'any' } | undefined {
-    if (decision !== 'session' && decision !== 'always' && decision !== 'deny_always') return undefined;
-    const binary = decision !== 'deny_always' && typeof entry.binary === 'string' && entry.binary.startsWith('/') ? entry.binary : undefined;
-    return { binary, binary_scope: binary ? 'binary' : 'any' };
-  }
-
-  async function applyDecisionSideEffects(entry: PendingView, decision: ApprovalDecision): Promise<void> {
-    const scope = ruleBinaryScope(entry, decision);
-    if (!scope) return;
-    const rule: OverlayRule = { action: decision === 'deny_always' ? 'deny' : 'allow', host: entry.host, port: entry.port };
-    if (scope.binary) rule.binary = scope.binary;
-    const forWhom = scope.binary ? ` for ${scope.binary}` : ' for any binary';
+  async function applyDecisionSideEffects(entry: PendingView, decision: ApprovalDecision, scope: GrantScope | undefined): Promise<OverlayRule | undefined> {
+    const rule = ruleForDecision(entry, decision, scope);
+    if (!rule) return undefined;
+    const what = `${describeRule(rule, decision === 'session' || scope?.session === true)} (pending ${entry.id})`;
     if (decision === 'session') opts.addSessionAllow?.(rule);
-    if (decision === 'always' || decision === 'deny_always') {
-      const verb = decision === 'always' ? 'always allow' : 'always deny';
-      await opts.addOverlayRule?.(rule, `${verb} ${entry.host}:${entry.port}${forWhom} (pending ${entry.id})`);
-    }
-  }
-
-  /** Event fields naming whom the rule written for a decision covers. */
-  function scopeFields(entry: PendingView, decision: ApprovalDecision): Record<string, unknown> {
-    const scope = ruleBinaryScope(entry, decision);
-    return scope ? { binary_scope: scope.binary_scope, rule_binary: scope.binary ?? null } : {};
+    else if (scope?.session) opts.addSessionRule?.(rule);
+    else await opts.addOverlayRule?.(rule, `${rule.expires_at ? (rule.action === 'allow' ? 'allow' : 'deny') : decision === 'always' ? 'always allow' : 'always deny'} ${what}`);
+    return rule;
   }
 
   /**
@@ -1538,7 +1526,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
     pending() {
       return queue.list();
     },
-    async decide(id, decision, by, reason) {
+    async decide(id, decision, by, reason, scope) {
       const note = cleanDecisionReason(reason);
       const noteField = note !== undefined ? { reason: note } : {};
       const entry = queue.get(id);
@@ -1548,9 +1536,9 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         if (gone) {
           // Every client of this prompt left before the decision: nothing is forwarded (or refused).
           // A rule the operator asked for (session / always / deny always) still applies from now on.
-          await applyDecisionSideEffects(gone, decision);
-          emit({ kind: 'approval.decision', level: 'notice', id, pending_id: id, decision, by, latency_ms: 0, host: gone.host, port: gone.port, binary: gone.binary, waiters: 0, client_gone: true, ...scopeFields(gone, decision), ...noteField });
-          return { pending: { ...gone, waiters: 0 }, decision, latency_ms: 0, waiters: 0, client_gone: true };
+          const goneRule = await applyDecisionSideEffects(gone, decision, scope);
+          emit({ kind: 'approval.decision', level: 'notice', id, pending_id: id, decision, by, latency_ms: 0, host: gone.host, port: gone.port, binary: gone.binary, waiters: 0, client_gone: true, ...ruleFields(goneRule, decision === 'session' || scope?.session === true), ...noteField });
+          return { pending: { ...gone, waiters: 0 }, decision, latency_ms: 0, waiters: 0, client_gone: true, ...(goneRule ? { rule: goneRule } : {}) };
         }
         throw new NemoclawError('not_found', `no pending request ${previewJson(id, 40)} (already decided, timed out, or never existed)`, {
           nextStep: 'list the current ones with `nemoclaw-tui pending`',
@@ -1558,8 +1546,9 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
       }
       // The overlay write triggers policyChanged(); it must not settle this entry behind our back.
       deciding.add(id);
+      let rule: OverlayRule | undefined;
       try {
-        await applyDecisionSideEffects(entry, decision);
+        rule = await applyDecisionSideEffects(entry, decision, scope);
       } finally {
         deciding.delete(id);
       }
@@ -1583,11 +1572,11 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         binary: entry.binary,
         waiters,
         state: entry.state,
-        ...scopeFields(entry, decision),
+        ...ruleFields(rule, decision === 'session' || scope?.session === true),
         ...noteField,
         ...(clientGone ? { client_gone: true } : {}),
       });
-      return { pending: entry, decision, latency_ms: Math.round(latencyMs), waiters, ...(clientGone ? { client_gone: true } : {}) };
+      return { pending: entry, decision, latency_ms: Math.round(latencyMs), waiters, ...(clientGone ? { client_gone: true } : {}), ...(rule ? { rule } : {}) };
     },
     policyChanged(revision) {
       generation++;

@@ -17,6 +17,7 @@ import { binaryMatters } from './binaries.js';
 import { loadOrCreateSandboxCa, type SandboxCa, type SandboxTrustBundle } from './tls.js';
 import { APPROVAL_DECISIONS, cleanDecisionReason, MAX_DECISION_REASON_CHARS, type ApprovalDecision } from './pending.js';
 import type { Resolver } from './ssrf.js';
+import { MAX_GRANT_MS, parseGrantScope } from './grant.js';
 import { FakeDnsPool, serveDns } from './dns.js';
 import { resolveTransparentTarget, serveUdpSink } from './transparent.js';
 import type { TransparentSockets } from '../sandbox/transparent.js';
@@ -117,7 +118,7 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
       method: 'POST',
       path: '/v1/pending/:id',
       handler: async (req) => {
-        const body = (req.body ?? {}) as { decision?: unknown; by?: unknown; reason?: unknown };
+        const body = (req.body ?? {}) as { decision?: unknown; by?: unknown; reason?: unknown; scope?: unknown };
         const decision = body.decision as ApprovalDecision;
         if (!APPROVAL_DECISIONS.includes(decision)) {
           throw new NemoclawError('invalid_input', `decision must be one of ${APPROVAL_DECISIONS.join(', ')} (got ${previewJson(body.decision)})`, {
@@ -140,7 +141,16 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
         }
         // Control characters are stripped and the length bounded before it reaches the log or the agent.
         const reason = cleanDecisionReason(body.reason);
-        const result = await requireProxy().decide(id, decision, by, reason);
+        // What the rule covers, exactly as chosen (grant.ts); a time box counts from the supervisor's clock.
+        const scope = parseGrantScope(body.scope);
+        const forMs = (body.scope as { duration_ms?: unknown } | undefined)?.duration_ms;
+        if (forMs !== undefined) {
+          if (typeof forMs !== 'number' || !Number.isInteger(forMs) || forMs <= 0 || forMs > MAX_GRANT_MS) {
+            throw new NemoclawError('invalid_input', `scope.duration_ms must be a whole number of ms from 1 to ${MAX_GRANT_MS}`, { nextStep: 'send {"scope": {"duration_ms": 900000}} for 15 min', exitCode: 2 });
+          }
+          scope.expires_at = new Date((ctxRef?.clock.now() ?? Date.now()) + forMs).toISOString();
+        }
+        const result = await requireProxy().decide(id, decision, by, reason, scope);
         return { status: 200, body: result };
       },
     },
@@ -218,6 +228,7 @@ export function createEgressService(opts: EgressServiceOptions = {}): EgressServ
         inferenceSocket: () => ctx.service<InferenceServiceView>('inference')?.socketPath || undefined,
         addSessionAllow: (rule) => ctx.policy.addSessionAllow(rule),
         addOverlayRule: (rule, reason) => ctx.policy.addOverlayRule(rule, 'approval', reason),
+        addSessionRule: (rule) => ctx.policy.addSessionRule(rule),
         ...(ca ? { tls: ca } : {}),
         ...(opts.upstreamCa ? { upstreamCa: opts.upstreamCa } : {}),
         ...unattendedTtl(opts, ctx),

@@ -413,7 +413,12 @@ export async function collectNetReplay(events: AsyncIterable<AuditEvent | Record
       const host = str(e.host);
       if ((decision === 'always' || decision === 'deny_always') && host !== undefined && isPort(e.port)) {
         const binary = str(e.rule_binary);
-        const rule: RecordedOverlayRule = { action: decision === 'always' ? 'allow' : 'deny', host: host.toLowerCase(), port: e.port, ...(binary ? { binary } : {}) };
+        // The scope the rule was written with (issue 16's chooser: any port, *.domain); a time-boxed
+        // or session one is not part of the lasting overlay.
+        if (e.rule_lasts === 'timed' || e.rule_lasts === 'restart') continue;
+        const ruleHost = str(e.rule_host) ?? host;
+        const rulePort = e.rule_port === 'any' ? 'any' : isPort(e.rule_port) ? e.rule_port : e.port;
+        const rule: RecordedOverlayRule = { action: decision === 'always' ? 'allow' : 'deny', host: ruleHost.toLowerCase(), port: rulePort, ...(binary ? { binary } : {}) };
         const key = `${rule.host}:${rule.port}:${binary ?? ''}`;
         overlay.delete(key);
         overlay.set(key, rule);

@@ -98,27 +98,71 @@ describe('approvals through the control client', () => {
     // The cursor stayed on the row it was on; the new request is at the top.
     await t.press('g', 'D');
     expect(t.frame()).toContain('Always deny evil.test:25?');
+    // always (5), then the host:port exactly (1); no binary was identified, so that step is skipped.
+    await t.press('5');
+    await t.press('1');
+    expect(t.frame().replace(/[│╭╮╰╯─]/g, ' ').replace(/\s+/g, ' ')).toContain('Deny evil.test:25, any binary, always (until removed) — exactly this.');
     await t.press(KEYS.enter);
-    expect(t.client.decisions.at(-1)).toEqual({ id: 'p-3', decision: 'deny_always' });
+    expect(t.client.decisions.at(-1)).not.toMatchObject({ id: 'p-3' });
+    await t.press('y');
+    expect(t.client.decisions.at(-1)).toEqual({ id: 'p-3', decision: 'deny_always', scope: { binary: 'any', host: 'exact' } });
   });
 
-  test('A asks first, naming the exact host:port scope; n and Esc cancel, y always-allows', async () => {
+  test('A opens the scope chooser; the summary names exactly the rule; only y sends it, with that scope', async () => {
     const t = await open(80, 24);
     await t.press('A');
     let f = t.frame();
     expect(f).toContain('Always allow api.example.test:8443?');
-    expect(f).toContain('host api.example.test, port 8443, binary /usr/bin/curl');
-    expect(f).toMatch(/reported by \/proc, not proven/);
-    expect(f).toContain('[y] yes [n] no');
-    await t.press('n');
+    expect(f).toContain('How long?');
+    for (const item of ['1 this once (no rule)', '2 for 15 min', '3 for 1 h', '4 until the supervisor restarts', '5 always (until removed)']) expect(f).toContain(item);
+    expectFits(f, 80, 24);
+    await t.press(KEYS.escape);
     expect(t.client.decisions).toEqual([]);
     expect(t.frame()).toContain('▶1 Network');
-    await t.press('A', KEYS.escape);
-    expect(t.client.decisions).toEqual([]);
-    await t.press('A', 'y');
-    expect(t.client.decisions).toEqual([{ id: 'p-1', decision: 'always' }]);
+
+    await t.press('A');
+    await t.press('j');
+    await t.press(KEYS.enter);
     f = t.frame();
-    expect(f).toContain('always allowed: api.example.test:8443');
+    expect(f).toContain('Which programs?');
+    expect(f).toContain('1 this binary: /usr/bin/curl');
+    expect(f).toContain('2 any binary');
+    await t.press('1');
+    f = t.frame();
+    expect(f).toContain('Which hosts?');
+    expect(f).toContain('1 this host:port: api.example.test:8443');
+    expect(f).toContain('2 this host, any port: api.example.test');
+    expect(f).toContain('3 every host one label under example.test: *.example.test:8443');
+    await t.press('2');
+    f = t.frame();
+    // The summary wraps in the dialog (nothing is cut): read it as one text.
+    const flat = (text: string) => text.replace(/[│╭╮╰╯─]/g, ' ').replace(/\s+/g, ' ');
+    expect(flat(f)).toContain('Allow api.example.test, any port, only /usr/bin/curl, for 15 min — exactly this.');
+    expect(f).toMatch(/reported by \/proc, not proven/);
+    expect(f).toContain('[y] allow exactly this');
+    expectFits(f, 80, 24);
+    await t.press('n');
+    expect(t.client.decisions).toEqual([]);
+
+    await t.press('A');
+    for (const k of ['5', '2', '3']) await t.press(k);
+    expect(flat(t.frame())).toContain('Allow *.example.test:8443, any binary, always (until removed) — exactly this.');
+    await t.press('y');
+    expect(t.client.decisions).toEqual([{ id: 'p-1', decision: 'always', scope: { binary: 'any', host: 'domain' } }]);
+    expect(t.frame()).toContain('allowed (*.example.test:8443, any binary');
+  });
+
+  test('the chooser sends a time box as duration_ms and "until restart" as a session decision', async () => {
+    const t = await open(80, 24);
+    await t.press('A');
+    for (const k of ['3', '1', '1', 'y']) await t.press(k);
+    expect(t.client.decisions.at(-1)).toEqual({ id: 'p-1', decision: 'always', scope: { binary: 'this', host: 'exact', duration_ms: 3_600_000 } });
+    await t.press('g', 'A');
+    await t.press('1');
+    expect(t.frame()).toContain('this once (no rule is written)');
+    await t.press('y');
+    expect(t.client.decisions.at(-1)).toMatchObject({ decision: 'once' });
+    expect(t.client.decisions.at(-1)!.scope).toBeUndefined();
   });
 
   test('Esc and Alt-modified keys never decide', async () => {
@@ -197,7 +241,7 @@ describe('navigation, dialogs and modes', () => {
     await t.press('?');
     const f = t.frame();
     expect(f).toContain('Keys');
-    expect(f).toContain('always allow (asks first');
+    expect(f).toContain('allow with a scope');
     expectFits(f, 80, 24);
     await t.press(KEYS.escape);
     expect(t.frame()).toContain('▶1 Network');

@@ -139,12 +139,12 @@ describe('deny with a reason', () => {
 
   test('a pasted reason is taken as text (bracketed paste), escape sequences in it are not', async () => {
     const t = await threeHeld();
-    await t.press('D');
+    await t.press('d');
     t.stdin.write('\u001B[200~exfil\u001B[31m risk\u001B[201~');
     await settle(100);
     expect(t.frame()).toContain('> exfil [31m risk_');
     await t.press(KEYS.enter);
-    expect(t.client.decisions).toEqual([{ id: 'p-1', decision: 'deny_always', reason: 'exfil [31m risk' }]);
+    expect(t.client.decisions).toEqual([{ id: 'p-1', decision: 'deny', reason: 'exfil [31m risk' }]);
   });
 
   test('a paste outside a text field decides nothing', async () => {

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { render, type Instance } from 'ink';
 import { App } from '../../components/App.js';
-import type { ApprovalDecision, FollowHandlers, PolicyView, TuiClient } from '../../components/client.js';
+import type { ApprovalDecision, DecisionScope, FollowHandlers, PolicyView, TuiClient } from '../../components/client.js';
 import type { TuiEvent } from '../../components/selectors.js';
 import { TuiStore } from '../../components/store.js';
 import { TerminalSignals, type TerminalSignalsOptions } from '../../components/terminal-signals.js';
@@ -64,7 +64,7 @@ export class FakeStdin extends EventEmitter {
 }
 
 export class FakeClient implements TuiClient {
-  decisions: Array<{ id: string; decision: ApprovalDecision; reason?: string }> = [];
+  decisions: Array<{ id: string; decision: ApprovalDecision; reason?: string; scope?: DecisionScope }> = [];
   pendingList: Record<string, unknown>[] = [];
   statusValue: Record<string, unknown> = { name: 'demo', state: 'running', policy: { revision: 3 }, started_at: '2026-11-22T08:59:00.000Z' };
   budgetRaises = 0;
@@ -88,9 +88,12 @@ export class FakeClient implements TuiClient {
   async pending() {
     return this.pendingList;
   }
-  async decide(id: string, decision: ApprovalDecision, reason?: string) {
+  async decide(id: string, decision: ApprovalDecision, reason?: string, scope?: DecisionScope) {
     if (this.failDecide) throw this.failDecide;
-    this.decisions.push(reason === undefined ? { id, decision } : { id, decision, reason });
+    const d: { id: string; decision: ApprovalDecision; reason?: string; scope?: DecisionScope } = { id, decision };
+    if (reason !== undefined) d.reason = reason;
+    if (scope !== undefined && Object.keys(scope).length > 0) d.scope = scope;
+    this.decisions.push(d);
     this.pendingList = this.pendingList.filter((p) => p.id !== id);
   }
   follow(handlers: FollowHandlers, signal: AbortSignal): Promise<void> {

@@ -3,6 +3,7 @@
  * supervisor, started first when none runs. Falls back to the headless follow when the terminal
  * cannot host it. Also the hidden `__bridge` (remote half of `--host user@box`).
  */
+import { MAX_GRANT_MS, parseDuration } from '../../egress/grant.js';
 import type { Command } from 'commander';
 import { ControlClient } from '../../control/client.js';
 import { startDaemon } from '../../control/daemon.js';
@@ -14,6 +15,7 @@ interface TuiOptions {
   headless?: boolean;
   ascii?: boolean;
   theme: string;
+  timeBoxes?: string;
   host?: string;
   sshConfig?: string;
   remoteCommand?: string;
@@ -27,6 +29,19 @@ function reattachFlags(opts: TuiOptions): string {
   return [` --host ${opts.host}`, opts.sshConfig ? ` --ssh-config ${opts.sshConfig}` : '', opts.remoteCommand && opts.remoteCommand !== 'nemoclaw-tui' ? ` --remote-command ${opts.remoteCommand}` : ''].join('');
 }
 
+/** `--time-boxes 15m,1h`: the chooser's time boxes in ms (usage error naming the bad one). */
+export function parseTimeBoxes(list: string): number[] {
+  const out = list.split(',').map((t) => t.trim()).filter(Boolean).map((t) => {
+    const ms = parseDuration(t);
+    if (ms === undefined || ms < 1000 || ms > MAX_GRANT_MS) {
+      throw new NemoclawError('invalid_input', `--time-boxes: "${t.slice(0, 20)}" is not a duration from 1s to 7d (like 15m or 1h)`, { exitCode: EXIT.usage, nextStep: 'e.g. --time-boxes 5m,15m,1h' });
+    }
+    return ms;
+  });
+  if (out.length === 0 || out.length > 4) throw new NemoclawError('invalid_input', '--time-boxes takes one to four durations', { exitCode: EXIT.usage, nextStep: 'e.g. --time-boxes 15m,1h' });
+  return out;
+}
+
 /** Why the full-screen UI cannot run here, or undefined when it can. */
 export function headlessReason(opts: { headless?: boolean | undefined }, io: { stdinTty: boolean; stdoutTty: boolean; env: NodeJS.ProcessEnv }): string | undefined {
   if (opts.headless) return '--headless';
@@ -36,6 +51,7 @@ export function headlessReason(opts: { headless?: boolean | undefined }, io: { s
 }
 
 async function tui(ctx: CliContext, opts: TuiOptions): Promise<number> {
+  const timeBoxes = opts.timeBoxes !== undefined ? parseTimeBoxes(opts.timeBoxes) : undefined;
   if (opts.theme !== 'dark' && opts.theme !== 'light') {
     throw new NemoclawError('invalid_input', `--theme must be dark or light, got "${opts.theme}"`, { exitCode: EXIT.usage });
   }
@@ -87,6 +103,7 @@ async function tui(ctx: CliContext, opts: TuiOptions): Promise<number> {
       host: opts.host,
       env: ctx.io.env,
       notify: opts.notify === true,
+      ...(timeBoxes ? { timeBoxes } : {}),
     });
     ctx.err(`detached from sandbox "${ctx.name}"${opts.host ? ` on ${opts.host}` : ''}; the supervisor and the agent keep running (re-attach: nemoclaw-tui${nameFlag(ctx.name)}${reattachFlags(opts)})`);
     return code;
@@ -104,6 +121,7 @@ export const tuiCommands: CommandModule = {
       .option('--headless', 'print the event follow instead of the full-screen UI')
       .option('--ascii', 'draw gauges with # and . only (also automatic on TERM=linux/dumb or a non-UTF-8 locale)')
       .option('--theme <theme>', 'dark or light', 'dark')
+      .option('--time-boxes <list>', 'the time boxes the A / D scope chooser offers, comma-separated (default 15m,1h; each 1s to 7d)')
       .option('--notify', 'also a desktop notification (OSC 9, or OSC 777 on VTE/rxvt/foot; through tmux passthrough) for each new held request; the bell and window title are always on')
       .option('--host <user@box>', "attach to that box's supervisor through ssh (runs `nemoclaw-tui __bridge` there; ssh must log in without a prompt)")
       .option('--ssh-config <file>', 'with --host: ssh client config to use (ssh -F; default ~/.ssh/config, or $NEMOCLAW_SSH_CONFIG)')
