@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createEgressService } from '../../src/egress/index.js';
 import { makeTempHome, runCli, startTestSupervisor, type TestSupervisor } from '../helpers/supervisor.js';
-import { proxyRequest, startUpstream, testResolver } from '../egress/harness.js';
+import { proxyConnect, proxyRequest, startEcho, startUpstream, testResolver } from '../egress/harness.js';
 
 const resolver = testResolver({ 'api.unknown.test': ['127.0.0.1'], 'www.unknown.test': ['127.0.0.1'] });
 const POLICY = 'version: 1\nnetwork_policies: {}\napprovals:\n  mode: ask\n  timeout: 30\n  when_unattended: hold\n';
@@ -77,6 +77,30 @@ describe('approve / deny with a scope', () => {
     expect(p3.host).toBe('api.unknown.test');
     await t.client.decide(p3.id, 'deny');
     expect((await third).status).toBe(403);
+  });
+
+  it('a tunnel opened under a time-boxed grant ends when the grant does (the expiry revision revokes it)', async () => {
+    const { home, t } = await setup();
+    const echo = await startEcho();
+    cleanups.push(() => echo.close());
+    const pending = proxyConnect(t.paths.proxySocket, `api.unknown.test:${echo.port}`);
+    const p = await heldOne(t);
+    expect((await runCli(['approve', p.id, '--for', '3s'], { home })).code).toBe(0);
+    const tunnel = await pending;
+    expect(tunnel.status).toBe(200);
+    // It carries bytes while the grant runs…
+    const echoed = new Promise<string>((resolve) => tunnel.socket.once('data', (b: Buffer) => resolve(b.toString())));
+    tunnel.socket.write('ping');
+    expect(await echoed).toBe('ping');
+    // …and is closed by the proxy when the rule ends (the expiry revision revokes it).
+    const closed = new Promise<number>((resolve) => tunnel.socket.once('close', () => resolve(Date.now())));
+    const at = await closed;
+    expect(await t.client.rules()).toEqual([]);
+    const revisions = await t.client.policyHistory();
+    expect(revisions.at(-1)).toMatchObject({ author: 'expiry' });
+    expect(Date.parse(revisions.at(-1)!.time)).toBeLessThanOrEqual(at + 50);
+    const events = await t.client.events({ kinds: ['net.decision'] });
+    expect(events.some((e) => e.action === 'revoke' && e.host === 'api.unknown.test' && e.port === echo.port)).toBe(true);
   });
 
   it('usage errors name the option; --help lists the scope options', async () => {
