@@ -702,7 +702,8 @@ export function App({ client, store, ascii, theme: themeName, host, now: nowFn =
         lines={[
           ` ${ruleSummary(r, now)}`,
           ' This is a new policy revision (in the audit log).',
-          r.action === 'allow' ? ' Requests it allowed are held for approval again; open connections it let through end.' : ' Requests it denied are held for approval again.',
+          r.action === 'allow' ? ' Requests it allowed are held for approval again;' : ' Requests it denied are held for approval again.',
+          ...(r.action === 'allow' ? [' open connections it let through end.'] : []),
         ]}
         keys="[y] remove  [n] keep (Esc cancels)"
       />
@@ -823,7 +824,8 @@ function tooSmallLines(state: TuiState, cursorHeld: HeldRow | undefined, mode: M
     if (c.kind === 'deny') out.push(`${c.always ? 'Always deny' : 'Deny'} ${c.row.host}:${c.row.port}? reason: ${c.reason}_  ⏎ deny  Esc cancel`);
     else out.push(`${confirmText(c, state).title.trim()}  y yes  n no`);
   } else {
-    out.push('a approve  s session  A always  d deny  D always-deny  j/k next  q detach');
+    // A / D need the scope chooser, which needs the full screen.
+    out.push('a approve  s session  d deny  j/k next  q detach  (A/D scope: larger terminal)');
   }
   return out;
 }
@@ -860,8 +862,10 @@ function confirmText(c: Confirm, state: TuiState): { title: string; lines: strin
     return {
       title: ' Quarantine the sandbox?',
       lines: [
-        ' Stops the agent and refuses ALL egress and inference; the workdir is kept as evidence.',
-        ' `up` is refused until `nemoclaw-tui quarantine release`; it holds across restarts.',
+        // Each line fits 80 columns inside the border (ConfirmView cuts longer ones).
+        ' Stops the agent; refuses ALL egress and inference.',
+        ' The workdir is kept as evidence. It holds across restarts:',
+        ' `up` is refused until `nemoclaw-tui quarantine release`.',
         ' Reason (optional; written to the audit log):',
         ` > ${c.reason}_`,
       ],

@@ -48,3 +48,24 @@ describe('rules view', () => {
     expect(h.frame()).toContain('Network');
   });
 });
+
+describe('quarantine dialog', () => {
+  test('Q asks with a reason field at 80x24, nothing cut; Enter sends it; Esc cancels', async () => {
+    const client = new FakeClient();
+    h = await renderApp({ columns: 80, rows: 24, client });
+    await h.press('Q');
+    let f = h.frame();
+    for (const line of ['Quarantine the sandbox?', 'Stops the agent; refuses ALL egress and inference.', 'The workdir is kept as evidence. It holds across restarts:', '`up` is refused until `nemoclaw-tui quarantine release`.', '[⏎] quarantine  [Esc] cancel']) {
+      expect(f).toContain(line);
+    }
+    for (const l of rowsOf(f)) expect(l.length).toBeLessThanOrEqual(80);
+    await h.press('\u001B');
+    expect(client.quarantines).toEqual([]);
+    await h.press('Q');
+    await h.press('b', 'a', 'd');
+    f = h.frame();
+    expect(f).toContain('> bad_');
+    await h.press('\r');
+    expect(client.quarantines).toEqual(['bad']);
+  });
+});
