@@ -186,6 +186,9 @@ export class AuditJoiner {
         if (s && domain) this.domains.set(domain, s);
       }
       if (!s) continue; // another program's Landlock domain, not a sandbox of this supervisor
+      // A refused TCP connect or bind (blockers net.*) or a scope (scope.*) is not a file access:
+      // it must not appear as an fs.violation with an address for a path.
+      if (!(a.fields.blockers ?? '').split(',').some((b) => b.startsWith('fs.'))) continue;
       // The helper's one probe of "/" before it executes the command: registration, not a violation.
       if (syscall?.fields.exe === s.helperInside) continue;
       const v = violationFromRecords(a, syscall, s.rules);

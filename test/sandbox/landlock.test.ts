@@ -80,6 +80,8 @@ const REC = {
   createSyscall: '1300 audit(1796319333.733:79): arch=c000003e syscall=257 success=no exit=-13 a0=ffffff9c a1=55a389d99a50 a2=241 a3=1b6 items=0 ppid=500 pid=501 auid=4294967295 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=4294967295 comm="sh" exe="/usr/bin/dash" key=(null)',
   readAccess: '1423 audit(1796319333.733:80): domain=1522ad432 blockers=fs.read_file path="/etc/shadow" dev="vda" ino=935',
   readSyscall: '1300 audit(1796319333.733:80): arch=c000003e syscall=257 success=no exit=-13 a0=ffffff9c a1=7ffc94b73adf a2=0 a3=0 items=0 ppid=500 pid=502 auid=4294967295 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=4294967295 comm="cat" exe="/usr/bin/cat" key=(null)',
+  netAccess: '1423 audit(1796319333.800:85): domain=1522ad432 blockers=net.connect_tcp daddr=127.0.0.1 dest=8080',
+  netSyscall: '1300 audit(1796319333.800:85): arch=c000003e syscall=42 success=no exit=-13 items=0 ppid=500 pid=502 comm="curl" exe="/usr/bin/curl" key=(null)',
   otherAccess: '1423 audit(1796319334.000:90): domain=99999 blockers=fs.write_file path="/x" dev="vda" ino=1',
   otherDomain: '1424 audit(1796319334.000:90): domain=99999 status=allocated mode=enforcing pid=7000 uid=0 exe="/usr/bin/other" comm="other"',
   otherSyscall: '1300 audit(1796319334.000:90): arch=c000003e syscall=257 success=no exit=-13 items=0 ppid=1 pid=7000 comm="other" exe="/usr/bin/other" key=(null)',
@@ -102,7 +104,7 @@ describe('kernel audit records → fs.violation', () => {
     });
     const got: FsViolation[] = [];
     joiner.add({ rootPid: 400, rules: { readOnly: ['/usr', '/etc'], readWrite: ['/sandbox', '/tmp'], hidden: ['/etc/shadow'] }, helperInside: '/opt/nemoclaw/bin/nemoclaw-landlock', emit: (v) => got.push(v) });
-    for (const l of [REC.probeAccess, REC.probeDomain, REC.probeSyscall, REC.createAccess, REC.createSyscall, REC.readAccess, REC.readSyscall, REC.otherAccess, REC.otherDomain, REC.otherSyscall]) joiner.line(l);
+    for (const l of [REC.probeAccess, REC.probeDomain, REC.probeSyscall, REC.createAccess, REC.createSyscall, REC.readAccess, REC.readSyscall, REC.netAccess, REC.netSyscall, REC.otherAccess, REC.otherDomain, REC.otherSyscall]) joiner.line(l);
     joiner.flush(undefined);
     expect(got).toEqual([
       { pid: 501, binary: '/usr/bin/dash', syscall: 'openat', path: '/etc', errno: 'EACCES', rule: 'filesystem_policy.read_only[1]: /etc (refused by Landlock)', access: 'write', source: 'landlock', blockers: ['fs.make_reg'], domain: '1522ad432' },
