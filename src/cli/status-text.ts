@@ -264,6 +264,12 @@ export function describeStatus(s: SupervisorStatus, opts: { daemonLog?: string }
     out.push(`  !! AUDIT LOG FAILING since ${s.audit.since ?? '?'}: ${s.audit.problem ?? s.audit.code ?? 'write failed'}`);
     out.push(`  !! free space on ${s.audit.disk ?? 'the disk of the audit log'}; ${plural(s.audit.lost_records ?? 0, 'event')} not recorded so far (from seq ${s.audit.first_lost_seq ?? '?'}); it resumes with a gap marker`);
   }
+  // The kill switch: as loud as a failing audit log (nothing gets out either way).
+  const q = obj(services.quarantine);
+  if (q?.quarantined === true) {
+    out.push(`  !! QUARANTINED since ${String(q.since ?? '?')} (${String(q.reason ?? 'no reason given')}): agent stopped, all egress and inference refused`);
+    out.push(`  !! lift it with \`nemoclaw-tui quarantine release${nameFlag(s.name)}\` (the workdir is kept as evidence)`);
+  }
   const pending = num(obj(services.egress)?.pending) ?? 0;
   if (pending > 0) out.push(`  !! ${plural(pending, 'request')} waiting for approval: nemoclaw-tui pending${nameFlag(s.name)}`);
   const p = s.policy;

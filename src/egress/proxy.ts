@@ -456,7 +456,9 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
               ? `the approval queue is full (max_pending ${approvals.max_pending}); this request was the oldest`
               : code === 'client_gone'
                 ? `the client closed its connection while the request to ${host}:${port} was held (pending ${held.pendingId}); nothing was forwarded`
-                : outcome.note !== undefined
+                : outcome.reason === 'policy_deny' && outcome.note !== undefined
+                  ? outcome.note
+                  : outcome.note !== undefined
                   ? `denied by operator: ${outcome.note} (${outcome.reason} by ${outcome.by})`
                   : `denied by ${outcome.by} (${outcome.reason})`;
         return refuse(code, detail, undefined);
@@ -1585,7 +1587,8 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
         if (p.state !== 'held' || deciding.has(p.id)) continue;
         const d = opts.decide({ host: p.host, port: p.port, binary: p.binary ?? undefined });
         if (d.verdict === 'allow') queue.resolve(p.id, true, 'policy_allow', 'policy');
-        else if (d.verdict === 'deny') queue.resolve(p.id, false, 'policy_deny', 'policy');
+        // The new policy's own refusal text goes to the agent (a quarantine's says quarantined, and why).
+        else if (d.verdict === 'deny') queue.resolve(p.id, false, 'policy_deny', 'policy', d.reason);
       }
       for (const c of connections) {
         const a = c.tunnel?.admission ?? c.admission;

@@ -6,6 +6,8 @@
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { createQuarantineService, quarantineFile } from '../../src/control/quarantine.js';
+import { createEgressService } from '../../src/egress/index.js';
+import { proxyRequest, startUpstream, testResolver } from '../egress/harness.js';
 import { makeTempHome, runCli, startTestSupervisor } from '../helpers/supervisor.js';
 import { sandboxPaths } from '../../src/shared/home.js';
 
@@ -33,6 +35,8 @@ describe('quarantine', () => {
       expect(JSON.parse(st.stdout)).toMatchObject({ quarantined: true, reason: 'odd upload', by: 'cli' });
       const status = await runCli(['status'], { home: sup.home });
       expect(status.stdout).toMatch(/quarantine\s+quarantined=true reason="odd upload"/);
+      expect(status.stdout).toMatch(/!! QUARANTINED since \S+ \(odd upload\): agent stopped, all egress and inference refused/);
+      expect(status.stdout).toContain('!! lift it with `nemoclaw-tui quarantine release`');
       // Asking twice keeps the first.
       expect((await runCli(['quarantine', '--reason', 'again'], { home: sup.home })).stdout).toContain('already quarantined');
 
@@ -85,6 +89,32 @@ describe('quarantine', () => {
       expect(existsSync(quarantineFile(sandboxPaths('default', home.dir)))).toBe(false);
     } finally {
       await home.cleanup();
+    }
+  });
+
+  it('a request held when the quarantine begins is refused with the quarantine in its refusal; new ones at once', async () => {
+    const up = await startUpstream();
+    const sup = await startTestSupervisor({
+      policyText: 'version: 1\nnetwork_policies: {}\napprovals:\n  mode: ask\n  timeout: 30\n  when_unattended: hold\n',
+      unsafeAllowLoopbackUpstreams: true,
+      services: [() => createQuarantineService(), () => createEgressService({ resolver: testResolver({ 'held.test': ['127.0.0.1'] }) })],
+    });
+    try {
+      const held = proxyRequest(sup.paths.proxySocket, `http://held.test:${up.port}/x`);
+      for (let i = 0; i < 200 && (await sup.client.pending()).length === 0; i++) await new Promise((r) => setTimeout(r, 25));
+      expect(await sup.client.pending()).toHaveLength(1);
+      await sup.client.quarantine('held then stopped');
+      const res = await held;
+      expect(res.status).toBe(403);
+      expect(res.json()).toMatchObject({ error: 'policy_denied' });
+      expect(String((res.json() as { detail: string }).detail)).toMatch(/the sandbox is quarantined since .* \(held then stopped\)/);
+      const again = await proxyRequest(sup.paths.proxySocket, `http://held.test:${up.port}/y`);
+      expect(again.status).toBe(403);
+      expect(await sup.client.pending()).toEqual([]);
+      expect(up.requests).toHaveLength(0);
+    } finally {
+      await sup.stop();
+      await up.close();
     }
   });
 
