@@ -3,7 +3,7 @@
  * part defines its own per-kind fields, and an older or newer supervisor may send fewer or more.
  * A missing field renders as `-`; a malformed event never throws.
  */
-import { MISSING } from './format.js';
+import { clockTime, MISSING } from './format.js';
 
 /** The subset of an audit event the TUI relies on (`src/audit/events.ts` AuditEvent). */
 export interface TuiEvent {
@@ -161,6 +161,14 @@ export function netRowFromEvent(ev: TuiEvent): NetRow {
     // An operator's decision may carry their own words (`deny --reason`, the TUI's deny dialog).
     const words = by === 'cli' || by === 'tui' ? field(ev, 'reason') : undefined;
     if (by !== undefined) reason = `by ${str(ev, 'by')}${latency === undefined ? '' : ` after ${(latency / 1000).toFixed(1)} s`}${typeof words === 'string' ? `: ${words}` : ''}`;
+    // The rule the decision wrote, when its scope is wider than the row (any port, *.domain) or it
+    // is time-boxed: the row says so (the rules view `r` shows its time left).
+    const ruleHost = field(ev, 'rule_host');
+    const rulePort = field(ev, 'rule_port');
+    const until = field(ev, 'rule_expires_at');
+    const wider = (typeof ruleHost === 'string' && ruleHost !== field(ev, 'host')) || rulePort === 'any';
+    if (wider) reason += `; rule ${String(ruleHost ?? str(ev, 'host'))}:${rulePort === 'any' ? '*' : String(rulePort ?? str(ev, 'port'))}`;
+    if (typeof until === 'string') reason += `; until ${clockTime(until)}`;
   }
   return {
     key: `${ev.kind}:${ev.seq ?? ''}:${ev.id ?? ''}`,

@@ -216,3 +216,12 @@ describe('glyphs', () => {
     expect(shouldUseAscii({ LC_ALL: 'C.utf8', LANG: 'C', TERM: 'xterm' }, false)).toBe(false);
   });
 });
+
+describe('a scoped decision in its row (issue 16)', () => {
+  test('says the rule is wider than the row, and until when a time-boxed one lasts', async () => {
+    const { netRowFromEvent } = await import('../../components/selectors.js');
+    const row = netRowFromEvent({ kind: 'approval.decision', ts: '2026-12-03T12:00:00.000Z', seq: 9, id: 'p-1', pending_id: 'p-1', decision: 'always', by: 'tui', latency_ms: 1200, host: 'api.github.com', port: 443, rule_host: '*.github.com', rule_port: 'any', rule_expires_at: '2026-12-03T12:15:00.000Z', rule_lasts: 'timed' });
+    expect(row.verdict).toBe('always');
+    expect(row.reason).toBe('by tui after 1.2 s; rule *.github.com:*; until 12:15:00');
+  });
+});
