@@ -160,6 +160,9 @@ interface Admission {
   generation: number;
 }
 
+/** How long a refused tunnel waits for the request it answers with the refusal (see refuseConnect). */
+const REFUSAL_WAIT_MS = 10_000;
+
 interface Refusal {
   code: RefusalCode;
   detail: string;
@@ -857,11 +860,62 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
      * (then the client can show it); TLS or another protocol is closed (a 403 would be garbage there).
      */
     refuseConnect(r: Refusal): void {
-      if (!this.transparent) return writeRefusal(this.socket, r);
-      const first = firstSignificantByte(this.buf);
-      const b = first >= 0 ? this.buf[first] : undefined;
-      if (b !== undefined && b >= 0x41 && b <= 0x5a) return writeRefusal(this.socket, r);
-      this.close();
+      // Clients drop the body of a refused CONNECT (undici: "Proxy response (403) !== 200 when
+      // HTTP Tunneling"; curl: "CONNECT tunnel failed, response 403"), so the agent never learns why
+      // (nor an operator's deny reason). Instead the tunnel is "opened" to nowhere and the refusal
+      // is the answer to the first request in it: plain HTTP as is, TLS terminated with a leaf of
+      // the sandbox CA (which every client in the sandbox trusts). Nothing is ever dialled.
+      if (!opts.tls && !this.transparent) return writeRefusal(this.socket, r);
+      this.established();
+      const classify = (): void => {
+        this.awaitingTunnelBytes = false;
+        const at = firstSignificantByte(this.buf);
+        if (at < 0 && this.buf.length <= MAX_HEAD_BYTES) return waitMore();
+        const b = at < 0 ? undefined : this.buf[at];
+        if (b !== undefined && b >= 0x41 && b <= 0x5a) return writeRefusal(this.socket, r);
+        if (b === 0x16 && at === 0 && opts.tls) return void this.refuseInsideTls(r);
+        this.close();
+      };
+      const waitMore = (): void => this.awaitTunnelBytes(classify);
+      // Nobody speaks first within a while: there is no request to answer.
+      this.socket.setTimeout(REFUSAL_WAIT_MS, () => this.close());
+      if (this.buf.length > 0) return classify();
+      waitMore();
+    }
+
+    /** The refusal as the HTTPS answer to the first request of a refused tunnel (see refuseConnect). */
+    async refuseInsideTls(r: Refusal): Promise<void> {
+      let secureContext: SecureContext;
+      try {
+        secureContext = await opts.tls!.contextFor(r.host);
+      } catch {
+        return this.close();
+      }
+      if (this.closed) return;
+      const raw = this.raw;
+      raw.removeAllListeners('data');
+      raw.removeAllListeners('timeout');
+      if (this.buf.length > 0) raw.unshift(this.buf);
+      this.buf = Buffer.alloc(0);
+      const secure = new TLSSocket(raw, { isServer: true, secureContext, ALPNProtocols: ['http/1.1'] });
+      const giveUp = setTimeout(() => secure.destroy(), REFUSAL_WAIT_MS);
+      giveUp.unref();
+      let head = '';
+      secure.on('data', (chunk: Buffer) => {
+        head += chunk.toString('latin1');
+        // The whole request head (or as much as a head may be): then answer and close.
+        if (head.includes('\r\n\r\n') || head.length > MAX_HEAD_BYTES) {
+          secure.removeAllListeners('data');
+          clearTimeout(giveUp);
+          writeRefusal(secure, r);
+        }
+      });
+      secure.on('error', () => secure.destroy());
+      secure.once('close', () => {
+        clearTimeout(giveUp);
+        this.close();
+      });
+      secure.resume();
     }
 
     /** Start an intercepted connection: the same path as `CONNECT host:port` from a proxy client. */

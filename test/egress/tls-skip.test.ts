@@ -137,9 +137,15 @@ describe('tls: skip', () => {
   it('tls: skip with L7 rules: the CONNECT is refused (403, no upstream connection), since the rules could not be checked in a raw tunnel', async () => {
     const up = await startUpstream(true);
     const { socketPath, events } = await startProxy([{ host: 'skip.test', ports: [up.port], tls: 'skip', protocol: 'rest', access: 'read-only' }], { 'skip.test': ['127.0.0.1'] });
-    const t = await proxyConnect(socketPath, `skip.test:${up.port}`);
-    expect(t.status).toBe(403);
-    expect(t.body).toContain('tls: skip');
+    // A refused CONNECT is "opened" to nowhere and the refusal answers the first request inside it
+    // (clients drop a refused CONNECT's body, so the agent would never learn why): TLS terminated
+    // with a sandbox-CA leaf, then the 403 naming the reason. Nothing is dialled.
+    const { s, issuer } = await tlsThrough(socketPath, `skip.test:${up.port}`, 'skip.test', cas.sandboxCa.caCertPem);
+    expect(issuer).toBe(issuerOf(cas.sandboxCa));
+    const answer = await get(s, 'skip.test', '/r');
+    expect(answer).toMatch(/^HTTP\/1\.1 403 /);
+    expect(answer).toContain('tls: skip');
+    expect(answer).toMatch(/X-Nemoclaw-Policy: policy_denied/);
     expect(up.connections).toBe(0);
     expect(events.some((e) => e.kind === 'net.decision' && e.action === 'deny' && e.tls_skip === true)).toBe(true);
   });
