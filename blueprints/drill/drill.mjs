@@ -11,11 +11,13 @@
 //   DRILL_LOCAL_DOWN_MODEL    model id the drill policy routes to a local provider that is down (default drill-local-down)
 //   DRILL_ALLOWED_URL         a host the policy allows (default https://registry.npmjs.org/-/ping)
 //   DRILL_UNKNOWN_URL         a host no rule mentions (default https://unknown.drill.nemoclaw.invalid/)
+//   DRILL_LOOKUP_NAME         a name the drill resolves itself (default lookup.drill.nemoclaw.invalid)
 //   DRILL_BURN_MAX            most calls while burning tokens (default 40)
 //   DRILL_BURN_TOKENS         max_tokens per burn call (default 2000)
 //   DRILL_REPEAT_SECONDS      run the walk again after this pause; 0 = once and exit (default 0)
 //   DRILL_STEP_PAUSE_MS       pause between steps so a human can follow (default 0)
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { lookup } from 'node:dns/promises';
 
 const env = process.env;
 const token = env.NEMOCLAW_INFERENCE_TOKEN ?? '';
@@ -26,6 +28,7 @@ const SECRET_PROMPT = `Deploy with this key: ${'AKIA'}QYLPMN5HHHFPZAM2 and secre
 const PII_PROMPT = 'Please draft a reply to jane.doe@acme-widgets.io and call her at +1 415 555 0134 about invoice 4417.';
 const allowedUrl = env.DRILL_ALLOWED_URL || 'https://registry.npmjs.org/-/ping';
 const unknownUrl = env.DRILL_UNKNOWN_URL || 'https://unknown.drill.nemoclaw.invalid/';
+const lookupName = env.DRILL_LOOKUP_NAME || 'lookup.drill.nemoclaw.invalid';
 const burnMax = Number(env.DRILL_BURN_MAX || 40);
 const burnTokens = Number(env.DRILL_BURN_TOKENS || 2000);
 const repeatSeconds = Number(env.DRILL_REPEAT_SECONDS || 0);
@@ -91,6 +94,18 @@ async function walk(round) {
       // Held for the operator when one is attached, refused (403) otherwise.
       const r = await httpGet(unknownUrl, 130_000);
       report(round, 'unknown-host', r.status ? `HTTP ${r.status}` : `failed: ${r.error}`, unknownUrl);
+    },
+    async () => {
+      // A tool that resolves a name itself, as proxy-unaware clients do: under transparent
+      // interception the supervisor's DNS responder answers and records it (net.dns); in a
+      // loopback-only sandbox the lookup fails and nobody sees it (the network pane says which).
+      const name = lookupName;
+      try {
+        const a = await lookup(name, { family: 4 });
+        report(round, 'dns-lookup', `resolved to ${a.address}`, name);
+      } catch (err) {
+        report(round, 'dns-lookup', `failed: ${err.code ?? err.message}`, name);
+      }
     },
     async () => {
       report(round, 'write-outside-sandbox', tryFs(() => writeFileSync('/etc/drill-was-here', 'x')), '/etc/drill-was-here');

@@ -123,7 +123,7 @@ describe('CLI', () => {
     expect(parseSince('1h', now)).toBe(now - 3_600_000);
     expect(parseSince('2026-11-22T09:00:00Z', now)).toBe(Date.parse('2026-11-22T09:00:00Z'));
     expect(() => parseSince('soon', now)).toThrow(/--since expects/);
-    expect(parseKinds('policy.revision,net.*')).toEqual(['policy.revision', 'net.request', 'net.held', 'net.decision']);
+    expect(parseKinds('policy.revision,net.*')).toEqual(['policy.revision', 'net.request', 'net.held', 'net.decision', 'net.dns']);
     expect(() => parseKinds('net.nothing')).toThrow(/unknown event kind "net.nothing"/);
   });
 });
