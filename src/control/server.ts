@@ -327,6 +327,10 @@ export class ControlServer {
       cleanup();
     });
     req.on('error', () => undefined);
+    // A follow stream has no end of its own: a follower that half-closes (its ssh bridge lost
+    // stdin, its process is going away) has left, and must stop counting as an attached operator.
+    // (A backlog answer, follow=0, is still written whole to a half-closed client.)
+    res.socket?.once('end', () => stream.close('the client closed its side'));
 
     writeLine({ type: 'hello', sandbox: this.opts.sandbox, last_seq: bus.durableSeq(), heartbeat_ms: this.opts.heartbeatMs });
     try {

@@ -125,7 +125,7 @@ describe('drill agent', () => {
     expect(code, out).toBe(0);
     const by = (step: string) => lines.filter((l) => l.drill === step);
     expect(lines.map((l) => l.drill)).toEqual([
-      'allowed-host', 'unknown-host', 'write-outside-sandbox', 'write-usr', 'read-hidden', 'read-hidden',
+      'allowed-host', 'unknown-host', 'dns-lookup', 'write-outside-sandbox', 'write-usr', 'read-hidden', 'read-hidden',
       'send-pii', 'send-plain', 'send-pii-local-down', 'send-secret', 'burn-tokens', 'done',
     ]);
     expect(by('allowed-host')[0].outcome).toBe('HTTP 200');

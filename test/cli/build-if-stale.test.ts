@@ -16,6 +16,10 @@ function setup(): void {
   mkdirSync(join(dir, 'bin'), { recursive: true });
   mkdirSync(join(dir, 'src'), { recursive: true });
   cpSync(join(REPO_ROOT, 'bin', 'build-if-stale.js'), join(dir, 'bin', 'build-if-stale.js'));
+  // build-if-stale builds the Landlock helper first (bin/build-native.js, its C source).
+  cpSync(join(REPO_ROOT, 'bin', 'build-native.js'), join(dir, 'bin', 'build-native.js'));
+  mkdirSync(join(dir, 'src', 'sandbox', 'landlock'), { recursive: true });
+  cpSync(join(REPO_ROOT, 'src', 'sandbox', 'landlock', 'nemoclaw-landlock.c'), join(dir, 'src', 'sandbox', 'landlock', 'nemoclaw-landlock.c'));
   symlinkSync(join(REPO_ROOT, 'node_modules'), join(dir, 'node_modules'));
   writeFileSync(join(dir, 'package.json'), '{"type":"module"}\n');
   writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: { outDir: 'dist', rootDir: '.', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, types: [] }, include: ['src/**/*.ts'] }));

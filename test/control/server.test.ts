@@ -296,4 +296,17 @@ describe('control API server and client', () => {
     expect(took).toBeLessThan(5_000);
     expect(await client.request('POST', '/v1/echo', { b: 1 })).toEqual({ got: { b: 1 } });
   });
+  it('a follower that half-closes has left: its stream ends and it no longer counts as an attached operator', async () => {
+    const sock = connect(socketPath);
+    await new Promise<void>((r) => sock.once('connect', () => r()));
+    let data = '';
+    sock.setEncoding('utf8');
+    sock.on('data', (c: string) => (data += c));
+    sock.write('GET /v1/events?follow=1&approver=1 HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => bus.subscriberCount() === 1 && presence.attachedCount() === 1);
+    sock.end();
+    await until(() => bus.subscriberCount() === 0 && presence.attachedCount() === 0);
+    await new Promise<void>((r) => (sock.closed ? r() : sock.once('close', () => r())));
+    expect(data).toContain('"type":"end"');
+  });
 });
