@@ -10,51 +10,22 @@
  * test/egress/daemon-ns.ts): the proxy resolves names itself, and OpenClaw in trusted-env-proxy mode
  * leaves resolution to the proxy. Needs root, bubblewrap, strace, socat, unshare.
  */
-import { execFileSync } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
-import { appendFileSync, cpSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { parseDocument } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ControlClient } from '../../src/control/client.js';
 import type { EventKind } from '../../src/audit/events.js';
-import { writeManifest } from '../../src/blueprint/index.js';
-import { BIN, REPO_ROOT, makeTempHome, runCli, type TempHome } from '../helpers/supervisor.js';
+import { CACHE_AGENTS, requireOpenClawPrerequisites, stubOpenClawBlueprint } from '../helpers/openclaw.js';
+import { BIN, makeTempHome, runCli, type TempHome } from '../helpers/supervisor.js';
 import { startStubUpstream, type RecordedRequest, type StubReply, type StubUpstream } from '../stubs/upstream.js';
 
-const CACHE_AGENTS = process.env.NEMOCLAW_TEST_AGENT_CACHE ?? '/var/cache/nemoclaw-test/agents';
 const MODEL = 'e2e-model';
 const PAGE_MARK = 'PAGE-MARK-7731';
 const DENY_REASON = 'not on the research list';
 
 type Event = Record<string, unknown> & { kind: string; seq: number };
-
-function requirePrerequisites(): void {
-  if (process.getuid?.() !== 0) throw new Error('the OpenClaw web_fetch e2e test needs root (sandbox, netns join, a private mount namespace)');
-  for (const tool of ['bwrap', 'strace', 'socat', 'nsenter', 'unshare']) {
-    try {
-      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    } catch {
-      throw new Error(`the OpenClaw web_fetch e2e test needs ${tool}: apt-get install -y bubblewrap strace socat util-linux (see .ci/run)`);
-    }
-  }
-}
-
-function stubBlueprint(dir: string, stubBaseUrl: string): string {
-  const target = join(dir, 'openclaw');
-  cpSync(join(REPO_ROOT, 'blueprints', 'openclaw'), target, { recursive: true });
-  const file = join(target, 'blueprint.yaml');
-  const doc = parseDocument(readFileSync(file, 'utf8'));
-  doc.setIn(['inference', 'profiles', 'e2e-stub'], {
-    description: 'stub upstream started by the e2e test',
-    provider: { name: 'e2e-stub', type: 'openai', base_url: stubBaseUrl, locality: 'local' },
-    models: [MODEL],
-  });
-  writeFileSync(file, doc.toString());
-  writeManifest(target);
-  return target;
-}
 
 interface ChatMessage {
   role: string;
@@ -136,7 +107,7 @@ describe('OpenClaw web_fetch, held and decided by the operator', () => {
     runCli(['exec', '--', 'openclaw', 'agent', '--agent', 'main', '--message', message, '--json'], { home: home.dir, env, timeoutMs: 240_000 });
 
   beforeAll(async () => {
-    requirePrerequisites();
+    requireOpenClawPrerequisites('the OpenClaw web_fetch e2e test', ['bwrap', 'strace', 'socat', 'nsenter', 'unshare']);
     home = await makeTempHome('nct-ocwf-');
     mkdirSync(CACHE_AGENTS, { recursive: true, mode: 0o755 });
     symlinkSync(CACHE_AGENTS, join(home.dir, 'agents'));
@@ -148,7 +119,7 @@ describe('OpenClaw web_fetch, held and decided by the operator', () => {
     await new Promise<void>((r) => page.listen(0, '127.0.0.1', () => r()));
     pagePort = (page.address() as { port: number }).port;
     stub = await startStubUpstream({ reply: scriptedModel, models: [MODEL] });
-    const blueprint = stubBlueprint(home.dir, stub.openaiBaseUrl);
+    const blueprint = stubOpenClawBlueprint(home.dir, stub.openaiBaseUrl, MODEL);
     const hostsFile = join(home.dir, 'hosts');
     writeFileSync(hostsFile, '127.0.0.1 localhost\n127.0.0.1 research.test\n127.0.0.1 blocked.test\n127.0.0.1 direct.test\n');
     // The script is fixed; the hosts file and the command come in as positional parameters.

@@ -13,50 +13,19 @@
  *
  * Needs root, bubblewrap, strace, socat and access to the npm registry on the first run.
  */
-import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseDocument } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ControlClient } from '../../src/control/client.js';
 import type { EventKind } from '../../src/audit/events.js';
-import { writeManifest } from '../../src/blueprint/index.js';
-import { REPO_ROOT, makeTempHome, runCli, type TempHome } from '../helpers/supervisor.js';
+import { CACHE_AGENTS, requireOpenClawPrerequisites, stubOpenClawBlueprint } from '../helpers/openclaw.js';
+import { makeTempHome, runCli, type TempHome } from '../helpers/supervisor.js';
 import { startStubUpstream, type StubUpstream } from '../stubs/upstream.js';
 
-/** Installed runtimes shared by every run on this machine (directory names carry the versions). */
-const CACHE_AGENTS = process.env.NEMOCLAW_TEST_AGENT_CACHE ?? '/var/cache/nemoclaw-test/agents';
 const REPLY = 'PONG-4417: the stub model answered through the privacy router';
 const MODEL = 'e2e-model';
 
 type Event = Record<string, unknown> & { kind: string; seq: number };
-
-function requirePrerequisites(): void {
-  if (process.getuid?.() !== 0) throw new Error('the OpenClaw e2e test needs root (the sandbox bridge, uid switch and netns join)');
-  for (const tool of ['bwrap', 'strace', 'socat', 'nsenter']) {
-    try {
-      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    } catch {
-      throw new Error(`the OpenClaw e2e test needs ${tool}: apt-get install -y bubblewrap strace socat util-linux (see .ci/run)`);
-    }
-  }
-}
-
-/** The packaged openclaw blueprint plus one profile whose provider is the stub. */
-function stubBlueprint(dir: string, stubBaseUrl: string): string {
-  const target = join(dir, 'openclaw');
-  cpSync(join(REPO_ROOT, 'blueprints', 'openclaw'), target, { recursive: true });
-  const file = join(target, 'blueprint.yaml');
-  const doc = parseDocument(readFileSync(file, 'utf8'));
-  doc.setIn(['inference', 'profiles', 'e2e-stub'], {
-    description: 'stub upstream started by the e2e test',
-    provider: { name: 'e2e-stub', type: 'openai', base_url: stubBaseUrl, locality: 'local' },
-    models: [MODEL],
-  });
-  writeFileSync(file, doc.toString());
-  writeManifest(target);
-  return target;
-}
 
 async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number, state: () => Promise<string>): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -82,7 +51,7 @@ describe('OpenClaw inside the real sandbox', () => {
   };
 
   beforeAll(async () => {
-    requirePrerequisites();
+    requireOpenClawPrerequisites('the OpenClaw e2e test', ['bwrap', 'strace', 'socat', 'nsenter']);
     home = await makeTempHome('nct-oc-');
     mkdirSync(CACHE_AGENTS, { recursive: true, mode: 0o755 });
     symlinkSync(CACHE_AGENTS, join(home.dir, 'agents'));
@@ -102,7 +71,7 @@ describe('OpenClaw inside the real sandbox', () => {
   }, 90_000);
 
   it('installs, starts the gateway, answers one turn through inference.local and reaches nothing else', async () => {
-    const blueprint = stubBlueprint(home.dir, stub.openaiBaseUrl);
+    const blueprint = stubOpenClawBlueprint(home.dir, stub.openaiBaseUrl, MODEL);
     const env = { NVIDIA_API_KEY: undefined };
     let t0 = Date.now();
     const up = await runCli(['up', '--blueprint', blueprint, '--profile', 'e2e-stub'], { home: home.dir, env, timeoutMs: 60_000 });
@@ -196,7 +165,7 @@ describe('OpenClaw inside the real sandbox', () => {
     const plant = await runCli(['exec', '--', '/bin/sh', '-c', `rm -f /sandbox/.openclaw/openclaw.json && ln -s ${canary} /sandbox/.openclaw/openclaw.json && echo planted`], { home: home.dir, env, timeoutMs: 60_000 });
     expect(plant.stdout, plant.stderr).toContain('planted');
     expect((await runCli(['down'], { home: home.dir, timeoutMs: 60_000 })).code).toBe(0);
-    const blueprint = stubBlueprint(home.dir, stub.openaiBaseUrl);
+    const blueprint = stubOpenClawBlueprint(home.dir, stub.openaiBaseUrl, MODEL);
     const up = await runCli(['up', '--blueprint', blueprint, '--profile', 'e2e-stub'], { home: home.dir, env, timeoutMs: 60_000 });
     const refusal = await until(
       'the agent start to refuse the planted link',
